@@ -1,0 +1,41 @@
+"""gd_lib — the reference library of the Guided Descent course.
+
+Every optimizer and training tool the course teaches, written to be read next
+to the paper it comes from. Sub-packages:
+
+- :mod:`gd_lib.optim`       optimizers (``torch.optim.Optimizer`` subclasses)
+- :mod:`gd_lib.geometry`    norms, dual maps, steepest descent, the modular norm
+- :mod:`gd_lib.curvature`   Hessian / GGN / Fisher products and spectra
+- :mod:`gd_lib.linalg`      matrix functions shared by Shampoo, KFAC, Muon
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+__version__ = "0.1.0"
+
+__all__ = ["device", "quick_mode", "__version__"]
+
+
+def device() -> torch.device:
+    """The one place the course chooses a device: CUDA when present, else CPU.
+
+    Set ``GD_DEVICE`` (e.g. ``cpu`` or ``cuda:1``) to override.
+    """
+    forced = os.environ.get("GD_DEVICE")
+    if forced:
+        return torch.device(forced)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def quick_mode(quick: bool | None = None) -> bool:
+    """Whether experiments run in quick mode.
+
+    An explicit ``quick`` argument wins; otherwise ``GD_QUICK=1`` in the
+    environment turns quick mode on (it is on in ``make test``).
+    """
+    if quick is not None:
+        return bool(quick)
+    return os.environ.get("GD_QUICK", "0").strip().lower() not in ("", "0", "false", "no")

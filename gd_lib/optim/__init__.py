@@ -1,0 +1,7 @@
+"""Optimizers of the course, each a ``torch.optim.Optimizer`` subclass.
+
+Where torch.optim has the same algorithm the class name, hyperparameter names
+and defaults are torch's, and the trajectory matches torch's. Where a
+reference package exists (prodigyopt, schedulefree, the Muon reference) the
+names and defaults follow it.
+"""
