@@ -1,0 +1,34 @@
+"""AlgoPerf-style benchmarking of training algorithms.
+
+- :mod:`gd_lib.benchmark.scoring`: time-to-target, performance profiles and
+  the AlgoPerf v0.5 score, from evaluation logs (EVALS.csv) and workload
+  targets (WORKLOADS.csv).
+
+Command line: ``python -m gd_lib.benchmark score --evals EVALS.csv --workloads WORKLOADS.csv``.
+"""
+from .scoring import (
+    Evaluation,
+    ScoreResult,
+    Workload,
+    apply_variant_rules,
+    performance_profile,
+    performance_ratios,
+    profile_score,
+    read_evaluations,
+    read_workloads,
+    score_submissions,
+    score_times,
+    study_time_to_target,
+    tau_grid,
+    time_table,
+    trial_time_to_target,
+    workload_time_to_target,
+    write_evaluations,
+)
+
+__all__ = [
+    "Evaluation", "ScoreResult", "Workload", "apply_variant_rules", "performance_profile",
+    "performance_ratios", "profile_score", "read_evaluations", "read_workloads", "score_submissions",
+    "score_times", "study_time_to_target", "tau_grid", "time_table", "trial_time_to_target",
+    "workload_time_to_target", "write_evaluations",
+]
