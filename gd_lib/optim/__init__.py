@@ -5,3 +5,8 @@ and defaults are torch's, and the trajectory matches torch's. Where a
 reference package exists (prodigyopt, schedulefree, the Muon reference) the
 names and defaults follow it.
 """
+from .sgd import SGD
+from .adagrad import Adagrad
+from .rmsprop import RMSprop
+from .adam import Adam, AdamW
+from .nadam import NAdam

@@ -1,0 +1,163 @@
+"""Adagrad: per-coordinate step sizes from the sum of all past squared gradients.
+
+References:
+    Duchi, Hazan & Singer (2011), "Adaptive Subgradient Methods for Online Learning and
+    Stochastic Optimization", JMLR 12 (the diagonal version, Section 1.3 / Figure 1).
+
+Same class name, hyperparameters, defaults, state keys and arithmetic as ``torch.optim.Adagrad``
+(torch 2.13), so trajectories agree to rounding. Two deliberate differences: state is
+created at a parameter's first gradient (torch creates it for every parameter in
+``__init__``), and a parameter group's own ``initial_accumulator_value`` is used (torch
+uses the constructor's value for every group).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ._foreach import as_real, buckets, scalar_dtype, use_foreach
+from ._validation import check_nonnegative
+
+__all__ = ["Adagrad", "adagrad_update", "adagrad_update_foreach"]
+
+
+def adagrad_update(param: Tensor, grad: Tensor, state_sum: Tensor, step: float, *, lr: float,
+                   lr_decay: float, weight_decay: float, eps: float, maximize: bool) -> None:
+    r"""One Adagrad step on one tensor, in place on ``param`` and ``state_sum``.
+
+    With :math:`G` = ``state_sum`` (starting at ``initial_accumulator_value``), learning-rate
+    decay :math:`\eta` (``lr_decay``) and step count :math:`t` (``step``, already incremented):
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda\theta_{t-1} \\
+        \gamma_t &\leftarrow \gamma / (1 + (t-1)\,\eta) \\
+        G_t &\leftarrow G_{t-1} + g_t^2 \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma_t\, g_t / (\sqrt{G_t} + \epsilon)
+
+    This is the diagonal Adagrad of Duchi et al. (2011), Figure 1, with their
+    :math:`\eta \to \gamma`, :math:`\mathrm{diag}(G_t)^{1/2} \to \sqrt{G_t}` and
+    :math:`\delta \to \epsilon`; the :math:`\lambda` penalty and the :math:`\eta` decay are
+    torch's additions. A sparse gradient updates only the rows it touches (the classic use:
+    embeddings of rare features); weight decay then is not allowed.
+    """
+    # g <- ±∇f + λθ   (new tensors: p.grad is never written)
+    g = -grad if maximize else grad
+    if weight_decay != 0:
+        if g.is_sparse:
+            raise RuntimeError("Adagrad: weight_decay is not compatible with sparse gradients")
+        g = g.add(param, alpha=weight_decay)
+    # γ_t <- γ / (1 + (t - 1) η)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    if g.is_sparse:
+        # the update is non-linear in g, so duplicate indices must be summed first
+        g = g.coalesce()
+        indices, values = g._indices(), g._values()
+        # G <- G + g² on the touched entries
+        state_sum.add_(torch.sparse_coo_tensor(indices, values.pow(2), g.size()))
+        # sqrt(G) + ε on the touched entries ;  θ <- θ - γ_t g / (sqrt(G) + ε) there
+        std_values = state_sum.sparse_mask(g)._values().sqrt_().add_(eps)
+        param.add_(torch.sparse_coo_tensor(indices, values / std_values, g.size()), alpha=-clr)
+    else:
+        # G <- G + g²
+        state_sum.addcmul_(g, g, value=1)
+        # θ <- θ - γ_t g / (sqrt(G) + ε)
+        std = state_sum.sqrt().add_(eps)
+        param.addcdiv_(g, std, value=-clr)
+
+
+def adagrad_update_foreach(params: list[Tensor], grads: list[Tensor], state_sums: list[Tensor],
+                           steps: list[float], *, lr: float, lr_decay: float, weight_decay: float,
+                           eps: float, maximize: bool) -> None:
+    """:func:`adagrad_update` on lists of dense tensors of one device and dtype, with foreach ops.
+
+    Same arithmetic in the same order (equal bit for bit on the CPU; torch's own foreach
+    Adagrad multiplies g by -γ_t before dividing, which rounds differently).
+    """
+    # g <- ±∇f + λθ
+    g = torch._foreach_neg(grads) if maximize else list(grads)
+    if weight_decay != 0:
+        g = torch._foreach_add(g, params, alpha=weight_decay)
+    # -γ_t per tensor (steps may differ between tensors)
+    neg_clrs = [-(lr / (1 + (t - 1) * lr_decay)) for t in steps]
+    # G <- G + g²
+    torch._foreach_addcmul_(state_sums, g, g, value=1)
+    # θ <- θ - γ_t g / (sqrt(G) + ε)
+    std = torch._foreach_sqrt(state_sums)
+    torch._foreach_add_(std, eps)
+    torch._foreach_addcdiv_(params, g, std, neg_clrs)
+
+
+class Adagrad(torch.optim.Optimizer):
+    """Adagrad (Duchi, Hazan & Singer 2011); see :func:`adagrad_update`.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate γ (default 1e-2).
+        lr_decay: η ≥ 0, the step size decays as γ/(1 + (t-1)η) (default 0).
+        weight_decay: L2 penalty λ ≥ 0 (default 0).
+        initial_accumulator_value: starting value ≥ 0 of the sum of squares (default 0).
+        eps: ε ≥ 0 added to the root (default 1e-10).
+        foreach: True / False / None (default: multi-tensor path when all parameters share
+            one device and dtype and no gradient is sparse).
+        maximize: ascend instead of descend.
+
+    State per parameter, as torch.optim.Adagrad: ``step`` (a scalar tensor) and ``sum`` (G).
+    Sparse gradients are supported (per-tensor path), as in torch.optim.Adagrad.
+    """
+
+    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
+                 initial_accumulator_value: float = 0, eps: float = 1e-10,
+                 foreach: bool | None = None, *, maximize: bool = False):
+        check_nonnegative("lr", lr)
+        check_nonnegative("lr_decay", lr_decay)
+        check_nonnegative("weight_decay", weight_decay)
+        check_nonnegative("initial_accumulator_value", initial_accumulator_value)
+        check_nonnegative("eps", eps)
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+                        maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _state(self, p: Tensor, group: dict) -> dict:
+        state = self.state[p]
+        if len(state) == 0:
+            value = group["initial_accumulator_value"]
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+            state["sum"] = torch.full_like(p, complex(value, value) if torch.is_complex(p) else value,
+                                           memory_format=torch.preserve_format)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None):
+        """One step for every parameter with a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            # parameters without a gradient are skipped; sparse gradients are supported
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            states = [self._state(p, group) for p in params]
+            # t <- t + 1
+            for state in states:
+                state["step"] += 1
+            hyper = dict(lr=float(group["lr"]), lr_decay=group["lr_decay"],
+                         weight_decay=group["weight_decay"], eps=group["eps"],
+                         maximize=group["maximize"])
+            any_sparse = any(p.grad.is_sparse for p in params)
+            # complex parameters: real and imaginary parts as separate coordinates
+            lists = ([as_real(p) for p in params],
+                     [p.grad if p.grad.is_sparse else as_real(p.grad) for p in params],
+                     [as_real(s["sum"]) for s in states],
+                     [s["step"].item() for s in states])
+            if use_foreach(group["foreach"], params) and not any_sparse:
+                for bucket in buckets(*lists):
+                    adagrad_update_foreach(*bucket, **hyper)
+            else:
+                for args in zip(*lists):
+                    adagrad_update(*args, **hyper)
+        return loss
