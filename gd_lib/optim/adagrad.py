@@ -54,11 +54,15 @@ def adagrad_update(param: Tensor, grad: Tensor, state_sum: Tensor, step: float, 
         # the update is non-linear in g, so duplicate indices must be summed first
         g = g.coalesce()
         indices, values = g._indices(), g._values()
+
+        def like_g(new_values):  # same (valid, coalesced) indices as g: no invariant check needed
+            return torch.sparse_coo_tensor(indices, new_values, g.size(), check_invariants=False)
+
         # G <- G + g² on the touched entries
-        state_sum.add_(torch.sparse_coo_tensor(indices, values.pow(2), g.size()))
+        state_sum.add_(like_g(values.pow(2)))
         # sqrt(G) + ε on the touched entries ;  θ <- θ - γ_t g / (sqrt(G) + ε) there
         std_values = state_sum.sparse_mask(g)._values().sqrt_().add_(eps)
-        param.add_(torch.sparse_coo_tensor(indices, values / std_values, g.size()), alpha=-clr)
+        param.add_(like_g(values / std_values), alpha=-clr)
     else:
         # G <- G + g²
         state_sum.addcmul_(g, g, value=1)
