@@ -10,3 +10,4 @@ from .adagrad import Adagrad
 from .rmsprop import RMSprop
 from .adam import Adam, AdamW
 from .nadam import NAdam
+from .shampoo import Shampoo, ShampooConfig
