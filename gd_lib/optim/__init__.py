@@ -11,3 +11,5 @@ from .rmsprop import RMSprop
 from .adam import Adam, AdamW
 from .nadam import NAdam
 from .shampoo import Shampoo, ShampooConfig
+from .muon import Muon, muon_param_groups
+from .modular_descent import ModularDescent

@@ -1,0 +1,229 @@
+"""Muon: MomentUm Orthogonalized by Newton–Schulz, with an AdamW fallback for non-matrix params.
+
+References:
+    Jordan, Jin, Boza, You, Cesista, Newhouse & Bernstein (2024), "Muon: An optimizer for
+    hidden layers in neural networks", kellerjordan.github.io/posts/muon; reference code
+    github.com/KellerJordan/Muon (``muon.py``: ``muon_update``, ``adam_update``,
+    ``SingleDeviceMuonWithAuxAdam``), whose names, defaults and update rule this follows.
+    Bernstein & Newhouse (2024), "Old Optimizer, New Norm: An Anthology", arXiv:2409.20325
+    (why: spectral-norm steepest descent for hidden weight matrices).
+
+Differences from the reference, all deliberate:
+    - ``p.grad`` is never written (the reference lerps the gradient in place for Nesterov);
+    - Newton–Schulz runs in bfloat16 on CUDA and float32 on CPU (float64 stays float64),
+      where the reference always uses bfloat16;
+    - a parameter without a gradient is skipped (the reference gives it a zero gradient,
+      which only matters for its distributed all-gather);
+    - conv weights (any ndim > 2) are flattened to (out_channels, -1) and the shape scale
+      max(1, rows/cols)^½ uses that matrix's shape; the reference's scale uses the last two
+      dims of the 4-D gradient (kernel height/width), which is 1 for square kernels and
+      equally 1 here unless out_channels > in_channels·k·k.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from gd_lib.linalg import newton_schulz
+
+from ._validation import (check_betas, check_in_range, check_nonnegative, check_positive_int,
+                          params_with_grad)
+
+__all__ = ["Muon", "muon_update", "adam_update", "muon_param_groups"]
+
+_MUON_KEYS = {"params", "use_muon", "lr", "momentum", "nesterov", "ns_steps", "weight_decay"}
+_ADAM_KEYS = {"params", "use_muon", "lr", "betas", "eps", "weight_decay"}
+
+
+def muon_update(grad: Tensor, momentum: Tensor, beta: float = 0.95, ns_steps: int = 5,
+                nesterov: bool = True) -> Tensor:
+    """Muon's update direction for one weight matrix; updates ``momentum`` in place.
+
+    With gradient G, momentum buffer M, β = ``beta``::
+
+        M ← β M + (1 − β) G                      (momentum.lerp_(G, 1 − β))
+        U ← β M + (1 − β) G  if nesterov else M   (Nesterov: one more lerp, towards M)
+        O ← NewtonSchulz5(U)  ≈ U_U V_Uᵀ          (U viewed as out × rest for conv weights)
+        return O · max(1, rows/cols)^½
+
+    The step is then W ← (1 − lr·wd) W − lr · O (see ``Muon``). ``grad`` is not modified.
+    Returns a tensor of ``grad``'s shape and dtype.
+    """
+    # M <- β M + (1 - β) G
+    momentum.lerp_(grad, 1 - beta)
+    # U <- (1 - β) G + β M  (Nesterov) or M
+    update = grad.lerp(momentum, beta) if nesterov else momentum
+    # conv filters: view (out, in, *kernel) as out × (in · kernel)
+    matrix = update.reshape(update.shape[0], -1) if update.ndim > 2 else update
+    # O <- NS5(U), an approximate polar factor
+    orthogonal = newton_schulz(matrix, ns_steps)
+    # scale so that the update's RMS does not shrink for tall matrices
+    rows, cols = matrix.shape[-2], matrix.shape[-1]
+    orthogonal = orthogonal * max(1.0, rows / cols) ** 0.5
+    return orthogonal.reshape(grad.shape)
+
+
+def adam_update(grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
+                betas: tuple[float, float], eps: float) -> Tensor:
+    """The reference's Adam direction (bias-corrected, ε outside the square root)::
+
+        m ← β1 m + (1 − β1) g,   v ← β2 v + (1 − β2) g²
+        return (m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+
+    ``exp_avg`` (m) and ``exp_avg_sq`` (v) are updated in place; ``step`` is t ≥ 1.
+    """
+    beta1, beta2 = betas
+    # m <- β1 m + (1 - β1) g ; v <- β2 v + (1 - β2) g²
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.lerp_(grad.square(), 1 - beta2)
+    # bias corrections
+    m_hat = exp_avg / (1 - beta1 ** step)
+    v_hat = exp_avg_sq / (1 - beta2 ** step)
+    return m_hat / (v_hat.sqrt() + eps)
+
+
+def muon_param_groups(model: nn.Module, head: nn.Module | Iterable[Tensor] | str | None = "auto") -> list[dict]:
+    """Split a model's parameters by the usual Muon recipe into two param groups.
+
+    Muon (``use_muon=True``): the hidden weights with ndim ≥ 2 (linear and conv weights).
+    AdamW (``use_muon=False``): everything else, namely parameters with ndim < 2 (biases,
+    gains), the weights of ``nn.Embedding`` modules, and the head. ``head`` is a module
+    or an iterable of parameters; ``"auto"`` (default) takes the last ``nn.Linear`` in
+    ``model.modules()`` order (the output layer of the usual MLP/transformer); ``None``
+    treats no layer as the head. Frozen parameters (requires_grad=False) are left out.
+    Add hyperparameters to the returned dicts (``lr``, ``betas``, ...) as needed.
+    """
+    adam_ids: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            adam_ids.update(id(p) for p in module.parameters(recurse=False))
+    if isinstance(head, str):
+        if head != "auto":
+            raise ValueError(f"Invalid head: {head!r}; expected 'auto', None, a module or parameters")
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        head = linears[-1] if linears else None
+    if isinstance(head, nn.Module):
+        adam_ids.update(id(p) for p in head.parameters())
+    elif head is not None:
+        adam_ids.update(id(p) for p in head)
+    muon, adam, seen = [], [], set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (adam if p.ndim < 2 or id(p) in adam_ids else muon).append(p)
+    groups = []
+    if muon:
+        groups.append({"params": muon, "use_muon": True})
+    if adam:
+        groups.append({"params": adam, "use_muon": False})
+    return groups
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for hidden weight matrices, with AdamW for every other parameter, in one optimizer.
+
+    Param groups carry ``use_muon`` as in the reference's ``MuonWithAuxAdam``. A Muon group
+    (``use_muon=True``) steps, for each weight W with gradient G::
+
+        O = muon_update(G, M, momentum, ns_steps, nesterov)
+        W ← (1 − lr · weight_decay) W − lr · O
+
+    and an AdamW group (``use_muon=False``) steps W ← (1 − lr·wd) W − lr · adam_update(...).
+    ``lr`` is in units of spectral norm per update (RMS→RMS up to the shape scale).
+
+    Args:
+        params: parameters or param groups. Groups with ``use_muon`` are taken as they are
+            (a Muon group must hold only tensors with ndim ≥ 2); a plain parameter list, or a
+            group without ``use_muon``, is split by ndim: ndim ≥ 2 → Muon, else AdamW. For the
+            usual recipe (embeddings and head on AdamW too) pass ``muon_param_groups(model)``.
+        lr, weight_decay, momentum, nesterov, ns_steps: Muon group defaults (reference:
+            0.02, 0, 0.95, True, 5).
+        adam_lr, adam_betas, adam_eps, adam_weight_decay: AdamW group defaults (reference:
+            3e-4, (0.9, 0.95), 1e-10, 0).
+    """
+
+    def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
+                 nesterov: bool = True, ns_steps: int = 5, *, adam_lr: float = 3e-4,
+                 adam_betas: tuple[float, float] = (0.9, 0.95), adam_eps: float = 1e-10,
+                 adam_weight_decay: float = 0.0):
+        check_nonnegative("lr", lr)
+        check_nonnegative("weight_decay", weight_decay)
+        check_in_range("momentum", momentum, 0.0, 1.0)
+        check_positive_int("ns_steps", ns_steps)
+        check_nonnegative("adam_lr", adam_lr)
+        check_betas(adam_betas, "adam_betas")
+        check_nonnegative("adam_eps", adam_eps)
+        check_nonnegative("adam_weight_decay", adam_weight_decay)
+        self._muon_defaults = dict(lr=lr, momentum=momentum, nesterov=bool(nesterov), ns_steps=ns_steps,
+                                   weight_decay=weight_decay)
+        self._adam_defaults = dict(lr=adam_lr, betas=tuple(adam_betas), eps=adam_eps,
+                                   weight_decay=adam_weight_decay)
+        super().__init__(params, {})
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Fill a group's defaults by its kind; split a group without ``use_muon`` by ndim."""
+        group = dict(param_group)
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        if "use_muon" not in group:
+            extra = set(group) - {"params"}
+            if extra:
+                raise ValueError(f"a param group with hyperparameters {sorted(extra)} must say use_muon=True/False")
+            for use_muon in (True, False):
+                part = [p for p in params if (p.ndim >= 2) == use_muon]
+                if part:
+                    self.add_param_group({"params": part, "use_muon": use_muon})
+            return
+        use_muon = bool(group["use_muon"])
+        allowed, defaults = (_MUON_KEYS, self._muon_defaults) if use_muon else (_ADAM_KEYS, self._adam_defaults)
+        unknown = set(group) - allowed
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)} in a use_muon={use_muon} group; allowed: {sorted(allowed)}")
+        for key, value in defaults.items():
+            group.setdefault(key, value)
+        check_nonnegative("lr", group["lr"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        if use_muon:
+            check_in_range("momentum", group["momentum"], 0.0, 1.0)
+            check_positive_int("ns_steps", group["ns_steps"])
+            flat = [tuple(p.shape) for p in params if p.ndim < 2]
+            if flat:
+                raise ValueError(f"a use_muon=True group holds tensors with ndim < 2 (shapes {flat}); "
+                                 "put them in a use_muon=False group")
+        else:
+            check_betas(group["betas"], "betas")
+            check_nonnegative("eps", group["eps"])
+        group["params"] = params
+        super().add_param_group(group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, weight_decay = group["lr"], group["weight_decay"]
+            for p in params_with_grad(group["params"], "Muon"):
+                state = self.state[p]
+                if group["use_muon"]:
+                    if len(state) == 0:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    update = muon_update(p.grad, state["momentum_buffer"], beta=group["momentum"],
+                                         ns_steps=group["ns_steps"], nesterov=group["nesterov"])
+                else:
+                    if len(state) == 0:
+                        state["exp_avg"] = torch.zeros_like(p)
+                        state["exp_avg_sq"] = torch.zeros_like(p)
+                        state["step"] = 0
+                    state["step"] += 1
+                    update = adam_update(p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                                         group["betas"], group["eps"])
+                # W <- (1 - lr·wd) W  (decoupled weight decay)
+                p.mul_(1 - lr * weight_decay)
+                # W <- W - lr · update
+                p.add_(update, alpha=-lr)
+        return loss
