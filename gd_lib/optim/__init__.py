@@ -13,3 +13,4 @@ from .nadam import NAdam
 from .shampoo import Shampoo, ShampooConfig
 from .muon import Muon, muon_param_groups
 from .modular_descent import ModularDescent
+from .soap import SOAP

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from gd_lib.optim.shampoo import Shampoo
+from gd_lib.optim.soap import SOAP
 
 from . import OptimizerSpec, params_of
 
@@ -10,6 +11,14 @@ def _shampoo(model, **overrides):
     kwargs = dict(lr=0.05, grafting="adam", precondition_frequency=1, epsilon=1e-8)
     kwargs.update(overrides)
     return Shampoo(params_of(model), **kwargs)
+
+
+def _soap(model, **overrides):
+    # precondition_frequency=2 so that the 3- and 5-step runs of the generic tests cross
+    # several eigenbasis refreshes; precondition_1d so that vectors get a basis too
+    kwargs = dict(lr=0.05, precondition_frequency=2, precondition_1d=True)
+    kwargs.update(overrides)
+    return SOAP(params_of(model), **kwargs)
 
 
 SPECS = [
@@ -35,5 +44,21 @@ SPECS = [
         # a NaN gradient reaches the statistics, and the next root computation raises
         # ValueError("... non-finite ...") as distributed Shampoo does
         nan_policy="raise",
+    ),
+    OptimizerSpec(
+        name="SOAP",
+        build=_soap,
+        quadratic=dict(lr=0.1, weight_decay=0.0),
+        rosenbrock=dict(lr=0.05, weight_decay=0.0),
+        bad=(
+            (dict(lr=-1.0), "lr"),
+            (dict(betas=(1.0, 0.95)), "betas"),
+            (dict(betas=(0.9, -0.1)), "betas"),
+            (dict(shampoo_beta=1.0), "shampoo_beta"),
+            (dict(eps=-1e-8), "eps"),
+            (dict(weight_decay=-0.1), "weight_decay"),
+            (dict(precondition_frequency=0), "precondition_frequency"),
+            (dict(max_precond_dim=0), "max_precond_dim"),
+        ),
     ),
 ]
