@@ -14,3 +14,10 @@ from .shampoo import Shampoo, ShampooConfig
 from .muon import Muon, muon_param_groups
 from .modular_descent import ModularDescent
 from .soap import SOAP
+from .lion import Lion
+from .sign import SignSGD, Signum
+from .prodigy import Prodigy
+from .schedule_free import SGDScheduleFree, AdamWScheduleFree
+from .swats import SWATS
+from .ggt import GGT
+from .entropy_sgd import EntropySGD
