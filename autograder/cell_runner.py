@@ -1,0 +1,66 @@
+"""The process that runs a notebook's cells, one at a time, for the grader.
+
+It reads one JSON command per line from the command pipe
+(``{"index": i, "code": "..."}``), runs the code in an IPython shell (so
+magics and display work as in a kernel), and writes one JSON line per cell
+to the result pipe: ``{"index": i, "ok": bool, "error": str | None,
+"captures": [...]}`` with the values recorded by :func:`autograder.checks.check`.
+
+In student mode this process runs inside the sandbox and everything it
+writes is treated as untrusted data by the grader.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _format_error(result) -> str | None:
+    err = result.error_before_exec or result.error_in_exec
+    if err is None:
+        return None
+    return f"{type(err).__name__}: {err}"[:2000]
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cmd_fd, res_fd = int(argv[0]), int(argv[1])
+    commands = os.fdopen(cmd_fd, "r", encoding="utf-8")
+    results = os.fdopen(res_fd, "w", encoding="utf-8")
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from autograder import checks
+
+    shell = InteractiveShell.instance(colors="NoColor")
+    shell.display_formatter.active_types = ["text/plain"]
+    fraction = os.environ.get("GD_GRADER_GPU_FRACTION")
+    if fraction:
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.set_per_process_memory_fraction(float(fraction))
+        except Exception as err:  # a GPU problem is reported through the cells that need it
+            print(f"[grader] could not set the GPU memory fraction: {err}", file=sys.stderr)
+
+    results.write(json.dumps({"ready": True}) + "\n")
+    results.flush()
+    for line in commands:
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        result = shell.run_cell(msg["code"], store_history=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        reply = {"index": msg["index"], "ok": result.success, "error": _format_error(result),
+                 "captures": checks.drain()}
+        results.write(json.dumps(reply) + "\n")
+        results.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
