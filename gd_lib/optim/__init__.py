@@ -21,3 +21,5 @@ from .schedule_free import SGDScheduleFree, AdamWScheduleFree
 from .swats import SWATS
 from .ggt import GGT
 from .entropy_sgd import EntropySGD
+from .kfac import KFAC, KroneckerConfig
+from .ekfac import EKFAC
