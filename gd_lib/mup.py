@@ -17,35 +17,43 @@ dimension, a kernel size) or *infinite* (it scales with width). An infinite
 dimension of size ``d`` whose size in the base model is ``d_0`` has *width
 multiplier* ``m = d / d_0``. A parameter with two infinite dimensions is
 *matrix-like* (hidden weights); one with a single infinite dimension is
-*vector-like* (input weights, biases, LayerNorm gains, and the output weights,
-whose infinite dimension is the fan-in). With ``m_in``/``m_out`` the fan-in /
-fan-out multipliers and ``m`` the multiplier of the last infinite dimension
-(the fan-in of a matrix-like weight):
+*vector-like* (input weights, embeddings, biases, LayerNorm gains). The
+*output* weights map the width to a finite number of outputs (infinite
+fan-in, finite fan-out). With ``m_in`` / ``m_out`` the fan-in / fan-out
+multipliers and ``m`` that of a vector-like parameter's infinite dimension,
+the roles (:func:`parameter_role`) and their rules are:
 
-================  =====================  ==================  =======================
-parameter          init (stored tensor)   Adam-family lr       SGD lr
-================  =====================  ==================  =======================
-hidden weight      SP init (var 1/fan_in)  ``lr / m_in``       ``lr · m_out / m_in``
-input weight,      SP init;                ``lr``              ``lr · m``
-bias, gain         biases ``· sqrt(m_in)``
-output weight      SP init ``· sqrt(m)``;  ``lr``              ``lr · m``
-(``MuReadout``)    forward ``x / m``
-finite             SP init                 ``lr``              ``lr``
-================  =====================  ==================  =======================
+=============  ===========================  ======================  ==================
+role           init of the stored tensor     Adam-family lr          SGD-family lr
+=============  ===========================  ======================  ==================
+``hidden``     SP · ``1/sqrt(m_in)`` (const)  ``lr / m_in``           ``lr · m_out / m_in``
+``vector``     SP                            ``lr``                  ``lr · m``
+``output``     SP · ``1/sqrt(m_in)``          ``lr / m_in``           ``lr / m_in``
+               (const: ``· 1/m_in``)
+``readout``    SP · ``sqrt(m_in)`` (const: 1) ``lr``                  ``lr · m_in``
+               and forward ``x / m_in``
+``finite``     SP                            ``lr``                  ``lr``
+=============  ===========================  ======================  ==================
 
-Weight decay is scaled inversely to the learning rate (``wd · m_in`` for
-Adam-family hidden weights, ``wd / m`` for SGD vector-like ones, ...), as
-in ``mup.optim``. Here "Adam-family" means any optimizer that normalises the
-gradient entrywise (Adam, AdamW, RMSprop, Adagrad, sign descent) and
-"SGD-family" any whose update is linear in the gradient (SGD, momentum).
+``output`` is a plain ``nn.Linear`` output layer (as in ``gd_lib.models``):
+the direct form of Table 3 of Yang et al. (2022), output weights of variance
+``∝ 1/fan_in²`` trained with an ``1/fan_in`` learning rate. ``readout`` is
+the weight of a :class:`MuReadout`, the ``mup`` package's equivalent form
+(its Table 8): the stored weight keeps SP size and the layer multiplies its
+input by ``output_mult / m_in``, so the *effective* weight ``W / m_in`` has
+the same μP scale and, for Adam, the same updates. Biases of layers with an
+infinite fan-in are drawn ``∝ 1/sqrt(fan_in)`` by torch and are multiplied by
+``sqrt(m_in)`` so that they stay Θ(1).
 
-The output layer is a :class:`MuReadout`: its stored weights keep SP-like
-size (they are rescaled by ``sqrt(m)`` once, so that the base model's init is
-untouched) and its input is multiplied by ``output_mult / m``, which makes the
-*effective* output weights ``W / m`` of variance ``∝ 1/n²``, the μP scale
-(Table 3 of Yang et al. 2022; the ``mup`` package's Table 8 form). With
-``readout_zero_init=True`` the output weights start at zero instead, the
-other choice the paper recommends.
+"SP" is the model's own initialization. ``sp_init="fan_in"`` (default)
+assumes it has standard deviation ``∝ 1/sqrt(fan_in)`` (torch's default, He /
+Kaiming), which is already μP for hidden weights; ``sp_init="constant"``
+assumes a width-independent standard deviation (GPT-2's ``N(0, 0.02²)``),
+where the hidden weights need the ``1/sqrt(m_in)`` written "(const)" above.
+Weight decay is scaled inversely to the learning rate (``mup.optim``).
+"Adam-family" means any optimizer that normalises the gradient entrywise
+(Adam, AdamW, RMSprop, Adagrad, sign descent), "SGD-family" one whose update
+is linear in the gradient (SGD, momentum).
 
 Attention logits use ``1/d`` instead of ``1/sqrt(d)`` (:func:`attention_scale`):
 after training, queries and keys are correlated, so ``q·k`` grows like ``d``
@@ -89,7 +97,11 @@ __all__ = [
     "zip_infshape",
     "get_infshapes",
     "set_base_shapes",
+    "ROLES",
+    "SP_INITS",
+    "ParamInfo",
     "parameter_role",
+    "parameter_infos",
     "init_multiplier",
     "lr_multiplier",
     "weight_decay_multiplier",
@@ -260,7 +272,8 @@ class MuReadout(nn.Linear):
     of outputs). ``width_mult`` (``m``, the fan-in's width multiplier) is 1
     when the layer is built, so until :func:`set_base_shapes` is called the
     layer is exactly an ``nn.Linear`` (that is SP). :func:`set_base_shapes`
-    sets ``m`` and rescales ``W`` and ``b`` by ``sqrt(m)``, after which the
+    sets ``m`` and (for a fan-in-scaled SP init) rescales ``W`` and ``b`` by
+    ``sqrt(m)``, after which the
     effective weight ``W / m`` has variance ``1/(3·fan_in·m)``: the μP scale
     ``∝ 1/n²``.
 
@@ -298,108 +311,139 @@ class MuReadout(nn.Linear):
 # Per-parameter rules
 # --------------------------------------------------------------------------
 
-def parameter_role(infshape: InfShape, is_readout: bool = False) -> str:
-    """``"hidden"`` (matrix-like), ``"output"`` (a :class:`MuReadout`'s weight
-    or bias), ``"vector"`` (input weights, biases, gains) or ``"finite"``."""
-    if is_readout:
-        return "output"
+ROLES = ("hidden", "vector", "output", "readout", "finite")
+SP_INITS = ("fan_in", "constant")
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """What μP needs to know about one parameter: its :class:`InfShape`, its
+    role (one of :data:`ROLES`) and, for the bias of a linear/conv layer, the
+    layer's fan-in multiplier."""
+
+    name: str
+    infshape: InfShape
+    role: str
+    layer_bias_fanin_mult: float | None = None
+
+
+def parameter_role(infshape: InfShape, *, is_readout: bool = False,
+                   is_output: bool = False) -> str:
+    """The role of a parameter (see the table in the module docstring).
+
+    ``is_readout``: the weight of a :class:`MuReadout`. ``is_output``: the
+    weight of a plain ``nn.Linear`` layer; it is an output weight when its
+    fan-in is infinite and its fan-out finite.
+    """
     if infshape.ninf >= 3:
         raise NotImplementedError("parameters with more than 2 infinite dimensions")
+    if is_readout:
+        return "readout"
+    if is_output and infshape.dims[1].isinf and not infshape.dims[0].isinf:
+        return "output"
     return {0: "finite", 1: "vector", 2: "hidden"}[infshape.ninf]
 
 
-def init_multiplier(infshape: InfShape, is_readout: bool = False, is_bias: bool = False) -> float:
-    """Factor applied to the SP-initialised *stored* tensor to get μP init.
+def parameter_infos(model: nn.Module, infshapes: Mapping[str, InfShape]) -> dict[str, ParamInfo]:
+    """:class:`ParamInfo` of every parameter of ``model``, by name.
 
-    Assumes the SP init scales with the fan-in like torch's default or He
-    init (``mup``'s ``rescale_params=True``): ``sqrt(m)`` for the readout's
-    weight and bias (whose forward then divides by ``m``), ``sqrt(m_in)`` for
-    a bias whose layer has an infinite fan-in (torch draws it ``∝ 1/sqrt(fan_in)``
-    but μP wants it Θ(1)), and 1 otherwise.
+    Raises ValueError for weights shared between modules (tied embeddings):
+    their μP rules would conflict.
     """
-    if is_readout:
-        return math.sqrt(infshape.width_mult)
-    if is_bias:
-        return math.sqrt(infshape.fanin_mult)
+    names_by_id: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names_by_id.setdefault(id(p), []).append(name)
+    shared = [names for names in names_by_id.values() if len(names) > 1]
+    if shared:
+        raise ValueError(f"weights shared between modules are not supported under μP: {shared}")
+    infos: dict[str, ParamInfo] = {}
+    for mname, module in model.named_modules():
+        prefix = f"{mname}." if mname else ""
+        is_layer = isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))
+        for pname, _ in module.named_parameters(recurse=False):
+            name = prefix + pname
+            shape = infshapes[name]
+            if is_layer and pname == "weight":
+                role = parameter_role(shape, is_readout=isinstance(module, MuReadout),
+                                      is_output=isinstance(module, nn.Linear))
+                infos[name] = ParamInfo(name, shape, role)
+            elif is_layer and pname == "bias":
+                fanin = infshapes[prefix + "weight"].fanin_mult
+                infos[name] = ParamInfo(name, shape, parameter_role(shape), fanin)
+            else:
+                infos[name] = ParamInfo(name, shape, parameter_role(shape))
+    return infos
+
+
+def init_multiplier(info: ParamInfo, sp_init: str = "fan_in") -> float:
+    """Factor that turns the SP-initialised stored tensor into its μP init."""
+    if sp_init not in SP_INITS:
+        raise ValueError(f"sp_init must be one of {SP_INITS}, got {sp_init!r}")
+    m_in = info.infshape.fanin_mult
+    if info.layer_bias_fanin_mult is not None:
+        # torch draws a layer's bias ~ 1/sqrt(fan_in); μP wants it Θ(1)
+        return math.sqrt(info.layer_bias_fanin_mult) if sp_init == "fan_in" else 1.0
+    if info.role == "hidden":
+        return 1.0 if sp_init == "fan_in" else 1.0 / math.sqrt(m_in)
+    if info.role == "output":
+        return 1.0 / math.sqrt(m_in) if sp_init == "fan_in" else 1.0 / m_in
+    if info.role == "readout":
+        return math.sqrt(m_in) if sp_init == "fan_in" else 1.0
     return 1.0
 
 
-def lr_multiplier(infshape: InfShape, optimizer: str = "adam") -> float:
-    """Factor on the learning rate of one parameter under μP (see the table above)."""
+def lr_multiplier(info: ParamInfo, optimizer: str = "adam") -> float:
+    """Factor on the learning rate of one parameter under μP (module docstring table)."""
     _check_family(optimizer)
-    if infshape.ninf >= 3:
-        raise NotImplementedError("parameters with more than 2 infinite dimensions")
-    if optimizer == "adam":
-        # hidden: lr / m_in; everything else: lr
-        return 1.0 / infshape.width_mult if infshape.ninf == 2 else 1.0
-    if infshape.ninf == 2:
-        # hidden: lr · m_out / m_in
-        return infshape.fanout_mult / infshape.fanin_mult
-    # vector-like: lr · m ; finite: lr  (m = 1 for finite)
-    return infshape.width_mult
+    shape, role = info.infshape, info.role
+    if role == "hidden":
+        return 1.0 / shape.fanin_mult if optimizer == "adam" else shape.fanout_mult / shape.fanin_mult
+    if role == "output":
+        return 1.0 / shape.fanin_mult
+    if role == "readout":
+        return 1.0 if optimizer == "adam" else shape.fanin_mult
+    if role == "vector":
+        return 1.0 if optimizer == "adam" else shape.width_mult
+    return 1.0
 
 
-def weight_decay_multiplier(infshape: InfShape, optimizer: str = "adam") -> float:
+def weight_decay_multiplier(info: ParamInfo, optimizer: str = "adam") -> float:
     """Factor on the (coupled) weight decay: the inverse of :func:`lr_multiplier`,
     so that ``lr · weight_decay`` is the same at every width (``mup.optim``)."""
-    return 1.0 / lr_multiplier(infshape, optimizer)
-
-
-def _readout_modules(model: nn.Module) -> dict[str, MuReadout]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, MuReadout)}
-
-
-def _readout_param_names(model: nn.Module) -> set[str]:
-    names = set()
-    for mname, module in _readout_modules(model).items():
-        for pname, _ in module.named_parameters(recurse=False):
-            names.add(f"{mname}.{pname}" if mname else pname)
-    return names
-
-
-def _check_readouts(model: nn.Module, infshapes: Mapping[str, InfShape]) -> None:
-    """Refuse an ``nn.Linear`` mapping width to a finite output that is not a
-    :class:`MuReadout` (the ``mup`` package's ``assert_hidden_size_inf``)."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and not isinstance(module, MuReadout):
-            shape = infshapes[f"{name}.weight" if name else "weight"]
-            if not shape.dims[0].isinf and shape.dims[1].isinf:
-                raise ValueError(
-                    f"{name!r} maps a width dimension to a finite one but is not a MuReadout; "
-                    f"make it a gd_lib.mup.MuReadout (or its output a width dimension)")
+    return 1.0 / lr_multiplier(info, optimizer)
 
 
 def set_base_shapes(model: nn.Module, base_model, delta_model=None, *,
-                    parametrization: str = "mup", rescale_params: bool = True) -> dict[str, InfShape]:
+                    parametrization: str = "mup", sp_init: str = "fan_in",
+                    rescale_params: bool = True) -> dict[str, InfShape]:
     """Prepare ``model`` (in place) for μP and return its :class:`InfShape` s.
 
     Under ``"mup"``: sets each :class:`MuReadout`'s ``width_mult`` and, if
-    ``rescale_params``, multiplies the SP-initialised tensors by
-    :func:`init_multiplier` (readout weight and bias by ``sqrt(m)``, biases
-    of layers with an infinite fan-in by ``sqrt(m_in)``). Call it once, right
-    after building the model (not on a model loaded from a checkpoint: then
-    pass ``rescale_params=False``). Under ``"sp"`` the model is left as it is.
+    ``rescale_params``, multiplies every SP-initialised tensor by
+    :func:`init_multiplier`. Call it once, right after building the model
+    (on a model loaded from a checkpoint pass ``rescale_params=False``).
+    Under ``"sp"`` the model is left as it is. It does not change attention
+    scales: build the model with :func:`attention_scale`.
 
     ``base_model`` / ``delta_model``: see :func:`get_infshapes`.
+    ``sp_init``: ``"fan_in"`` or ``"constant"``, see the module docstring.
     """
     _check_parametrization(parametrization)
+    if sp_init not in SP_INITS:
+        raise ValueError(f"sp_init must be one of {SP_INITS}, got {sp_init!r}")
     infshapes = get_infshapes(model, base_model, delta_model)
     if parametrization == "sp":
         return infshapes
-    _check_readouts(model, infshapes)
-    with torch.no_grad():
-        for mname, module in model.named_modules():
-            prefix = f"{mname}." if mname else ""
-            if isinstance(module, MuReadout):
-                shape = infshapes[prefix + "weight"]
-                module.width_mult = shape.width_mult
-                if rescale_params:
-                    factor = init_multiplier(shape, is_readout=True)
-                    for p in module.parameters(recurse=False):
-                        p.mul_(factor)
-            elif rescale_params and isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-                if module.bias is not None:
-                    module.bias.mul_(init_multiplier(infshapes[prefix + "weight"], is_bias=True))
+    infos = parameter_infos(model, infshapes)
+    for mname, module in model.named_modules():
+        if isinstance(module, MuReadout):
+            module.width_mult = infshapes[f"{mname}.weight" if mname else "weight"].fanin_mult
+    if rescale_params:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                factor = init_multiplier(infos[name], sp_init)
+                if factor != 1.0:
+                    p.mul_(factor)
     return infshapes
 
 
@@ -422,13 +466,14 @@ def mup_param_groups(model: nn.Module, base_model, optimizer: str = "adam", lr: 
     """
     _check_parametrization(parametrization)
     _check_family(optimizer)
-    if not (isinstance(lr, (int, float)) and lr >= 0):
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr >= 0):
         raise ValueError(f"lr must be a number >= 0, got {lr!r}")
     if weight_decay is not None and not weight_decay >= 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
     params = dict(model.named_parameters())
 
     def group(names: list[str], lr_mult: float, wd_mult: float) -> dict:
+        # a multiplier of exactly 1 leaves lr untouched (bit-identical to SP at the base width)
         g = {"params": [params[n] for n in names], "lr": lr * lr_mult if lr_mult != 1.0 else lr}
         if weight_decay is not None:
             g["weight_decay"] = weight_decay * wd_mult if wd_mult != 1.0 else weight_decay
@@ -438,40 +483,35 @@ def mup_param_groups(model: nn.Module, base_model, optimizer: str = "adam", lr: 
         return [group(list(params), 1.0, 1.0)]
 
     infshapes = get_infshapes(model, base_model, delta_model)
-    _check_readouts(model, infshapes)
-    for mname, module in _readout_modules(model).items():
-        expected = infshapes[f"{mname}.weight" if mname else "weight"].width_mult
-        if module.width_mult != expected:
-            raise ValueError(
-                f"MuReadout {mname!r} has width_mult={module.width_mult} but its fan-in "
-                f"multiplier is {expected}; call gd_lib.mup.set_base_shapes(model, base_model) first")
+    infos = parameter_infos(model, infshapes)
+    for mname, module in model.named_modules():
+        if isinstance(module, MuReadout):
+            expected = infshapes[f"{mname}.weight" if mname else "weight"].fanin_mult
+            if module.width_mult != expected:
+                raise ValueError(
+                    f"MuReadout {mname!r} has width_mult={module.width_mult} but its fan-in "
+                    f"multiplier is {expected}; call gd_lib.mup.set_base_shapes(model, base_model) first")
     buckets: dict[tuple[float, float], list[str]] = {}
     for name in params:
-        key = (lr_multiplier(infshapes[name], optimizer),
-               weight_decay_multiplier(infshapes[name], optimizer))
+        key = (lr_multiplier(infos[name], optimizer), weight_decay_multiplier(infos[name], optimizer))
         buckets.setdefault(key, []).append(name)
     return [group(names, *key) for key, names in buckets.items()]
 
 
-def mup_table(model: nn.Module, base_model, optimizer: str = "adam", delta_model=None) -> list[dict]:
-    """One row per parameter: name, shape, base shape, role, width multiplier,
-    init multiplier and lr multiplier, for reading μP off a real model."""
-    infshapes = get_infshapes(model, base_model, delta_model)
-    readout = _readout_param_names(model)
-    rows = []
-    for name, _ in model.named_parameters():
-        s = infshapes[name]
-        is_readout = name in readout
-        rows.append({
-            "name": name,
-            "shape": s.shape,
-            "base_shape": s.base_shape,
-            "role": parameter_role(s, is_readout),
-            "width_mult": s.width_mult,
-            "init_mult": init_multiplier(s, is_readout, is_bias=name.endswith("bias")),
-            "lr_mult": lr_multiplier(s, optimizer),
-        })
-    return rows
+def mup_table(model: nn.Module, base_model, optimizer: str = "adam", delta_model=None,
+              sp_init: str = "fan_in") -> list[dict]:
+    """One row per parameter: name, shape, base shape, role, width
+    multipliers, init multiplier and lr multiplier, to read μP off a model."""
+    infos = parameter_infos(model, get_infshapes(model, base_model, delta_model))
+    return [{"name": name,
+             "shape": info.infshape.shape,
+             "base_shape": info.infshape.base_shape,
+             "role": info.role,
+             "fanin_mult": info.infshape.fanin_mult,
+             "fanout_mult": info.infshape.fanout_mult,
+             "init_mult": init_multiplier(info, sp_init),
+             "lr_mult": lr_multiplier(info, optimizer)}
+            for name, info in infos.items()]
 
 
 def attention_scale(head_dim: int, base_head_dim: int | None = None,
@@ -507,10 +547,11 @@ def coord_stats(x: torch.Tensor) -> dict[str, float]:
 
 
 def _build(make_model: Callable[[int], nn.Module], width: int, base_shapes, delta_shapes,
-           parametrization: str) -> nn.Module:
+           parametrization: str, sp_init: str) -> nn.Module:
     """``make_model(width)`` prepared for ``parametrization`` by :func:`set_base_shapes`."""
     model = make_model(width)
-    set_base_shapes(model, base_shapes, delta_shapes, parametrization=parametrization)
+    set_base_shapes(model, base_shapes, delta_shapes, parametrization=parametrization,
+                    sp_init=sp_init)
     return model
 
 
@@ -535,7 +576,7 @@ def coord_check(make_model: Callable[[int], nn.Module], widths: Sequence[int],
                 parametrization: str = "mup", optimizer: str = "adam", lr: float = 1e-2,
                 steps: int = 5, seeds: Iterable[int] = (0,),
                 loss_fn: Callable = F.cross_entropy, module_names: Sequence[str] | None = None,
-                optimizer_cls=None) -> dict:
+                optimizer_cls=None, sp_init: str = "fan_in") -> dict:
     r"""Train ``make_model(width)`` for a few steps at each width and record
     how big each layer's output coordinates are (Yang et al. 2022, Section 5).
 
@@ -551,8 +592,11 @@ def coord_check(make_model: Callable[[int], nn.Module], widths: Sequence[int],
     layers grow like the width (with Adam). Values are averaged over
     ``seeds`` (each seeds ``torch.manual_seed`` before building the model).
 
-    ``make_model(width)`` builds a model whose output layer is a
-    :class:`MuReadout`; the base model is ``make_model(base_width)``.
+    ``make_model(width)`` builds the model (its output layer a plain
+    ``nn.Linear`` or a :class:`MuReadout`); the base model is
+    ``make_model(base_width)`` and the delta model ``make_model(2 * base_width)``,
+    both built under a forked RNG. ``sp_init`` is passed to
+    :func:`set_base_shapes`.
     ``optimizer`` picks the μP multiplier family and, unless
     ``optimizer_cls`` is given, the class (torch's Adam or SGD).
     ``module_names`` defaults to every leaf module.
@@ -581,7 +625,7 @@ def coord_check(make_model: Callable[[int], nn.Module], widths: Sequence[int],
     for wi, width in enumerate(widths):
         for seed in seeds:
             torch.manual_seed(seed)
-            model = _build(make_model, width, base_shapes, delta_shapes, parametrization)
+            model = _build(make_model, width, base_shapes, delta_shapes, parametrization, sp_init)
             model.train()
             if layers is None:
                 layers = _leaf_modules(model)
@@ -646,7 +690,7 @@ def lr_sweep(make_model: Callable[[int], nn.Module], widths: Sequence[int], lrs:
              inputs: torch.Tensor, targets: torch.Tensor, *, base_width: int,
              parametrization: str = "mup", optimizer: str = "adam", steps: int = 20,
              seeds: Iterable[int] = (0,), loss_fn: Callable = F.cross_entropy,
-             optimizer_cls=None) -> dict:
+             optimizer_cls=None, sp_init: str = "fan_in") -> dict:
     """Training loss after ``steps`` full-batch steps, for every (width, lr).
 
     The μTransfer experiment (Yang et al. 2022, Figure 1): under μP the best
@@ -670,7 +714,7 @@ def lr_sweep(make_model: Callable[[int], nn.Module], widths: Sequence[int], lrs:
         for li, lr in enumerate(lrs):
             for seed in seeds:
                 torch.manual_seed(seed)
-                model = _build(make_model, width, base_shapes, delta_shapes, parametrization)
+                model = _build(make_model, width, base_shapes, delta_shapes, parametrization, sp_init)
                 opt = optimizer_cls(mup_param_groups(model, base_shapes, optimizer, lr,
                                                      parametrization=parametrization,
                                                      delta_model=delta_shapes))
