@@ -89,7 +89,9 @@ def muon_param_groups(model: nn.Module, head: nn.Module | Iterable[Tensor] | str
 
     Muon (``use_muon=True``): the hidden weights with ndim ≥ 2 (linear and conv weights).
     AdamW (``use_muon=False``): everything else, namely parameters with ndim < 2 (biases,
-    gains), the weights of ``nn.Embedding`` modules, and the head. ``head`` is a module
+    gains), the weights of ``nn.Embedding`` modules and every parameter whose name contains
+    ``"embed"`` (the reference recipe's rule, which catches positional embeddings kept as
+    bare parameters), and the head. ``head`` is a module
     or an iterable of parameters; ``"auto"`` (default) takes the last ``nn.Linear`` in
     ``model.modules()`` order (the output layer of the usual MLP/transformer); ``None``
     treats no layer as the head. Frozen parameters (requires_grad=False) are left out.
@@ -108,6 +110,7 @@ def muon_param_groups(model: nn.Module, head: nn.Module | Iterable[Tensor] | str
         adam_ids.update(id(p) for p in head.parameters())
     elif head is not None:
         adam_ids.update(id(p) for p in head)
+    adam_ids.update(id(p) for name, p in model.named_parameters() if "embed" in name)
     muon, adam, seen = [], [], set()
     for p in model.parameters():
         if not p.requires_grad or id(p) in seen:
