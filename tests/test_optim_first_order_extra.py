@@ -10,6 +10,16 @@
 
 Tolerances (float64 throughout): "same arithmetic" comparisons use 1e-12 or tighter;
 comparisons against a differently organised computation say why they need more.
+
+Documented divergences from the reference packages (none changes a trajectory):
+- prodigyopt adds the coupled weight decay into ``p.grad`` in place, schedulefree adds
+  the weight decay into ``p.grad`` and (AdamW) divides it by the denominator in place;
+  gd_lib never writes ``p.grad`` (tested below).
+- Prodigy refuses ``fsdp_in_use=True`` and raises on NaN/inf gradients (d couples all
+  parameters); prodigyopt would propagate the NaN into every parameter.
+- AdamWScheduleFree validates its arguments (β1 in (0, 1), as ``.eval()`` divides by β1);
+  the package checks none. SGDScheduleFree's checks are the package's.
+- step() in eval mode raises RuntimeError (the package raises a bare Exception).
 """
 from __future__ import annotations
 
