@@ -16,7 +16,8 @@ Documented divergences from the reference packages (none changes a trajectory):
   the weight decay into ``p.grad`` and (AdamW) divides it by the denominator in place;
   gd_lib never writes ``p.grad`` (tested below).
 - Prodigy refuses ``fsdp_in_use=True`` and raises on NaN/inf gradients (d couples all
-  parameters); prodigyopt would propagate the NaN into every parameter.
+  parameters); with prodigyopt one NaN entry freezes d (its numerator stays NaN) and,
+  through the forward pass, makes every parameter NaN a step later.
 - AdamWScheduleFree validates its arguments (β1 in (0, 1), as ``.eval()`` divides by β1);
   the package checks none. SGDScheduleFree's checks are the package's.
 - step() in eval mode raises RuntimeError (the package raises a bare Exception).
