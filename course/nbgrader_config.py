@@ -1,0 +1,49 @@
+"""nbgrader configuration of the Guided Descent course.
+
+nbgrader's course directory is mapped onto the repository: ``solutions/`` is
+the source directory (instructor notebooks with solutions and hidden tests),
+``assignments/`` the release directory (what students get, committed), and
+the runtime folders (submitted, autograded, feedback, the gradebook) live in
+``course/`` and are git-ignored.
+
+Autograding replaces nbgrader's in-kernel ``Execute`` step by
+``autograder.nbgrader_plugin.ApplySandboxedResults``: the notebook runs in a
+sandbox and the tests are decided outside the student's process (see
+``autograder/``). Run it through ``make autograde A=<assignment>``.
+"""
+import os
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
+
+from autograder.nbgrader_plugin import ApplySandboxedResults
+
+c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+c.CourseDirectory.course_id = "guided-descent"
+c.CourseDirectory.root = ROOT
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "assignments"
+c.CourseDirectory.submitted_directory = os.path.join("course", "submitted")
+c.CourseDirectory.autograded_directory = os.path.join("course", "autograded")
+c.CourseDirectory.feedback_directory = os.path.join("course", "feedback")
+c.CourseDirectory.solution_directory = os.path.join("course", "released_solutions")
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "course", "gradebook.db")
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".autograder"]
+
+# Released notebooks carry no outputs and no solution code.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Autograde: sanitize and restore cells as nbgrader does, then apply the sandboxed verdicts.
+c.Autograde.autograde_preprocessors = [
+    ApplySandboxedResults,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
