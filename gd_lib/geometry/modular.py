@@ -587,7 +587,8 @@ def check_well_normed(module: Module, x: Tensor, weights: Sequence[Tensor] | Non
                       rtol: float = 1e-6) -> dict[str, float]:
     """Test the two well-normed inequalities at input ``x`` and ``weights`` by random directions.
 
-    Returns the worst ratios ``weight_ratio = max ‖∇_w f · Δw‖_RMS / ‖Δw‖_M`` and
+    Each random Δw is tried whole and restricted to one atom at a time. Returns the worst
+    ratios ``weight_ratio = max ‖∇_w f · Δw‖_RMS / ‖Δw‖_M`` and
     ``input_ratio = max ‖∇_x f · Δx‖_RMS / (ν ‖Δx‖_RMS)`` (inf-free: 0 when ν = 0), and
     ``well_normed``: both ≤ 1 + rtol. The premises ‖x‖_RMS ≤ 1 and ‖w‖_M ≤ 1 are
     checked too (a ValueError if they fail). The input check is skipped for integer
@@ -607,8 +608,15 @@ def check_well_normed(module: Module, x: Tensor, weights: Sequence[Tensor] | Non
     weight_ratio, input_ratio = 0.0, 0.0
     for _ in range(directions):
         dw = [torch.randn(w.shape, generator=generator, dtype=w.dtype) for w in weights]
-        _, out = torch.func.jvp(weight_fn, tuple(weights), tuple(dw))
-        weight_ratio = max(weight_ratio, float(rms_norm(out) / module.norm(dw)))
+        # all atoms at once, then each atom alone (a max-type norm can hide one atom's error)
+        candidates = [dw] + [[d if j == i else torch.zeros_like(d) for j, d in enumerate(dw)]
+                             for i in range(len(dw))] if len(dw) > 1 else [dw]
+        for direction in candidates:
+            size = module.norm(direction)
+            if float(size) == 0:
+                continue
+            _, out = torch.func.jvp(weight_fn, tuple(weights), tuple(direction))
+            weight_ratio = max(weight_ratio, float(rms_norm(out) / size))
         if floating and module.sensitivity > 0:
             dx = torch.randn(x.shape, generator=generator, dtype=x.dtype)
             _, out = torch.func.jvp(lambda z: module.forward(z, weights), (x,), (dx,))
