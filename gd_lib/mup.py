@@ -205,13 +205,12 @@ def zip_infshape(base_shape: Sequence[int], shape: Sequence[int],
     return InfShape(dims)
 
 
-
 def _shapes(x) -> dict[str, tuple[int, ...]]:
     """Parameter shapes by name, from a model or a dict of shapes/InfShapes."""
     if isinstance(x, nn.Module):
         return {name: tuple(p.shape) for name, p in x.named_parameters()}
     if isinstance(x, Mapping):
-        return {name: (s.base_shape if isinstance(s, InfShape) else tuple(s))
+        return {name: (s.shape if isinstance(s, InfShape) else tuple(s))
                 for name, s in x.items()}
     raise TypeError(f"expected an nn.Module or a dict of shapes, got {type(x).__name__}")
 

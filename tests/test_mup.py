@@ -4,7 +4,6 @@ check and μTransfer of the Adam learning rate.
 Expected multipliers are written by hand from Table 3 of Yang et al. (2022)
 ("Tensor Programs V"); trajectories are compared with torch.optim.
 """
-import math
 
 import numpy as np
 import pytest
