@@ -127,6 +127,17 @@ def test_dualize_has_unit_modular_norm_and_attains_the_dual_norm():
     assert best > 0.25 * pairing  # the random search is not vacuous (it reaches ~30%)
 
 
+def test_single_atom_tree_dualizes_like_its_dual_map():
+    W = rand((3, 5), 4)
+    atom = Linear(3, 5, mass=2.0, weight=W)
+    (D,) = atom.dualize([W])
+    torch.testing.assert_close(D, math.sqrt(3 / 5) * torch.linalg.svd(W, full_matrices=False)[0]
+                               @ torch.linalg.svd(W, full_matrices=False)[2], rtol=0, atol=1e-12)
+    # dual of the RMS→RMS norm: √(fan_out/fan_in) · nuclear norm
+    assert float(atom.dual_norm([W])) == pytest.approx(
+        math.sqrt(3 / 5) * float(torch.linalg.matrix_norm(W, "nuc")), rel=1e-12)
+
+
 def test_embedding_dual_map_normalizes_rows():
     E = Embedding(6, 4, mass=1.0)
     G = rand((6, 4), 3)
@@ -136,7 +147,7 @@ def test_embedding_dual_map_normalizes_rows():
     assert torch.allclose(rms[[0, 1, 3, 4, 5]], torch.ones(5, dtype=torch.float64), atol=1e-12)
     assert torch.equal(D[2], torch.zeros(4, dtype=torch.float64))
     assert float(E.weight_norm(D)) == pytest.approx(1.0, abs=1e-12)
-    assert float((G * D).sum()) == pytest.approx(float(E.dual_norm(G)), rel=1e-12)
+    assert float((G * D).sum()) == pytest.approx(float(E.weight_dual_norm(G)), rel=1e-12)
 
 
 # --- well-normedness ------------------------------------------------------------------

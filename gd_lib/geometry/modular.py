@@ -63,7 +63,7 @@ __all__ = [
     "Linear", "Embedding", "Bias",
     "Identity", "Add", "Mul", "ReLU", "GELU", "Tanh", "RMSNorm", "SelfAttention",
     "sequential", "residual", "attention", "from_sequential", "check_well_normed", "rms_norm",
-    "GELU_LIPSCHITZ",
+    "newton_schulz_orthogonalize", "GELU_LIPSCHITZ",
 ]
 
 #: max_x |GELU'(x)| (exact erf GELU), attained near x ≈ 1.5: GELU's sensitivity.
@@ -151,7 +151,7 @@ class Module:
     def dual_norm(self, grads: Sequence[Tensor]) -> Tensor:
         """‖G‖_M* = max_{‖Δw‖_M ≤ 1} ⟨G, Δw⟩ = Σ_i t_i ‖G_i‖*_i (t for target 1)."""
         grads = list(grads)
-        return sum(t * a.dual_norm(g) for t, a, g in zip(self.target_norms(1.0), self.atoms(), grads))
+        return sum(t * a.weight_dual_norm(g) for t, a, g in zip(self.target_norms(1.0), self.atoms(), grads))
 
     def forward(self, x, weights: Sequence[Tensor] | None = None):
         raise NotImplementedError
@@ -230,7 +230,8 @@ class Atom(Module):
     def weight_norm(self, W: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def dual_norm(self, G: Tensor) -> Tensor:  # type: ignore[override]
+    def weight_dual_norm(self, G: Tensor) -> Tensor:
+        """The dual of ``weight_norm``: max ⟨G, D⟩ over ‖D‖ ≤ 1."""
         raise NotImplementedError
 
     def dual_map(self, G: Tensor, orthogonalize: Callable[[Tensor], Tensor] = polar_factor) -> Tensor:
@@ -257,7 +258,7 @@ class Linear(Atom):
     def weight_norm(self, W):
         return RMSToRMSNorm()(W)
 
-    def dual_norm(self, G):
+    def weight_dual_norm(self, G):
         return RMSToRMSNorm().dual(G)
 
     def dual_map(self, G, orthogonalize=polar_factor):
@@ -289,7 +290,7 @@ class Embedding(Atom):
     def weight_norm(self, W):
         return L1ToRMSNorm()(W.mT)
 
-    def dual_norm(self, G):
+    def weight_dual_norm(self, G):
         return L1ToRMSNorm().dual(G.mT)
 
     def dual_map(self, G, orthogonalize=polar_factor):
@@ -326,7 +327,7 @@ class Bias(Atom):
     def weight_norm(self, W):
         return torch.linalg.vector_norm(W) / math.sqrt(W.numel())
 
-    def dual_norm(self, G):
+    def weight_dual_norm(self, G):
         return math.sqrt(G.numel()) * torch.linalg.vector_norm(G)
 
     def dual_map(self, G, orthogonalize=polar_factor):
