@@ -16,7 +16,7 @@ import torch
 
 __version__ = "0.1.0"
 
-__all__ = ["device", "quick_mode", "__version__"]
+__all__ = ["device", "quick_mode", "seed_everything", "__version__"]
 
 
 def device() -> torch.device:
@@ -39,3 +39,21 @@ def quick_mode(quick: bool | None = None) -> bool:
     if quick is not None:
         return bool(quick)
     return os.environ.get("GD_QUICK", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's ``random``, numpy and torch (CPU and every CUDA device) with ``seed``.
+
+    Returns a fresh CPU ``torch.Generator`` seeded the same way, for code that
+    prefers an explicit generator (data sampling in :func:`gd_lib.train.train`).
+    """
+    import random
+
+    import numpy as np
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"Invalid seed: {seed!r}; expected an integer in [0, 2**32)")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds the CUDA generators too
+    return torch.Generator().manual_seed(seed)
