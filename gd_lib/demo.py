@@ -144,9 +144,9 @@ def plot_race(results: list[RaceResult], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(10, 7))
     ax.contourf(xs, ys, levels, levels=30, cmap="Greys")
     ax.contour(xs, ys, levels, levels=15, colors="white", linewidths=0.4)
-    colors = plt.get_cmap("tab20")
-    for i, r in enumerate(results):
-        ax.plot(r.path[:, 0], r.path[:, 1], "-", lw=1.3, color=colors(i % 20),
+    colors = plt.get_cmap("tab10")
+    for i, r in enumerate(results):  # ten colours, then the same colours dashed
+        ax.plot(r.path[:, 0], r.path[:, 1], "-" if i < 10 else "--", lw=1.3, color=colors(i % 10),
                 label=f"{r.label} (lr {r.lr:g}): {r.final_loss:.1e}")
     ax.plot(*START, "o", color="black", ms=7, label="start (-1.5, 2)")
     ax.plot(1.0, 1.0, "*", color="gold", mec="black", ms=14, label="minimum (1, 1)")
