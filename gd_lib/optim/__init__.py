@@ -23,3 +23,5 @@ from .ggt import GGT
 from .entropy_sgd import EntropySGD
 from .kfac import KFAC, KroneckerConfig
 from .ekfac import EKFAC
+from .newton import Newton
+from .natural_gradient import NaturalGradient
