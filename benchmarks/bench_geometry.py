@@ -31,18 +31,27 @@ def bf16_peak(name: str) -> tuple[str, float] | None:
     return None
 
 
-def cpu_orthogonalization(sizes, repeats) -> list[dict]:
-    rows = []
+def print_rows_as_measured(rows_iter) -> None:
+    """Print a table one row at a time (flushing), so a long run that is cut off keeps its rows."""
+    columns = None
+    for row in rows_iter:
+        lines = table([row], columns or list(row)).splitlines()
+        if columns is None:
+            columns = list(row)
+            print("\n".join(lines[:2]), flush=True)
+        print(lines[2], flush=True)
+
+
+def cpu_orthogonalization(sizes, repeats):
     for n in sizes:
         G = torch.randn(n, n, generator=torch.Generator().manual_seed(SEED))
         reps = repeats if n <= 1024 else 1
         warm = 1 if n <= 1024 else 0
         t_ns = median_time(lambda: newton_schulz(G, 5), repeats=reps, warmup=warm)
         t_svd = median_time(lambda: polar_factor(G), repeats=reps, warmup=warm)
-        rows.append({"n": n, "dtype": "float32", "NS5 (s)": f"{t_ns:.3f}", "SVD U Vᵀ (s)": f"{t_svd:.3f}",
-                     "SVD / NS": f"{t_svd / t_ns:.1f}x",
-                     "NS GFLOP/s": f"{newton_schulz_flops(n, n, 5) / t_ns / 1e9:.0f}", "repeats": reps})
-    return rows
+        yield {"n": n, "dtype": "float32", "NS5 (s)": f"{t_ns:.3f}", "SVD U Vᵀ (s)": f"{t_svd:.3f}",
+               "SVD / NS": f"{t_svd / t_ns:.1f}x",
+               "NS GFLOP/s": f"{newton_schulz_flops(n, n, 5) / t_ns / 1e9:.0f}", "repeats": reps}
 
 
 def gpu_newton_schulz(sizes, repeats) -> list[dict]:
@@ -81,8 +90,7 @@ def main(args) -> None:
     print(header("Geometry: Newton–Schulz orthogonalization and Muon step time", seed=SEED, quick=quick,
                  ns_steps=5, coefficients="(3.4445, -4.7750, 2.0315)"))
     print("\nCPU: Newton–Schulz (5 steps, float32) vs exact SVD polar factor U Vᵀ (baseline)")
-    rows = cpu_orthogonalization(sizes, repeats)
-    print(table(rows, list(rows[0])))
+    print_rows_as_measured(cpu_orthogonalization(sizes, repeats))
     device = gd_lib.device()
     if device.type == "cuda":
         print("\nGPU: Newton–Schulz in bfloat16 (FLOPs per step: X Xᵀ 2n³ + A·A 2n³ + B·X 2n³)")
