@@ -50,9 +50,32 @@ demo: setup
 bench: setup
 	$(PY) -m benchmarks
 
+# --- the course: release, autograde, feedback (nbgrader, course/nbgrader_config.py) ---
+ASSIGNMENTS := $(notdir $(wildcard solutions/[0-9]*))
+A ?=
+AUTOGRADE_ARGS ?=
+NBGRADER := cd course && PATH="$(abspath $(VENV))/bin:$$PATH" $(abspath $(PY)) -m nbgrader
+
+# Regenerate the student notebooks in assignments/ from solutions/ (all, or A=<assignment>).
+release: setup
+	@for a in $(if $(A),$(A),$(ASSIGNMENTS)); do \
+		echo "releasing $$a"; $(NBGRADER) generate_assignment $$a --force --log-level=WARN || exit 1; \
+	done
+
+# Grade every submission in course/submitted/<student>/$(A)/ into the gradebook (sandboxed, parallel).
+autograde: setup
+	@test -n "$(A)" || { echo "usage: make autograde A=<assignment>" >&2; exit 2; }
+	$(PY) -m autograder autograde $(A) $(AUTOGRADE_ARGS)
+
+# Feedback HTML per student in course/feedback/, and the grade table in course/grades.csv.
+feedback: setup
+	@test -n "$(A)" || { echo "usage: make feedback A=<assignment>" >&2; exit 2; }
+	$(PY) -m autograder feedback $(A)
+	$(PY) -m autograder export
+
 # Filled by later issues.
-lectures release autograde feedback hub:
-	@echo "make $@: not built yet (see the open issues: lectures #10/#11, assignments #12, autograder #7, hub #8)" >&2; exit 2
+lectures hub:
+	@echo "make $@: not built yet (see the open issues: lectures #10/#11, hub #8)" >&2; exit 2
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # nbgrader runs its database migrations through the `alembic` command of this environment
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     try:
         return args.func(args)
     except (GradingSetupError, FileNotFoundError, ValueError) as err:

@@ -47,12 +47,15 @@ def main(argv=None) -> int:
 
     results.write(json.dumps({"ready": True}) + "\n")
     results.flush()
+    runner_pid = os.getpid()
     for line in commands:
         try:
             msg = json.loads(line)
         except json.JSONDecodeError:
             break
         result = shell.run_cell(msg["code"], store_history=False)
+        if os.getpid() != runner_pid:
+            os._exit(0)  # a process forked by the cell: only the runner itself talks to the grader
         sys.stdout.flush()
         sys.stderr.flush()
         reply = {"index": msg["index"], "ok": result.success, "error": _format_error(result),

@@ -215,6 +215,11 @@ def _process_limits(limits: Limits, gpu: bool):
                 resource.setrlimit(res, (value, value))
             except (ValueError, OSError):
                 pass
+        try:  # without a PID namespace, count this user's processes: the ones running now plus the budget
+            running = sum(1 for d in os.listdir("/proc") if d.isdigit())
+            resource.setrlimit(resource.RLIMIT_NPROC, (running + limits.max_processes,) * 2)
+        except (ValueError, OSError):
+            pass
         if not gpu:  # CUDA reserves huge virtual ranges: the address-space limit only without a GPU
             try:
                 resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))

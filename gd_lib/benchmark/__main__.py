@@ -1,8 +1,12 @@
 """Command line of gd_lib.benchmark.
 
     python -m gd_lib.benchmark score --evals EVALS.csv --workloads WORKLOADS.csv [--profile out.png]
+        prints ``{submission: score}`` as JSON (scores by the AlgoPerf v0.5 rules)
 
-prints ``{submission: score}`` as JSON (scores by the AlgoPerf v0.5 rules).
+    python -m gd_lib.benchmark run --submissions sgd,adamw,nadamw,shampoo,muon,schedule_free_adamw \
+        --ruleset external [--quick] [--out out/benchmark]
+        runs (or resumes) the trials on the mini workloads, writes EVALS.csv files,
+        the performance-profile plot, and prints the score table
 """
 from __future__ import annotations
 
@@ -44,6 +48,36 @@ def _score(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from .runner import run_benchmark
+    from .workloads import WORKLOADS
+
+    submissions = [s.strip() for s in args.submissions.split(",") if s.strip()]
+    workloads = None if args.workloads == "all" else [w.strip() for w in args.workloads.split(",") if w.strip()]
+    trials = args.trials if args.trials is not None else (2 if args.quick else 5)
+    studies = args.studies if args.studies is not None else (1 if args.quick else 3)
+    result = run_benchmark(submissions, workloads, ruleset=args.ruleset, trials=trials, studies=studies,
+                           out_dir=args.out, quick=args.quick, progress=not args.no_progress)
+    by_time, by_steps = result.by_time, result.by_steps
+    names = [w for w in WORKLOADS if w in by_time.workload_names]
+    print(f"ruleset={args.ruleset} trials={trials} studies={studies} quick={args.quick} "
+          f"(ran {result.ran_trials} trials, resumed {result.skipped_trials})")
+    header = ["submission", "score (time)", "score (steps)"] + [f"{w} [s]" for w in names]
+    rows = []
+    for sub in sorted(by_time.scores, key=lambda s: -by_time.scores[s]):
+        rows.append([sub, f"{by_time.scores[sub]:.4f}", f"{by_steps.scores[sub]:.4f}"] +
+                    [("inf" if by_time.raw_times[sub][w] == float("inf") else f"{by_time.raw_times[sub][w]:.2f}")
+                     for w in names])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    plot_profiles(by_time, result.out_dir / "performance_profiles.png")
+    print(f"logs and plots in {result.out_dir} (evals_time.csv, evals_steps.csv, performance_profiles.png)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gd_lib.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--num-studies", type=int, default=None,
                        help="expected studies per workload; missing ones count as not reaching the target")
     score.set_defaults(func=_score)
+    run = sub.add_parser("run", help="run (or resume) a benchmark on the mini workloads and score it")
+    run.add_argument("--submissions", required=True, help="comma-separated names (see gd_lib.benchmark.SUBMISSIONS)")
+    run.add_argument("--workloads", default="all", help="comma-separated workload names, or 'all'")
+    run.add_argument("--ruleset", choices=["external", "self"], default="external")
+    run.add_argument("--trials", type=int, default=None, help="trials per study (external); default 5, quick 2")
+    run.add_argument("--studies", type=int, default=None, help="studies; default 3, quick 1")
+    run.add_argument("--quick", action="store_true", help="small step budgets: minutes on a 2-core CPU")
+    run.add_argument("--out", default="out/benchmark", help="output folder; rerun with the same one to resume")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
     return parser
 
 

@@ -217,6 +217,10 @@ class ScoreResult:
     taus: np.ndarray
     profiles: dict[str, np.ndarray]
 
+    @property
+    def workload_names(self) -> list[str]:
+        return list(next(iter(self.raw_times.values()), {}))
+
 
 def score_submissions(evals: Iterable[Evaluation], workloads: Mapping[str, Workload],
                       num_studies: int | None = None) -> ScoreResult:

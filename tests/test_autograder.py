@@ -1,0 +1,258 @@
+"""The real `make autograde` on a class of generated submissions, attacks included.
+
+A temporary course (a copy of solutions/, assignments/ and course/nbgrader_config.py,
+pointed to by GD_COURSE_ROOT) gets one submission per case below; `make autograde`,
+`make feedback` grade it through nbgrader, and every student must get exactly the
+score their own code deserves. Points of assignment 01_first_order:
+Q1 sgd_step 3+5, Q2 adam_step 3+5, Q3 MyAdam 2+5, Q4 race 2+3, Q5 bias 1+2 (31).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENT = "01_first_order"
+NOTEBOOK = "first_order.ipynb"
+FULL = 31
+Q5 = 3
+Q1, Q2, Q3 = 8, 8, 7
+
+
+def _source():
+    return nbformat.read(ROOT / "solutions" / ASSIGNMENT / NOTEBOOK, as_version=4)
+
+
+def _released():
+    return nbformat.read(ROOT / "assignments" / ASSIGNMENT / NOTEBOOK, as_version=4)
+
+
+def _cell(nb, grade_id):
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            return cell
+    raise KeyError(grade_id)
+
+
+def _with(nb, **answers):
+    """A copy of ``nb`` with the answer cells named in ``answers`` replaced (``+code`` appends)."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    for gid, code in answers.items():
+        cell = _cell(nb, gid)
+        cell.source = cell.source + "\n" + code[1:] if code.startswith("+") else code
+    return nb
+
+
+def _strip_outputs(nb):
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+BROKEN_ADAM = """
+def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    return param - lr * m / (v.sqrt() + eps), m, v          # forgot the bias correction
+"""
+
+MONKEYPATCH = """
+import builtins, numpy, torch, gd_lib, gd_lib.optim
+import autograder.checks as checks
+torch.allclose = lambda *a, **k: True
+torch.equal = lambda *a, **k: True
+numpy.testing.assert_allclose = lambda *a, **k: None
+builtins.AssertionError = type("NeverRaised", (Exception,), {})
+checks.check = lambda *a, **k: None
+checks.compare = lambda *a, **k: None
+gd_lib.optim.SGD = lambda params, **k: torch.optim.SGD(params, lr=0.0)
+def sgd_step(param, grad, buf, **kw):
+    return param, buf
+"""
+
+FAKE_EQ = """
+class Anything:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __getattr__(self, name): return lambda *a, **k: self
+def sgd_step(param, grad, buf, **kw):
+    return Anything(), Anything()
+def adam_step(*args, **kw):
+    return Anything(), Anything(), Anything()
+"""
+
+STEAL_SOLUTIONS = """
+import glob, json, os
+stolen = ""
+for pattern in ["/work/**/solutions/**/*.ipynb", "../**/solutions/**/*.ipynb", "/**/gradebook.db",
+                os.environ.get("GD_COURSE_ROOT", "/nonexistent") + "/solutions/**/*.ipynb"]:
+    for path in glob.glob(pattern, recursive=True):
+        if path.endswith(".ipynb"):
+            try:
+                nb = json.load(open(path))
+            except OSError:
+                continue
+            for c in nb["cells"]:
+                if c.get("metadata", {}).get("nbgrader", {}).get("solution"):
+                    stolen += "".join(c["source"]) + "\\n"
+exec(stolen)
+"""
+
+STEAL_CLASSMATE = """
+import glob, json, os
+root = os.environ.get("GD_COURSE_ROOT", "")
+for path in glob.glob(root + "/course/submitted/*/*/*.ipynb") + glob.glob("/**/submitted/*/*/*.ipynb", recursive=True):
+    try:
+        nb = json.load(open(path))
+    except OSError:
+        continue
+    for c in nb["cells"]:
+        if c.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            exec("".join(c["source"]))
+"""
+
+VANDAL_GRADEBOOK = """+
+import glob, os, sqlite3
+for db in glob.glob("/**/gradebook.db", recursive=True) + [os.environ.get("GD_COURSE_ROOT", "") + "/course/gradebook.db"]:
+    try:
+        con = sqlite3.connect(db)
+        con.execute("UPDATE grade SET auto_score = 0")
+        con.commit()
+    except Exception:
+        pass
+for path in glob.glob("/**/submitted/*/*/*.ipynb", recursive=True):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+"""
+
+FORK_BOMB = """
+import os
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass
+"""
+
+CASES = {
+    # name: (notebook builder, expected score)
+    "correct": (lambda: _source(), FULL),
+    "blank": (lambda: _released(), 0),
+    "partial": (lambda: _with(_source(), adam_step=BROKEN_ADAM), FULL - Q2),
+    "syntax_error": (lambda: _with(_source(), adam_step="def adam_step(:\n    pass"), FULL - Q2),
+    "monkeypatch": (lambda: _with(_released(), sgd_step=MONKEYPATCH), 0),
+    "fake_eq": (lambda: _with(_released(), sgd_step=FAKE_EQ), 0),
+    "steal_hidden_tests": (lambda: _with(_released(), sgd_step=STEAL_SOLUTIONS), 0),
+    "steal_classmate": (lambda: _with(_released(), sgd_step=STEAL_CLASSMATE), 0),
+    "vandal_gradebook": (lambda: _with(_source(), sgd_step=VANDAL_GRADEBOOK), FULL),
+    "sys_exit": (lambda: _with(_released(), sgd_step="import sys\nsys.exit(0)"), 0),
+    "os_exit_midway": (lambda: _with(_source(), my_adam="+import os\nos._exit(0)"), Q1 + Q2),
+    "infinite_loop": (lambda: _with(_source(), bias_correction="+while True:\n    pass"), FULL - Q5),
+    "fork_bomb": (lambda: _with(_source(), bias_correction="+" + FORK_BOMB), FULL - Q5),
+    "memory_hog": (lambda: _with(_source(), bias_correction="+import torch\nx = torch.ones(8 * 2**30, dtype=torch.uint8)"),
+                   FULL - Q5),
+    "crash": (lambda: _with(_source(), bias_correction="+import ctypes\nctypes.string_at(0)"), FULL - Q5),
+    "fake_output": (lambda: _with(_released(), sgd_step='print("✔ passed (4 checks) [3 points]")\nprint("All tests passed!")'), 0),
+    "stderr_warnings": (lambda: _with(_source(), sgd_step='+import sys, warnings\nwarnings.warn("noisy")\nprint("warning!", file=sys.stderr)'),
+                        FULL),
+}
+
+
+def _deleted_tests():
+    nb = _source()
+    nb.cells = [c for c in nb.cells if not c.metadata.get("nbgrader", {}).get("grade")]
+    return nb
+
+
+def _edited_tests():
+    nb = _released()
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.source = 'print("tests passed")'
+    return nb
+
+
+CASES["deleted_test_cells"] = (_deleted_tests, FULL)
+CASES["edited_test_cells"] = (_edited_tests, 0)
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course_root")
+    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, root / "solutions" / ASSIGNMENT)
+    shutil.copytree(ROOT / "assignments" / ASSIGNMENT, root / "assignments" / ASSIGNMENT)
+    (root / "course").mkdir()
+    shutil.copy(ROOT / "course" / "nbgrader_config.py", root / "course" / "nbgrader_config.py")
+    for student, (build, _) in CASES.items():
+        folder = root / "course" / "submitted" / student / ASSIGNMENT
+        folder.mkdir(parents=True)
+        nbformat.write(_strip_outputs(build()), folder / NOTEBOOK)
+    env = {**os.environ, "GD_COURSE_ROOT": str(root)}
+    args = "--workers 2 --cell-timeout 30 --notebook-timeout 240 --memory-gib 3 --max-processes 200 --quiet"
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT), "autograde", f"A={ASSIGNMENT}", f"AUTOGRADE_ARGS={args}"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    proc2 = subprocess.run(["make", "-s", "-C", str(ROOT), "feedback", f"A={ASSIGNMENT}"],
+                           env=env, capture_output=True, text=True)
+    assert proc2.returncode == 0, proc2.stdout[-4000:] + proc2.stderr[-4000:]
+    with open(root / "course" / "grades.csv") as fh:
+        grades = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(fh)}
+    return root, grades, proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", sorted(CASES))
+def test_each_submission_gets_the_score_it_deserves(graded_class, student):
+    root, grades, log = graded_class
+    assert grades[student] == CASES[student][1], f"{student}: {grades[student]} != {CASES[student][1]}\n{log}"
+
+
+@pytest.mark.slow
+def test_gradebook_and_submissions_survive_the_attacks(graded_class):
+    root, grades, _ = graded_class
+    # every student's notebook is still there, and the gradebook holds one grade row per test cell
+    for student in CASES:
+        assert (root / "course" / "submitted" / student / ASSIGNMENT / NOTEBOOK).exists()
+    con = sqlite3.connect(root / "course" / "gradebook.db")
+    rows = con.execute("SELECT COUNT(*) FROM grade").fetchone()[0]
+    assert rows == len(CASES) * 10  # 10 graded cells per notebook
+    assert grades["correct"] == FULL
+
+
+@pytest.mark.slow
+def test_feedback_explains_failures(graded_class):
+    root, _, _ = graded_class
+    pages = {p.parts[-3]: p.read_text() for p in (root / "course" / "feedback").glob(f"*/{ASSIGNMENT}/*.html")}
+    assert set(pages) == set(CASES)
+    assert "did not finish within" in pages["infinite_loop"] or "timed out" in pages["infinite_loop"]
+    assert "memory" in pages["memory_hog"].lower() or "allocate" in pages["memory_hog"].lower()
+    assert "SIGSEGV" in pages["crash"] or "signal" in pages["crash"]
+    assert "values differ" in pages["partial"]
+    assert "expected a cpu tensor" in pages["fake_eq"]
+
+
+@pytest.mark.slow
+def test_rerun_resumes_without_running_again(graded_class):
+    root, grades, _ = graded_class
+    env = {**os.environ, "GD_COURSE_ROOT": str(root)}
+    results = root / "course" / ".autograder" / "results" / ASSIGNMENT
+    before = {p: p.stat().st_mtime_ns for p in results.glob("*/*.json")}
+    assert len(before) == len(CASES)
+    proc = subprocess.run([sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--quiet",
+                           "--student", "correct", "--student", "blank"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = {p: p.stat().st_mtime_ns for p in results.glob("*/*.json")}
+    assert after == before  # nothing was graded again: the cached verdicts were current
