@@ -73,9 +73,17 @@ feedback: setup
 	$(PY) -m autograder feedback $(A)
 	$(PY) -m autograder export
 
-# Filled by later issues.
-lectures hub:
-	@echo "make $@: not built yet (see the open issues: lectures #10/#11, hub #8)" >&2; exit 2
+# Execute every lecture (full mode; QUICK=1 for quick mode) into out/lectures/ as HTML.
+QUICK ?=
+LECTURE_TIMEOUT ?= 3600
+lectures: setup
+	@mkdir -p out/lectures
+	GD_QUICK=$(if $(QUICK),1,0) PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m jupyter nbconvert --to html --execute \
+		--ExecutePreprocessor.timeout=$(LECTURE_TIMEOUT) --output-dir out/lectures lectures/[0-9]*.ipynb
+
+# Filled by a later issue.
+hub:
+	@echo "make $@: not built yet (see the open issue: hub #8)" >&2; exit 2
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache
