@@ -11,6 +11,7 @@ hundred products is ~1e-15 relative); Monte-Carlo tolerances are stated where us
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -126,18 +127,19 @@ def _independent_layer_error(N, seed=0):
 
 def test_independent_activations_and_gradients_error_shrinks_like_inverse_sqrt_n():
     err_small, err_large = _independent_layer_error(100), _independent_layer_error(10_000)
-    # 1/√N predicts a 10x drop from N=100 to N=10000; ask for 3x (sampling noise of one draw)
+    # 1/√N predicts a 10x drop from N=100 to N=10000 (measured: 0.268 -> 0.0221, 12x);
+    # ask for 3x, as one draw of sampling noise can be unlucky
     assert err_large < err_small / 3, (err_small, err_large)
-    # measured ≈ 0.008 at N=10000: only sampling error is left
-    assert err_large < 0.03
+    # only sampling error is left at N=10000
+    assert err_large < 0.05
 
 
 def test_correlated_case_error_measured_and_ordered():
     """A batch of 64 different inputs through the MLP: ā and ĝ are dependent, KFAC is not exact.
 
-    Measured (seed 0): relative Frobenius error 0.478 (fc1) and 0.203 (fc2). We assert it is
-    clearly non-zero, below 1 (KFAC beats the zero matrix), and that KFAC beats the
-    best multiple of the identity, c = tr(F)/dim, on the same block.
+    Measured (seed 0): relative Frobenius error 0.500 (fc1) and 0.298 (fc2), against 0.806
+    and 0.864 for the multiple of the identity c I with c = tr(F)/dim. We assert it is
+    clearly non-zero, below 1 (KFAC beats the zero matrix), and below the identity's.
     """
     model = small_mlp()
     g = torch.Generator().manual_seed(0)
@@ -566,7 +568,7 @@ def _digits():
 def test_trains_mlp_on_digits(cls, lr):
     """MLP 64→32→10 (tanh), 100 steps of batch 128, damping 1e-2, statistics every step,
     eigendecompositions every 10: validation accuracy on 397 held-out digits ≥ 0.93.
-    Measured: KFAC 0.952, EKFAC 0.960 (under 0.5 s each on one CPU thread)."""
+    Measured: KFAC 0.942, EKFAC 0.962 (about 1 s each on one CPU thread)."""
     X, y, train, val = _digits()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
@@ -618,8 +620,9 @@ def test_beats_sgd_and_adam_on_ill_conditioned_regression():
     """Steps to reach 1e-6 × the initial MSE (≤ 1000 steps). Comparators tuned on a grid:
     SGD lr ∈ {1, 1.9}/L (L = largest Hessian eigenvalue; 2/L is the stability limit),
     Adam lr ∈ {3e-2, 1e-1, 3e-1} (1e-3 to 1e-2 were worse in a wider sweep). Measured: SGD
-    never (best loss ratio ≈ 7e-4 after 1000 steps), Adam 947 steps (lr 0.3); KFAC and EKFAC with the sampled Gaussian Fisher (G ≈ 1, so lr 0.5 is a Newton
-    step for the MSE) 2 steps; with the empirical Fisher (lr 1) 12 steps."""
+    never (best loss ratio 4.5e-4 after 1000 steps, lr 1.9/L), Adam 947 steps (lr 0.3);
+    KFAC and EKFAC with the sampled Gaussian Fisher (G ≈ 1, so lr 0.5 is a Newton step for
+    the MSE) 2 steps; with the empirical Fisher (lr 1) 12 steps."""
     X, y = _ill_conditioned_regression()
     Xb = torch.cat([X, torch.ones(len(X), 1, dtype=DT)], 1)
     L = float(torch.linalg.eigvalsh(2 * Xb.T @ Xb / len(X))[-1])
@@ -639,3 +642,59 @@ def test_beats_sgd_and_adam_on_ill_conditioned_regression():
         # at least 10x fewer steps than the best tuned first-order method
         assert steps * 10 < first_order, (key, steps, sgd_best, adam_best)
         assert steps <= 20, (key, steps)
+
+
+def _conv_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LayerNorm(6 * 64),
+                         nn.Linear(6 * 64, 10))
+
+
+@pytest.mark.parametrize("cls", [KFAC, EKFAC])
+def test_trains_small_cnn_on_digits(cls):
+    """Conv2d(1→6, 3x3) → ReLU → LayerNorm (Adam fallback) → Linear on the 8x8 digits, 60 steps
+    of batch 128: validation accuracy ≥ 0.90. Measured: KFAC 0.955, EKFAC 0.962."""
+    X, y, train, val = _digits()
+    X = X.reshape(-1, 1, 8, 8)
+    model = _conv_net()
+    opt = cls(model, lr=0.03, damping=1e-2, cov_update_freq=1, inv_update_freq=10, fallback="adam",
+              fallback_lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        batch = train[torch.randint(0, len(train), (128,), generator=g)]
+        opt.zero_grad()
+        F.cross_entropy(model(X[batch]), y[batch]).backward()
+        opt.step()
+    with torch.no_grad():
+        accuracy = (model(X[val]).argmax(1) == y[val]).float().mean().item()
+    assert accuracy >= 0.90, accuracy
+
+
+@pytest.mark.parametrize("cls", [KFAC, EKFAC])
+def test_state_dict_resume_with_conv_and_adam_fallback_is_bit_identical(cls):
+    """The generic round-trip test uses an MLP; here a Conv2d layer and Adam-fallback state
+    (LayerNorm) are saved mid-run, between a statistics update and a refresh."""
+    g = torch.Generator().manual_seed(16)
+    batches = [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g))
+               for _ in range(8)]
+    kw = dict(lr=0.05, damping=1e-2, cov_update_freq=2, inv_update_freq=3, fallback="adam")
+
+    def train(model, opt, part):
+        for X, y in part:
+            opt.zero_grad()
+            F.cross_entropy(model(X), y).backward()
+            opt.step()
+
+    model = _conv_net()
+    opt = cls(model, **kw)
+    train(model, opt, batches[:5])
+    saved = ({k: v.clone() for k, v in model.state_dict().items()}, copy.deepcopy(opt.state_dict()))
+    train(model, opt, batches[5:])
+
+    resumed = _conv_net()
+    resumed.load_state_dict(saved[0])
+    opt2 = cls(resumed, **kw)
+    opt2.load_state_dict(saved[1])
+    train(resumed, opt2, batches[5:])
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
