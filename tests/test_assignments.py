@@ -1,0 +1,328 @@
+"""Every assignment, graded for real by nbgrader through the course's autograder.
+
+For each folder ``solutions/<A>`` a temporary course root (a copy of ``solutions/<A>``,
+``assignments/<A>`` and ``course/nbgrader_config.py``, pointed to by ``GD_COURSE_ROOT``, as in
+``tests/test_autograder.py``) receives these submissions and ``python -m autograder autograde``
+grades them all in one run:
+
+- ``correct``: the released notebook with every answer cell filled in from the source notebook's
+  solution: must score full marks, every graded cell passing;
+- ``blank``: the released notebook as students get it: must score 0 without crashing the grader;
+- one submission per *classic bug* of the assignment (``BUGS`` below): the correct submission with
+  one answer cell changed by a textual substitution in its solution code; it must fail exactly the
+  graded cells listed for that bug (its own question's) and pass all the others.
+
+The per-cell verdicts come from the grader's result files
+(``course/.autograder/results/<A>/<student>/<nb>.json``) and the totals from nbgrader's gradebook
+(``python -m autograder export``). The autograde run also regenerates the release inside the
+temporary root (the fresh gradebook does not know the assignment, so ``nbgrader
+generate_assignment`` runs there): the committed ``assignments/<A>`` must equal it, cell by cell.
+
+The static tests (no grading) check the released notebooks: no solution code, no hidden test code,
+no nbgrader markers, no outputs, points on every graded cell, at least 25 points in at least 6
+graded cells, and the release matches the source notebook with solutions and hidden tests removed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and p.name[:2].isdigit())
+
+# --- the classic bugs -------------------------------------------------------------------------------
+# assignment -> {bug name: (answer cell grade_id, [(old, new), ...] substitutions in its solution
+#                           code, graded cells that must fail)}
+BUGS: dict[str, dict[str, tuple[str, list[tuple[str, str]], set[str]]]] = {
+    "01_first_order": {
+        # Adam without the bias correction 1/(1 - beta^t): wrong from the first step
+        "adam_no_bias_correction": ("adam_step", [("m_hat = m / (1 - beta1 ** t)", "m_hat = m"),
+                                                  ("v_hat = v / (1 - beta2 ** t)", "v_hat = v")],
+                                    {"test_adam_step_public", "test_adam_step_hidden"}),
+        # MyAdam never increments its step counter: 1 - beta^0 = 0, a division by zero
+        "my_adam_step_not_incremented": ("my_adam", [('state["step"] += 1\n', "")],
+                                         {"test_my_adam_public", "test_my_adam_hidden"}),
+        # Nesterov looks ahead with the previous buffer; the public tests have no Nesterov case
+        "nesterov_old_buffer": ("sgd_step", [("d = g + momentum * new_buf if nesterov else new_buf",
+                                              "d = g + momentum * (new_buf if buf is None else buf) if nesterov else new_buf")],
+                                {"test_sgd_step_hidden"}),
+    },
+    "02_geometry": {
+        # the dual of the max-entry norm is the l1 norm, not the max
+        "linf_dual_norm_is_max": ("linf_dual", [("return G.abs().sum(), torch.sign(G)",
+                                                 "return G.abs().max(), torch.sign(G)")],
+                                  {"test_linf_dual_public", "test_linf_dual_hidden"}),
+        # the dual of the spectral norm is the nuclear norm, not the spectral norm
+        "spectral_dual_norm_is_spectral": ("spectral_dual", [("return S.sum(), U @ Vh", "return S.max(), U @ Vh")],
+                                           {"test_spectral_dual_public", "test_spectral_dual_hidden"}),
+        # Newton-Schulz with the classic cubic coefficients whatever it is asked for
+        "newton_schulz_wrong_coefficients": ("newton_schulz", [("a, b, c = coefficients", "a, b, c = 1.5, -0.5, 0.0")],
+                                             {"test_newton_schulz_public", "test_newton_schulz_hidden"}),
+        # Muon without the sqrt(max(1, m/n)) shape factor (wrong on tall matrices only)
+        "muon_no_shape_scale": ("muon_step", [(" * max(1.0, rows / cols) ** 0.5", "")],
+                                {"test_muon_step_public", "test_muon_step_hidden"}),
+        # sign descent without the dual-norm step size sum_l ||G_l||_1
+        "sign_descent_without_dual_norm": ("theorem_4_1", [("eta = sum(G.abs().sum() for G in grads) / sharpness",
+                                                            "eta = 1.0 / sharpness")],
+                                           {"test_theorem_4_1_public", "test_theorem_4_1_hidden"}),
+    },
+}
+
+GRADE_ARGS = ["--workers", "2", "--cell-timeout", "120", "--notebook-timeout", "600", "--quiet"]
+
+
+# --- notebooks ----------------------------------------------------------------------------------------
+
+def _notebook_name(assignment: str) -> str:
+    (source,) = sorted((ROOT / "solutions" / assignment).glob("*.ipynb"))
+    return source.name
+
+
+def _read(folder: str, assignment: str):
+    return nbformat.read(ROOT / folder / assignment / _notebook_name(assignment), as_version=4)
+
+
+def _meta(cell) -> dict:
+    return cell.metadata.get("nbgrader", {}) or {}
+
+
+def _by_id(nb) -> dict:
+    return {_meta(c)["grade_id"]: c for c in nb.cells if _meta(c).get("grade_id")}
+
+
+def _regions(code: str, begin: str, end: str) -> list[str]:
+    """The lines strictly between ``### BEGIN x`` and ``### END x`` markers."""
+    inside, lines = False, []
+    for line in code.split("\n"):
+        if line.strip() == begin:
+            inside = True
+        elif line.strip() == end:
+            inside = False
+        elif inside:
+            lines.append(line)
+    return lines
+
+
+def _released_form(code: str) -> str:
+    """What nbgrader's generate_assignment makes of a source cell: each solution region replaced by the
+    course's stub at the marker's indentation, each hidden-test region removed with its markers."""
+    out, mode = [], None
+    for line in code.split("\n"):
+        marker = line.strip()
+        if marker == "### BEGIN SOLUTION":
+            indent = line[: len(line) - len(line.lstrip())]
+            out += [indent + "# YOUR CODE HERE", indent + "raise NotImplementedError()"]
+            mode = "solution"
+        elif marker == "### BEGIN HIDDEN TESTS":
+            mode = "hidden"
+        elif marker in ("### END SOLUTION", "### END HIDDEN TESTS"):
+            mode = None
+        elif mode is None:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _solution_code(source_nb, grade_id: str) -> str:
+    """The source's answer cell with the solution markers removed: what a correct student writes."""
+    code = _by_id(source_nb)[grade_id].source
+    return "\n".join(line for line in code.split("\n")
+                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+
+
+def _submission(assignment: str, replace: dict[str, str] | None = None):
+    """The released notebook with every answer cell filled in from the source's solution
+    (``replace``: grade_id -> other code for that answer cell)."""
+    source, nb = _read("solutions", assignment), _read("assignments", assignment)
+    for cell in nb.cells:
+        meta = _meta(cell)
+        if meta.get("solution"):
+            gid = meta["grade_id"]
+            cell.source = (replace or {}).get(gid, _solution_code(source, gid))
+    return nb
+
+
+def _buggy(assignment: str, bug: str):
+    gid, substitutions, _ = BUGS[assignment][bug]
+    code = _solution_code(_read("solutions", assignment), gid)
+    for old, new in substitutions:
+        assert old in code, f"{assignment}/{bug}: {old!r} is not in the solution of {gid}"
+        code = code.replace(old, new)
+    return _submission(assignment, {gid: code})
+
+
+def _graded_cells(nb) -> dict[str, float]:
+    return {_meta(c)["grade_id"]: float(_meta(c).get("points", 0) or 0) for c in nb.cells
+            if _meta(c).get("grade") and not _meta(c).get("solution")}
+
+
+# --- static checks of the released notebooks ------------------------------------------------------------
+
+def test_every_assignment_has_classic_bugs():
+    assert ASSIGNMENTS[0] == "01_first_order" and len(ASSIGNMENTS) >= 5, ASSIGNMENTS
+    assert set(BUGS) == set(ASSIGNMENTS), "every assignment needs its classic bugs in BUGS"
+    for assignment, bugs in BUGS.items():
+        source = _read("solutions", assignment)
+        graded, answers = _graded_cells(source), {gid for gid, c in _by_id(source).items() if _meta(c).get("solution")}
+        assert len(bugs) >= 2, assignment
+        for bug, (gid, substitutions, failing) in bugs.items():
+            assert gid in answers, f"{assignment}/{bug}: {gid} is not an answer cell"
+            assert failing and failing <= set(graded), f"{assignment}/{bug}: unknown graded cells {failing - set(graded)}"
+            code = _solution_code(source, gid)
+            assert all(old in code for old, _ in substitutions), f"{assignment}/{bug}: substitution does not apply"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_points_and_graded_cells(assignment):
+    for folder in ("solutions", "assignments"):
+        nb = _read(folder, assignment)
+        graded = _graded_cells(nb)
+        assert len(graded) >= 6, f"{folder}/{assignment}: only {len(graded)} graded cells"
+        assert all(p > 0 for p in graded.values()), f"{folder}/{assignment}: a graded cell without points: {graded}"
+        assert sum(graded.values()) >= 25, f"{folder}/{assignment}: only {sum(graded.values())} points"
+        ids = [_meta(c)["grade_id"] for c in nb.cells if _meta(c).get("grade_id")]
+        assert len(ids) == len(set(ids)), f"{folder}/{assignment}: repeated grade ids"
+        code_cells = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(_meta(c).get("grade_id") for c in code_cells), "every code cell is an nbgrader cell"
+        for c in code_cells:
+            meta = _meta(c)
+            if meta.get("grade") and not meta.get("solution"):
+                assert meta.get("locked"), f"{meta['grade_id']}: test cells are locked"
+                # graded cells pass only through check(); every one of them calls it (in the source:
+                # a released hidden-test cell is only its comment)
+                assert folder == "assignments" or "check(" in c.source, f"{meta['grade_id']} calls no check()"
+    # every question has a public and a hidden test cell
+    source = _read("solutions", assignment)
+    hidden = [gid for gid, c in _by_id(source).items() if "### BEGIN HIDDEN TESTS" in c.source]
+    public = [gid for gid in _graded_cells(source) if gid not in hidden]
+    assert len(hidden) >= 3 and len(public) >= 3, (public, hidden)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_released_notebook_holds_no_solution_and_no_hidden_test(assignment):
+    source, released = _read("solutions", assignment), _read("assignments", assignment)
+    text = "\n".join(c.source for c in released.cells)
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS"):
+        assert marker not in text, f"{assignment}: released notebook contains {marker!r}"
+    # lines of solution or hidden-test code that occur nowhere else in the source must not be released
+    secret, public = [], []
+    for cell in source.cells:
+        if cell.cell_type != "code":
+            continue
+        secret += _regions(cell.source, "### BEGIN SOLUTION", "### END SOLUTION")
+        secret += _regions(cell.source, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+        public += _released_form(cell.source).split("\n")
+    public_lines = {line.strip() for line in public}
+    secret_lines = {line.strip() for line in secret} - public_lines - {""}
+    assert len(secret_lines) >= 20, f"{assignment}: suspiciously little solution/hidden code"
+    released_lines = {line.strip() for line in text.split("\n")}
+    leaked = sorted(secret_lines & released_lines)
+    assert not leaked, f"{assignment}: released notebook contains solution or hidden-test code: {leaked[:5]}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_matches_source(assignment):
+    source, released = _read("solutions", assignment), _read("assignments", assignment)
+    assert [c.cell_type for c in source.cells] == [c.cell_type for c in released.cells]
+    for s, r in zip(source.cells, released.cells):
+        sm, rm = _meta(s), _meta(r)
+        for key in ("grade_id", "grade", "solution", "locked", "points"):
+            assert sm.get(key) == rm.get(key), f"{assignment}/{sm.get('grade_id')}: {key} differs"
+        expected = _released_form(s.source) if s.cell_type == "code" else s.source
+        assert r.source == expected, f"{assignment}/{sm.get('grade_id')}: the release is out of date (make release)"
+        if r.cell_type == "code":
+            assert r.outputs == [] and r.execution_count is None, f"{assignment}: released cells carry outputs"
+    for nb in (source, released):
+        for c in nb.cells:
+            if c.cell_type == "code":
+                assert c.outputs == [] and c.execution_count is None, f"{assignment}: committed outputs"
+
+
+# --- grading for real ----------------------------------------------------------------------------------
+
+def _grade(assignment: str, tmp_path: Path):
+    """Grade the correct, blank and buggy submissions of ``assignment`` in one autograde run.
+
+    Returns (per-student cell verdicts {grade_id: (passed, points)}, gradebook totals, results, root, seconds).
+    """
+    root = tmp_path / "course_root"
+    shutil.copytree(ROOT / "solutions" / assignment, root / "solutions" / assignment)
+    shutil.copytree(ROOT / "assignments" / assignment, root / "assignments" / assignment)
+    (root / "course").mkdir()
+    shutil.copy(ROOT / "course" / "nbgrader_config.py", root / "course" / "nbgrader_config.py")
+    name = _notebook_name(assignment)
+    submissions = {"correct": _submission(assignment), "blank": _read("assignments", assignment)}
+    submissions.update({f"bug_{bug}": _buggy(assignment, bug) for bug in BUGS[assignment]})
+    for student, nb in submissions.items():
+        folder = root / "course" / "submitted" / student / assignment
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / name)
+    env = {**os.environ, "GD_COURSE_ROOT": str(root), "GD_QUICK": "1"}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "autograder", "autograde", assignment, *GRADE_ARGS],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    csv_path = root / "grades.csv"
+    proc2 = subprocess.run([sys.executable, "-m", "autograder", "export", "--to", str(csv_path)],
+                           cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc2.returncode == 0, proc2.stdout[-3000:] + proc2.stderr[-3000:]
+    with open(csv_path) as fh:
+        totals = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(fh)
+                  if row["assignment"] == assignment}
+    results = {}
+    for student in submissions:
+        path = root / "course" / ".autograder" / "results" / assignment / student / f"{Path(name).stem}.json"
+        results[student] = json.loads(path.read_text())
+    return results, totals, root, seconds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_grading_scores_each_submission_exactly(assignment, tmp_path):
+    results, totals, root, seconds = _grade(assignment, tmp_path)
+    graded = _graded_cells(_read("solutions", assignment))
+    full = sum(graded.values())
+    per_notebook = {s: r["seconds"] for s, r in results.items()}
+    print(f"\n{assignment}: graded {len(results)} notebooks in {seconds:.1f} s (2 workers); seconds per "
+          f"notebook: {per_notebook}; full marks {full:g}")
+
+    problems = []
+    expected_failing = {"correct": set(), "blank": set(graded)}
+    expected_failing.update({f"bug_{bug}": failing for bug, (_, _, failing) in BUGS[assignment].items()})
+    for student, failing in expected_failing.items():
+        cells = results[student]["cells"]
+        if set(cells) != set(graded):
+            problems.append(f"{student}: graded cells {sorted(cells)} != {sorted(graded)}")
+            continue
+        got_failing = {gid for gid, v in cells.items() if not v["passed"]}
+        if got_failing != failing:
+            messages = {gid: cells[gid]["message"][:300] for gid in got_failing ^ failing}
+            problems.append(f"{student}: failed {sorted(got_failing)}, expected {sorted(failing)}: {messages}")
+        score = full - sum(graded[g] for g in failing)
+        if totals.get(student) != score:
+            problems.append(f"{student}: gradebook total {totals.get(student)} != {score}")
+        if student != "blank" and results[student]["fatal"]:
+            problems.append(f"{student}: fatal {results[student]['fatal']}")
+    assert totals["correct"] == full and totals["blank"] == 0
+    assert not problems, "\n".join(problems)
+
+    # the blank notebook fails every cell through a clean verdict (its answers raise NotImplementedError)
+    blank = results["blank"]
+    assert all("NotImplementedError" in err for err in blank["answer_errors"].values()), blank["answer_errors"]
+
+    # the release regenerated by nbgrader in the temporary root equals the committed one
+    name = _notebook_name(assignment)
+    regenerated = nbformat.read(root / "assignments" / assignment / name, as_version=4)
+    committed = _read("assignments", assignment)
+    assert [(c.cell_type, c.source, _meta(c)) for c in regenerated.cells] == \
+           [(c.cell_type, c.source, _meta(c)) for c in committed.cells], \
+        f"{assignment}: assignments/ is not what `make release A={assignment}` generates"
