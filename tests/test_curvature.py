@@ -444,3 +444,39 @@ def test_capture_outputs_records_outputs_and_removes_its_hook():
     model(X)
     assert len(captured) == 1  # the hook is gone
     assert not model._forward_hooks
+
+
+@pytest.mark.gpu
+def test_products_lanczos_and_second_order_steps_agree_on_cuda():
+    """The same computations on CUDA (float64) and CPU agree to reordering error (1e-8 rel.)."""
+    from gd_lib.optim import NaturalGradient, Newton
+
+    results = {}
+    for device in ("cpu", "cuda"):
+        model, loss_fn, X, y = CASES["cnn_ce"]()
+        model, X, y = model.to(device), X.to(device), y.to(device)
+        v = torch.randn(77, generator=torch.Generator().manual_seed(1), dtype=DT).to(device)
+        out = {
+            "hvp": C.hessian_operator(model, loss_fn, X, y)(v),
+            "ggn": C.ggn_operator(model, loss_fn, X, y)(v),
+            "fisher": C.fisher_matrix(model, loss_fn, X, y) @ v,
+            "top": C.lanczos(C.hessian_operator(model, loss_fn, X, y), k=1, num_iterations=77).eigenvalues,
+        }
+        C.fisher_operator(model, loss_fn, X, y, mc_samples=4)(v)  # sampling runs on the device
+        for name, make in [("newton", lambda m: Newton(m.parameters(), lr=1.0, damping=1.0)),
+                           ("ng", lambda m: NaturalGradient(m.parameters(), m, lr=1.0, damping=0.1,
+                                                            cg_max_iter=200, cg_tol=1e-12))]:
+            m = CASES["cnn_ce"]()[0].to(device)
+            opt = make(m)
+
+            def closure():
+                opt.zero_grad()
+                loss = loss_fn(m(X), y)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            out[name] = C.flatten(list(m.parameters())).detach()
+        results[device] = {k: t.cpu() for k, t in out.items()}
+    for key in results["cpu"]:
+        close(results["cuda"][key], results["cpu"][key], 1e-8)

@@ -147,18 +147,20 @@ class Newton(Optimizer):
         lrs = torch.cat([torch.full((p.numel(),), float(group["lr"]), dtype=g.dtype, device=g.device)
                          for group, ps in groups for p in ps])
         delta = -lrs * d
+        previous = [p.detach().clone() for p in params] if self.adaptive_damping else None
         for p, delta_p in zip(params, unflatten(delta, params)):
             p.add_(delta_p)
         if self.adaptive_damping:
             # ρ = actual / predicted reduction; λ <- 3/2 λ or 2/3 λ
             with torch.enable_grad():
-                new_loss = float(closure().detach())
-            rho = reduction_ratio(float(loss), new_loss, g, H, delta)
+                new_loss = closure()
+            new_loss = float(new_loss.detach() if torch.is_tensor(new_loss) else new_loss)
+            rho = reduction_ratio(float(loss.detach()), new_loss, g, H, delta)
             for group, ps in groups:
                 if ps:
                     group["damping"] = levenberg_marquardt_update(group["damping"], rho)
-            # a step that increased the loss is undone: θ <- θ - Δ
+            # a step that increased the loss is undone: θ <- θ (exactly, from a copy)
             if rho < 0.0:
-                for p, delta_p in zip(params, unflatten(delta, params)):
-                    p.sub_(delta_p)
+                for p, old in zip(params, previous):
+                    p.copy_(old)
         return loss.detach()

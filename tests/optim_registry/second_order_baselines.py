@@ -53,6 +53,13 @@ SPECS = [
         bad=(({"lr": -1.0}, "lr"),),
     ),
     OptimizerSpec(
+        name="Newton_adaptive_damping",
+        build=lambda model, **kw: Newton(params_of(model), **{"damping": 0.1, "adaptive_damping": True, **kw}),
+        quadratic={}, rosenbrock={}, steps=60,
+        needs_closure=True, nan_policy="raise",
+        bad=(({"lr": -1.0}, "lr"), ({"damping": 0.0}, "damping")),
+    ),
+    OptimizerSpec(
         name="NaturalGradient",
         build=_build_natural_gradient,
         quadratic=None, rosenbrock=None, model_kind="mlp",
