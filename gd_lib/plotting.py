@@ -18,6 +18,7 @@ helper                          figure
 :func:`plot_heatmaps`           matrices side by side on one colour scale
 :func:`plot_performance_profiles`  Dolan–Moré ``ρ(τ)`` curves per submission
 :func:`plot_lr_sweep`           loss against learning rate, one line per width
+:func:`interactive_figure`      a figure redrawn by ipywidgets controls (static headless)
 =============================  ================================================
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "plot_heatmaps",
     "plot_performance_profiles",
     "plot_lr_sweep",
+    "interactive_figure",
 ]
 
 
@@ -341,3 +343,42 @@ def plot_lr_sweep(lrs, losses, *, widths: Sequence | None = None, mark_best: boo
         ax.set_title(title)
     ax.legend(loc="best", fontsize="small")
     return fig, ax
+
+
+def interactive_figure(draw: Callable[..., "matplotlib.figure.Figure"], **controls):
+    """A figure with ipywidgets controls that redraw it in place; a plain static figure headless.
+
+    ``draw(**values)`` returns a matplotlib figure for the controls' current
+    values; ``controls`` are ipywidgets 8 value widgets (``IntSlider``,
+    ``FloatLogSlider``, ``Dropdown``, ...) named by ``draw``'s arguments. The
+    controls are displayed, then the figure for their initial values as an
+    ordinary output (``image/png``, so it shows in an executed notebook, in
+    nbconvert's HTML and without a widget manager); every change of a control
+    calls ``draw`` again and replaces that output (``DisplayHandle.update``).
+    Unlike ``ipywidgets.interact``, whose plot lives inside an ``Output``
+    widget, the static figure needs no JavaScript. Returns the ``HBox`` of
+    controls. Outside IPython ``display`` only prints reprs, and changes only call ``draw``.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    if not controls:
+        raise ValueError("interactive_figure needs at least one control")
+
+    def current_figure():
+        fig = draw(**{name: control.value for name, control in controls.items()})
+        plt.close(fig)  # the inline backend would otherwise show it a second time
+        return fig
+
+    box = widgets.HBox(list(controls.values()))
+    display(box)
+    handle = display(current_figure(), display_id=True)
+
+    def redraw(change=None):
+        fig = current_figure()
+        if handle is not None:
+            handle.update(fig)
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    return box
