@@ -44,8 +44,11 @@ test-fast: setup
 test-gpu: setup
 	@$(call run_pytest,-m gpu)
 
+# The course pipeline end to end: the optimizers race (a plot), then release ->
+# submissions -> sandboxed autograde -> feedback -> grade table, on a scratch course copy.
 demo: setup
 	MPLBACKEND=Agg $(PY) -m gd_lib.demo --out out/demo
+	$(PY) -m autograder.demo --out out/demo/course
 
 bench: setup
 	$(PY) -m benchmarks

@@ -101,9 +101,16 @@ class Course:
         return sorted(p.name for p in self.submitted_dir.iterdir() if (p / assignment).is_dir())
 
     def secret_paths(self) -> list[Path]:
-        """Hidden from every sandbox: the instructor's notebooks, the whole nbgrader course
-        folder (gradebook, every submission, autograded copies, feedback, caches)."""
-        return [self.source_dir, self.course_dir]
+        """Hidden from every sandbox: the instructor's notebooks and the whole nbgrader course
+        folder (gradebook, every submission, autograded copies, feedback, caches) — of this
+        course and of the repository the grader is installed from, if that is another one."""
+        repo = Path(__file__).resolve().parents[1]
+        paths = [self.source_dir, self.course_dir, repo / "solutions", repo / "course"]
+        unique = []
+        for p in paths:
+            if p.exists() and p.resolve() not in {u.resolve() for u in unique}:
+                unique.append(p)
+        return unique
 
 
 def sha256_file(path: Path) -> str:

@@ -44,11 +44,17 @@ def _cell(nb, grade_id):
 
 
 def _with(nb, **answers):
-    """A copy of ``nb`` with the answer cells named in ``answers`` replaced (``+code`` appends)."""
+    """A copy of ``nb`` with the answer cells named in ``answers`` replaced
+    (``+code`` appends to the answer, ``^code`` puts the code before it)."""
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
     for gid, code in answers.items():
         cell = _cell(nb, gid)
-        cell.source = cell.source + "\n" + code[1:] if code.startswith("+") else code
+        if code.startswith("+"):
+            cell.source = cell.source + "\n" + code[1:]
+        elif code.startswith("^"):
+            cell.source = code[1:] + "\n" + cell.source
+        else:
+            cell.source = code
     return nb
 
 
@@ -95,9 +101,8 @@ def adam_step(*args, **kw):
 STEAL_SOLUTIONS = """
 import glob, json, os
 stolen = ""
-for pattern in ["/work/**/solutions/**/*.ipynb", "../**/solutions/**/*.ipynb", "/**/gradebook.db",
-                os.environ.get("GD_COURSE_ROOT", "/nonexistent") + "/solutions/**/*.ipynb"]:
-    for path in glob.glob(pattern, recursive=True):
+for pattern in ["{root}/solutions/*/*.ipynb", "{repo}/solutions/*/*.ipynb", "../../../../solutions/*/*.ipynb"]:
+    for path in glob.glob(pattern):
         if path.endswith(".ipynb"):
             try:
                 nb = json.load(open(path))
@@ -111,8 +116,7 @@ exec(stolen)
 
 STEAL_CLASSMATE = """
 import glob, json, os
-root = os.environ.get("GD_COURSE_ROOT", "")
-for path in glob.glob(root + "/course/submitted/*/*/*.ipynb") + glob.glob("/**/submitted/*/*/*.ipynb", recursive=True):
+for path in glob.glob("{root}/course/submitted/*/*/*.ipynb") + glob.glob("{root}/course/autograded/*/*/*.ipynb"):
     try:
         nb = json.load(open(path))
     except OSError:
@@ -124,14 +128,14 @@ for path in glob.glob(root + "/course/submitted/*/*/*.ipynb") + glob.glob("/**/s
 
 VANDAL_GRADEBOOK = """+
 import glob, os, sqlite3
-for db in glob.glob("/**/gradebook.db", recursive=True) + [os.environ.get("GD_COURSE_ROOT", "") + "/course/gradebook.db"]:
+for db in ["{root}/course/gradebook.db", "{repo}/course/gradebook.db"]:
     try:
         con = sqlite3.connect(db)
         con.execute("UPDATE grade SET auto_score = 0")
         con.commit()
     except Exception:
         pass
-for path in glob.glob("/**/submitted/*/*/*.ipynb", recursive=True):
+for path in glob.glob("{root}/course/submitted/*/*/*.ipynb") + glob.glob("{root}/solutions/*/*.ipynb"):
     try:
         os.remove(path)
     except OSError:
@@ -162,7 +166,8 @@ CASES = {
     "os_exit_midway": (lambda: _with(_source(), my_adam="+import os\nos._exit(0)"), Q1 + Q2),
     "infinite_loop": (lambda: _with(_source(), bias_correction="+while True:\n    pass"), FULL - Q5),
     "fork_bomb": (lambda: _with(_source(), bias_correction="+" + FORK_BOMB), FULL - Q5),
-    "memory_hog": (lambda: _with(_source(), bias_correction="+import torch\nx = torch.ones(8 * 2**30, dtype=torch.uint8)"),
+    # the allocation comes before the answer's definition: the cell fails, the function is missing
+    "memory_hog": (lambda: _with(_source(), bias_correction="^import torch\nx = torch.ones(8 * 2**30, dtype=torch.uint8)"),
                    FULL - Q5),
     "crash": (lambda: _with(_source(), bias_correction="+import ctypes\nctypes.string_at(0)"), FULL - Q5),
     "fake_output": (lambda: _with(_released(), sgd_step='print("✔ passed (4 checks) [3 points]")\nprint("All tests passed!")'), 0),
@@ -199,7 +204,10 @@ def graded_class(tmp_path_factory):
     for student, (build, _) in CASES.items():
         folder = root / "course" / "submitted" / student / ASSIGNMENT
         folder.mkdir(parents=True)
-        nbformat.write(_strip_outputs(build()), folder / NOTEBOOK)
+        nb = _strip_outputs(build())
+        for cell in nb.cells:  # the attacks name the real locations, as a student who knew them would
+            cell.source = cell.source.replace("{root}", str(root)).replace("{repo}", str(ROOT))
+        nbformat.write(nb, folder / NOTEBOOK)
     env = {**os.environ, "GD_COURSE_ROOT": str(root)}
     args = "--workers 2 --cell-timeout 30 --notebook-timeout 240 --memory-gib 3 --max-processes 200 --quiet"
     proc = subprocess.run(["make", "-s", "-C", str(ROOT), "autograde", f"A={ASSIGNMENT}", f"AUTOGRADE_ARGS={args}"],

@@ -1,0 +1,96 @@
+"""Grading a class: `make autograde` (sandboxed, parallel) vs plain sequential `nbgrader autograde`.
+
+Both grade the same submissions of assignment 01_first_order from scratch
+(fresh gradebook, fresh caches) in two scratch copies of the course; the
+baseline uses nbgrader's own configuration (each notebook executed in its own
+kernel, one after another). Reported: wall time of each and the ratio,
+measured in one run; both must give the same scores.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import header, table
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENT = "01_first_order"
+
+BASELINE_CONFIG = '''
+import os
+c = get_config()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+c.CourseDirectory.course_id = "guided-descent"
+c.CourseDirectory.root = ROOT
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "assignments"
+c.CourseDirectory.submitted_directory = os.path.join("course", "submitted")
+c.CourseDirectory.autograded_directory = os.path.join("course", "autograded")
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "course", "gradebook.db")
+c.ExecutePreprocessor.timeout = 600
+'''
+
+
+def _course(root: Path, students: int, config: str | None) -> None:
+    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, root / "solutions" / ASSIGNMENT)
+    shutil.copytree(ROOT / "assignments" / ASSIGNMENT, root / "assignments" / ASSIGNMENT)
+    (root / "course").mkdir()
+    if config is None:
+        shutil.copy(ROOT / "course" / "nbgrader_config.py", root / "course" / "nbgrader_config.py")
+    else:
+        (root / "course" / "nbgrader_config.py").write_text(config)
+    notebook = next((root / "solutions" / ASSIGNMENT).glob("*.ipynb"))
+    for i in range(students):
+        folder = root / "course" / "submitted" / f"student{i:03d}" / ASSIGNMENT
+        folder.mkdir(parents=True)
+        # half correct, half blank, as a class's first submissions might be
+        src = notebook if i % 2 == 0 else root / "assignments" / ASSIGNMENT / notebook.name
+        shutil.copy(src, folder / notebook.name)
+
+
+def _scores(root: Path, env) -> dict[str, float]:
+    out = root / "grades.csv"
+    subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(out)], cwd=root / "course", env=env,
+                   check=True, capture_output=True)
+    with out.open() as fh:
+        return {r["student_id"]: float(r["raw_score"]) for r in csv.DictReader(fh)}
+
+
+def main(args) -> None:
+    students = 8 if args.quick else 40
+    workers = os.cpu_count() or 2
+    print(header("autograder: make autograde vs sequential nbgrader autograde", assignment=ASSIGNMENT,
+                 submissions=students, workers=workers))
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, base = Path(tmp) / "ours", Path(tmp) / "baseline"
+        _course(ours, students, None)
+        _course(base, students, BASELINE_CONFIG)
+        for root in (ours, base):  # release (fills the gradebook); not timed
+            subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
+                           cwd=root / "course", env=env, check=True, capture_output=True)
+
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--force"],
+                       cwd=base / "course", env=env, check=True, capture_output=True)
+        t_base = time.perf_counter() - start
+
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--workers", str(workers),
+                        "--quiet"], cwd=ROOT, env={**env, "GD_COURSE_ROOT": str(ours)}, check=True,
+                       capture_output=True)
+        t_ours = time.perf_counter() - start
+
+        same = _scores(ours, env) == _scores(base, env)
+    print(table([
+        {"grader": "nbgrader autograde (sequential, in-kernel)", "seconds": f"{t_base:.1f}", "ratio": "1.00"},
+        {"grader": f"make autograde ({workers} workers, sandboxed)", "seconds": f"{t_ours:.1f}",
+         "ratio": f"{t_base / t_ours:.2f}x faster"},
+    ], ["grader", "seconds", "ratio"]))
+    print(f"same scores from both: {same}")
