@@ -3,7 +3,9 @@
 #   make demo   bootstraps .venv if missing, then runs the course pipeline end to end
 SHELL := /bin/bash
 VENV ?= .venv
-PY := $(VENV)/bin/python
+PY ?= $(VENV)/bin/python
+# NO_SETUP=1 uses an existing environment as it is (e.g. a conda env with a CUDA torch: PY=python)
+SETUP := $(if $(NO_SETUP),,setup)
 PIP := $(VENV)/bin/pip
 # torch is pinned through constraints.txt so that no dependency swaps in a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
@@ -35,22 +37,22 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 endef
 
-test: setup
+test: $(SETUP)
 	@GD_QUICK=1 MPLBACKEND=Agg $(call run_pytest,-n $(PYTEST_WORKERS) -m "not gpu and not browser")
 
-test-fast: setup
+test-fast: $(SETUP)
 	@GD_QUICK=1 MPLBACKEND=Agg $(call run_pytest,-n $(PYTEST_WORKERS) -m "not gpu and not browser and not slow")
 
-test-gpu: setup
+test-gpu: $(SETUP)
 	@$(call run_pytest,-m gpu)
 
 # The course pipeline end to end: the optimizers race (a plot), then release ->
 # submissions -> sandboxed autograde -> feedback -> grade table, on a scratch course copy.
-demo: setup
+demo: $(SETUP)
 	MPLBACKEND=Agg $(PY) -m gd_lib.demo --out out/demo
 	$(PY) -m autograder.demo --out out/demo/course
 
-bench: setup
+bench: $(SETUP)
 	$(PY) -m benchmarks
 
 # --- the course: release, autograde, feedback (nbgrader, course/nbgrader_config.py) ---
@@ -60,18 +62,18 @@ AUTOGRADE_ARGS ?=
 NBGRADER := cd course && PATH="$(abspath $(VENV))/bin:$$PATH" $(abspath $(PY)) -m nbgrader
 
 # Regenerate the student notebooks in assignments/ from solutions/ (all, or A=<assignment>).
-release: setup
+release: $(SETUP)
 	@for a in $(if $(A),$(A),$(ASSIGNMENTS)); do \
 		echo "releasing $$a"; $(NBGRADER) generate_assignment $$a --force --log-level=WARN || exit 1; \
 	done
 
 # Grade every submission in course/submitted/<student>/$(A)/ into the gradebook (sandboxed, parallel).
-autograde: setup
+autograde: $(SETUP)
 	@test -n "$(A)" || { echo "usage: make autograde A=<assignment>" >&2; exit 2; }
 	$(PY) -m autograder autograde $(A) $(AUTOGRADE_ARGS)
 
 # Feedback HTML per student in course/feedback/, and the grade table in course/grades.csv.
-feedback: setup
+feedback: $(SETUP)
 	@test -n "$(A)" || { echo "usage: make feedback A=<assignment>" >&2; exit 2; }
 	$(PY) -m autograder feedback $(A)
 	$(PY) -m autograder export
@@ -79,7 +81,7 @@ feedback: setup
 # Execute every lecture (full mode; QUICK=1 for quick mode) into out/lectures/ as HTML.
 QUICK ?=
 LECTURE_TIMEOUT ?= 3600
-lectures: setup
+lectures: $(SETUP)
 	@mkdir -p out/lectures
 	GD_QUICK=$(if $(QUICK),1,0) PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m jupyter nbconvert --to html --execute \
 		--ExecutePreprocessor.timeout=$(LECTURE_TIMEOUT) --output-dir out/lectures lectures/[0-9]*.ipynb
