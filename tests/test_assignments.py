@@ -75,6 +75,29 @@ BUGS: dict[str, dict[str, tuple[str, list[tuple[str, str]], set[str]]]] = {
                                                             "eta = 1.0 / sharpness")],
                                            {"test_theorem_4_1_public", "test_theorem_4_1_hidden"}),
     },
+    "03_curvature": {
+        # the first backward pass without create_graph: g has no graph, so "Hv" comes out as zeros
+        "hvp_without_create_graph": ("hvp", [("create_graph=True", "retain_graph=True")],
+                                     {"test_hvp_public", "test_hvp_hidden"}),
+        # ||Av|| instead of the Rayleigh quotient: loses the sign of a negative dominant eigenvalue
+        "power_iteration_norm_not_rayleigh": ("power_iteration", [("return torch.dot(v, matvec(v)), v",
+                                                                   "return matvec(v).norm(), v")],
+                                              {"test_power_iteration_public", "test_power_iteration_hidden"}),
+        # Lanczos' T without its off-diagonal betas: the answer is max alpha, not a Ritz value
+        "lanczos_without_off_diagonal": ("lanczos", [("T = torch.diag(alphas) + torch.diag(betas, 1) + torch.diag(betas, -1)",
+                                                      "T = torch.diag(alphas)")],
+                                         {"test_lanczos_public", "test_lanczos_hidden"}),
+        # KFAC's activation factor without the bias row of ones
+        "kfac_factors_without_bias_row": ("kfac_factors", [("if has_bias:", "if False:")],
+                                          {"test_kfac_factors_public", "test_kfac_factors_hidden"}),
+        # KFAC's gradient factor from the mean loss's gradient, not rescaled by N (G off by N^2)
+        "kfac_factors_wrong_batch_normalization": ("kfac_factors", [("g = N * grad_output", "g = grad_output")],
+                                                   {"test_kfac_factors_public", "test_kfac_factors_hidden"}),
+        # (A + eps I) ** -0.25 entrywise instead of the matrix power
+        "shampoo_entrywise_power": ("shampoo", [("eigenvalues, Q = torch.linalg.eigh(A)\n    return Q @ torch.diag((eigenvalues + eps) ** -0.25) @ Q.T",
+                                                 "return (A + eps * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)) ** -0.25")],
+                                    {"test_shampoo_public", "test_shampoo_hidden"}),
+    },
 }
 
 GRADE_ARGS = ["--workers", "2", "--cell-timeout", "120", "--notebook-timeout", "600", "--quiet"]
