@@ -122,7 +122,7 @@ def run(make_optimizer, steps=20, seed=0, shapes=((8, 8), (8, 8))):
 
 
 def max_rel(a_list, b_list):
-    return max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(map(torch.detach, a_list), b_list))
+    return max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(map(torch.detach, a_list), map(torch.detach, b_list)))
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -76,6 +76,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from ..distributed.work import WorkSharing
 from ..linalg import inverse_root_eigh, inverse_root_newton
 from ._validation import (
     check_in_range,
@@ -85,7 +86,8 @@ from ._validation import (
     params_with_grad,
 )
 
-__all__ = ["Shampoo", "ShampooConfig", "BlockPlan", "make_block_plan", "mode_products", "shampoo_update"]
+__all__ = ["Shampoo", "ShampooConfig", "BlockPlan", "make_block_plan", "mode_products", "shampoo_update",
+           "accumulate_statistics", "update_inverse_roots_", "apply_shampoo_step"]
 
 GRAFTING_METHODS = ("none", "sgd", "adagrad", "adam")
 ROOT_METHODS = ("eigh", "newton")
@@ -261,15 +263,19 @@ def mode_products(X: Tensor, matrices: Sequence[Tensor | None], *, transpose: bo
     return X
 
 
-def gram_matrices(G: Tensor) -> list[Tensor]:
+def gram_matrices(G: Tensor, modes: Sequence[bool] | None = None) -> list[Tensor | None]:
     r"""Per-mode Gram matrices :math:`G_{(j)} G_{(j)}^\top` of a batch ``G`` of shape ``(n, d_1..d_k)``.
 
     :math:`G_{(j)}` is the mode-j unfolding (``d_j`` rows); for a matrix these are
-    :math:`G G^\top` and :math:`G^\top G`.
+    :math:`G G^\top` and :math:`G^\top G`. ``modes[j] = False`` skips mode j (None there),
+    so that an unpreconditioned huge mode (a vocabulary) never forms its d x d Gram matrix.
     """
     n = G.shape[0]
-    out = []
+    out: list[Tensor | None] = []
     for j in range(G.dim() - 1):
+        if modes is not None and not modes[j]:
+            out.append(None)
+            continue
         unfolded = G.movedim(j + 1, 1).reshape(n, G.shape[j + 1], -1)
         out.append(torch.bmm(unfolded, unfolded.transpose(1, 2)))
     return out
@@ -290,6 +296,9 @@ def compute_inverse_roots(factors: list[Tensor], *, root: int, epsilon: float, b
 
     Raises ``ValueError`` (mentioning "non-finite") if a statistic holds NaN or inf, as
     distributed Shampoo does, instead of silently preconditioning with garbage.
+    The damping is :func:`gd_lib.linalg.inverse_root_from_eigh`'s: eigenvalues made
+    non-negative first (round-off can make them slightly negative), then + ε; the
+    Newton path adds ε only.
     """
     roots = []
     for L in factors:
@@ -362,11 +371,25 @@ def is_root_step(step: int, config: ShampooConfig) -> bool:
 
 
 def shampoo_update(param: Tensor, grad: Tensor, state: dict, config: ShampooConfig, lr: float) -> None:
-    """One Shampoo step on one parameter, in place on ``param`` and ``state`` (see the module docstring)."""
-    beta1, beta2 = config.betas
+    """One Shampoo step on one parameter, in place on ``param`` and ``state`` (see the module docstring).
+
+    The three stages, which :class:`Shampoo` also runs separately so that the root
+    computations of all parameters can be divided between data-parallel ranks:
+    :func:`accumulate_statistics` (steps 1–2), :func:`update_inverse_roots_` (step 3,
+    the expensive one) and :func:`apply_shampoo_step` (steps 4–8).
+    """
+    grad, grad_blocks = accumulate_statistics(param, grad, state, config)
+    # P_L <- (L / (1 - β2^t) + εI)^{-1/4},  P_R <- (R / (1 - β2^t) + εI)^{-1/4}   (every f steps)
+    if is_root_step(state["step"], config):
+        update_inverse_roots_(state, config)
+    apply_shampoo_step(param, grad, grad_blocks, state, config, lr)
+
+
+def accumulate_statistics(param: Tensor, grad: Tensor, state: dict, config: ShampooConfig
+                          ) -> tuple[Tensor, list[Tensor]]:
+    """Steps 1–2: count the step, couple weight decay, update L, R; returns ``(G, G's blocks)``."""
     plan = make_block_plan(tuple(param.shape), config.max_preconditioner_dim, config.merge_dims)
     state["step"] += 1
-    step = state["step"]
     # G <- G + λ W   (coupled weight decay only)
     if config.weight_decay != 0 and not config.decoupled_weight_decay:
         grad = grad.add(param, alpha=config.weight_decay)
@@ -374,18 +397,37 @@ def shampoo_update(param: Tensor, grad: Tensor, state: dict, config: ShampooConf
 
     # L <- β2 L + (1 - β2) G Gᵀ,  R <- β2 R + (1 - β2) Gᵀ G   (per block, per mode)
     for factors, G in zip(state["factors"], grad_blocks):
-        update_statistics_(factors, G, beta2)
+        update_statistics_(factors, G, config.betas[1])
+    return grad, grad_blocks
 
-    # P_L <- (L / (1 - β2^t) + εI)^{-1/4},  P_R <- (R / (1 - β2^t) + εI)^{-1/4}   (every f steps)
-    if is_root_step(step, config):
-        bias_correction2 = 1.0 - beta2 ** step if (config.use_bias_correction and beta2 < 1.0) else 1.0
-        for c, factors in enumerate(state["factors"]):
-            roots = compute_inverse_roots(
-                factors, root=2 * len(factors), epsilon=config.epsilon, bias_correction2=bias_correction2,
-                method=config.root_method, newton_max_iterations=config.newton_max_iterations,
-                newton_tolerance=config.newton_tolerance)
-            for P, new in zip(state["inverse_roots"][c], roots):
-                P.copy_(new)
+
+def _bias_correction2(state: dict, config: ShampooConfig) -> float:
+    beta2 = config.betas[1]
+    return 1.0 - beta2 ** state["step"] if (config.use_bias_correction and beta2 < 1.0) else 1.0
+
+
+def inverse_root_of(state: dict, config: ShampooConfig, c: int, j: int) -> Tensor:
+    """Step 3 for one statistic: P_j = (L_j / (1 - β2^t) + εI)^(-1/(2k)) of block class ``c``, mode ``j``."""
+    factors = state["factors"][c]
+    return compute_inverse_roots(
+        [factors[j]], root=2 * len(factors), epsilon=config.epsilon, bias_correction2=_bias_correction2(state, config),
+        method=config.root_method, newton_max_iterations=config.newton_max_iterations,
+        newton_tolerance=config.newton_tolerance)[0]
+
+
+def update_inverse_roots_(state: dict, config: ShampooConfig) -> None:
+    """Step 3: recompute every inverse root :math:`P_j` of one parameter in place."""
+    for c, factors in enumerate(state["factors"]):
+        for j, P in enumerate(state["inverse_roots"][c]):
+            P.copy_(inverse_root_of(state, config, c, j))
+
+
+def apply_shampoo_step(param: Tensor, grad: Tensor, grad_blocks: list[Tensor], state: dict,
+                       config: ShampooConfig, lr: float) -> None:
+    """Steps 4–8: filter, precondition with the current :math:`P_j`, graft, decay, momentum, step."""
+    beta1 = config.betas[0]
+    plan = make_block_plan(tuple(param.shape), config.max_preconditioner_dim, config.merge_dims)
+    step = state["step"]
 
     # G̃ <- β1 G̃ + (1 - β1) G;  Ĝ <- G̃ / (1 - β1^t)
     if beta1 > 0:
@@ -440,9 +482,19 @@ class Shampoo(torch.optim.Optimizer):
     class of equally shaped blocks, one ``(n_blocks, d, d)`` tensor per mode),
     ``filtered_grad`` (β1 > 0), ``grafting_accumulator`` (AdaGrad/Adam grafting),
     ``momentum_buffer`` (momentum > 0). See :func:`shampoo_update` for the step.
+
+    Data parallelism: with ``process_group`` (a ``torch.distributed`` group, e.g.
+    ``dist.group.WORLD``; every rank must see the same gradients, as under DDP) the
+    inverse roots — one unit per statistic L_j of each block class, costed
+    n_blocks · d³ — are assigned to ranks by
+    :func:`gd_lib.distributed.assign_work`, computed by their owner only and all-gathered
+    (distributed Shampoo's scheme, Shi et al. 2023, which shares the search directions
+    instead). Statistics and every other buffer stay replicated, so the state dict does not
+    depend on the world size. ``work_log`` counts this rank's root computations.
     """
 
-    def __init__(self, params, lr: float = 1e-2, config: ShampooConfig | None = None, **overrides):
+    def __init__(self, params, lr: float = 1e-2, config: ShampooConfig | None = None, *,
+                 process_group=None, **overrides):
         check_nonnegative("lr", lr)
         config = ShampooConfig() if config is None else config
         if not isinstance(config, ShampooConfig):
@@ -454,6 +506,13 @@ class Shampoo(torch.optim.Optimizer):
             if not isinstance(group["config"], ShampooConfig):
                 raise ValueError(f"Invalid config in a parameter group: {group['config']!r}; "
                                  "expected a ShampooConfig")
+        self._sharing = WorkSharing(process_group)
+        self._sharing.check_replicated([p for g in self.param_groups for p in g["params"]])
+
+    @property
+    def work_log(self):
+        """This rank's :class:`~gd_lib.distributed.WorkLog` (``counts["inverse_root"]``)."""
+        return self._sharing.log
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
@@ -462,11 +521,46 @@ class Shampoo(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # 1-2. statistics L_j <- β2 L_j + (1 - β2) G_(j) G_(j)ᵀ for every parameter
+        pending = []  # (param, grad, grad_blocks, state, group)
         for group in self.param_groups:
             config: ShampooConfig = group["config"]
             for p in params_with_grad(group["params"], "Shampoo"):
                 state = self.state[p]
                 if len(state) == 0:
                     state.update(init_state(p, config))
-                shampoo_update(p, p.grad, state, config, float(group["lr"]))
+                grad, grad_blocks = accumulate_statistics(p, p.grad, state, config)
+                pending.append((p, grad, grad_blocks, state, group))
+        # 3. P_j <- (L_j / (1 - β2^t) + εI)^{-1/(2k)}: each rank computes the roots it owns, then all share
+        self._update_inverse_roots([(state, group["config"]) for _, _, _, state, group in pending])
+        # 4-8. filter, precondition, graft, decay, momentum, W <- W - η D
+        for p, grad, grad_blocks, state, group in pending:
+            apply_shampoo_step(p, grad, grad_blocks, state, group["config"], float(group["lr"]))
         return loss
+
+    def _update_inverse_roots(self, states: list[tuple[dict, ShampooConfig]]) -> None:
+        units = [(state, config, c, j) for state, config in states if is_root_step(state["step"], config)
+                 for c, roots in enumerate(state["inverse_roots"]) for j in range(len(roots))]
+        if not units:
+            return
+        sharing = self._sharing
+        owners = sharing.owners([_root_cost(state["inverse_roots"][c][j]) for state, _, c, j in units])
+        results = []
+        for (state, config, c, j), owner in zip(units, owners):
+            if owner == sharing.rank:
+                with sharing.log.record("inverse_root"):
+                    results.append([inverse_root_of(state, config, c, j)])
+            else:
+                # the owner raises on non-finite statistics; so does every other rank (no hang)
+                if not bool(torch.isfinite(state["factors"][c][j]).all()):
+                    inverse_root_of(state, config, c, j)
+                results.append([torch.empty_like(state["inverse_roots"][c][j])])
+        sharing.share(results, owners)
+        for (state, _, c, j), (root,) in zip(units, results):
+            state["inverse_roots"][c][j].copy_(root)
+
+
+def _root_cost(P: Tensor) -> float:
+    """An inverse root of ``n`` stacked ``d × d`` statistics costs about ``n d³`` (eigh or Newton)."""
+    n, d = P.shape[0], P.shape[-1]
+    return float(n * d ** 3)

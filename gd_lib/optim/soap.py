@@ -105,7 +105,8 @@ def project_back(X: Tensor, eigenbases: Sequence[Tensor | None], shape: tuple[in
 
 def update_factors_(factors: Sequence[Tensor | None], G: Tensor, shape: tuple[int, ...], beta: float) -> None:
     r""":math:`L_j \leftarrow \beta L_j + (1-\beta)\, G_{(j)} G_{(j)}^\top` for the preconditioned modes."""
-    grams = gram_matrices(G.reshape(shape).unsqueeze(0).to(_factor_dtype(G.dtype)))
+    grams = gram_matrices(G.reshape(shape).unsqueeze(0).to(_factor_dtype(G.dtype)),
+                          modes=[L is not None for L in factors])
     for L, gram in zip(factors, grams):
         if L is not None:
             L.lerp_(gram.squeeze(0), 1.0 - beta)
