@@ -67,6 +67,7 @@ from ._kfac_factors import (KroneckerLayer, activation_factor, damped_inverse, f
                             gradient_factor, gradient_matrix, kfac_precondition_eigh,
                             kfac_precondition_inverse, kl_clip_scale, output_gradients, pi_correction,
                             psd_eigh, running_average_, split_gradient_matrix, tikhonov_damping)
+from ..distributed.work import WorkSharing
 from ._validation import (check_betas, check_in_range, check_nonnegative, check_positive,
                           check_positive_int, params_with_grad, reject_sparse)
 from .adam import adam_update
@@ -135,6 +136,14 @@ class KFAC(torch.optim.Optimizer):
             False, "empirical", "mean", "eigh", "sgd").
         fallback_lr: learning rate of the fallback group (default: ``lr``).
         fallback_betas, fallback_eps: Adam's β and ε when ``fallback="adam"``.
+        process_group: a ``torch.distributed`` group for data-parallel training (DDP), or None
+            (default: one process). With a group, the batch factors :math:`A, G` are averaged
+            over the ranks (one all-reduce per statistics step: each rank saw only its shard
+            of the batch), and the factor inversions — one unit per factor, costed d³ — are
+            assigned to ranks by :func:`gd_lib.distributed.assign_work`, computed by their
+            owner only and all-gathered (distributed K-FAC's scheme: Osawa et al. 2019,
+            Pauloski et al. 2020). ``work_log`` counts this rank's ``eigh`` / ``cholesky``
+            computations. Subclasses that override ``_refresh`` (EKFAC) do not support it.
 
     Param groups: the first holds the Kronecker-factored layers' weights and biases
     (``role="kronecker"``), the second every other trainable parameter (``role="fallback"``);
@@ -160,7 +169,8 @@ class KFAC(torch.optim.Optimizer):
                  stat_decay: float = 0.95, cov_update_freq: int = 10, inv_update_freq: int = 100,
                  pi_damping: bool = False, fisher: str = "empirical", loss_reduction: str = "mean",
                  inverse_method: str = "eigh", fallback: str = "sgd", fallback_lr: float | None = None,
-                 fallback_betas: tuple[float, float] = (0.9, 0.999), fallback_eps: float = 1e-8):
+                 fallback_betas: tuple[float, float] = (0.9, 0.999), fallback_eps: float = 1e-8,
+                 process_group=None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"{type(self).__name__} is built from an nn.Module (it hooks its layers), "
                             f"got {type(model).__name__}")
@@ -195,11 +205,24 @@ class KFAC(torch.optim.Optimizer):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, damping=damping,
                         kl_clip=kl_clip, betas=tuple(fallback_betas), eps=fallback_eps)
         super().__init__(groups, defaults)
+        if process_group is not None and not self._shardable_refresh():
+            raise NotImplementedError(f"{type(self).__name__} overrides _refresh; its refresh cannot be "
+                                      "divided between ranks, so process_group is not supported")
+        self._sharing = WorkSharing(process_group)
+        self._sharing.check_replicated([p for g in self.param_groups for p in g["params"]])
         self._hook_handles: list = []
         self._register_hooks()
 
     def _check_config(self) -> None:
         """Subclasses restrict the configuration here (EKFAC has no π or Cholesky path)."""
+
+    @property
+    def work_log(self):
+        """This rank's :class:`~gd_lib.distributed.WorkLog` (``counts["eigh"]`` or ``counts["cholesky"]``)."""
+        return self._sharing.log
+
+    def _shardable_refresh(self) -> bool:
+        return type(self)._refresh is KFAC._refresh
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -302,8 +325,10 @@ class KFAC(torch.optim.Optimizer):
     # -- the maths per layer (EKFAC overrides these) -------------------------------------------
 
     def _update_factors(self, layer: KroneckerLayer, state: dict, a: Tensor, g: Tensor) -> None:
+        self._accumulate_factors(state, activation_factor(a), gradient_factor(g))
+
+    def _accumulate_factors(self, state: dict, A_batch: Tensor, G_batch: Tensor) -> None:
         # A <- β A + (1 - β) A_batch,  G <- β G + (1 - β) G_batch  (first batch: copied)
-        A_batch, G_batch = activation_factor(a), gradient_factor(g)
         if "A" not in state:
             state["A"], state["G"] = A_batch, G_batch
         else:
@@ -314,19 +339,60 @@ class KFAC(torch.optim.Optimizer):
         """After a refresh, with the same batch: nothing in KFAC (EKFAC updates s here)."""
 
     def _refresh(self, layer: KroneckerLayer, state: dict, group: dict) -> None:
-        A, G = state["A"], state["G"]
+        for factor in ("A", "G"):
+            for key, value in zip(self._inversion_keys(factor), self._invert_factor(state, group, factor)):
+                state[key] = value
+        self._finish_refresh(state)
+
+    def _pi(self, state: dict) -> Tensor:
         # π from the traces (1 without π-damping)
-        pi = pi_correction(A, G) if self.config.pi_damping else torch.ones((), dtype=A.dtype, device=A.device)
+        A, G = state["A"], state["G"]
+        return pi_correction(A, G) if self.config.pi_damping else torch.ones((), dtype=A.dtype, device=A.device)
+
+    def _inversion_keys(self, factor: str) -> tuple[str, ...]:
+        """The state entries one factor's inversion produces: ``(d_A, Q_A)`` (eigh) or ``(A_inv,)``."""
+        return (f"d_{factor}", f"Q_{factor}") if self.config.inverse_method == "eigh" else (f"{factor}_inv",)
+
+    def _invert_factor(self, state: dict, group: dict, factor: str) -> tuple[Tensor, ...]:
+        """The expensive part of a refresh, for one factor (``"A"`` or ``"G"``)."""
+        M = state[factor]
         if self.config.inverse_method == "eigh":
-            # A = Q_A diag(d_A) Q_Aᵀ,  G = Q_G diag(d_G) Q_Gᵀ
-            state["d_A"], state["Q_A"] = psd_eigh(A)
-            state["d_G"], state["Q_G"] = psd_eigh(G)
-            state["pi"] = pi
-        else:
-            # (A + γ_A I)⁻¹, (G + γ_G I)⁻¹ with the damping of this moment
-            gamma_A, gamma_G = tikhonov_damping(group["damping"], pi)
-            state["A_inv"] = damped_inverse(A, gamma_A)
-            state["G_inv"] = damped_inverse(G, gamma_G)
+            # A = Q_A diag(d_A) Q_Aᵀ   (or G = Q_G diag(d_G) Q_Gᵀ)
+            return psd_eigh(M)
+        # (A + γ_A I)⁻¹  (or (G + γ_G I)⁻¹) with the damping of this moment
+        gamma_A, gamma_G = tikhonov_damping(group["damping"], self._pi(state))
+        return (damped_inverse(M, gamma_A if factor == "A" else gamma_G),)
+
+    def _finish_refresh(self, state: dict) -> None:
+        if self.config.inverse_method == "eigh":
+            state["pi"] = self._pi(state)
+
+    def _refresh_all(self, due: list[tuple[KroneckerLayer, dict]], group: dict) -> None:
+        """Refresh the layers ``due``; with a process group each rank inverts only the factors it owns."""
+        if not self._shardable_refresh():
+            for layer, state in due:
+                self._refresh(layer, state, group)
+            return
+        sharing = self._sharing
+        units = [(state, factor) for _, state in due for factor in ("A", "G")]
+        owners = sharing.owners([float(state[factor].shape[-1]) ** 3 for state, factor in units])
+        kind = self.config.inverse_method
+        results = []
+        for (state, factor), owner in zip(units, owners):
+            M = state[factor]
+            if owner == sharing.rank:
+                with sharing.log.record(kind):
+                    results.append(list(self._invert_factor(state, group, factor)))
+            elif kind == "eigh":
+                results.append([M.new_empty(M.shape[-1]), torch.empty_like(M)])
+            else:
+                results.append([torch.empty_like(M)])
+        sharing.share(results, owners)
+        for (state, factor), values in zip(units, results):
+            for key, value in zip(self._inversion_keys(factor), values):
+                state[key] = value
+        for _, state in due:
+            self._finish_refresh(state)
 
     def _precondition(self, layer: KroneckerLayer, state: dict, grad: Tensor, group: dict) -> Tensor:
         if self.config.inverse_method == "eigh":
@@ -357,32 +423,42 @@ class KFAC(torch.optim.Optimizer):
 
     def _kronecker_step(self, group: dict) -> None:
         cfg = self.config
-        directions = []
+        # 1. statistics: batch factors (averaged over the ranks), then the running averages
+        active = []  # (layer, state, step, statistics_step)
         for layer in self._layers:
-            W, b = layer.weight, layer.bias
+            W = layer.weight
             if W.grad is None:  # a layer is stepped when its weight has a gradient
                 continue
             reject_sparse(W, type(self).__name__)
             state = self.state[W]
             step = state.get("step", 0)
             statistics_step = step % cfg.cov_update_freq == 0
+            if statistics_step and (layer.activations is None or layer.output_gradients is None):
+                raise RuntimeError(
+                    f"{type(self).__name__}: no statistics were captured for layer {layer.name!r} "
+                    "before this step; run the forward and backward pass with gradients enabled "
+                    "(and call sample_fisher_gradients with fisher='sampled') before step()")
+            active.append((layer, state, step, statistics_step))
+        batches = [(state, activation_factor(layer.activations), gradient_factor(layer.output_gradients))
+                   for layer, state, _, statistics_step in active if statistics_step]
+        self._sharing.all_reduce_mean_([M for _, A_batch, G_batch in batches for M in (A_batch, G_batch)])
+        for state, A_batch, G_batch in batches:
+            self._accumulate_factors(state, A_batch, G_batch)
+        # 2. refresh the eigendecompositions / inverses that are due (divided between the ranks)
+        due = [(layer, state) for layer, state, step, _ in active if step % cfg.inv_update_freq == 0]
+        if due:
+            self._refresh_all(due, group)
+        # 3. per layer: EKFAC's statistics, then V = preconditioned ∇W̄
+        directions = []
+        for layer, state, step, statistics_step in active:
             if statistics_step:
-                a, g = layer.activations, layer.output_gradients
-                if a is None or g is None:
-                    raise RuntimeError(
-                        f"{type(self).__name__}: no statistics were captured for layer {layer.name!r} "
-                        "before this step; run the forward and backward pass with gradients enabled "
-                        "(and call sample_fisher_gradients with fisher='sampled') before step()")
-                self._update_factors(layer, state, a, g)
-            if step % cfg.inv_update_freq == 0:
-                self._refresh(layer, state, group)
-            if statistics_step:
-                self._update_eigenbasis_statistics(layer, state, a, g)
+                self._update_eigenbasis_statistics(layer, state, layer.activations, layer.output_gradients)
             # ∇W̄ = [∇W, ∇b];  V = preconditioned ∇W̄
+            b = layer.bias
             bias_grad = None
             if b is not None:
                 bias_grad = b.grad if b.grad is not None else torch.zeros_like(b)
-            grad = gradient_matrix(W.grad, bias_grad)
+            grad = gradient_matrix(layer.weight.grad, bias_grad)
             directions.append((layer, grad, self._precondition(layer, state, grad, group)))
             state["step"] = step + 1
         if not directions:

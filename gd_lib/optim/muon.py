@@ -26,12 +26,14 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from gd_lib.linalg import newton_schulz
+from gd_lib.distributed.work import WorkSharing
+from gd_lib.linalg import newton_schulz, newton_schulz_flops
 
 from ._validation import (check_betas, check_in_range, check_nonnegative, check_positive_int,
                           params_with_grad)
 
-__all__ = ["Muon", "muon_update", "adam_update", "muon_param_groups"]
+__all__ = ["Muon", "muon_update", "muon_momentum_direction", "muon_orthogonalize", "adam_update",
+           "muon_param_groups"]
 
 _MUON_KEYS = {"params", "use_muon", "lr", "momentum", "nesterov", "ns_steps", "weight_decay"}
 _ADAM_KEYS = {"params", "use_muon", "lr", "betas", "eps", "weight_decay"}
@@ -49,12 +51,24 @@ def muon_update(grad: Tensor, momentum: Tensor, beta: float = 0.95, ns_steps: in
         return O · max(1, rows/cols)^½
 
     The step is then W ← (1 − lr·wd) W − lr · O (see ``Muon``). ``grad`` is not modified.
-    Returns a tensor of ``grad``'s shape and dtype.
+    Returns a tensor of ``grad``'s shape and dtype. The two halves are
+    :func:`muon_momentum_direction` (cheap, every rank) and :func:`muon_orthogonalize`
+    (the expensive Newton–Schulz, which a distributed Muon gives to one owner rank).
     """
+    update = muon_momentum_direction(grad, momentum, beta, nesterov)
+    return muon_orthogonalize(update, ns_steps)
+
+
+def muon_momentum_direction(grad: Tensor, momentum: Tensor, beta: float = 0.95, nesterov: bool = True) -> Tensor:
+    """``M ← β M + (1 − β) G``; returns U (Nesterov ``β M + (1 − β) G``, else M). Updates ``momentum``."""
     # M <- β M + (1 - β) G
     momentum.lerp_(grad, 1 - beta)
     # U <- (1 - β) G + β M  (Nesterov) or M
-    update = grad.lerp(momentum, beta) if nesterov else momentum
+    return grad.lerp(momentum, beta) if nesterov else momentum
+
+
+def muon_orthogonalize(update: Tensor, ns_steps: int = 5) -> Tensor:
+    """``O = NewtonSchulz5(U) · max(1, rows/cols)^½``, in ``update``'s shape and dtype."""
     # conv filters: view (out, in, *kernel) as out × (in · kernel)
     matrix = update.reshape(update.shape[0], -1) if update.ndim > 2 else update
     # O <- NS5(U), an approximate polar factor
@@ -62,7 +76,7 @@ def muon_update(grad: Tensor, momentum: Tensor, beta: float = 0.95, ns_steps: in
     # scale so that the update's RMS does not shrink for tall matrices
     rows, cols = matrix.shape[-2], matrix.shape[-1]
     orthogonal = orthogonal * max(1.0, rows / cols) ** 0.5
-    return orthogonal.reshape(grad.shape)
+    return orthogonal.reshape(update.shape)
 
 
 def adam_update(grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
@@ -146,12 +160,21 @@ class Muon(torch.optim.Optimizer):
             0.02, 0, 0.95, True, 5).
         adam_lr, adam_betas, adam_eps, adam_weight_decay: AdamW group defaults (reference:
             3e-4, (0.9, 0.95), 1e-10, 0).
+        process_group: a ``torch.distributed`` process group (e.g. ``dist.group.WORLD``) for
+            data-parallel training, or None (default: one process). With a group, every rank
+            must see the same gradients (DDP does that); each weight's Newton–Schulz runs on
+            one owner rank (:func:`gd_lib.distributed.assign_work`, balanced by flops) and
+            the orthogonalised updates are all-gathered, as in the distributed Muon of the
+            reference and the NanoGPT speedrun; momentum stays on every rank, so the
+            optimizer state is replicated and resuming does not depend on the world size.
+
+    ``work_log`` (a :class:`gd_lib.distributed.WorkLog`) counts this rank's Newton–Schulz runs.
     """
 
     def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5, *, adam_lr: float = 3e-4,
                  adam_betas: tuple[float, float] = (0.9, 0.95), adam_eps: float = 1e-10,
-                 adam_weight_decay: float = 0.0):
+                 adam_weight_decay: float = 0.0, process_group=None):
         check_nonnegative("lr", lr)
         check_nonnegative("weight_decay", weight_decay)
         check_in_range("momentum", momentum, 0.0, 1.0)
@@ -165,6 +188,13 @@ class Muon(torch.optim.Optimizer):
         self._adam_defaults = dict(lr=adam_lr, betas=tuple(adam_betas), eps=adam_eps,
                                    weight_decay=adam_weight_decay)
         super().__init__(params, {})
+        self._sharing = WorkSharing(process_group)
+        self._sharing.check_replicated([p for g in self.param_groups for p in g["params"]])
+
+    @property
+    def work_log(self):
+        """This rank's :class:`~gd_lib.distributed.WorkLog` (``counts["newton_schulz"]``)."""
+        return self._sharing.log
 
     def add_param_group(self, param_group: dict) -> None:
         """Fill a group's defaults by its kind; split a group without ``use_muon`` by ndim."""
@@ -208,6 +238,8 @@ class Muon(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # 1. AdamW groups step at once; Muon groups get their momentum direction U (every rank)
+        pending = []  # (param, group, U)
         for group in self.param_groups:
             lr, weight_decay = group["lr"], group["weight_decay"]
             for p in params_with_grad(group["params"], "Muon"):
@@ -215,18 +247,45 @@ class Muon(torch.optim.Optimizer):
                 if group["use_muon"]:
                     if len(state) == 0:
                         state["momentum_buffer"] = torch.zeros_like(p)
-                    update = muon_update(p.grad, state["momentum_buffer"], beta=group["momentum"],
-                                         ns_steps=group["ns_steps"], nesterov=group["nesterov"])
-                else:
-                    if len(state) == 0:
-                        state["exp_avg"] = torch.zeros_like(p)
-                        state["exp_avg_sq"] = torch.zeros_like(p)
-                        state["step"] = 0
-                    state["step"] += 1
-                    update = adam_update(p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                                         group["betas"], group["eps"])
-                # W <- (1 - lr·wd) W  (decoupled weight decay)
-                p.mul_(1 - lr * weight_decay)
-                # W <- W - lr · update
-                p.add_(update, alpha=-lr)
+                    update = muon_momentum_direction(p.grad, state["momentum_buffer"], beta=group["momentum"],
+                                                     nesterov=group["nesterov"])
+                    pending.append((p, group, update))
+                    continue
+                if len(state) == 0:
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                    state["step"] = 0
+                state["step"] += 1
+                update = adam_update(p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                                     group["betas"], group["eps"])
+                _apply(p, update, lr, weight_decay)
+        if not pending:
+            return loss
+        # 2. O <- NS5(U): each rank orthogonalises the weights it owns, then all ranks share them
+        sharing = self._sharing
+        owners = sharing.owners([_ns_cost(update, group["ns_steps"]) for _, group, update in pending])
+        results = []
+        for (p, group, update), owner in zip(pending, owners):
+            if owner == sharing.rank:
+                with sharing.log.record("newton_schulz"):
+                    results.append([muon_orthogonalize(update, group["ns_steps"])])
+            else:
+                results.append([torch.empty_like(update)])
+        sharing.share(results, owners)
+        # 3. W <- (1 - lr·wd) W - lr · O  (every rank, identical O)
+        for (p, group, _), (orthogonal,) in zip(pending, results):
+            _apply(p, orthogonal, group["lr"], group["weight_decay"])
         return loss
+
+
+def _apply(p: Tensor, update: Tensor, lr: float, weight_decay: float) -> None:
+    # W <- (1 - lr·wd) W  (decoupled weight decay)
+    p.mul_(1 - lr * weight_decay)
+    # W <- W - lr · update
+    p.add_(update, alpha=-lr)
+
+
+def _ns_cost(update: Tensor, ns_steps: int) -> float:
+    """Newton–Schulz flops of one weight (conv weights as out × rest), to balance the ranks."""
+    rows = update.shape[0]
+    return float(newton_schulz_flops(rows, update.numel() // max(rows, 1), ns_steps))

@@ -50,6 +50,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..distributed.work import WorkSharing
 from ..linalg import qr_power_iteration_refresh, symmetric_eigh
 from ._validation import (
     check_betas,
@@ -60,7 +61,8 @@ from ._validation import (
 )
 from .shampoo import gram_matrices, mode_products
 
-__all__ = ["SOAP", "soap_update", "merged_shape", "project", "project_back"]
+__all__ = ["SOAP", "soap_update", "merged_shape", "project", "project_back", "init_statistics",
+           "initial_eigenbasis", "refresh_eigenbases_", "apply_refreshed_eigenbases_"]
 
 
 def merged_shape(shape: Sequence[int], max_precond_dim: int) -> tuple[int, ...]:
@@ -118,6 +120,14 @@ def _factor_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def init_state(param: Tensor, grad: Tensor, group: dict) -> dict:
     """First call: zero moments, statistics L_j from this gradient, eigenbases by eigh."""
+    state = init_statistics(param, grad, group)
+    # Q_L <- eigenvectors of L, by decreasing eigenvalue
+    state["eigenbases"] = [None if L is None else initial_eigenbasis(L) for L in state["factors"]]
+    return state
+
+
+def init_statistics(param: Tensor, grad: Tensor, group: dict) -> dict:
+    """:func:`init_state` without the eigendecompositions (``eigenbases`` all None until set)."""
     shape = preconditioned_shape(param, group["merge_dims"], group["max_precond_dim"])
     beta = _shampoo_beta(group)
     if param.dim() == 1 and not group["precondition_1d"]:
@@ -129,15 +139,18 @@ def init_state(param: Tensor, grad: Tensor, group: dict) -> dict:
                for d, keep in zip(shape, preconditioned)]
     # L <- (1 - β_s) G Gᵀ   (from zero)
     update_factors_(factors, grad, shape, beta)
-    # Q_L <- eigenvectors of L, by decreasing eigenvalue
-    eigenbases = [None if L is None else symmetric_eigh(L, descending=True)[1] for L in factors]
     return {
         "step": 0,
         "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
         "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
         "factors": factors,
-        "eigenbases": eigenbases,
+        "eigenbases": [None] * len(factors),
     }
+
+
+def initial_eigenbasis(L: Tensor) -> Tensor:
+    """The eigenvectors of ``L`` by decreasing eigenvalue (the first call's exact basis)."""
+    return symmetric_eigh(L, descending=True)[1]
 
 
 def _shampoo_beta(group: dict) -> float:
@@ -146,17 +159,25 @@ def _shampoo_beta(group: dict) -> float:
 
 def refresh_eigenbases_(state: dict, shape: tuple[int, ...]) -> None:
     r"""New bases by power iteration + QR; :math:`v` permuted, :math:`m` rotated to the new basis."""
+    # Q_new, π <- qr(L Q[:, π]) with π sorting diag(Qᵀ L Q) descending   (per mode)
+    refreshed = [None if L is None else qr_power_iteration_refresh(L, Q)
+                 for L, Q in zip(state["factors"], state["eigenbases"])]
+    apply_refreshed_eigenbases_(state, shape, refreshed)
+
+
+def apply_refreshed_eigenbases_(state: dict, shape: tuple[int, ...],
+                                refreshed: Sequence[tuple[Tensor, Tensor] | None]) -> None:
+    r"""Install ``refreshed[j] = (Q_new, π)`` (None: identity mode): :math:`v` permuted by π, :math:`m` rotated."""
     old = state["eigenbases"]
     # m back to the original coordinates with the old bases
     exp_avg = project_back(state["exp_avg"], old, shape)
     exp_avg_sq = state["exp_avg_sq"].reshape(shape)
     new = []
-    for j, (L, Q) in enumerate(zip(state["factors"], old)):
-        if L is None:
+    for j, (result, Q) in enumerate(zip(refreshed, old)):
+        if result is None:
             new.append(None)
             continue
-        # Q_new, π <- qr(L Q[:, π]) with π sorting diag(Qᵀ L Q) descending
-        Q_new, order = qr_power_iteration_refresh(L, Q)
+        Q_new, order = result
         # v <- v permuted along mode j by π (its axes follow the sorted old basis)
         exp_avg_sq = exp_avg_sq.index_select(j, order)
         new.append(Q_new.to(Q.dtype))
@@ -168,8 +189,12 @@ def refresh_eigenbases_(state: dict, shape: tuple[int, ...]) -> None:
 
 def soap_update(param: Tensor, grad: Tensor, state: dict, *, lr: float, betas: tuple[float, float],
                 shampoo_beta: float, eps: float, weight_decay: float, precondition_frequency: int,
-                shape: tuple[int, ...], normalize_grads: bool, correct_bias: bool) -> None:
-    """One SOAP step on one parameter after its first call (see the module docstring)."""
+                shape: tuple[int, ...], normalize_grads: bool, correct_bias: bool, refresh: bool = True) -> None:
+    """One SOAP step on one parameter after its first call (see the module docstring).
+
+    ``refresh=False`` leaves the periodic basis refresh to the caller (:class:`SOAP` does it
+    for all parameters at once, so that data-parallel ranks can divide it).
+    """
     beta1, beta2 = betas
     Q = state["eigenbases"]
     # G' <- Q_Lᵀ G Q_R
@@ -195,7 +220,7 @@ def soap_update(param: Tensor, grad: Tensor, state: dict, *, lr: float, betas: t
     # L <- β_s L + (1 - β_s) G Gᵀ,  R <- β_s R + (1 - β_s) Gᵀ G
     update_factors_(state["factors"], grad, shape, shampoo_beta)
     # every f steps: Q <- qr(L Q) (one power-iteration step), v permuted, m rotated
-    if step % precondition_frequency == 0:
+    if refresh and step % precondition_frequency == 0:
         refresh_eigenbases_(state, shape)
 
 
@@ -219,12 +244,20 @@ class SOAP(torch.optim.Optimizer):
     State per parameter: ``step`` (int; 0 after the first, initialising call),
     ``exp_avg`` (in the eigenbasis), ``exp_avg_sq``, ``factors`` and ``eigenbases``
     (one entry per mode, None where the basis is the identity).
+
+    Data parallelism: with ``process_group`` (a ``torch.distributed`` group; every rank must
+    see the same gradients, as under DDP) the eigendecompositions of the first call and the
+    periodic QR refreshes — one unit per preconditioned mode, costed d³ — are assigned to
+    ranks by :func:`gd_lib.distributed.assign_work`, computed by their owner only and
+    all-gathered; everything else (statistics, moments, the rotations) stays replicated.
+    ``work_log`` counts this rank's ``eigh`` and ``qr_refresh`` computations.
     """
 
     def __init__(self, params, lr: float = 3e-3, betas: tuple[float, float] = (0.95, 0.95),
                  shampoo_beta: float = -1, eps: float = 1e-8, weight_decay: float = 0.01,
                  precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
-                 precondition_1d: bool = False, normalize_grads: bool = False, correct_bias: bool = True):
+                 precondition_1d: bool = False, normalize_grads: bool = False, correct_bias: bool = True,
+                 *, process_group=None):
         check_nonnegative("lr", lr)
         check_betas(betas)
         if not (isinstance(shampoo_beta, (int, float)) and shampoo_beta < 0):
@@ -238,6 +271,13 @@ class SOAP(torch.optim.Optimizer):
                         merge_dims=merge_dims, precondition_1d=precondition_1d, normalize_grads=normalize_grads,
                         correct_bias=correct_bias)
         super().__init__(params, defaults)
+        self._sharing = WorkSharing(process_group)
+        self._sharing.check_replicated([p for g in self.param_groups for p in g["params"]])
+
+    @property
+    def work_log(self):
+        """This rank's :class:`~gd_lib.distributed.WorkLog` (``counts["eigh"]``, ``counts["qr_refresh"]``)."""
+        return self._sharing.log
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
@@ -246,17 +286,61 @@ class SOAP(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # 1. first call: statistics only; later calls: the SOAP step (the basis refresh waits)
+        units = []  # (kind, state, mode j, shape): the eigendecompositions and refreshes due
         for group in self.param_groups:
             for p in params_with_grad(group["params"], "SOAP"):
                 state = self.state[p]
+                shape = preconditioned_shape(p, group["merge_dims"], group["max_precond_dim"])
                 if len(state) == 0:
                     # first call: statistics and exact eigenbases only, no step
-                    state.update(init_state(p, p.grad, group))
-                    continue
-                soap_update(p, p.grad, state, lr=float(group["lr"]), betas=group["betas"],
-                            shampoo_beta=_shampoo_beta(group), eps=group["eps"],
-                            weight_decay=group["weight_decay"],
-                            precondition_frequency=group["precondition_frequency"],
-                            shape=preconditioned_shape(p, group["merge_dims"], group["max_precond_dim"]),
-                            normalize_grads=group["normalize_grads"], correct_bias=group["correct_bias"])
+                    state.update(init_statistics(p, p.grad, group))
+                    kind = "eigh"
+                else:
+                    soap_update(p, p.grad, state, lr=float(group["lr"]), betas=group["betas"],
+                                shampoo_beta=_shampoo_beta(group), eps=group["eps"],
+                                weight_decay=group["weight_decay"],
+                                precondition_frequency=group["precondition_frequency"], shape=shape,
+                                normalize_grads=group["normalize_grads"], correct_bias=group["correct_bias"],
+                                refresh=False)
+                    if state["step"] % group["precondition_frequency"] != 0:
+                        continue
+                    kind = "qr_refresh"
+                units += [(kind, state, j, shape) for j, L in enumerate(state["factors"]) if L is not None]
+                if kind == "qr_refresh" and not any(L is not None for L in state["factors"]):
+                    apply_refreshed_eigenbases_(state, shape, [None] * len(state["factors"]))
+        if units:
+            self._compute_bases(units)
         return loss
+
+    def _compute_bases(self, units: list) -> None:
+        """2. Q <- eigh(L) or qr(L Q): each rank computes the modes it owns, then all share; 3. install."""
+        sharing = self._sharing
+        owners = sharing.owners([float(state["factors"][j].shape[-1]) ** 3 for _, state, j, _ in units])
+        results = []
+        for (kind, state, j, _), owner in zip(units, owners):
+            L = state["factors"][j]
+            if owner == sharing.rank:
+                with sharing.log.record(kind):
+                    if kind == "eigh":
+                        results.append([initial_eigenbasis(L)])
+                    else:
+                        results.append(list(qr_power_iteration_refresh(L, state["eigenbases"][j])))
+                continue
+            if not bool(torch.isfinite(L).all()):
+                symmetric_eigh(L)  # raises as the owner does, so that no rank waits for it
+            if kind == "eigh":
+                results.append([torch.empty_like(L)])
+            else:
+                Q = state["eigenbases"][j]
+                results.append([torch.empty_like(Q), torch.empty(Q.shape[-1], dtype=torch.long, device=Q.device)])
+        sharing.share(results, owners)
+        refreshes: dict[int, tuple[dict, tuple, list]] = {}
+        for (kind, state, j, shape), result in zip(units, results):
+            if kind == "eigh":
+                state["eigenbases"][j] = result[0]
+            else:
+                entry = refreshes.setdefault(id(state), (state, shape, [None] * len(state["factors"])))
+                entry[2][j] = tuple(result)
+        for state, shape, refreshed in refreshes.values():
+            apply_refreshed_eigenbases_(state, shape, refreshed)
