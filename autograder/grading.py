@@ -145,10 +145,17 @@ def source_plan(source_nb) -> list[PlannedCell]:
     return plan
 
 
-def assemble(source_nb, student_nb) -> list[PlannedCell]:
-    """Source order and content, with the student's answers and added cells (module docstring)."""
+MISSING_ANSWER = "raise NotImplementedError('this answer cell is missing from the submission')"
+
+
+def merged_cells(source_nb, student_nb) -> list[tuple[object, str]]:
+    """The notebook to grade, as (cell, role) pairs: the source's cells in the source's order
+    (test and read-only cells as the instructor wrote them, hidden tests included), the
+    student's text in the answer cells (with the source's metadata), and the cells the
+    student added, each after the graded cell it followed. Roles: "solution", "test",
+    "fixed" (other source cells, markdown included) and "extra"."""
     answers: dict[str, str] = {}
-    extras: dict[str | None, list[str]] = {}
+    extras: dict[str | None, list] = {}
     anchor = None
     source_ids = {_meta(c).get("grade_id") for c in source_nb.cells if _meta(c).get("grade_id")}
     for cell in student_nb.cells:
@@ -158,28 +165,34 @@ def assemble(source_nb, student_nb) -> list[PlannedCell]:
                 answers[gid] = cell.source
             anchor = gid
         elif cell.cell_type == "code" and cell.source.strip():
-            extras.setdefault(anchor, []).append(cell.source)
+            extra = nbformat.v4.new_code_cell(cell.source)
+            extras.setdefault(anchor, []).append(extra)
 
-    plan: list[PlannedCell] = []
-
-    def add(code, role, gid=None, points=0.0):
-        plan.append(PlannedCell(len(plan), code, role, gid, points))
-
-    for code in extras.get(None, []):
-        add(code, "extra")
+    merged = [(cell, "extra") for cell in extras.get(None, [])]
     for cell in source_nb.cells:
         meta = _meta(cell)
         gid = meta.get("grade_id")
-        if cell.cell_type == "code":
-            if meta.get("solution"):
-                add(answers.get(gid, "raise NotImplementedError('this answer cell is missing from the submission')"),
-                    "solution", gid)
-            elif meta.get("grade"):
-                add(cell.source, "test", gid, float(meta.get("points", 0) or 0))
-            else:
-                add(cell.source, "fixed", gid)
-        for code in extras.get(gid, []) if gid else []:
-            add(code, "extra")
+        copy = nbformat.from_dict(json.loads(json.dumps(cell)))
+        if cell.cell_type == "code" and meta.get("solution"):
+            copy.source = answers.get(gid, MISSING_ANSWER)
+            merged.append((copy, "solution"))
+        elif cell.cell_type == "code" and meta.get("grade"):
+            merged.append((copy, "test"))
+        else:
+            merged.append((copy, "fixed"))
+        merged.extend((extra, "extra") for extra in (extras.get(gid, []) if gid else []))
+    return merged
+
+
+def assemble(source_nb, student_nb) -> list[PlannedCell]:
+    """The code cells of :func:`merged_cells`, numbered, as the sandbox runs them."""
+    plan: list[PlannedCell] = []
+    for cell, role in merged_cells(source_nb, student_nb):
+        if cell.cell_type != "code":
+            continue
+        meta = _meta(cell)
+        points = float(meta.get("points", 0) or 0) if role == "test" else 0.0
+        plan.append(PlannedCell(len(plan), cell.source, role, meta.get("grade_id"), points))
     return plan
 
 

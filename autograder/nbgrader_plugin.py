@@ -18,7 +18,9 @@ from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Float, Int
 
-from .grading import Course, grade_notebook
+import nbformat
+
+from .grading import Course, grade_notebook, merged_cells
 from .sandbox import Limits
 
 
@@ -35,6 +37,8 @@ class ApplySandboxedResults(NbGraderPreprocessor):
         limits = Limits(cell_timeout_s=self.cell_timeout, notebook_timeout_s=self.notebook_timeout,
                         memory_bytes=int(self.memory_gib * (1 << 30)), max_processes=self.max_processes)
         result = grade_notebook(course, info["assignment"], info["student"], Path(source), limits)
+        # the notebook as it was graded: deleted or edited test cells come back as the source has them
+        nb.cells = [cell for cell, _ in merged_cells(nbformat.read(source, as_version=4), nb)]
         header = []
         if result.fatal:
             header.append(f"[grader] {result.fatal}")
