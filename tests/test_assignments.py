@@ -98,6 +98,26 @@ BUGS: dict[str, dict[str, tuple[str, list[tuple[str, str]], set[str]]]] = {
                                                  "return (A + eps * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)) ** -0.25")],
                                     {"test_shampoo_public", "test_shampoo_hidden"}),
     },
+    "04_training_toolkit": {
+        # the output layer's init scaled by 1/m_in (the constant-SP rule) instead of 1/sqrt(m_in)
+        "mup_output_init_one_over_width": ("mup_multipliers", [("weight = (1.0 / math.sqrt(m_in), 1.0 / m_in)",
+                                                                "weight = (1.0 / m_in, 1.0 / m_in)")],
+                                           {"test_mup_multipliers_public", "test_mup_multipliers_hidden"}),
+        # the coordinate check's loop never zeroes the gradients: they accumulate over steps
+        "coord_check_without_zero_grad": ("coord_check", [("optimizer.zero_grad(set_to_none=True)", "pass")],
+                                          {"test_coord_check_public", "test_coord_check_hidden"}),
+        # the cosine's clock one step ahead after the warmup
+        "cosine_off_by_one": ("warmup_cosine", [("min(step - warmup_steps, total_steps - warmup_steps)",
+                                                 "min(step - warmup_steps + 1, total_steps - warmup_steps)")],
+                              {"test_warmup_cosine_public", "test_warmup_cosine_hidden"}),
+        # the 1-sqrt cooldown written as sqrt(1 - s)
+        "wsd_sqrt_of_one_minus": ("wsd", [("g = 1.0 - math.sqrt(s)", "g = math.sqrt(1.0 - s)")],
+                                  {"test_wsd_public", "test_wsd_hidden"}),
+        # the EMA's bias correction dropped: early averages shrink towards zero
+        "ema_without_bias_correction": ("weight_ema", [("return {name: m / (1 - self.decay ** self.count) for name, m in self.average.items()}",
+                                                        "return {name: m.clone() for name, m in self.average.items()}")],
+                                        {"test_weight_ema_public", "test_weight_ema_hidden"}),
+    },
 }
 
 GRADE_ARGS = ["--workers", "2", "--cell-timeout", "120", "--notebook-timeout", "600", "--quiet"]
