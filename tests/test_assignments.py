@@ -118,6 +118,24 @@ BUGS: dict[str, dict[str, tuple[str, list[tuple[str, str]], set[str]]]] = {
                                                         "return {name: m.clone() for name, m in self.average.items()}")],
                                         {"test_weight_ema_public", "test_weight_ema_hidden"}),
     },
+    "05_benchmarking": {
+        # "reaches the target" with a strict inequality: an evaluation exactly at the target does not count
+        "trial_strict_inequality": ("trial_time_to_target", [('(value <= target) if direction == "min" else (value >= target)',
+                                                              '(value < target) if direction == "min" else (value > target)')],
+                                    {"test_trial_time_to_target_public", "test_trial_time_to_target_hidden"}),
+        # the study's time from the trial with the smallest time instead of the smallest evaluation index
+        "study_min_time_not_min_index": ("study_and_workload_time", [("hit[0] < best[0]", "hit[1] < best[1]")],
+                                         {"test_study_time_public", "test_study_time_hidden"}),
+        # the profile counts r < tau instead of r <= tau: the best submission is not counted at tau = 1
+        "profile_strict_inequality": ("performance_profiles", [("<= taus[:, None]", "< taus[:, None]")],
+                                      {"test_performance_profiles_public", "test_performance_profiles_hidden"}),
+        # the 4x rule also removes a time of exactly 4x the best
+        "four_times_rule_inclusive": ("four_times_rule", [("if t > 4.0 * best[w]", "if t >= 4.0 * best[w]")],
+                                      {"test_four_times_rule_public", "test_four_times_rule_hidden"}),
+        # the area under the profile not divided by tau_max - tau_min = 3
+        "score_not_divided_by_three": ("algoperf_score", [("return area / float(taus[-1] - taus[0])", "return area")],
+                                       {"test_algoperf_score_public", "test_algoperf_score_hidden"}),
+    },
 }
 
 GRADE_ARGS = ["--workers", "2", "--cell-timeout", "120", "--notebook-timeout", "600", "--quiet"]
