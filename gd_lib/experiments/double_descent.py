@@ -1,0 +1,132 @@
+r"""Double descent: the test error peaks where the model can just interpolate, then falls again.
+
+Lecture 11. A model with ``P`` parameters fitted by least squares to ``n``
+noisy points: for ``P < n`` the fit is the usual least-squares solution; at
+``P = n`` the system becomes square and the fit *interpolates* the noise with
+a huge norm; for ``P > n`` there are many interpolants and the minimum-norm
+one ``a = Φ⁺ y`` (what gradient descent from zero converges to) gets
+smoother as ``P`` grows. The test error traces the classical U for
+``P < n``, peaks at the interpolation threshold ``P = n``, and descends a
+second time beyond it (Belkin et al. 2019, Figure 1).
+
+Two instances, both from :mod:`gd_lib.data.double_descent`:
+
+- **random features** (:func:`random_features_curve`): ``x ~ N(0, I_d)``,
+  ``y = xᵀβ + σε``, features ``φ(x) = ReLU(Wx)/√P`` (Mei & Montanari 2019);
+  the threshold is ``P = n``.
+- **polynomials** (:func:`polynomial_curve`): ``x ~ U[−1, 1]``, Legendre
+  features ``P_0..P_D``; ``D + 1`` features, so the threshold is ``D + 1 = n``.
+
+A ridge penalty ``λ‖a‖²`` (:func:`random_features_curve` with ``ridge > 0``)
+removes the peak: the solution's norm can no longer explode.
+
+References:
+    M. Belkin, D. Hsu, S. Ma, S. Mandal. Reconciling modern machine-learning practice and the
+    classical bias–variance trade-off. PNAS 2019.
+    S. Mei, A. Montanari. The generalization error of random features regression. 2019.
+    P. Nakkiran et al. Deep double descent: where bigger models and more data hurt. ICLR 2020.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import gd_lib
+from gd_lib.data import (legendre_features, min_norm_least_squares, polynomial_regression,
+                         random_features_regression, random_relu_features)
+
+__all__ = ["fit_and_test", "random_features_curve", "polynomial_curve", "peak"]
+
+
+def fit_and_test(features_train: torch.Tensor, y_train: torch.Tensor, features_test: torch.Tensor,
+                 y_test: torch.Tensor, ridge: float = 0.0) -> dict:
+    r"""Fit ``a`` on the training features and report errors and ``‖a‖``.
+
+    ``ridge = 0``: the minimum-norm least-squares solution ``a = Φ⁺ y``;
+    ``ridge = λ > 0``: ``a = (ΦᵀΦ + λ n I)^{-1} Φᵀ y`` (the loss ``‖Φa − y‖²/n + λ‖a‖²``).
+    Returns ``{"train_mse", "test_mse", "norm"}``.
+    """
+    Phi, y = features_train.to(torch.float64), y_train.to(torch.float64)
+    if ridge > 0:
+        n, P = Phi.shape
+        # a = (ΦᵀΦ + λ n I)^{-1} Φᵀ y
+        a = torch.linalg.solve(Phi.T @ Phi + ridge * n * torch.eye(P, dtype=Phi.dtype), Phi.T @ y)
+    else:
+        # a = Φ⁺ y
+        a = min_norm_least_squares(Phi, y)
+    test_pred = features_test.to(torch.float64) @ a
+    return {"train_mse": float(((Phi @ a - y) ** 2).mean()),
+            "test_mse": float(((test_pred - y_test.to(torch.float64)) ** 2).mean()),
+            "norm": float(a.norm())}
+
+
+def random_features_curve(quick: bool | None = None, *, n_train: int = 100, input_dim: int = 20,
+                          noise: float = 0.5, num_features=None, seeds: int | None = None,
+                          ridge: float = 0.0) -> dict:
+    """Test error of random-features regression against the number of features ``P``.
+
+    ``num_features`` defaults to ``10, 20, ..., 3 n`` (quick) or ``5, 10, ..., 4 n`` (full),
+    so ``P = n`` is on the grid. Each seed draws new data and new features.
+
+    Returns ``{"num_features" (P,), "test_mse" (seeds × P), "train_mse", "norm",
+    "median_test_mse" (P,), "threshold": n_train}``.
+    """
+    quick = gd_lib.quick_mode(quick)
+    if num_features is None:
+        step = 10 if quick else 5
+        num_features = np.arange(step, (3 if quick else 4) * n_train + 1, step)
+    num_features = np.asarray(num_features, dtype=int)
+    seeds = (4 if quick else 20) if seeds is None else seeds
+    stats = {"test_mse": [], "train_mse": [], "norm": []}
+    for seed in range(seeds):
+        data = random_features_regression(n_train, 1000, input_dim, noise=noise, seed=seed)
+        rows = {k: [] for k in stats}
+        for P in num_features:
+            # the same W for train and test: one feature map per (seed, P)
+            F_train = random_relu_features(data.X_train, int(P), seed=1000 + seed)
+            F_test = random_relu_features(data.X_val, int(P), seed=1000 + seed)
+            result = fit_and_test(F_train, data.y_train, F_test, data.y_val, ridge)
+            for k in stats:
+                rows[k].append(result[k])
+        for k in stats:
+            stats[k].append(rows[k])
+    out = {k: np.asarray(v) for k, v in stats.items()}
+    out["num_features"] = num_features
+    out["median_test_mse"] = np.median(out["test_mse"], axis=0)
+    out["threshold"] = n_train
+    out["noise_variance"] = noise ** 2
+    return out
+
+
+def polynomial_curve(quick: bool | None = None, *, n_train: int = 20, true_degree: int = 5,
+                     noise: float = 0.1, degrees=None, seeds: int | None = None) -> dict:
+    """Test error of minimum-norm Legendre-polynomial regression against the degree ``D``.
+
+    ``D + 1`` features, so the threshold is ``D = n − 1``. Returns
+    ``{"degrees", "test_mse" (seeds × D), "train_mse", "norm", "median_test_mse", "threshold"}``.
+    """
+    quick = gd_lib.quick_mode(quick)
+    degrees = np.arange(1, 3 * n_train + 1) if degrees is None else np.asarray(degrees, dtype=int)
+    seeds = (4 if quick else 20) if seeds is None else seeds
+    stats = {"test_mse": [], "train_mse": [], "norm": []}
+    for seed in range(seeds):
+        data = polynomial_regression(n_train, 500, true_degree=true_degree, noise=noise, seed=seed)
+        rows = {k: [] for k in stats}
+        for D in degrees:
+            result = fit_and_test(legendre_features(data.X_train[:, 0], int(D)), data.y_train,
+                                  legendre_features(data.X_val[:, 0], int(D)), data.y_val)
+            for k in stats:
+                rows[k].append(result[k])
+        for k in stats:
+            stats[k].append(rows[k])
+    out = {k: np.asarray(v) for k, v in stats.items()}
+    out["degrees"] = degrees
+    out["median_test_mse"] = np.median(out["test_mse"], axis=0)
+    out["threshold"] = n_train - 1
+    return out
+
+
+def peak(x, y) -> dict:
+    """Where ``y`` is largest: ``{"x": x[i], "index": i, "value": y[i]}``."""
+    i = int(np.argmax(np.asarray(y)))
+    return {"x": float(np.asarray(x)[i]), "index": i, "value": float(np.asarray(y)[i])}
