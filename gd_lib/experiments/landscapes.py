@@ -57,7 +57,7 @@ __all__ = ["random_direction_cosines", "train_digits_mlp", "line_from_init", "pl
 
 # --- random directions ---------------------------------------------------------------------------------
 
-def random_direction_cosines(dims=(10, 100, 1_000, 10_000, 100_000), samples: int = 400, seed: int = 0) -> dict:
+def random_direction_cosines(dims=(10, 100, 1_000, 10_000), samples: int = 200, seed: int = 0) -> dict:
     """Cosine similarity of ``samples`` independent pairs of Gaussian vectors in each dimension ``d``.
 
     Returns ``{"dims", "cosines" (len(dims) × samples), "std", "mean", "predicted_std" (1/√d)}``.
@@ -141,8 +141,8 @@ def plane_around_minimum(quick: bool | None = None, *, dropouts=(0.0, 0.5), exte
             "raw": landscape.loss_plane(model, loss_fn, (r1, r2), grid, grid)["losses"],
             "cosine": landscape.cosine_similarity(d1, d2),
             "sharpness": sharpness(model, nn.CrossEntropyLoss(), X, y),
-            "train_loss": float(loss_fn(model)),
-            "val_loss": float(_loss_on(*data.validation)(model)),
+            "train_loss": loss_fn(model).item(),
+            "val_loss": _loss_on(*data.validation)(model).item(),
             "num_parameters": sum(t.numel() for t in model.parameters()),
         }
     return out
@@ -153,14 +153,18 @@ def skip_connection_landscapes(quick: bool | None = None, *, depth: int | None =
     """A deep plain MLP and its residual twin (same widths, skip connections added), trained alike,
     then sliced on a filter-normalized random plane around the trained weights.
 
+    Roughness here is mostly the plain net's loss exploding away from the minimum (each filter
+    perturbed by its own norm multiplies the signal through every layer), so compare the total
+    variation of ``log10`` of the grid (``log_roughness``) as well as of the grid itself.
     The plain net uses Kaiming init; the residual twin the same scheme with σ = 1/√depth, so
     that its activations do not grow as ``2^depth`` through the skips (as Fixup / scaled
     residual branches do). Returns ``{"alphas", "betas", "plain": {...}, "residual": {...}}``
-    with ``losses`` (the grid), ``roughness`` (:func:`gd_lib.landscape.roughness`),
+    with ``losses`` (the grid), ``roughness`` and ``log_roughness`` (:func:`gd_lib.landscape.roughness`
+    of the grid and of its ``log10``),
     ``train_loss`` and ``val_accuracy``.
     """
     quick = gd_lib.quick_mode(quick)
-    depth = (16 if quick else 40) if depth is None else depth
+    depth = (32 if quick else 56) if depth is None else depth
     num = (15 if quick else 41) if num is None else num
     grid = landscape.symmetric_grid(extent, num)
     out = {"alphas": grid, "betas": grid, "depth": depth, "width": width}
@@ -173,16 +177,17 @@ def skip_connection_landscapes(quick: bool | None = None, *, depth: int | None =
                       landscape.random_filter_normalized_direction(model, generator))
         losses = landscape.loss_plane(model, _loss_on(X, y), directions, grid, grid)["losses"]
         out[name] = {"losses": losses, "roughness": landscape.roughness(losses),
-                     "train_loss": float(_loss_on(X, y)(model)),
+                     "log_roughness": landscape.roughness(np.log10(losses)),
+                     "train_loss": _loss_on(X, y)(model).item(),
                      "val_accuracy": history.final("val_accuracy")}
     return out
 
 
 # --- sharp and flat minima -----------------------------------------------------------------------------------
 
-def sharp_vs_flat(quick: bool | None = None, *, batch_sizes=(16, 1024), epochs: int | None = None,
+def sharp_vs_flat(quick: bool | None = None, *, batch_sizes=(16, 1024), steps: int | None = None,
                   entropy_sgd: bool = True, seed: int = 0) -> dict:
-    """Small- vs large-batch SGD (same lr and epochs) and Entropy-SGD on a digits MLP.
+    """Small- vs large-batch SGD (same lr 0.1 and number of steps) and Entropy-SGD on a digits MLP.
 
     Keskar et al. (2017): large batches find sharper minima that generalize worse.
     For each run: ``sharpness`` (top Hessian eigenvalue of the training loss on 512
@@ -190,9 +195,8 @@ def sharp_vs_flat(quick: bool | None = None, *, batch_sizes=(16, 1024), epochs: 
     ``profile`` (loss along one filter-normalized random direction, ``alphas`` shared).
     """
     quick = gd_lib.quick_mode(quick)
-    epochs = (15 if quick else 100) if epochs is None else epochs
+    steps = (600 if quick else 5000) if steps is None else steps
     data = load_digits()
-    n = data.X_train.shape[0]
     X_eval, y_eval = data.X_train[:512], data.y_train[:512]
     alphas = np.linspace(-1.0, 1.0, 21 if quick else 61)
     runs = {f"SGD, batch {b}": ("sgd", b) for b in batch_sizes}
@@ -204,22 +208,24 @@ def sharp_vs_flat(quick: bool | None = None, *, batch_sizes=(16, 1024), epochs: 
         model = MLP(64, [64, 64], 10, init="kaiming", generator=torch.Generator().manual_seed(seed))
         if kind == "sgd":
             optimizer = SGD(model.parameters(), lr=0.1)
-            steps = max(1, epochs * n // batch_size)
+            run_steps = steps
         else:
-            # L = 5 Langevin steps per outer step, so 1/5 as many outer steps for the same gradients
-            optimizer = EntropySGD(model.parameters(), lr=1.0, langevin_steps=5, langevin_lr=0.1,
+            # L = 5 Langevin steps per outer step, so 1/5 as many outer steps for the same gradients;
+            # the outer step ηγ(x − μ) with ηγ = 0.6
+            optimizer = EntropySGD(model.parameters(), lr=20.0, langevin_steps=5, langevin_lr=0.1,
                                    gamma=0.03, noise=1e-4, generator=torch.Generator().manual_seed(seed))
-            steps = max(1, epochs * n // batch_size // 5)
-        history = train(model, optimizer, data, steps=steps, batch_size=batch_size, seed=seed, device="cpu",
+            run_steps = max(1, steps // 5)
+        history = train(model, optimizer, data, steps=run_steps, batch_size=batch_size, seed=seed, device="cpu",
                         progress=False)
         model.eval()
-        train_loss = float(cross_entropy(model(data.X_train), data.y_train))
-        val_loss = float(cross_entropy(model(data.X_val), data.y_val))
+        with torch.no_grad():
+            train_loss = float(cross_entropy(model(data.X_train), data.y_train))
+            val_loss = float(cross_entropy(model(data.X_val), data.y_val))
         direction = landscape.random_filter_normalized_direction(model, torch.Generator().manual_seed(seed + 1))
         profile = landscape.loss_along_direction(model, _loss_on(X_eval, y_eval), direction, alphas)["losses"]
         out[label] = {"sharpness": sharpness(model, nn.CrossEntropyLoss(), X_eval, y_eval),
                       "train_loss": train_loss, "val_loss": val_loss, "gap": val_loss - train_loss,
-                      "val_accuracy": history.final("val_accuracy"), "profile": profile, "steps": steps}
+                      "val_accuracy": history.final("val_accuracy"), "profile": profile, "steps": run_steps}
     return out
 
 
@@ -277,10 +283,12 @@ def noisy_escape(quick: bool | None = None, *, lr: float = 0.011, noise: float =
 
 def scale_invariant_net(width: int = 64, seed: int = 0) -> nn.Sequential:
     """``x → BN(W_1 x) → ReLU → BN(W_2 ·) → ReLU → W_3 ·`` with BatchNorm without affine parameters
-    and ``W_3`` frozen: the loss is invariant to scaling ``W_1`` and ``W_2``, the only trained weights."""
+    and ``W_3`` frozen: the loss is invariant to scaling ``W_1`` and ``W_2``, the only trained weights.
+    BatchNorm's ``ε`` is 10⁻³⁰ (its default ``10⁻⁵`` would break the invariance slightly)."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(64, width, bias=False), nn.BatchNorm1d(width, affine=False), nn.ReLU(),
-                        nn.Linear(width, width, bias=False), nn.BatchNorm1d(width, affine=False), nn.ReLU(),
+    net = nn.Sequential(nn.Linear(64, width, bias=False), nn.BatchNorm1d(width, eps=1e-30, affine=False), nn.ReLU(),
+                        nn.Linear(width, width, bias=False), nn.BatchNorm1d(width, eps=1e-30, affine=False),
+                        nn.ReLU(),
                         nn.Linear(width, 10))
     for p in net[-1].parameters():
         p.requires_grad_(False)
@@ -326,8 +334,8 @@ def exponential_lr_equivalence(quick: bool | None = None, *, lr: float = 0.2, we
                     lrs.append(step)
                     for p, g in zip(params, grads):
                         p.sub_(step * g)
-            losses.append(float(loss))
-            norms.append(float(torch.sqrt(sum((p ** 2).sum() for p in params))))
+            losses.append(loss.item())
+            norms.append(float(torch.sqrt(sum((p.detach() ** 2).sum() for p in params))))
         out[f"loss_{name}"], out[f"norm_{name}"] = np.asarray(losses), np.asarray(norms)
     out["lr_exp"] = np.asarray(lrs)
     out["predicted_ratio"] = decay ** np.arange(1, steps + 1)
