@@ -28,6 +28,7 @@ def test_unit_spread_is_zero_exactly_for_equal_rows():
     assert init.unit_spread(layer) == 0.25
 
 
+@pytest.mark.slow
 def test_all_equal_weights_never_break_symmetry():
     result = init.symmetry_experiment(quick=True)
     constant, kaiming = result["constant"], result["kaiming"]
