@@ -8,6 +8,9 @@ grades them all in one run:
 - ``correct``: the released notebook with every answer cell filled in from the source notebook's
   solution: must score full marks, every graded cell passing;
 - ``blank``: the released notebook as students get it: must score 0 without crashing the grader;
+- ``cheat``: every answer returns an object equal to anything, after monkeypatching torch's, numpy's and
+  ``autograder.checks``' comparisons: must score 0 (values are recorded and compared outside the student's
+  process, types exactly);
 - one submission per *classic bug* of the assignment (``BUGS`` below): the correct submission with
   one answer cell changed by a textual substitution in its solution code; it must fail exactly the
   graded cells listed for that bug (its own question's) and pass all the others.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -220,6 +224,50 @@ def _buggy(assignment: str, bug: str):
     return _submission(assignment, {gid: code})
 
 
+CHEAT_PRELUDE = """
+import numpy, torch
+import autograder.checks as checks
+torch.allclose = lambda *a, **k: True
+torch.equal = lambda *a, **k: True
+numpy.testing.assert_allclose = lambda *a, **k: None
+checks.check = lambda *a, **k: None
+checks.compare = lambda *a, **k: None
+
+
+class Anything:
+    # equal to everything, iterable, callable, with every attribute
+    def __init__(self, *args, **kwargs): pass
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __le__(self, other): return True
+    def __ge__(self, other): return True
+    def __float__(self): return 0.0
+    def __iter__(self): return iter([Anything(), Anything()])
+    def __getattr__(self, name): return lambda *a, **k: Anything()
+    def __call__(self, *a, **k): return Anything()
+"""
+
+
+def _cheat(assignment: str):
+    """Every answer replaced by objects that claim to equal anything, after monkeypatching the comparison
+    functions of torch, numpy and autograder.checks: must score 0 (check() records values, the grader decides)."""
+    source, nb = _read("solutions", assignment), _read("assignments", assignment)
+    replace, first = {}, True
+    for gid, cell in _by_id(source).items():
+        if not _meta(cell).get("solution"):
+            continue
+        lines = [CHEAT_PRELUDE] if first else []
+        first = False
+        for kind, name in re.findall(r"^(def|class) (\w+)", cell.source, re.M):
+            lines.append(f"def {name}(*args, **kwargs):\n    return Anything()" if kind == "def"
+                         else f"class {name}(Anything):\n    pass")
+        replace[gid] = "\n".join(lines)
+    for cell in nb.cells:
+        if _meta(cell).get("solution"):
+            cell.source = replace[_meta(cell)["grade_id"]]
+    return nb
+
+
 def _graded_cells(nb) -> dict[str, float]:
     return {_meta(c)["grade_id"]: float(_meta(c).get("points", 0) or 0) for c in nb.cells
             if _meta(c).get("grade") and not _meta(c).get("solution")}
@@ -321,6 +369,7 @@ def _grade(assignment: str, tmp_path: Path):
     shutil.copy(ROOT / "course" / "nbgrader_config.py", root / "course" / "nbgrader_config.py")
     name = _notebook_name(assignment)
     submissions = {"correct": _submission(assignment), "blank": _read("assignments", assignment)}
+    submissions["cheat"] = _cheat(assignment)
     submissions.update({f"bug_{bug}": _buggy(assignment, bug) for bug in BUGS[assignment]})
     for student, nb in submissions.items():
         folder = root / "course" / "submitted" / student / assignment
@@ -357,7 +406,7 @@ def test_grading_scores_each_submission_exactly(assignment, tmp_path):
           f"notebook: {per_notebook}; full marks {full:g}")
 
     problems = []
-    expected_failing = {"correct": set(), "blank": set(graded)}
+    expected_failing = {"correct": set(), "blank": set(graded), "cheat": set(graded)}
     expected_failing.update({f"bug_{bug}": failing for bug, (_, _, failing) in BUGS[assignment].items()})
     for student, failing in expected_failing.items():
         cells = results[student]["cells"]
@@ -371,14 +420,14 @@ def test_grading_scores_each_submission_exactly(assignment, tmp_path):
         score = full - sum(graded[g] for g in failing)
         if totals.get(student) != score:
             problems.append(f"{student}: gradebook total {totals.get(student)} != {score}")
-        if student != "blank" and results[student]["fatal"]:
+        if results[student]["fatal"]:
             problems.append(f"{student}: fatal {results[student]['fatal']}")
-    assert totals["correct"] == full and totals["blank"] == 0
+    assert totals["correct"] == full and totals["blank"] == 0 and totals["cheat"] == 0
     assert not problems, "\n".join(problems)
 
-    # the blank notebook fails every cell through a clean verdict (its answers raise NotImplementedError)
-    blank = results["blank"]
-    assert all("NotImplementedError" in err for err in blank["answer_errors"].values()), blank["answer_errors"]
+    # the blank notebook fails every cell through a clean verdict: its stubs raise NotImplementedError
+    blank = {gid: cell["message"] for gid, cell in results["blank"]["cells"].items()}
+    assert all("NotImplementedError" in message for message in blank.values()), blank
 
     # the release regenerated by nbgrader in the temporary root equals the committed one
     name = _notebook_name(assignment)
