@@ -10,6 +10,8 @@ PIP := $(VENV)/bin/pip
 # torch is pinned through constraints.txt so that no dependency swaps in a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
+# whole files per worker: module-scoped fixtures (a graded class, a grading run) are built once
+PYTEST_DIST ?= loadfile
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast test-gpu demo bench lectures release autograde feedback hub clean help
@@ -38,10 +40,10 @@ define run_pytest
 endef
 
 test: $(SETUP)
-	@GD_QUICK=1 MPLBACKEND=Agg $(call run_pytest,-n $(PYTEST_WORKERS) -m "not gpu and not browser")
+	@GD_QUICK=1 MPLBACKEND=Agg $(call run_pytest,-n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) -m "not gpu and not browser")
 
 test-fast: $(SETUP)
-	@GD_QUICK=1 MPLBACKEND=Agg $(call run_pytest,-n $(PYTEST_WORKERS) -m "not gpu and not browser and not slow")
+	@GD_QUICK=1 MPLBACKEND=Agg $(call run_pytest,-n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) -m "not gpu and not browser and not slow")
 
 test-gpu: $(SETUP)
 	@$(call run_pytest,-m gpu)
