@@ -40,6 +40,7 @@ __all__ = [
     "plot_performance_profiles",
     "plot_lr_sweep",
     "interactive_figure",
+    "plot_norm_ball_step",
 ]
 
 
@@ -382,3 +383,24 @@ def interactive_figure(draw: Callable[..., "matplotlib.figure.Figure"], **contro
     for control in controls.values():
         control.observe(redraw, names="value")
     return box
+
+
+def plot_norm_ball_step(boundary, gradient, step, *, title: str | None = None, ax=None):
+    """A unit ball (``boundary``: points (N, 2) on it) with a gradient ``g`` and a step ``Δ``
+    drawn as arrows from the origin (lecture 2: steepest descent under a norm)."""
+    fig, ax = _fig_ax(ax)
+    boundary, gradient, step = _to_numpy(boundary), _to_numpy(gradient), _to_numpy(step)
+    ax.plot(boundary[:, 0], boundary[:, 1], color="gray", label="‖·‖ = 1")
+    for vector, color, label in ((gradient, "tab:blue", "gradient g"), (step, "tab:red", "step Δ*")):
+        ax.annotate("", xy=vector, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=color, lw=2))
+        ax.plot([vector[0]], [vector[1]], "o", color=color, label=label)
+    bound = 1.1 * max(np.abs(boundary).max(), np.abs(gradient).max(), np.abs(step).max())
+    ax.set_xlim(-bound, bound)
+    ax.set_ylim(-bound, bound)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="k", linewidth=0.5)
+    ax.axvline(0, color="k", linewidth=0.5)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="lower left", fontsize="x-small")
+    return fig, ax

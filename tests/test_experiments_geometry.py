@@ -136,3 +136,21 @@ def test_dualized_gradient_has_unit_modular_norm_and_attains_the_dual_norm():
     assert np.allclose(result["atom_step_norms"], result["target_norms"], rtol=1e-10)
     total_mass = sum(result["masses"])
     assert np.allclose(result["target_norms"], np.array(result["masses"]) / total_mass, rtol=1e-12)
+
+
+def test_plot_norm_ball_step_draws_the_ball_and_both_vectors(balls):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gd_lib.plotting import plot_norm_ball_step
+
+    entry = balls["ℓ∞ (vectors)"]
+    fig, ax = plot_norm_ball_step(entry["boundary"], entry["gradient"], entry["step"], title="ℓ∞")
+    lines = ax.get_lines()
+    assert np.allclose(lines[0].get_xydata(), entry["boundary"])
+    points = [tuple(line.get_xydata()[0]) for line in lines if len(line.get_xydata()) == 1]
+    assert tuple(entry["gradient"]) in points and tuple(entry["step"]) in points
+    assert len(ax.texts) == 2 and ax.get_title() == "ℓ∞"
+    plt.close(fig)
