@@ -333,7 +333,7 @@ def _spectral_radius(T: np.ndarray) -> float:
     return float(np.abs(np.linalg.eigvalsh(0.5 * (T + T.T))).max())
 
 
-def sgd_critical_lr(X: torch.Tensor, batch_size: int, *, iterations: int = 30) -> float:
+def sgd_critical_lr(X: torch.Tensor, batch_size: int, *, iterations: int = 22) -> float:
     r"""η_c with ρ(𝒯_η) = 1, by bisection on (0, 2/L] (𝒯_η is symmetric; ρ < 1 below η_c)."""
     n = X.shape[0]
     L = float(torch.linalg.eigvalsh(X.T.double() @ X.double() / n)[-1])
