@@ -24,7 +24,7 @@ Each run records the validation loss every ``eval_every`` steps, the training
 wall-clock (evaluation excluded, the GPU synchronised), and from those the
 steps, tokens and seconds to the target.
 
-Quick mode: 40 files, width 32, 2 blocks, context 32, batch 32, 200 steps
+Quick mode: 40 files, width 32, 2 blocks, context 32, batch 16, 200 steps
 (a CPU, seconds per run). Full mode: the whole corpus, width 256, 4 blocks,
 context 128, batch 64, 2000 steps, larger learning-rate grids (a GPU).
 
@@ -83,7 +83,7 @@ class SpeedrunConfig:
 
 def speedrun_config(quick: bool | None = None) -> SpeedrunConfig:
     if gd_lib.quick_mode(quick):
-        return SpeedrunConfig(max_files=40, width=32, depth=2, heads=4, context=32, batch_size=32, steps=200,
+        return SpeedrunConfig(max_files=40, width=32, depth=2, heads=4, context=32, batch_size=16, steps=200,
                               eval_every=10, val_windows=64, adamw_lrs=(1e-3, 3e-3, 1e-2), muon_lrs=(0.03,),
                               adam_lr_in_muon=3e-3)
     return SpeedrunConfig(max_files=None, width=256, depth=4, heads=4, context=128, batch_size=64, steps=2000,
