@@ -122,7 +122,7 @@ def plane_around_minimum(quick: bool | None = None, *, dropouts=(0.0, 0.5), exte
     "train_loss", "val_loss", "num_parameters"}}``.
     """
     quick = gd_lib.quick_mode(quick)
-    num = (15 if quick else 51) if num is None else num
+    num = (11 if quick else 51) if num is None else num
     grid = landscape.symmetric_grid(extent, num)
     out = {"alphas": grid, "betas": grid}
     for p in dropouts:
@@ -165,7 +165,7 @@ def skip_connection_landscapes(quick: bool | None = None, *, depth: int | None =
     """
     quick = gd_lib.quick_mode(quick)
     depth = (32 if quick else 56) if depth is None else depth
-    num = (15 if quick else 41) if num is None else num
+    num = (11 if quick else 41) if num is None else num
     grid = landscape.symmetric_grid(extent, num)
     out = {"alphas": grid, "betas": grid, "depth": depth, "width": width}
     for name, residual, sigma in (("plain", False, None), ("residual", True, depth ** -0.5)):
@@ -195,7 +195,7 @@ def sharp_vs_flat(quick: bool | None = None, *, batch_sizes=(16, 1024), steps: i
     ``profile`` (loss along one filter-normalized random direction, ``alphas`` shared).
     """
     quick = gd_lib.quick_mode(quick)
-    steps = (600 if quick else 5000) if steps is None else steps
+    steps = (300 if quick else 5000) if steps is None else steps
     data = load_digits()
     X_eval, y_eval = data.X_train[:512], data.y_train[:512]
     alphas = np.linspace(-1.0, 1.0, 21 if quick else 61)
