@@ -49,8 +49,7 @@ def test_ekfac_error_is_at_most_kfac_error_on_the_block(layer_index):
     # the block assembled from ĝ, ā equals the dense GGN block (reordered to vec([W, b])):
     # two independent computations in float64
     assert np.allclose(result["block_from_factors"], result["exact"], atol=1e-12)
-    # KFAC and Shampoo approximations have the block's trace (KFAC: tr(G)tr(A) = tr(F) for one
-    # position per example only approximately, so only Shampoo is normalised exactly)
+    # the Shampoo approximation is normalised to the block's trace (L ⊗ R / tr F has trace tr F)
     assert np.trace(result["Shampoo"]) == pytest.approx(np.trace(result["exact"]), rel=1e-10)
 
 

@@ -10,10 +10,6 @@ from .adagrad import Adagrad
 from .rmsprop import RMSprop
 from .adam import Adam, AdamW
 from .nadam import NAdam
-from .shampoo import Shampoo, ShampooConfig
-from .muon import Muon, muon_param_groups
-from .modular_descent import ModularDescent
-from .soap import SOAP
 from .lion import Lion
 from .sign import SignSGD, Signum
 from .prodigy import Prodigy
@@ -23,5 +19,9 @@ from .ggt import GGT
 from .entropy_sgd import EntropySGD
 from .kfac import KFAC, KroneckerConfig
 from .ekfac import EKFAC
+from .shampoo import Shampoo, ShampooConfig
+from .muon import Muon, muon_param_groups
+from .modular_descent import ModularDescent
+from .soap import SOAP
 from .newton import Newton
 from .natural_gradient import NaturalGradient
