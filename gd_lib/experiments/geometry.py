@@ -339,7 +339,7 @@ def modular_norm_of_mlp(widths: Sequence[int] = (16, 32, 32, 8), seed: int = 0) 
     return {
         "atoms": [repr(a) for a in atoms], "masses": [a.mass for a in atoms],
         "target_norms": list(tree.target_norms(1.0)),
-        "weight_norm": float(tree.norm()), "dual_norm": float(tree.dual_norm(grads)),
+        "weight_norm": float(tree.norm().detach()), "dual_norm": float(tree.dual_norm(grads).detach()),
         "step_norm": float(tree.norm(delta)), "inner": float(sum((g * d).sum() for g, d in zip(grads, delta))),
         "atom_step_norms": [float(a.weight_norm(d)) for a, d in zip(atoms, delta)],
     }
