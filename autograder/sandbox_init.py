@@ -118,20 +118,26 @@ def main() -> None:
     make_read_only()
     for path in config.get("hide", []):
         hide(path)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={config.get('tmp_bytes', 1 << 30)},mode=1777")
-    os.mkdir("/tmp/work")
-    _mount(f"/proc/self/fd/{workdir_fd}", "/tmp/work", None, MS_BIND)
-    _mount(None, "/tmp/work", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)  # the bind copied "ro"
+    # the private writable area replaces /tmp, unless the interpreter or the library live under
+    # /tmp (e.g. a clone checked out there): then it goes over /mnt instead
+    needed = [os.path.realpath(config["argv"][0]), os.path.realpath(sys.prefix),
+              os.path.dirname(os.path.dirname(os.path.realpath(__file__)))]
+    base = "/tmp" if not any(p == "/tmp" or p.startswith("/tmp/") for p in needed) else "/mnt"
+    _mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, f"size={config.get('tmp_bytes', 1 << 30)},mode=1777")
+    work = base + "/work"
+    os.mkdir(work)
+    _mount(f"/proc/self/fd/{workdir_fd}", work, None, MS_BIND)
+    _mount(None, work, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)  # the bind copied "ro"
     os.close(workdir_fd)
     if os.path.isdir("/dev/shm"):
         try:
             _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=268435456,mode=1777")
         except OSError:
             pass
-    os.chdir("/tmp/work")
+    os.chdir(work)
     set_limits(config.get("limits", {}))
     drop_privileges(config.get("uid"))
-    env = dict(config["env"])
+    env = {k: v.replace("/tmp/work", work) for k, v in config["env"].items()}
     os.execve(config["argv"][0], config["argv"], env)
 
 
