@@ -13,7 +13,7 @@ This module decides which path runs and groups tensors for the fast one.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -71,3 +71,50 @@ def buckets(*lists: Sequence):
     """
     for idx in group_by_device_and_dtype(lists[0]):
         yield tuple([lst[i] for i in idx] for lst in lists)
+
+
+def apply_update(update: Callable, update_foreach: Callable, lists: Sequence[Sequence], hyper: dict,
+                 *, params: Sequence[torch.Tensor], foreach: bool | None) -> list:
+    """Run one group's update: ``update`` tensor by tensor, or ``update_foreach`` per bucket.
+
+    ``lists`` are the update's positional arguments, one list per argument and one entry per
+    parameter (``lists[0]`` the tensors to bucket); ``hyper`` its keyword arguments.
+    ``params`` and ``foreach`` choose the path (:func:`use_foreach`); a sparse gradient
+    always takes the per-tensor path, since foreach ops need dense tensors.
+
+    Returns what the update returns for each tensor, in the order of ``lists`` (``None``
+    for in-place updates; SGD's momentum buffers, which its first step creates).
+    """
+    if not use_foreach(foreach, params) or any(p.grad.is_sparse for p in params):
+        return [update(*args, **hyper) for args in zip(*lists)]
+    results: list = [None] * len(lists[0])
+    for idx in group_by_device_and_dtype(lists[0]):
+        out = update_foreach(*([lst[i] for i in idx] for lst in lists), **hyper)
+        if out is not None:
+            for i, result in zip(idx, out):
+                results[i] = result
+    return results
+
+
+def foreach_grads(params: list[torch.Tensor], grads: list[torch.Tensor], *, maximize: bool,
+                  weight_decay: float, decoupled_weight_decay: bool = False,
+                  lr: float = 0.0) -> list[torch.Tensor]:
+    """The gradients a foreach path steps with: g <- ±∇f, then weight decay λ.
+
+    - L2 penalty (the default): g <- g + λθ;
+    - ``decoupled_weight_decay=True`` (AdamW, NAdamW): θ <- (1 - γλ) θ in place, with γ = ``lr``,
+      and g stays ±∇f.
+
+    ``grads`` are never written: negation and the penalty make new tensors. The per-tensor
+    paths write the same two lines out in each optimizer's update function.
+    """
+    # g <- -∇f when maximizing
+    g = torch._foreach_neg(grads) if maximize else list(grads)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            # θ <- (1 - γλ) θ
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        else:
+            # g <- g + λθ
+            g = torch._foreach_add(g, params, alpha=weight_decay)
+    return g

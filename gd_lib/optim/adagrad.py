@@ -17,7 +17,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._foreach import as_real, buckets, scalar_dtype, use_foreach
+from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
+from ._groups import advance_steps, evaluate_closure, groups_with_grads
 from ._validation import check_nonnegative
 
 __all__ = ["Adagrad", "adagrad_update", "adagrad_update_foreach"]
@@ -80,9 +81,7 @@ def adagrad_update_foreach(params: list[Tensor], grads: list[Tensor], state_sums
     Adagrad multiplies g by -γ_t before dividing, which rounds differently).
     """
     # g <- ±∇f + λθ
-    g = torch._foreach_neg(grads) if maximize else list(grads)
-    if weight_decay != 0:
-        g = torch._foreach_add(g, params, alpha=weight_decay)
+    g = foreach_grads(params, grads, maximize=maximize, weight_decay=weight_decay)
     # -γ_t per tensor (steps may differ between tensors)
     neg_clrs = [-(lr / (1 + (t - 1) * lr_decay)) for t in steps]
     # G <- G + g²
@@ -124,44 +123,31 @@ class Adagrad(torch.optim.Optimizer):
                         maximize=maximize)
         super().__init__(params, defaults)
 
-    def _state(self, p: Tensor, group: dict) -> dict:
-        state = self.state[p]
-        if len(state) == 0:
-            value = group["initial_accumulator_value"]
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            state["sum"] = torch.full_like(p, complex(value, value) if torch.is_complex(p) else value,
-                                           memory_format=torch.preserve_format)
-        return state
+    @staticmethod
+    def _init_state(p: Tensor, group: dict) -> dict:
+        """A parameter's state at its first gradient: G starts at ``initial_accumulator_value``."""
+        value = group["initial_accumulator_value"]
+        return {"step": torch.tensor(0.0, dtype=scalar_dtype()),
+                "sum": torch.full_like(p, complex(value, value) if torch.is_complex(p) else value,
+                                       memory_format=torch.preserve_format)}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            # parameters without a gradient are skipped; sparse gradients are supported
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            states = [self._state(p, group) for p in params]
+        loss = evaluate_closure(closure)
+        # sparse gradients are supported (on the per-tensor path)
+        for group, params, states in groups_with_grads(self, "Adagrad", self._init_state,
+                                                       sparse_ok=True):
             # t <- t + 1
-            for state in states:
-                state["step"] += 1
+            steps = advance_steps(states)
             hyper = dict(lr=float(group["lr"]), lr_decay=group["lr_decay"],
                          weight_decay=group["weight_decay"], eps=group["eps"],
                          maximize=group["maximize"])
-            any_sparse = any(p.grad.is_sparse for p in params)
             # complex parameters: real and imaginary parts as separate coordinates
             lists = ([as_real(p) for p in params],
                      [p.grad if p.grad.is_sparse else as_real(p.grad) for p in params],
                      [as_real(s["sum"]) for s in states],
-                     [s["step"].item() for s in states])
-            if use_foreach(group["foreach"], params) and not any_sparse:
-                for bucket in buckets(*lists):
-                    adagrad_update_foreach(*bucket, **hyper)
-            else:
-                for args in zip(*lists):
-                    adagrad_update(*args, **hyper)
+                     steps)
+            apply_update(adagrad_update, adagrad_update_foreach, lists, hyper, params=params,
+                         foreach=group["foreach"])
         return loss

@@ -15,8 +15,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._foreach import as_real, buckets, scalar_dtype, use_foreach
-from ._validation import check_betas, check_nonnegative, params_with_grad
+from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
+from ._groups import advance_steps, evaluate_closure, groups_with_grads
+from ._validation import check_betas, check_nonnegative
 
 __all__ = ["Adam", "AdamW", "adam_update", "adam_update_foreach"]
 
@@ -90,15 +91,9 @@ def adam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: lis
     CPU). ``max_exp_avg_sqs`` holds ``None`` entries without AMSGrad; ``steps`` are the
     per-tensor step counts, already incremented.
     """
-    # g <- ±∇f (new tensors when negated: p.grad is never written)
-    g = torch._foreach_neg(grads) if maximize else list(grads)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            # θ <- (1 - γλ) θ
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
-        else:
-            # g <- g + λθ
-            g = torch._foreach_add(g, params, alpha=weight_decay)
+    # g <- ±∇f, then g <- g + λθ (L2) or θ <- (1 - γλ) θ (decoupled)
+    g = foreach_grads(params, grads, maximize=maximize, weight_decay=weight_decay,
+                      decoupled_weight_decay=decoupled_weight_decay, lr=lr)
     # m <- β1 m + (1 - β1) g
     torch._foreach_lerp_(exp_avgs, g, 1 - beta1)
     # v <- β2 v + (1 - β2) g²
@@ -155,32 +150,23 @@ class Adam(torch.optim.Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
-    def _state(self, p: Tensor, group: dict) -> dict:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    @staticmethod
+    def _init_state(p: Tensor, group: dict) -> dict:
+        """A parameter's state at its first gradient."""
+        state = {"step": torch.tensor(0.0, dtype=scalar_dtype()),
+                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = params_with_grad(group["params"], type(self).__name__)
-            if not params:
-                continue
-            states = [self._state(p, group) for p in params]
+        loss = evaluate_closure(closure)
+        for group, params, states in groups_with_grads(self, type(self).__name__, self._init_state):
             # t <- t + 1
-            for state in states:
-                state["step"] += 1
-            steps = [state["step"].item() for state in states]
+            steps = advance_steps(states)
             beta1, beta2 = group["betas"]
             hyper = dict(lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
                          eps=group["eps"], weight_decay=group["weight_decay"],
@@ -193,12 +179,8 @@ class Adam(torch.optim.Optimizer):
                      [as_real(s["exp_avg_sq"]) for s in states],
                      [as_real(s["max_exp_avg_sq"]) if group["amsgrad"] else None for s in states],
                      steps)
-            if use_foreach(group["foreach"], params):
-                for bucket in buckets(*lists):
-                    adam_update_foreach(*bucket, **hyper)
-            else:
-                for args in zip(*lists):
-                    adam_update(*args, **hyper)
+            apply_update(adam_update, adam_update_foreach, lists, hyper, params=params,
+                         foreach=group["foreach"])
         return loss
 
 

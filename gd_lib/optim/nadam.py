@@ -16,8 +16,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._foreach import as_real, buckets, scalar_dtype, use_foreach
-from ._validation import check_betas, check_nonnegative, params_with_grad
+from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
+from ._groups import advance_steps, evaluate_closure, groups_with_grads
+from ._validation import check_betas, check_nonnegative
 
 __all__ = ["NAdam", "nadam_update", "nadam_update_foreach", "momentum_schedule"]
 
@@ -99,12 +100,8 @@ def nadam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: li
     rounds differently).
     """
     # g <- ±∇f (+ λθ), or θ <- (1 - γλ) θ
-    g = torch._foreach_neg(grads) if maximize else list(grads)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
-        else:
-            g = torch._foreach_add(g, params, alpha=weight_decay)
+    g = foreach_grads(params, grads, maximize=maximize, weight_decay=weight_decay,
+                      decoupled_weight_decay=decoupled_weight_decay, lr=lr)
     # μ_t, μ_{t+1} and Π_t <- Π_{t-1} μ_t
     mus = [momentum_schedule(t, beta1, momentum_decay) for t in steps]
     mu_nexts = [momentum_schedule(t + 1, beta1, momentum_decay) for t in steps]
@@ -160,14 +157,13 @@ class NAdam(torch.optim.Optimizer):
                         foreach=foreach)
         super().__init__(params, defaults)
 
-    def _state(self, p: Tensor) -> dict:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            state["mu_product"] = torch.tensor(1.0, dtype=scalar_dtype())
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
+    @staticmethod
+    def _init_state(p: Tensor, group: dict) -> dict:
+        """A parameter's state at its first gradient."""
+        return {"step": torch.tensor(0.0, dtype=scalar_dtype()),
+                "mu_product": torch.tensor(1.0, dtype=scalar_dtype()),
+                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """As torch's, but keep ``mu_product`` in its scalar dtype.
@@ -185,18 +181,10 @@ class NAdam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = params_with_grad(group["params"], "NAdam")
-            if not params:
-                continue
-            states = [self._state(p) for p in params]
+        loss = evaluate_closure(closure)
+        for group, params, states in groups_with_grads(self, "NAdam", self._init_state):
             # t <- t + 1
-            for state in states:
-                state["step"] += 1
+            steps = advance_steps(states)
             beta1, beta2 = group["betas"]
             hyper = dict(lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
                          eps=group["eps"], weight_decay=group["weight_decay"],
@@ -209,11 +197,7 @@ class NAdam(torch.optim.Optimizer):
                      [as_real(s["exp_avg"]) for s in states],
                      [as_real(s["exp_avg_sq"]) for s in states],
                      [s["mu_product"] for s in states],
-                     [s["step"].item() for s in states])
-            if use_foreach(group["foreach"], params):
-                for bucket in buckets(*lists):
-                    nadam_update_foreach(*bucket, **hyper)
-            else:
-                for args in zip(*lists):
-                    nadam_update(*args, **hyper)
+                     steps)
+            apply_update(nadam_update, nadam_update_foreach, lists, hyper, params=params,
+                         foreach=group["foreach"])
         return loss

@@ -16,8 +16,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._foreach import as_real, buckets, scalar_dtype, use_foreach
-from ._validation import check_in_range, check_nonnegative, params_with_grad
+from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
+from ._groups import advance_steps, evaluate_closure, groups_with_grads
+from ._validation import check_in_range, check_nonnegative
 
 __all__ = ["RMSprop", "rmsprop_update", "rmsprop_update_foreach"]
 
@@ -83,9 +84,7 @@ def rmsprop_update_foreach(params: list[Tensor], grads: list[Tensor], square_avg
     ``momentum_buffers`` hold ``None`` entries when the variant is off.
     """
     # g <- ±∇f + λθ
-    g = torch._foreach_neg(grads) if maximize else list(grads)
-    if weight_decay != 0:
-        g = torch._foreach_add(g, params, alpha=weight_decay)
+    g = foreach_grads(params, grads, maximize=maximize, weight_decay=weight_decay)
     # v <- α v + (1 - α) g²
     torch._foreach_mul_(square_avgs, alpha)
     torch._foreach_addcmul_(square_avgs, g, g, value=1 - alpha)
@@ -140,32 +139,24 @@ class RMSprop(torch.optim.Optimizer):
                         weight_decay=weight_decay, foreach=foreach, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _state(self, p: Tensor, group: dict) -> dict:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if group["momentum"] > 0:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if group["centered"]:
-                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    @staticmethod
+    def _init_state(p: Tensor, group: dict) -> dict:
+        """A parameter's state at its first gradient."""
+        state = {"step": torch.tensor(0.0, dtype=scalar_dtype()),
+                 "square_avg": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if group["centered"]:
+            state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = params_with_grad(group["params"], "RMSprop")
-            if not params:
-                continue
-            states = [self._state(p, group) for p in params]
+        loss = evaluate_closure(closure)
+        for group, params, states in groups_with_grads(self, "RMSprop", self._init_state):
             # t <- t + 1 (kept for parity with torch.optim; the update does not use it)
-            for state in states:
-                state["step"] += 1
+            advance_steps(states)
             hyper = dict(lr=float(group["lr"]), alpha=group["alpha"], eps=group["eps"],
                          weight_decay=group["weight_decay"], momentum=group["momentum"],
                          maximize=group["maximize"])
@@ -176,10 +167,6 @@ class RMSprop(torch.optim.Optimizer):
                      [as_real(s["square_avg"]) for s in states],
                      [as_real(s["grad_avg"]) if centered else None for s in states],
                      [as_real(s["momentum_buffer"]) if with_momentum else None for s in states])
-            if use_foreach(group["foreach"], params):
-                for bucket in buckets(*lists):
-                    rmsprop_update_foreach(*bucket, **hyper)
-            else:
-                for args in zip(*lists):
-                    rmsprop_update(*args, **hyper)
+            apply_update(rmsprop_update, rmsprop_update_foreach, lists, hyper, params=params,
+                         foreach=group["foreach"])
         return loss

@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._foreach import group_by_device_and_dtype, use_foreach
+from ._foreach import apply_update, foreach_grads
+from ._groups import evaluate_closure, groups_with_grads
 from ._validation import check_in_range, check_nonnegative
 
 __all__ = ["SGD", "sgd_update", "sgd_update_foreach"]
@@ -80,9 +81,7 @@ def sgd_update_foreach(params: list[Tensor], grads: list[Tensor],
     the CPU. Returns the list of momentum buffers.
     """
     # g <- ±∇f + λθ, in new tensors (p.grad is never written)
-    d_p = torch._foreach_neg(grads) if maximize else list(grads)
-    if weight_decay != 0:
-        d_p = torch._foreach_add(d_p, params, alpha=weight_decay)
+    d_p = foreach_grads(params, grads, maximize=maximize, weight_decay=weight_decay)
     if momentum != 0:
         if all(b is not None for b in momentum_buffers):
             # b <- μ b + (1 - τ) g
@@ -140,30 +139,18 @@ class SGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            # parameters without a gradient are skipped; sparse gradients are supported
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = evaluate_closure(closure)
+        # sparse gradients are supported (on the per-tensor path)
+        for group, params, states in groups_with_grads(self, "SGD", sparse_ok=True):
             hyper = dict(lr=float(group["lr"]), momentum=group["momentum"],
                          dampening=group["dampening"], weight_decay=group["weight_decay"],
                          nesterov=group["nesterov"], maximize=group["maximize"])
-            buffers = [self.state[p].get("momentum_buffer") for p in params]
-            any_sparse = any(p.grad.is_sparse for p in params)
-            if use_foreach(group["foreach"], params) and not any_sparse:
-                for idx in group_by_device_and_dtype(params):
-                    new = sgd_update_foreach([params[i] for i in idx], [params[i].grad for i in idx],
-                                             [buffers[i] for i in idx], **hyper)
-                    for i, b in zip(idx, new):
-                        buffers[i] = b
-            else:
-                for i, p in enumerate(params):
-                    buffers[i] = sgd_update(p, p.grad, buffers[i], **hyper)
+            # the momentum buffers: None before a parameter's first step
+            lists = (params, [p.grad for p in params],
+                     [state.get("momentum_buffer") for state in states])
+            buffers = apply_update(sgd_update, sgd_update_foreach, lists, hyper, params=params,
+                                   foreach=group["foreach"])
             if group["momentum"] != 0:
-                for p, b in zip(params, buffers):
-                    self.state[p]["momentum_buffer"] = b
+                for state, b in zip(states, buffers):
+                    state["momentum_buffer"] = b
         return loss
