@@ -47,6 +47,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, check_positive, check_positive_int, \
     params_with_grad, reject_sparse
 
@@ -129,10 +130,7 @@ class GGT(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One joint step per group; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 reject_sparse(p, type(self).__name__)

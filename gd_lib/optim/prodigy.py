@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._groups import evaluate_closure
 from ._validation import check_betas, check_in_range, check_nonnegative, check_positive, \
     check_positive_int, params_with_grad
 
@@ -189,10 +190,7 @@ class Prodigy(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         self._check_finite()
 
         first = self.param_groups[0]

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 
 from ._foreach import buckets
+from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, params_with_grad
 
 __all__ = [
@@ -238,11 +239,7 @@ class _ScheduleFreeBase(torch.optim.Optimizer):
             raise RuntimeError(
                 f"{type(self).__name__} was not in train mode when step() was called: call "
                 "optimizer.train() before training steps and optimizer.eval() before evaluation")
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        return loss
+        return evaluate_closure(closure)
 
     @staticmethod
     def _advance_average(group: dict) -> tuple[float, float]:

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, params_with_grad
 
 __all__ = ["SignSGD", "Signum", "sign_sgd_update", "signum_update"]
@@ -83,10 +84,7 @@ class SignSGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             for p in params_with_grad(group["params"], type(self).__name__):
                 sign_sgd_update(p, p.grad, lr=group["lr"], weight_decay=group["weight_decay"])
@@ -114,10 +112,7 @@ class Signum(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             for p in params_with_grad(group["params"], type(self).__name__):
                 state = self.state[p]

@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._groups import evaluate_closure
 from ._validation import check_betas, check_nonnegative, params_with_grad
 
 __all__ = ["SWATS", "swats_adam_step", "swats_lr_estimate", "swats_sgd_step"]
@@ -136,10 +137,7 @@ class SWATS(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in params_with_grad(group["params"], type(self).__name__):
