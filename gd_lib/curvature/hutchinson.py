@@ -26,6 +26,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from .operators import operator_layout
+
 __all__ = ["TraceEstimate", "rademacher", "hutchinson_trace"]
 
 
@@ -45,16 +47,12 @@ def hutchinson_trace(matvec: Callable[[Tensor], Tensor], num_samples: int = 100,
     r""":math:`\frac1S\sum_s \varepsilon_s^\top A \varepsilon_s` with ``num_samples`` seeded Rademacher probes."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"Invalid num_samples: {num_samples!r}; expected an integer >= 1")
-    dim = getattr(matvec, "dim", None) if dim is None else dim
-    if dim is None:
-        raise ValueError("dim is required when matvec is a plain function")
-    dtype = getattr(matvec, "dtype", torch.float64)
-    device = getattr(matvec, "device", None)
+    dim, dtype, device = operator_layout(matvec, dim)
     generator = torch.Generator().manual_seed(seed)
     terms = []
     for _ in range(num_samples):
         # ε ~ Rademacher, term = ε^T A ε
-        eps = rademacher(int(dim), generator, dtype).to(device)
+        eps = rademacher(dim, generator, dtype).to(device)
         terms.append(float(torch.dot(eps, matvec(eps))))
     values = torch.tensor(terms, dtype=torch.float64)
     stderr = float(values.std(unbiased=True) / num_samples ** 0.5) if num_samples > 1 else float("nan")

@@ -32,6 +32,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from .operators import operator_layout
+
 __all__ = ["LanczosResult", "lanczos_tridiagonal", "lanczos"]
 
 _WHICH = ("largest", "smallest", "magnitude")
@@ -40,13 +42,6 @@ _WHICH = ("largest", "smallest", "magnitude")
 class LanczosResult(NamedTuple):
     eigenvalues: Tensor   # (k,), ordered as asked (largest first for "largest")
     eigenvectors: Tensor  # (P, k), unit columns
-
-
-def _operator_dim(matvec, dim):
-    dim = getattr(matvec, "dim", None) if dim is None else dim
-    if dim is None:
-        raise ValueError("dim is required when matvec is a plain function")
-    return int(dim)
 
 
 def lanczos_tridiagonal(matvec: Callable[[Tensor], Tensor], dim: int, num_iterations: int, *,
@@ -101,7 +96,7 @@ def lanczos(matvec: Callable[[Tensor], Tensor], k: int = 1, num_iterations: int 
     """
     if which not in _WHICH:
         raise ValueError(f"Invalid which: {which!r}; expected one of {_WHICH}")
-    dim = _operator_dim(matvec, dim)
+    dim, operator_dtype, operator_device = operator_layout(matvec, dim)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= dim:
         raise ValueError(f"Invalid k: {k!r}; expected an integer in [1, {dim}]")
     if num_iterations is None:
@@ -109,8 +104,8 @@ def lanczos(matvec: Callable[[Tensor], Tensor], k: int = 1, num_iterations: int 
     if isinstance(num_iterations, bool) or not isinstance(num_iterations, int) or not k <= num_iterations:
         raise ValueError(f"Invalid num_iterations: {num_iterations!r}; expected an integer >= k = {k}")
     num_iterations = min(num_iterations, dim)
-    dtype = dtype or getattr(matvec, "dtype", torch.float64)
-    device = device or getattr(matvec, "device", None)
+    dtype = dtype or operator_dtype
+    device = device or operator_device
     alpha, beta, Q = lanczos_tridiagonal(matvec, dim, num_iterations, seed=seed, dtype=dtype, device=device)
     # T = tridiag(β, α, β); its eigenpairs are the Ritz pairs
     T = torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)

@@ -51,6 +51,19 @@ class CurvatureOperator:
         return self(v)
 
 
+def operator_layout(matvec: Callable[[Tensor], Tensor],
+                    dim: int | None = None) -> tuple[int, torch.dtype, torch.device | None]:
+    """``(dim, dtype, device)`` of the vectors ``matvec`` takes, for methods that draw their own.
+
+    A :class:`CurvatureOperator` knows all three; a plain function ``v -> A v`` needs ``dim``
+    and gets float64 vectors on the default device. A ``dim`` given here wins.
+    """
+    dim = getattr(matvec, "dim", None) if dim is None else dim
+    if dim is None:
+        raise ValueError("dim is required when matvec is a plain function")
+    return int(dim), getattr(matvec, "dtype", torch.float64), getattr(matvec, "device", None)
+
+
 def model_loss_and_outputs(model: nn.Module, loss_fn, X: Tensor, y: Tensor,
                            params: Sequence[Tensor] | None = None):
     """Forward pass with gradients on: ``(loss, outputs, params)``, the graph kept for products."""

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .lanczos import lanczos
-from .operators import hessian_operator
+from .operators import hessian_operator, operator_layout
 
 __all__ = ["PowerIterationResult", "power_iteration", "sharpness", "SharpnessTracker"]
 
@@ -47,13 +47,9 @@ def power_iteration(matvec: Callable[[Tensor], Tensor], num_iterations: int = 10
     """
     if isinstance(num_iterations, bool) or not isinstance(num_iterations, int) or num_iterations < 1:
         raise ValueError(f"Invalid num_iterations: {num_iterations!r}; expected an integer >= 1")
-    dim = getattr(matvec, "dim", None) if dim is None else dim
-    if dim is None:
-        raise ValueError("dim is required when matvec is a plain function")
-    dtype = getattr(matvec, "dtype", torch.float64)
-    device = getattr(matvec, "device", None)
+    dim, dtype, device = operator_layout(matvec, dim)
     generator = torch.Generator().manual_seed(seed)
-    v = torch.randn(int(dim), generator=generator, dtype=dtype).to(device)
+    v = torch.randn(dim, generator=generator, dtype=dtype).to(device)
     v = v / v.norm()
     eigenvalue = float("nan")
     for i in range(1, num_iterations + 1):
