@@ -31,6 +31,8 @@ c.CourseDirectory.autograded_directory = os.path.join("course", "autograded")
 c.CourseDirectory.feedback_directory = os.path.join("course", "feedback")
 c.CourseDirectory.solution_directory = os.path.join("course", "released_solutions")
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "course", "gradebook.db")
+# nbgrader's exchange (release, submit, collect, feedback): a shared folder on the course hub.
+c.Exchange.root = os.environ.get("GD_NBGRADER_EXCHANGE") or "/srv/nbgrader/exchange"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".autograder"]
 
 # Released notebooks carry no outputs and no solution code.
