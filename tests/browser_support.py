@@ -49,13 +49,17 @@ def browser_available() -> str | None:
     return None
 
 
-def require_browser():
-    why = browser_available()
-    if why is None:
-        return
+def unavailable(why: str):
+    """Skip (fail under GD_BROWSER_REQUIRED=1) for lack of a tool."""
     if os.environ.get("GD_BROWSER_REQUIRED") == "1":
         pytest.fail(why, pytrace=False)
     pytest.skip(why)
+
+
+def require_browser():
+    why = browser_available()
+    if why is not None:
+        unavailable(why)
 
 
 def free_port() -> int:
