@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import queue as queue_module
 import socket
 import time
@@ -49,14 +50,17 @@ def init_from_env(backend: str | None = None, timeout_s: float = 300.0) -> tuple
     ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` are required (torchrun sets
     them); ``LOCAL_RANK`` picks the GPU ``cuda:LOCAL_RANK`` when CUDA is available (then the
     backend defaults to nccl), else the CPU and gloo. Idempotent: an already initialised
-    default group is reused.
+    default group is reused, and its backend picks the device (nccl: GPU, else CPU).
     """
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
         raise RuntimeError(f"init_from_env: {missing} not set; start the script with torchrun "
                            "(or use gd_lib.distributed.launch)")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and (backend is None or backend == "nccl")
+    if dist.is_initialized():  # the group's backend decides: nccl ranks get a GPU, gloo ranks the CPU
+        use_cuda = torch.cuda.is_available() and dist.get_backend() == "nccl"
+    else:
+        use_cuda = torch.cuda.is_available() and (backend is None or backend == "nccl")
     if use_cuda:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
@@ -76,7 +80,9 @@ def _worker(rank: int, world_size: int, port: int, backend: str, fn: Callable, a
     try:
         init_from_env(backend, timeout_s)
         value = fn(*args)
-        results.put((rank, True, value))
+        # pickled here, by value: torch.multiprocessing's queue would pass a tensor as a handle to
+        # shared memory that dies with this process, before the parent may have read it
+        results.put((rank, True, pickle.dumps(value)))
     except BaseException:  # report every failure to the parent, which raises it
         results.put((rank, False, traceback.format_exc()))
     finally:
@@ -140,7 +146,7 @@ def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None =
                 continue
             if not ok:
                 raise RuntimeError(f"launch: rank {rank} failed:\n{value}")
-            values[rank] = value
+            values[rank] = pickle.loads(value)
         for process in processes:
             process.join(timeout=max(1.0, deadline - time.monotonic()))
     finally:

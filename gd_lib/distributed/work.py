@@ -165,19 +165,28 @@ class WorkSharing:
             flat.div_(self.world_size)
             _unflatten_into(flat, same_dtype)
 
-    def share(self, results: Sequence[Sequence[Tensor]], owners: Sequence[int]) -> None:
-        """Give every rank the owners' results, in place.
+    def share(self, results: Sequence[list[Tensor]], owners: Sequence[int]) -> None:
+        """Give every rank the owners' results, in place, every tensor contiguous.
 
         ``results[i]`` is the list of tensors unit ``i`` produces; every rank passes
         tensors of the same shapes, dtypes and order, the owner ``owners[i]`` with the
         computed values and the others with any values (e.g. ``torch.empty``). After the
         call every rank holds the owner's values. One ``all_gather`` per dtype of a flat
         buffer padded to the longest rank's share (the transport of distributed Shampoo).
+
+        Every tensor in ``results`` is replaced by a contiguous one first, with one rank as
+        with many: LAPACK returns eigenvectors column-major, a receiving rank's buffer is
+        row-major, and a matrix product rounds differently on the two layouts (BLAS picks
+        another kernel). One layout everywhere keeps the ranks, and the single process,
+        bitwise identical.
         """
-        if not self.distributed:
-            return
         if len(results) != len(owners):
             raise ValueError(f"{len(results)} results but {len(owners)} owners")
+        for tensors in results:
+            for k, t in enumerate(tensors):
+                tensors[k] = t.contiguous()
+        if not self.distributed:
+            return
         slots = [(owner, t) for owner, tensors in zip(owners, results) for t in tensors]
         keys = []
         for _, t in slots:
