@@ -37,8 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._kfac_factors import (KroneckerLayer, ekfac_precondition, eigenbasis_second_moment, psd_eigh,
-                            running_average_)
+from ._kfac_factors import KroneckerLayer, ekfac_precondition, eigenbasis_second_moment, running_average_
 from .kfac import KFAC
 
 __all__ = ["EKFAC"]
@@ -54,6 +53,9 @@ class EKFAC(KFAC):
 
     State of a layer, in ``state[weight]``: ``step``, ``A``, ``G``, ``Q_A``, ``d_A``, ``Q_G``,
     ``d_G``, ``s`` (shape of ∇W̄); plus ``momentum_buffer`` per parameter.
+
+    ``process_group`` (data parallelism): as KFAC's, and the batch value of ``s`` is averaged
+    over the ranks before it is mixed in (each rank saw only its shard of the batch).
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, momentum: float = 0.9,
@@ -69,16 +71,18 @@ class EKFAC(KFAC):
             raise ValueError(f"Invalid inverse_method: {self.config.inverse_method!r}; EKFAC needs "
                              "the eigenbasis, expected 'eigh'")
 
-    def _refresh(self, layer: KroneckerLayer, state: dict, group: dict) -> None:
-        # A = Q_A diag(d_A) Q_Aᵀ,  G = Q_G diag(d_G) Q_Gᵀ
-        state["d_A"], state["Q_A"] = psd_eigh(state["A"])
-        state["d_G"], state["Q_G"] = psd_eigh(state["G"])
+    # The refresh is KFAC's (A = Q_A diag(d_A) Q_Aᵀ, G = Q_G diag(d_G) Q_Gᵀ by eigh, one unit per
+    # factor, divided between ranks with a process group); then:
+    def _finish_refresh(self, state: dict) -> None:
         # s <- d_G d_Aᵀ (KFAC's diagonal in the new basis)
         state["s"] = torch.outer(state["d_G"], state["d_A"])
 
-    def _update_eigenbasis_statistics(self, layer: KroneckerLayer, state: dict, a: Tensor, g: Tensor) -> None:
+    def _eigenbasis_batch_statistics(self, layer: KroneckerLayer, state: dict, a: Tensor, g: Tensor) -> Tensor:
+        # mean_n (Q_Gᵀ ∇W̄_n Q_A)² over this rank's examples (KFAC averages it over the ranks)
+        return eigenbasis_second_moment(a, g, state["Q_A"], state["Q_G"])
+
+    def _accumulate_eigenbasis_statistics(self, state: dict, batch: Tensor) -> None:
         # s <- β s + (1 - β) mean_n (Q_Gᵀ ∇W̄_n Q_A)²
-        batch = eigenbasis_second_moment(a, g, state["Q_A"], state["Q_G"])
         running_average_(state["s"], batch, self.config.stat_decay)
 
     def _precondition(self, layer: KroneckerLayer, state: dict, grad: Tensor, group: dict) -> Tensor:

@@ -143,7 +143,8 @@ class KFAC(torch.optim.Optimizer):
             assigned to ranks by :func:`gd_lib.distributed.assign_work`, computed by their
             owner only and all-gathered (distributed K-FAC's scheme: Osawa et al. 2019,
             Pauloski et al. 2020). ``work_log`` counts this rank's ``eigh`` / ``cholesky``
-            computations. Subclasses that override ``_refresh`` (EKFAC) do not support it.
+            computations. EKFAC's eigenbasis statistics ``s`` are averaged over the ranks too.
+            Subclasses that override ``_refresh`` do not support a process group.
 
     Param groups: the first holds the Kronecker-factored layers' weights and biases
     (``role="kronecker"``), the second every other trainable parameter (``role="fallback"``);
@@ -335,8 +336,13 @@ class KFAC(torch.optim.Optimizer):
             running_average_(state["A"], A_batch, self.config.stat_decay)
             running_average_(state["G"], G_batch, self.config.stat_decay)
 
-    def _update_eigenbasis_statistics(self, layer: KroneckerLayer, state: dict, a: Tensor, g: Tensor) -> None:
-        """After a refresh, with the same batch: nothing in KFAC (EKFAC updates s here)."""
+    def _eigenbasis_batch_statistics(self, layer: KroneckerLayer, state: dict, a: Tensor, g: Tensor
+                                     ) -> Tensor | None:
+        """After a refresh, with the same batch: nothing in KFAC (EKFAC's batch s, averaged over ranks next)."""
+        return None
+
+    def _accumulate_eigenbasis_statistics(self, state: dict, batch: Tensor) -> None:
+        """Mix the (rank-averaged) batch statistic into the running one: EKFAC only."""
 
     def _refresh(self, layer: KroneckerLayer, state: dict, group: dict) -> None:
         for factor in ("A", "G"):
@@ -448,11 +454,17 @@ class KFAC(torch.optim.Optimizer):
         due = [(layer, state) for layer, state, step, _ in active if step % cfg.inv_update_freq == 0]
         if due:
             self._refresh_all(due, group)
-        # 3. per layer: EKFAC's statistics, then V = preconditioned ∇W̄
+        # 3. EKFAC's statistics in the new eigenbasis (batch values averaged over the ranks)
+        eigen_batches = [(state, self._eigenbasis_batch_statistics(layer, state, layer.activations,
+                                                                   layer.output_gradients))
+                         for layer, state, _, statistics_step in active if statistics_step]
+        eigen_batches = [(state, batch) for state, batch in eigen_batches if batch is not None]
+        self._sharing.all_reduce_mean_([batch for _, batch in eigen_batches])
+        for state, batch in eigen_batches:
+            self._accumulate_eigenbasis_statistics(state, batch)
+        # 4. per layer: V = preconditioned ∇W̄
         directions = []
         for layer, state, step, statistics_step in active:
-            if statistics_step:
-                self._update_eigenbasis_statistics(layer, state, layer.activations, layer.output_gradients)
             # ∇W̄ = [∇W, ∇b];  V = preconditioned ∇W̄
             b = layer.bias
             bias_grad = None
