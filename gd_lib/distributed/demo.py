@@ -22,7 +22,7 @@ def main(argv=None) -> None:
     from gd_lib.experiments import distributed as exp
 
     rank, world, device = init_from_env("gloo" if args.device == "cpu" else None)
-    settings = exp._settings(args.quick or device.type == "cpu")
+    settings = exp.demo_settings(args.quick or device.type == "cpu")
     for name in exp.OPTIMIZERS:
         result = exp.train(name, **settings, process_group=dist.group.WORLD, device=device)
         counts = [None] * world
