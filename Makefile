@@ -14,13 +14,16 @@ PYTEST_WORKERS ?= 2
 PYTEST_DIST ?= loadfile
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-gpu demo bench lectures release autograde feedback hub clean help
+.PHONY: setup test test-fast test-gpu test-browser demo bench lectures release autograde feedback hub hub-setup hub-trial clean help
 
 help:
 	@echo "make setup      create $(VENV) and install gd_lib with the course and dev extras"
 	@echo "make test       run every CPU test (notebooks in quick mode included)"
 	@echo "make test-fast  the quick inner-loop subset (no slow tests)"
 	@echo "make test-gpu   the GPU tests (-m gpu), on a machine with CUDA"
+	@echo "make test-browser  the browser tests (-m browser): installs Chromium, JupyterHub, the proxy"
+	@echo "make hub        the course's JupyterHub for a class on this machine (see README)"
+	@echo "make hub-trial  the same hub to try out: shared passwords, a scratch course in out/hub"
 	@echo "make demo       the course pipeline end to end"
 	@echo "make bench      step-time benchmarks against torch.optim"
 
@@ -88,9 +91,76 @@ lectures: $(SETUP)
 	GD_QUICK=$(if $(QUICK),1,0) PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m jupyter nbconvert --to html --execute \
 		--ExecutePreprocessor.timeout=$(LECTURE_TIMEOUT) --output-dir out/lectures lectures/[0-9]*.ipynb
 
-# Filled by a later issue.
-hub:
-	@echo "make $@: not built yet (see the open issue: hub #8)" >&2; exit 2
+# --- the course's JupyterHub (course/hub/) and the browser tests ---
+# `make hub` runs the hub for a class on this machine: the machine's Unix accounts log in (PAM),
+# each server runs as its user. Run it as root, from an environment every user can read (README).
+HUB_AUTH ?= pam
+HUB_SPAWNER ?= local
+HUB_IP ?= 127.0.0.1
+HUB_PORT ?= 8000
+HUB_STATE ?= /srv/jupyterhub
+HUB_INSTRUCTORS ?= instructor
+HUB_STUDENTS ?=
+NBGRADER_EXCHANGE ?= /srv/nbgrader/exchange
+COURSE_ROOT ?= $(CURDIR)
+HUB_PASSWORD ?=
+HUB_ADMIN_PASSWORD ?=
+CHP := .hub/node_modules/.bin/configurable-http-proxy
+HUB_ENV = GD_HUB_AUTH="$(HUB_AUTH)" GD_HUB_SPAWNER="$(HUB_SPAWNER)" GD_HUB_IP="$(HUB_IP)" GD_HUB_PORT="$(HUB_PORT)" \
+	GD_HUB_STATE="$(HUB_STATE)" GD_HUB_INSTRUCTORS="$(HUB_INSTRUCTORS)" GD_HUB_STUDENTS="$(HUB_STUDENTS)" \
+	GD_NBGRADER_EXCHANGE="$(NBGRADER_EXCHANGE)" GD_COURSE_ROOT="$(abspath $(COURSE_ROOT))" \
+	GD_HUB_PASSWORD="$(HUB_PASSWORD)" GD_HUB_ADMIN_PASSWORD="$(HUB_ADMIN_PASSWORD)" GD_HUB_CHP="$(abspath $(CHP))" \
+	PATH="$(abspath $(VENV))/bin:$$PATH"
+
+# JupyterHub and Playwright (the hub extra), pinned with torch's constraints like everything else.
+$(VENV)/.hub-installed: pyproject.toml constraints.txt | $(SETUP)
+	$(PIP) install -q -c constraints.txt -e ".[course,dev,hub]"
+	touch $@
+
+# configurable-http-proxy from the npm registry, at the version course/hub/package-lock.json pins.
+$(CHP): course/hub/package.json course/hub/package-lock.json
+	mkdir -p .hub
+	cp course/hub/package.json course/hub/package-lock.json .hub/
+	cd .hub && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+hub-setup: $(if $(NO_SETUP),,$(VENV)/.hub-installed) $(CHP)
+
+hub: hub-setup
+	$(HUB_ENV) $(PY) -m jupyterhub -f course/hub/jupyterhub_config.py
+
+# The same hub to try out, without Unix accounts: shared passwords (generated into
+# out/hub/passwords.txt unless given), every server under this account, a scratch course.
+hub-trial: hub-setup
+	@mkdir -p out/hub/course-root/course
+	@test -d out/hub/course-root/solutions || cp -r solutions out/hub/course-root/solutions
+	@cp course/nbgrader_config.py out/hub/course-root/course/
+	@test -f out/hub/passwords.txt || printf 'student password: %s\ninstructor password: %s\n' \
+		"$$($(PY) -c 'import secrets; print(secrets.token_hex(6))')" \
+		"$$($(PY) -c 'import secrets; print(secrets.token_hex(16))')" > out/hub/passwords.txt
+	@echo "JupyterHub on http://$(HUB_IP):$(HUB_PORT): log in as '$(HUB_INSTRUCTORS)' (instructor) or any other name (student)"
+	@cat out/hub/passwords.txt
+	$(MAKE) --no-print-directory hub HUB_AUTH=shared-password HUB_SPAWNER=simple HUB_STATE=$(CURDIR)/out/hub/state \
+		NBGRADER_EXCHANGE=$(CURDIR)/out/hub/exchange COURSE_ROOT=$(CURDIR)/out/hub/course-root \
+		HUB_PASSWORD="$$(sed -n 's/^student password: //p' out/hub/passwords.txt)" \
+		HUB_ADMIN_PASSWORD="$$(sed -n 's/^instructor password: //p' out/hub/passwords.txt)"
+
+# Debian's Chromium, for the browser tests (Playwright drives it; it never downloads a browser of its own).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then echo "Chromium is missing: run 'apt-get install -y chromium' as root" >&2; exit 1; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+
+BROWSER_SCREENSHOTS ?= out/browser-screenshots
+BROWSER_TESTS := $(wildcard tests/test_browser_*.py)
+test-browser: hub-setup $(CHROMIUM)
+	@echo "browser screenshots: $(abspath $(BROWSER_SCREENSHOTS))"
+	@GD_QUICK=1 GD_BROWSER_REQUIRED=1 GD_CHROMIUM=$(CHROMIUM) GD_BROWSER_SCREENSHOTS=$(abspath $(BROWSER_SCREENSHOTS)) \
+		$(PY) -m pytest -m browser -s $(BROWSER_TESTS) $(PYTEST_ARGS); rc=$$?; \
+	echo "browser screenshots in $(abspath $(BROWSER_SCREENSHOTS)):"; \
+	find $(abspath $(BROWSER_SCREENSHOTS)) -name '*.png' 2>/dev/null | sort | sed 's|^$(abspath $(BROWSER_SCREENSHOTS))/|  |'; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

@@ -121,6 +121,13 @@ def _close_success_modal(frame, timeout_ms=UI_TIMEOUT_MS):
     return text
 
 
+def _open(frame, link):
+    """Follow a formgrader link to its next page (and not act on the page being left)."""
+    frame.locator("body").evaluate("body => body.setAttribute('data-left', '')")
+    link.click()
+    frame.locator("body:not([data-left])").wait_for()
+
+
 def _wait_for_row(frame, text):
     row = frame.locator("#main-table tr", has_text=text).first
     row.wait_for()
@@ -207,14 +214,14 @@ def test_release_submit_autograde_feedback_on_the_hub(hub):
         # --- 3. the instructor collects, autogrades and sees the score ---
         start = time.perf_counter()
         instructor.bring_to_front()
-        grader.locator("a", has_text="Manage Assignments").first.click()
+        _open(grader, grader.locator("a", has_text="Manage Assignments").first)
         row = _wait_for_row(grader, ASSIGNMENT)
         row.locator("td.collect a").click()
         _close_success_modal(grader)
         assert (hub["course"] / "course" / "submitted" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.ipynb").exists()
-        grader.locator("a", has_text="Manage Assignments").first.click()
+        _open(grader, grader.locator("a", has_text="Manage Assignments").first)
         row = _wait_for_row(grader, ASSIGNMENT)
-        row.locator("td.num-submissions a").click()
+        _open(grader, row.locator("td.num-submissions a"))
         submission = _wait_for_row(grader, STUDENT)
         shot(instructor, "collected")
         autograde_start = time.perf_counter()
@@ -228,12 +235,12 @@ def test_release_submit_autograde_feedback_on_the_hub(hub):
         shot(instructor, "autograded-score")
         assert grader.locator("#main-table tr", has_text=STUDENT).first.locator("td.score").inner_text().strip() == score
 
-        grader.locator("a", has_text="Manage Students").first.click()
+        _open(grader, grader.locator("a", has_text="Manage Students").first)
         student_row = _wait_for_row(grader, STUDENT)
         assert f"{points:g} / {total:g}" in student_row.inner_text()
         shot(instructor, "gradebook")
 
-        grader.locator("a", has_text="Manage Assignments").first.click()
+        _open(grader, grader.locator("a", has_text="Manage Assignments").first)
         row = _wait_for_row(grader, ASSIGNMENT)
         row.locator("td.generate-feedback a").click()
         _close_success_modal(grader)
