@@ -7,9 +7,11 @@
     python -m autograder merge A --from DIR [DIR ...]             (collect the shards' results)
 
 ``autograde`` grades every submission in ``course/submitted/<student>/A/``:
-phase 1 runs each notebook sandboxed, in parallel, and decides its tests in
-this process; phase 2 hands the verdicts to ``nbgrader autograde`` which
-records them in the gradebook and writes ``course/autograded/``. A rerun
+phase 1 runs each notebook sandboxed, in parallel (processes forked by one
+zygote that has imported the libraries), and decides its tests in this
+process; phase 2 hands the verdicts to ``nbgrader autograde`` which records
+them in the gradebook and writes ``course/autograded/``, for each student as
+soon as their notebooks are done, while the others still run. A rerun
 resumes: finished notebooks whose submission did not change are not run
 again (``--regrade`` forces it).
 """
@@ -22,8 +24,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .grading import Course, GradingSetupError, grade_class
+from .course import Course, GradingSetupError, is_current
 from .sandbox import GiB, Limits, isolation_mode
+from .zygote import Zygote, ZygoteError, preload_for
+
+# autograder.grading (nbformat, hence jsonschema: seconds to import) is imported inside the
+# commands, after the zygote has started importing torch and gd_lib in parallel.
 
 
 def _nbgrader(course: Course, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -41,6 +47,8 @@ def _limits(args) -> Limits:
 def _detect_gpus(requested: int | None) -> int:
     if requested is not None:
         return requested
+    if not (os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")):
+        return 0  # no NVIDIA driver: no need to import torch here to learn that
     try:
         import torch
         return torch.cuda.device_count()
@@ -65,14 +73,25 @@ def nbgrader_api(course: Course, limits: Limits | None = None):
     return NbGraderAPI(coursedir=coursedir, config=config)
 
 
-def _record_in_gradebook(course: Course, assignment: str, students: list[str], limits: Limits) -> None:
-    """Phase 2: nbgrader autograde, with the sandboxed verdicts instead of its own execution."""
-    api = nbgrader_api(course, limits)
-    for student in students:
-        outcome = api.autograde(assignment, student, force=True, create=True)
+class GradebookRecorder:
+    """Phase 2: nbgrader autograde, with the sandboxed verdicts instead of its own execution.
+    One nbgrader API object records every student, in this process."""
+
+    def __init__(self, course: Course, assignment: str, limits: Limits):
+        self.assignment = assignment
+        self.api = nbgrader_api(course, limits)
+
+    def record(self, student: str, results=None) -> None:
+        outcome = self.api.autograde(self.assignment, student, force=True, create=True)
         if not outcome.get("success"):
             raise GradingSetupError(f"nbgrader autograde failed for {student}:\n"
                                     f"{outcome.get('error', '')[-3000:]}\n{outcome.get('log', '')[-3000:]}")
+
+
+def _record_in_gradebook(course: Course, assignment: str, students: list[str], limits: Limits) -> None:
+    recorder = GradebookRecorder(course, assignment, limits)
+    for student in students:
+        recorder.record(student)
 
 
 def _ensure_released(course: Course, assignment: str) -> None:
@@ -102,18 +121,28 @@ def summary_table(results) -> str:
 def cmd_autograde(args) -> int:
     course = Course.default()
     limits = _limits(args)
-    _ensure_released(course, args.assignment)
     students = args.student or course.students(args.assignment)
     if not students:
         print(f"no submissions in {course.submitted_dir}/*/{args.assignment}", file=sys.stderr)
         return 1
-    gpus = _detect_gpus(args.gpus)
-    mode, why = isolation_mode()
-    print(f"isolation: {mode} ({why})", file=sys.stderr)
-    results = grade_class(course, args.assignment, students, workers=args.workers, limits=limits, gpus=gpus,
-                          per_gpu=args.per_gpu, regrade=args.regrade, progress=not args.quiet,
-                          require_isolation=args.require_isolation)
-    _record_in_gradebook(course, args.assignment, students, limits)
+    # the zygote imports torch, gd_lib, ... while this process loads nbformat and nbgrader
+    # (unless every result is up to date: then nothing runs and no zygote starts)
+    sources = course.source_notebooks(args.assignment)
+    stale = args.regrade or not all(is_current(course, args.assignment, s, src) for s in students for src in sources)
+    with Zygote(preload=preload_for(sources), start=stale) as zygote:
+        from .grading import grade_class
+
+        _ensure_released(course, args.assignment)
+        gpus = _detect_gpus(args.gpus)
+        mode, why = isolation_mode()
+        print(f"isolation: {mode} ({why})", file=sys.stderr)
+        recorder = GradebookRecorder(course, args.assignment, limits)
+        # each student goes into the gradebook as soon as their notebooks are graded, while the
+        # other students' notebooks run
+        results = grade_class(course, args.assignment, students, workers=args.workers, limits=limits, gpus=gpus,
+                              per_gpu=args.per_gpu, regrade=args.regrade, progress=not args.quiet,
+                              require_isolation=args.require_isolation, zygote=zygote,
+                              on_student_done=recorder.record)
     print(summary_table(results))
     return 0
 
@@ -149,6 +178,8 @@ def _shard(students: list[str], shard: str) -> list[str]:
 
 
 def cmd_grade_shard(args) -> int:
+    from .grading import grade_class
+
     course = Course.default()
     students = _shard(course.students(args.assignment), args.shard)
     results = grade_class(course, args.assignment, students, workers=args.workers, limits=_limits(args),
@@ -231,7 +262,7 @@ def main(argv=None) -> int:
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     try:
         return args.func(args)
-    except (GradingSetupError, FileNotFoundError, ValueError) as err:
+    except (GradingSetupError, ZygoteError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,10 @@ It reads one JSON command per line from the command pipe
 magics and display work as in a kernel), and writes one JSON line per cell
 to the result pipe: ``{"index": i, "ok": bool, "error": str | None,
 "captures": [...]}`` with the values recorded by :func:`autograder.checks.check`.
+The first line it writes, before any cell runs, is ``{"ready": true, "uid": ...}``.
+
+The grader's runs do not start it as a program: :mod:`autograder.zygote` forks a
+process that has imported the libraries already and calls :func:`serve`.
 
 In student mode this process runs inside the sandbox and everything it
 writes is treated as untrusted data by the grader.
@@ -23,9 +27,8 @@ def _format_error(result) -> str | None:
     return f"{type(err).__name__}: {err}"[:2000]
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    cmd_fd, res_fd = int(argv[0]), int(argv[1])
+def serve(cmd_fd: int, res_fd: int) -> int:
+    """Run the cells sent on ``cmd_fd``, one reply per cell on ``res_fd``, until end of input."""
     commands = os.fdopen(cmd_fd, "r", encoding="utf-8")
     results = os.fdopen(res_fd, "w", encoding="utf-8")
 
@@ -34,8 +37,13 @@ def main(argv=None) -> int:
 
     from autograder import checks
 
-    shell = InteractiveShell.instance(colors="NoColor")
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database (and no thread writing it)
+    shell = InteractiveShell.instance(config=config, colors="NoColor")
     shell.display_formatter.active_types = ["text/plain"]
+    shell.InteractiveTB.set_mode("Plain")  # the log's tracebacks; the verdicts do not use them
     fraction = os.environ.get("GD_GRADER_GPU_FRACTION")
     if fraction:
         try:
@@ -45,7 +53,8 @@ def main(argv=None) -> int:
         except Exception as err:  # a GPU problem is reported through the cells that need it
             print(f"[grader] could not set the GPU memory fraction: {err}", file=sys.stderr)
 
-    results.write(json.dumps({"ready": True}) + "\n")
+    # written before any cell runs, so the grader can trust it
+    results.write(json.dumps({"ready": True, "uid": os.getuid()}) + "\n")
     results.flush()
     runner_pid = os.getpid()
     for line in commands:
@@ -63,6 +72,11 @@ def main(argv=None) -> int:
         results.write(json.dumps(reply) + "\n")
         results.flush()
     return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return serve(int(argv[0]), int(argv[1]))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ then records the scores in the gradebook.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -38,84 +37,9 @@ from pathlib import Path
 import nbformat
 
 from .checks import compare
+from .course import RESULTS_VERSION, Course, GradingSetupError, NotebookResult, is_current, load_result, sha256_file
 from .sandbox import Limits, NotebookRun, isolation_mode, run_cells
-
-RESULTS_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Course:
-    """Where things are (nbgrader's course directory mapped onto the repository)."""
-
-    root: Path
-
-    @classmethod
-    def default(cls) -> "Course":
-        return cls(Path(os.environ.get("GD_COURSE_ROOT", Path(__file__).resolve().parents[1])))
-
-    @property
-    def course_dir(self) -> Path:
-        return self.root / "course"
-
-    @property
-    def source_dir(self) -> Path:
-        return self.root / "solutions"
-
-    @property
-    def release_dir(self) -> Path:
-        return self.root / "assignments"
-
-    @property
-    def submitted_dir(self) -> Path:
-        return self.course_dir / "submitted"
-
-    @property
-    def autograded_dir(self) -> Path:
-        return self.course_dir / "autograded"
-
-    @property
-    def feedback_dir(self) -> Path:
-        return self.course_dir / "feedback"
-
-    @property
-    def gradebook(self) -> Path:
-        return self.course_dir / "gradebook.db"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.course_dir / ".autograder"
-
-    def results_path(self, assignment: str, student: str, notebook: str) -> Path:
-        return self.cache_dir / "results" / assignment / student / f"{notebook}.json"
-
-    def source_notebooks(self, assignment: str) -> list[Path]:
-        folder = self.source_dir / assignment
-        notebooks = sorted(folder.glob("*.ipynb"))
-        if not notebooks:
-            raise FileNotFoundError(f"no source notebooks in {folder}")
-        return notebooks
-
-    def students(self, assignment: str) -> list[str]:
-        if not self.submitted_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.submitted_dir.iterdir() if (p / assignment).is_dir())
-
-    def secret_paths(self) -> list[Path]:
-        """Hidden from every sandbox: the instructor's notebooks and the whole nbgrader course
-        folder (gradebook, every submission, autograded copies, feedback, caches) — of this
-        course and of the repository the grader is installed from, if that is another one."""
-        repo = Path(__file__).resolve().parents[1]
-        paths = [self.source_dir, self.course_dir, repo / "solutions", repo / "course"]
-        unique = []
-        for p in paths:
-            if p.exists() and p.resolve() not in {u.resolve() for u in unique}:
-                unique.append(p)
-        return unique
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
+from .zygote import Zygote, preload_for
 
 # --- assembling the notebook to run ---------------------------------------------------------
 
@@ -198,48 +122,60 @@ def assemble(source_nb, student_nb) -> list[PlannedCell]:
 
 # --- reference run ------------------------------------------------------------------------
 
-class GradingSetupError(RuntimeError):
-    """The instructor's side is wrong (e.g. the source notebook fails its own tests)."""
+_reference_locks: dict[Path, threading.Lock] = {}
+_reference_failures: dict[tuple[Path, str], str] = {}  # a failing source fails once, not once per student
+_locks_lock = threading.Lock()
 
 
-_reference_lock = threading.Lock()
-
-
-def reference_captures(course: Course, assignment: str, notebook: Path, limits: Limits) -> dict:
-    """{"sha256":..., "cells": {grade_id: [capture, ...]}} from the trusted source run (cached)."""
+def reference_captures(course: Course, assignment: str, notebook: Path, limits: Limits,
+                       zygote: Zygote | None = None) -> dict:
+    """{"sha256":..., "cells": {grade_id: [capture, ...]}} from the trusted source run (cached;
+    computed once however many threads ask for it at the same time)."""
     digest = sha256_file(notebook)
     cache = course.cache_dir / "reference" / assignment / f"{notebook.stem}.json"
-    with _reference_lock:
+    with _locks_lock:
+        lock = _reference_locks.setdefault(cache, threading.Lock())
+    with lock:
+        if (cache, digest) in _reference_failures:
+            raise GradingSetupError(_reference_failures[cache, digest])
         if cache.exists():
             cached = json.loads(cache.read_text())
             if cached.get("sha256") == digest and cached.get("version") == RESULTS_VERSION:
                 return cached
-        plan = source_plan(nbformat.read(notebook, as_version=4))
-        with tempfile.TemporaryDirectory(prefix="gd_reference_") as tmp:
-            # the source folder's data files, as nbgrader releases them beside the notebook
-            work = Path(tmp) / "work"
-            shutil.copytree(notebook.parent, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-            run = run_cells([(c.index, c.code) for c in plan], mode="reference", workdir=work,
-                            limits=Limits(cell_timeout_s=max(limits.cell_timeout_s, 600),
-                                          notebook_timeout_s=max(limits.notebook_timeout_s, 3600)),
-                            sandbox=False)
-        cells: dict[str, list] = {}
-        for c in plan:
-            result = run.cells[c.index]
-            if result.status != "ok":
-                raise GradingSetupError(f"{notebook.name}: the source notebook's cell {c.grade_id or c.index} "
-                                        f"fails: {result.error}\n{run.output_tail[-3000:]}")
-            if c.role == "test":
-                names = [cap.get("name") for cap in result.captures]
-                if not names:
-                    raise GradingSetupError(f"{notebook.name}: graded cell {c.grade_id} calls no check()")
-                if len(set(names)) != len(names):
-                    raise GradingSetupError(f"{notebook.name}: graded cell {c.grade_id} repeats a check name")
-                cells[c.grade_id] = result.captures
-        record = {"version": RESULTS_VERSION, "sha256": digest, "cells": cells}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(record))
-        return record
+        try:
+            return _reference_run(notebook, digest, cache, limits, zygote)
+        except GradingSetupError as err:
+            _reference_failures[cache, digest] = str(err)
+            raise
+
+
+def _reference_run(notebook: Path, digest: str, cache: Path, limits: Limits, zygote: Zygote | None) -> dict:
+    plan = source_plan(nbformat.read(notebook, as_version=4))
+    with tempfile.TemporaryDirectory(prefix="gd_reference_") as tmp:
+        # the source folder's data files, as nbgrader releases them beside the notebook
+        work = Path(tmp) / "work"
+        shutil.copytree(notebook.parent, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+        run = run_cells([(c.index, c.code) for c in plan], mode="reference", workdir=work,
+                        limits=Limits(cell_timeout_s=max(limits.cell_timeout_s, 600),
+                                      notebook_timeout_s=max(limits.notebook_timeout_s, 3600)),
+                        sandbox=False, zygote=zygote)
+    cells: dict[str, list] = {}
+    for c in plan:
+        result = run.cells[c.index]
+        if result.status != "ok":
+            raise GradingSetupError(f"{notebook.name}: the source notebook's cell {c.grade_id or c.index} "
+                                    f"fails: {result.error}\n{run.output_tail[-3000:]}")
+        if c.role == "test":
+            names = [cap.get("name") for cap in result.captures]
+            if not names:
+                raise GradingSetupError(f"{notebook.name}: graded cell {c.grade_id} calls no check()")
+            if len(set(names)) != len(names):
+                raise GradingSetupError(f"{notebook.name}: graded cell {c.grade_id} repeats a check name")
+            cells[c.grade_id] = result.captures
+    record = {"version": RESULTS_VERSION, "sha256": digest, "cells": cells}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(record))
+    return record
 
 
 # --- deciding -----------------------------------------------------------------------------
@@ -285,47 +221,16 @@ def decide(plan: list[PlannedCell], run: NotebookRun, reference: dict) -> dict[s
 
 # --- grading one submission ---------------------------------------------------------------
 
-@dataclass
-class NotebookResult:
-    assignment: str
-    student: str
-    notebook: str
-    submission_sha256: str
-    reference_sha256: str
-    isolation: str
-    seconds: float
-    fatal: str | None
-    cells: dict = field(default_factory=dict)      # grade_id -> CellVerdict as dict
-    answer_errors: dict = field(default_factory=dict)  # grade_id of answer cell -> its error
-
-    @property
-    def score(self) -> float:
-        return sum(c["points"] for c in self.cells.values() if c["passed"])
-
-    @property
-    def max_score(self) -> float:
-        return sum(c["points"] for c in self.cells.values())
-
-
-def load_result(path: Path) -> NotebookResult | None:
-    try:
-        data = json.loads(path.read_text())
-        if data.pop("version", None) != RESULTS_VERSION:
-            return None
-        return NotebookResult(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-
-
 def grade_notebook(course: Course, assignment: str, student: str, source: Path, limits: Limits,
-                   env: dict[str, str] | None = None, gpu: bool = False, regrade: bool = False) -> NotebookResult:
+                   env: dict[str, str] | None = None, gpu: bool = False, regrade: bool = False,
+                   zygote: Zygote | None = None) -> NotebookResult:
     submitted = course.submitted_dir / student / assignment / source.name
     out_path = course.results_path(assignment, student, source.stem)
-    reference = reference_captures(course, assignment, source, limits)
+    reference_sha = sha256_file(source)  # what the reference record is keyed by
     submission_sha = sha256_file(submitted) if submitted.exists() else "missing"
     if not regrade:
         cached = load_result(out_path)
-        if cached and cached.submission_sha256 == submission_sha and cached.reference_sha256 == reference["sha256"]:
+        if cached and cached.submission_sha256 == submission_sha and cached.reference_sha256 == reference_sha:
             return cached
 
     source_nb = nbformat.read(source, as_version=4)
@@ -340,14 +245,15 @@ def grade_notebook(course: Course, assignment: str, student: str, source: Path, 
     if student_nb is None:
         plan = source_plan(source_nb)
         verdicts = {c.grade_id: CellVerdict(c.grade_id, c.points, False, unreadable) for c in plan if c.role == "test"}
-        result = NotebookResult(assignment, student, source.stem, submission_sha, reference["sha256"],
+        result = NotebookResult(assignment, student, source.stem, submission_sha, reference_sha,
                                 isolation_mode()[0], 0.0, unreadable, {k: asdict(v) for k, v in verdicts.items()})
     else:
         plan = assemble(source_nb, student_nb)
         sandboxes = course.cache_dir / "sandboxes"
         sandboxes.mkdir(parents=True, exist_ok=True)
         os.chmod(sandboxes, 0o711)
-        work_parent = Path(tempfile.mkdtemp(prefix=f"{student}-", dir=sandboxes))
+        # no student name in the path: the next runs are forked from a zygote that saw it
+        work_parent = Path(tempfile.mkdtemp(prefix="run-", dir=sandboxes))
         try:
             work = work_parent / "work"
             # the assignment's data files (released beside the notebook), and nothing else
@@ -356,13 +262,17 @@ def grade_notebook(course: Course, assignment: str, student: str, source: Path, 
                 shutil.copytree(release, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
             run = run_cells([(c.index, c.code) for c in plan], mode="student", workdir=work, limits=limits,
                             hide=[str(p) for p in course.secret_paths()], env=env, sandbox=True, gpu=gpu,
-                            log_path=work_parent / "output.log")
+                            log_path=work_parent / "output.log", zygote=zygote)
         finally:
             shutil.rmtree(work_parent, ignore_errors=True)
+        # the reference is needed only now: the first runs of a class overlap with it
+        reference = reference_captures(course, assignment, source, limits, zygote)
+        if reference["sha256"] != reference_sha:
+            raise GradingSetupError(f"{source} changed while it was being graded")
         verdicts = decide(plan, run, reference)
         answer_errors = {c.grade_id: run.cells[c.index].error for c in plan
                          if c.role == "solution" and run.cells[c.index].error}
-        result = NotebookResult(assignment, student, source.stem, submission_sha, reference["sha256"],
+        result = NotebookResult(assignment, student, source.stem, submission_sha, reference_sha,
                                 run.isolation, round(run.seconds, 3), run.fatal,
                                 {k: asdict(v) for k, v in verdicts.items()}, answer_errors)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -373,22 +283,34 @@ def grade_notebook(course: Course, assignment: str, student: str, source: Path, 
 
 
 def gpu_slots(gpus: int | None, per_gpu: int) -> list[str | None]:
-    """CUDA_VISIBLE_DEVICES values for the workers (None: no GPU)."""
+    """CUDA_VISIBLE_DEVICES values for the workers (None: no GPU): ``per_gpu`` slots on each
+    of the first ``gpus`` devices this process sees (its own CUDA_VISIBLE_DEVICES, if set)."""
     if not gpus:
         return [None]
-    return [str(g) for g in range(gpus) for _ in range(per_gpu)]
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    names = visible if "CUDA_VISIBLE_DEVICES" in os.environ else [str(g) for g in range(gpus)]
+    return [names[g] for g in range(min(gpus, len(names))) for _ in range(per_gpu)] or [None]
 
 
 def grade_class(course: Course, assignment: str, students: list[str] | None = None, workers: int = 2,
                 limits: Limits = Limits(), gpus: int = 0, per_gpu: int = 1, regrade: bool = False,
-                progress: bool = True, require_isolation: bool = False) -> list[NotebookResult]:
-    """Phase 1 for a whole class, in parallel; returns one result per (student, notebook)."""
+                progress: bool = True, require_isolation: bool = False, zygote: Zygote | None = None,
+                on_student_done=None) -> list[NotebookResult]:
+    """Phase 1 for a whole class, in parallel; returns one result per (student, notebook).
+
+    The runs are forked by one zygote (``zygote``, or one started here that preloads
+    what the source notebooks import). ``on_student_done(student, results)`` is called
+    in this thread as soon as all of a student's notebooks are graded (phase 2 uses it
+    to record each student while the others are still running)."""
     if require_isolation and isolation_mode()[0] != "namespaces":
         raise GradingSetupError(f"full isolation is not available here: {isolation_mode()[1]}")
     sources = course.source_notebooks(assignment)
     students = course.students(assignment) if students is None else students
-    for source in sources:  # the reference run happens once, before any student's
-        reference_captures(course, assignment, source, limits)
+    if zygote is None:
+        stale = regrade or not all(is_current(course, assignment, s, src) for s in students for src in sources)
+        with Zygote(preload=preload_for(sources), start=stale) as own:
+            return grade_class(course, assignment, students, workers, limits, gpus, per_gpu, regrade, progress,
+                               require_isolation, own, on_student_done)
     jobs = [(s, src) for s in students for src in sources]
     slots = gpu_slots(gpus, per_gpu)
     workers = max(1, len(slots) if gpus else workers)
@@ -403,7 +325,7 @@ def grade_class(course: Course, assignment: str, students: list[str] | None = No
             env = {} if device is None else {"CUDA_VISIBLE_DEVICES": device,
                                               "GD_GRADER_GPU_FRACTION": f"{0.95 / per_gpu:.3f}"}
             return grade_notebook(course, assignment, student, source, limits, env=env, gpu=device is not None,
-                                  regrade=regrade)
+                                  regrade=regrade, zygote=zygote)
         finally:
             with lock:
                 free.append(slot)
@@ -411,16 +333,32 @@ def grade_class(course: Course, assignment: str, students: list[str] | None = No
     from tqdm.auto import tqdm
 
     results = []
+    pending = {s: len(sources) for s in students}
+    done: dict[str, list[NotebookResult]] = {}
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=len(jobs), desc=f"grading {assignment}", unit="nb", disable=not progress) as bar:
+        # the reference runs first, beside the first students (their verdicts wait for it)
+        references = {pool.submit(reference_captures, course, assignment, src, limits, zygote) for src in sources}
         futures = [pool.submit(work, s, src) for s, src in jobs]
-        for fut in as_completed(futures):
-            results.append(fut.result())
-            bar.update(1)
+        try:
+            for fut in as_completed([*references, *futures]):
+                result = fut.result()
+                if fut in references:
+                    continue
+                results.append(result)
+                bar.update(1)
+                done.setdefault(result.student, []).append(result)
+                pending[result.student] -= 1
+                if pending[result.student] == 0 and on_student_done is not None:
+                    on_student_done(result.student, done[result.student])
+        except BaseException:  # e.g. the source notebook fails: the runs not started yet never start
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     results.sort(key=lambda r: (r.student, r.notebook))
     elapsed = time.monotonic() - started
     if progress:
+        mode, why = isolation_mode()
         print(f"graded {len(results)} notebooks of {len(students)} students in {elapsed:.1f} s "
-              f"with {workers} workers (isolation: {isolation_mode()[0]})")
+              f"with {workers} workers (isolation: {mode}; {why.split('; ')[-1]})")
     return results

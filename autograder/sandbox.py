@@ -1,14 +1,17 @@
 """Run a notebook's cells in an isolated process, with limits, and collect what it recorded.
 
-Isolation, where the machine allows it (root on Linux with ``unshare``):
-new mount, PID and network namespaces (no network at all), every mount
-read-only, the secret paths hidden, a private writable working directory,
-a process-count and memory limit per submission (cgroups when writable,
-resource limits otherwise), no capabilities. Elsewhere (e.g. an instructor's
-laptop without root) the cells still run in their own process with resource
-limits and time limits, and :func:`isolation_mode` says that isolation is
-reduced, so a grader can refuse to grade untrusted work that way
-(``--require-isolation``).
+Each run is a process of its own, forked by a zygote that has imported the
+libraries already (:mod:`autograder.zygote`). Isolation, where the machine
+allows it (root on Linux): new mount, PID, network and IPC namespaces (no network
+at all), every mount read-only, the secret paths hidden, a private writable
+working directory, a process-count and memory limit per submission (cgroups
+when writable, resource limits too), an unprivileged uid of its own and no
+capabilities (:mod:`autograder.sandbox_init`; where no other uid can be
+used, root without capabilities, and :func:`isolation_mode` says so).
+Elsewhere (e.g. an instructor's laptop without root) the cells still run in
+their own process with resource limits and time limits, and
+:func:`isolation_mode` says that isolation is reduced, so a grader can
+refuse to grade untrusted work that way (``--require-isolation``).
 
 Time limits are enforced from outside: per cell and per notebook; a cell
 that overruns is killed with its whole process tree (the PID namespace dies
@@ -19,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+from .zygote import Zygote, ZygoteError
 
 GiB = 1 << 30
 
@@ -67,22 +71,28 @@ class NotebookRun:
     isolation: str
     seconds: float
     output_tail: str = ""
+    uid: int | None = None          # the user the cells ran as (reported before any cell ran)
 
 
 @lru_cache(maxsize=1)
 def isolation_mode() -> tuple[str, str]:
-    """("namespaces", why) when the full sandbox is available here, else ("process", why not)."""
+    """("namespaces", what) when the full sandbox is available here, else ("process", why not).
+    ``what`` also says as whom submissions run: an unprivileged uid of their own where the
+    machine allows it, else root without capabilities, and why."""
     if sys.platform != "linux":
         return "process", "not Linux: no namespaces"
     if os.geteuid() != 0:
         return "process", "not running as root: namespaces, read-only mounts and cgroups are unavailable"
-    if not shutil.which("unshare"):
-        return "process", "util-linux 'unshare' not found"
-    probe = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "true"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        return "process", f"unshare is not permitted here: {probe.stderr.strip()[:200]}"
-    return "namespaces", "mount, PID and network namespaces; read-only file system; no capabilities"
+    probe = subprocess.run([sys.executable, "-m", "autograder.sandbox_init", "--probe"],
+                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        info = json.loads(probe.stdout)
+    except ValueError:
+        return "process", f"the namespace probe failed: {probe.stderr.strip()[-300:]}"
+    if not info.get("namespaces"):
+        return "process", f"new namespaces are not permitted here: {info.get('why', '')[:200]}"
+    return "namespaces", ("mount, PID, network and IPC namespaces; read-only file system; no capabilities; "
+                          + info["user"])
 
 
 # --- cgroups (v1 here; v2 where unified) ----------------------------------------------------
@@ -205,110 +215,90 @@ def _base_env(mode: str, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _process_limits(limits: Limits, gpu: bool):
-    def apply():
-        import resource
-        os.setsid()
-        for res, value in [(resource.RLIMIT_NOFILE, limits.max_open_files),
-                           (resource.RLIMIT_FSIZE, limits.max_file_bytes), (resource.RLIMIT_CORE, 0)]:
-            try:
-                resource.setrlimit(res, (value, value))
-            except (ValueError, OSError):
-                pass
-        try:  # without a PID namespace, count this user's processes: the ones running now plus the budget
-            running = sum(1 for d in os.listdir("/proc") if d.isdigit())
-            resource.setrlimit(resource.RLIMIT_NPROC, (running + limits.max_processes,) * 2)
-        except (ValueError, OSError):
-            pass
-        if not gpu:  # CUDA reserves huge virtual ranges: the address-space limit only without a GPU
-            try:
-                resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-            except (ValueError, OSError):
-                pass
-    return apply
-
-
 def run_cells(cells: list[tuple[int, str]], *, mode: str, workdir: Path, limits: Limits,
               hide: list[str] = (), env: dict[str, str] | None = None, sandbox: bool = True,
-              gpu: bool = False, log_path: Path | None = None) -> NotebookRun:
+              gpu: bool = False, log_path: Path | None = None, zygote: Zygote | None = None) -> NotebookRun:
     """Run ``cells`` (index, code) in order in a fresh process; see the module docstring.
 
-    ``sandbox=False`` runs trusted code (the instructor's reference run) with
-    the time limits only.
+    The process is forked by ``zygote`` (:mod:`autograder.zygote`), which has imported the
+    libraries already; without one, a zygote that preloads nothing is started for this run.
+    ``sandbox=False`` runs trusted code (the instructor's reference run) with the time limits only.
     """
-    start = time.monotonic()
+    if zygote is None:
+        with Zygote(preload=()) as own:
+            return run_cells(cells, mode=mode, workdir=workdir, limits=limits, hide=hide, env=env,
+                             sandbox=sandbox, gpu=gpu, log_path=log_path, zygote=own)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o700)
-    cmd_r, cmd_w = os.pipe()
-    res_r, res_w = os.pipe()
-    runner_argv = [sys.executable, "-m", "autograder.cell_runner", str(cmd_r), str(res_w)]
     isolation, _ = isolation_mode() if sandbox else ("trusted", "")
     extra = dict(env or {})
     cgroups = None
     log_path = log_path or (workdir.parent / f".{workdir.name}.log")
-    log = open(log_path, "wb")
+    job_config = {"mode": isolation, "workdir": str(workdir),
+                  "limits": {"max_open_files": limits.max_open_files, "max_file_bytes": limits.max_file_bytes,
+                             "address_space_bytes": None if gpu else limits.memory_bytes,
+                             "max_processes": limits.max_processes}}
+    if isolation == "namespaces":
+        cgroups = Cgroups(limits)
+        job_config["limits"]["nproc"] = limits.max_processes  # the submission's own uid: its processes only
+        job_config.update(hide=[str(p) for p in hide], cgroups=[str(p) for p in cgroups.paths.values()])
+        home = {"HOME": "/tmp/work", "TMPDIR": "/tmp/work", "IPYTHONDIR": "/tmp/work/.ipython",
+                "MPLCONFIGDIR": "/tmp/work/.matplotlib", **extra}
+    else:
+        home = {"HOME": str(workdir), "TMPDIR": str(workdir), "IPYTHONDIR": str(workdir / ".ipython"),
+                "MPLCONFIGDIR": str(workdir / ".matplotlib"), **extra}
+    job_config["env"] = _base_env(mode, home)
+    cmd_r, cmd_w = os.pipe()
+    res_r, res_w = os.pipe()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    job = None
     try:
-        if isolation == "namespaces":
-            cgroups = Cgroups(limits)
-            root_env = {"HOME": "/tmp/work", "TMPDIR": "/tmp/work", "IPYTHONDIR": "/tmp/work/.ipython",
-                        "MPLCONFIGDIR": "/tmp/work/.matplotlib", **extra}
-            config = {
-                "workdir": str(workdir),
-                "hide": [str(p) for p in hide],
-                "cgroups": [str(p) for p in cgroups.paths.values()],
-                "limits": {"max_open_files": limits.max_open_files, "max_file_bytes": limits.max_file_bytes,
-                           "address_space_bytes": None if gpu else limits.memory_bytes},
-                "env": _base_env(mode, root_env),
-                "argv": runner_argv,
-                "uid": None,
-            }
-            argv = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
-                    "--propagation", "private", sys.executable, "-m", "autograder.sandbox_init", json.dumps(config)]
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    pass_fds=(cmd_r, res_w), cwd=workdir, start_new_session=True)
-        else:
-            home = {"HOME": str(workdir), "TMPDIR": str(workdir), "IPYTHONDIR": str(workdir / ".ipython"),
-                    "MPLCONFIGDIR": str(workdir / ".matplotlib"), **extra}
-            proc = subprocess.Popen(runner_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    pass_fds=(cmd_r, res_w), cwd=workdir, env=_base_env(mode, home),
-                                    preexec_fn=_process_limits(limits, gpu) if sandbox else os.setsid)
+        job = zygote.spawn(job_config, [cmd_r, res_w, log_fd])  # waits for the zygote's imports, once
+        start = time.monotonic()
+    except ZygoteError as err:
+        spawn_error, start = str(err), time.monotonic()
     finally:
-        os.close(cmd_r)
-        os.close(res_w)
+        for fd in (cmd_r, res_w, log_fd):
+            os.close(fd)
 
     results: dict[int, CellResult] = {}
     fatal = None
+    uid = None
     reader = _LineReader(res_r)
     commands = os.fdopen(cmd_w, "w", encoding="utf-8")
     notebook_deadline = start + limits.notebook_timeout_s
 
     def kill():
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if job is not None:
+            job.kill()
         if cgroups:
             cgroups.close()
 
     def died_message(when: str) -> str:
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
+        status = job.wait(timeout=5) if job is not None else None
         if cgroups and cgroups.oom_killed():
             return f"the notebook exceeded the memory limit ({limits.memory_bytes / GiB:.1f} GiB) {when} and was stopped"
-        if code is not None and code < 0:
-            return f"the notebook's process was killed by signal {signal.Signals(-code).name} {when}"
-        if code is not None and code > 128 and isolation == "namespaces":
-            return f"the notebook's process was killed by signal {code - 128} {when}"
+        if status is not None and os.WIFSIGNALED(status):
+            return f"the notebook's process was killed by signal {signal.Signals(os.WTERMSIG(status)).name} {when}"
+        code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
         return f"the notebook's process ended (exit status {code}) {when}"
 
     try:
-        ready = reader.readline(min(notebook_deadline, time.monotonic() + limits.startup_timeout_s))
-        if not ready:
+        ready = None if job is None else reader.readline(
+            min(notebook_deadline, time.monotonic() + limits.startup_timeout_s))
+        if job is None:
+            fatal = f"the grading process did not start: {spawn_error}"
+        elif not ready:
             fatal = "the grading process did not start" if ready == b"" else "the grading process timed out starting"
+            job.started(timeout=5)  # picks up the zygote's or the supervisor's error, if any
+            if job.error:
+                fatal += f": {job.error}"
         else:
+            try:
+                uid = json.loads(ready).get("uid")
+            except (ValueError, AttributeError):
+                uid = None
             for index, code in cells:
                 now = time.monotonic()
                 if now >= notebook_deadline:
@@ -353,17 +343,12 @@ def run_cells(cells: list[tuple[int, str]], *, mode: str, workdir: Path, limits:
             commands.close()
         except OSError:
             pass
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        if job is not None and fatal is None:
+            job.wait(timeout=5)  # it ends on its own once the commands are closed
         kill()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        if job is not None:
+            job.close()
         os.close(res_r)
-        log.close()
     for index, _ in cells:
         results.setdefault(index, CellResult(index, "not_run", fatal or "not run"))
     tail = b""
@@ -374,4 +359,4 @@ def run_cells(cells: list[tuple[int, str]], *, mode: str, workdir: Path, limits:
             tail = fh.read()
     except OSError:
         pass
-    return NotebookRun(results, fatal, isolation, time.monotonic() - start, tail.decode("utf-8", "replace"))
+    return NotebookRun(results, fatal, isolation, time.monotonic() - start, tail.decode("utf-8", "replace"), uid)

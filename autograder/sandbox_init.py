@@ -1,21 +1,37 @@
-"""First process inside a grading sandbox (trusted code, run as root in fresh namespaces).
+"""Entering the grading sandbox: namespaces, mounts, limits, an unprivileged user.
 
-``autograder.sandbox`` starts it through ``unshare --mount --net --pid
---fork --kill-child --mount-proc``, so it is PID 1 of a new PID namespace,
-has a private mount table and a network namespace with no interfaces up.
-It then, in order:
+Trusted code, run as root by the process that will run a submission's
+cells (a child of :mod:`autograder.zygote`), before any student code:
 
-1. joins the submission's cgroups (process count and memory limits),
-2. makes every mount read-only, hides the secret paths (solutions, the
-   gradebook, other students' work, the grader's caches) under empty
-   read-only tmpfs mounts, gives the submission a private writable ``/tmp``
-   holding only its own working directory (``/tmp/work``) and a fresh
-   ``/dev/shm``,
-3. sets resource limits (open files, file size, core dumps, address space),
-4. drops every capability (bounding set emptied, no-new-privs) or, where the
-   interpreter is readable by it, switches to an unprivileged user,
-5. and execs the cell runner. Without capabilities the student's code
-   cannot undo any of the mounts.
+1. :func:`unshare_namespaces` (in the supervising parent): new mount, PID,
+   network (no interface is up) and IPC (no System V objects shared with
+   other runs) namespaces, mounts private.
+2. :func:`enter`, in the first process of the new PID namespace:
+
+   a. joins the submission's cgroups (process count and memory limits),
+   b. mounts a fresh, read-only ``/proc`` for the new PID namespace and
+      makes every other mount read-only (``/sys`` included),
+   c. hides the secret paths (solutions, the gradebook, other students'
+      work, the grader's caches) under empty read-only tmpfs mounts,
+   d. gives the submission a private writable ``/tmp`` (``/mnt`` when the
+      interpreter or the library live under ``/tmp``) holding only its own
+      working directory (``/tmp/work``), and a fresh ``/dev/shm``,
+   e. makes the interpreter reachable for an unprivileged user where a
+      directory above it is closed to others (e.g. ``/root/.pyenv`` under a
+      ``/root`` of mode 0700): an empty read-only tmpfs (mode 0755) covers
+      that directory and only the interpreter's folders are bound back into
+      it, so nothing else of it is visible,
+   f. sets resource limits (open files, file size, core dumps, address
+      space, processes),
+   g. drops every capability (bounding set emptied, no-new-privs) and
+      switches to the submission's own unprivileged uid and gid — or, where
+      the machine does not allow that (see :func:`user_plan`), stays root
+      without capabilities, which :func:`autograder.sandbox.isolation_mode`
+      reports.
+
+Without capabilities the student's code cannot undo any of the mounts.
+``python -m autograder.sandbox_init --probe`` checks that this machine
+allows the namespaces and says which user the submissions will run as.
 """
 from __future__ import annotations
 
@@ -24,14 +40,25 @@ import ctypes.util
 import json
 import os
 import resource
+import stat
 import sys
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC = 32, 4096, 16384
-PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_PDEATHSIG = 38, 24, 1
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, _LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x08000000, 0x20000000, 0x40000000
+
+# Submissions run as uid = gid = SANDBOX_UID_BASE + k, k unique among the submissions running
+# at the same time: ids that no account uses, so a submission owns nothing outside its work area,
+# and per-user limits (RLIMIT_NPROC) count its own processes only.
+SANDBOX_UID_BASE = int(os.environ.get("GD_SANDBOX_UID_BASE", "1900000000"))
+SANDBOX_UID_SLOTS = 100_000
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
 def _mount(source, target, fstype, flags, data=None) -> None:
@@ -39,6 +66,21 @@ def _mount(source, target, fstype, flags, data=None) -> None:
     if _libc.mount(args[0], args[1], args[2], flags, None if data is None else data.encode()) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"mount {source} -> {target} ({fstype}, flags={flags}): {os.strerror(errno)}")
+
+
+def prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl({option}, {value}): {os.strerror(errno)}")
+
+
+def unshare_namespaces() -> None:
+    """New mount, PID, network and IPC namespaces for this process (the PID namespace takes
+    effect for its next child, which becomes PID 1 there); mount events stay private to it."""
+    if _libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"unshare: {os.strerror(errno)}")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
 def _mount_points() -> list[tuple[str, set[str]]]:
@@ -52,11 +94,16 @@ def _mount_points() -> list[tuple[str, set[str]]]:
     return points
 
 
+def mount_proc() -> None:
+    """A read-only /proc of this PID namespace (it shows the submission's processes only)."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+
+
 def make_read_only() -> None:
-    """Remount every mount read-only in this namespace (per-mount flag; the host is untouched)."""
-    skip = ("/proc", "/sys", "/dev")
+    """Remount every mount read-only in this namespace (per-mount flag; the host is untouched).
+    /dev stays as it is (device nodes; /dev/shm is replaced by a private one)."""
     for point, options in sorted(_mount_points(), key=lambda p: p[0].count("/")):
-        if any(point == s or point.startswith(s + "/") for s in skip):
+        if point == "/dev" or point.startswith("/dev/") or point == "/proc" or point.startswith("/proc/"):
             continue
         flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
         flags |= MS_NODEV if "nodev" in options else 0
@@ -84,9 +131,8 @@ def join_cgroups(paths: list[str]) -> None:
 def set_limits(limits: dict) -> None:
     def setl(res, value):
         if value is not None:
-            soft_hard = (int(value), int(value))
             try:
-                resource.setrlimit(res, soft_hard)
+                resource.setrlimit(res, (int(value), int(value)))
             except (ValueError, OSError):
                 pass
 
@@ -98,29 +144,136 @@ def set_limits(limits: dict) -> None:
 
 
 def drop_privileges(uid: int | None) -> None:
+    """Empty the capability bounding set, switch to ``uid`` when one is given, drop every
+    capability this process holds, and forbid gaining privileges (setuid binaries)."""
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last + 1):
+        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     if uid is not None:
         os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    if uid is None:
-        last = int(open("/proc/sys/kernel/cap_last_cap").read())
-        for cap in range(last + 1):
-            _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
-        # exec as root with an empty bounding set gives the new program no capabilities
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)   # leaving uid 0 clears the capabilities too
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    # effective, permitted and inheritable sets emptied: this process keeps running (no exec), so
+    # the bounding set alone would not take root's capabilities away from it
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if _libc.capset(header, data) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"capset: {os.strerror(errno)}")
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def main() -> None:
-    config = json.loads(sys.argv[1])
+# --- an unprivileged user that can still run the interpreter -----------------------------------
+
+def interpreter_roots() -> list[str]:
+    """The folders the running interpreter reads code from: its installation, the environment,
+    every import path, and the folders of the packages already imported (editable installs)."""
+    candidates = {sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix,
+                  os.path.dirname(sys.executable)}
+    candidates.update(p for p in sys.path[1:] if p)
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and "." not in module.__name__:  # a top-level module: its folder's parent holds it
+            folder = os.path.dirname(path)
+            candidates.add(os.path.dirname(folder) if os.path.basename(path) == "__init__.py" else folder)
+    roots = set()
+    for path in candidates:
+        real = os.path.realpath(path)
+        if os.path.isdir(real):
+            roots.add(real)
+    # keep the outermost folders only
+    ordered = sorted(roots)
+    outer = [p for p in ordered if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in ordered)]
+    return outer
+
+
+def _others_may(path: str, bits: int) -> bool:
+    try:
+        return (os.stat(path).st_mode & bits) == bits
+    except OSError:
+        return False
+
+
+def exposure_plan(roots: list[str]) -> tuple[dict[str, list[str]] | None, str]:
+    """{closed folder: [roots under it]} to cover and bind back so that a user with no
+    special rights can read every root; ``(None, why)`` where that is not possible."""
+    plan: dict[str, list[str]] = {}
+    for root in roots:
+        if not _others_may(root, stat.S_IROTH | stat.S_IXOTH):
+            return None, f"{root} is not readable by other users"
+        parts = root.strip("/").split("/")
+        for depth in range(len(parts) - 1):
+            ancestor = "/" + "/".join(parts[:depth + 1])
+            if not _others_may(ancestor, stat.S_IXOTH):
+                plan.setdefault(ancestor, []).append(root)
+                break
+        else:
+            if not _others_may("/", stat.S_IXOTH):
+                return None, "/ is closed to other users"
+    return plan, ""
+
+
+def expose(plan: dict[str, list[str]]) -> None:
+    """Cover each closed folder with an empty read-only tmpfs (mode 0755) and bind the roots
+    under it back in place (recursively, so the secret paths hidden below stay hidden)."""
+    for closed, roots in plan.items():
+        handles = [(root, os.open(root, os.O_PATH | os.O_DIRECTORY)) for root in roots]
+        _mount("tmpfs", closed, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+        for root, fd in handles:
+            target = closed.rstrip("/") + "/" + os.path.relpath(root, closed)
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+            os.close(fd)
+        _mount(None, closed, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+
+
+def user_plan(roots: list[str] | None = None) -> tuple[dict | None, str]:
+    """(exposure plan, "") when submissions can run as an unprivileged user here, else (None, why).
+    ``GD_SANDBOX_USER=root`` asks for root without capabilities (the fallback) on purpose."""
+    if os.environ.get("GD_SANDBOX_USER", "").strip().lower() == "root":
+        return None, "GD_SANDBOX_USER=root"
+    if os.geteuid() != 0:
+        return None, "the grader is not root"
+    try:  # inside a user namespace only some uids exist (e.g. just 0 in a rootless container)
+        mapped = False
+        with open("/proc/self/uid_map") as fh:
+            for line in fh:
+                inside, _, count = (int(x) for x in line.split())
+                if inside <= SANDBOX_UID_BASE and SANDBOX_UID_BASE + SANDBOX_UID_SLOTS <= inside + count:
+                    mapped = True
+        if not mapped:
+            return None, f"uids {SANDBOX_UID_BASE}+ do not exist in this user namespace"
+    except OSError:
+        pass
+    plan, why = exposure_plan(interpreter_roots() if roots is None else roots)
+    if plan is None:
+        return None, why
+    return plan, ""
+
+
+def user_description(plan: dict | None, why: str) -> str:
+    if plan is None:
+        return f"runs as root without capabilities ({why})"
+    covered = f", with {', '.join(sorted(plan))} covered and the interpreter bound back" if plan else ""
+    return f"runs as an unprivileged uid of its own ({SANDBOX_UID_BASE}+k){covered}"
+
+
+# --- the whole sequence ---------------------------------------------------------------------------
+
+def enter(config: dict, plan: dict | None, uid: int | None) -> str:
+    """Steps 2a-2g of the module docstring, in the first process of the new namespaces.
+    Returns the path of the private working directory (now the current directory)."""
     workdir_fd = os.open(config["workdir"], os.O_RDONLY | os.O_DIRECTORY)
     join_cgroups(config.get("cgroups", []))
+    mount_proc()
     make_read_only()
     for path in config.get("hide", []):
         hide(path)
     # the private writable area replaces /tmp, unless the interpreter or the library live under
     # /tmp (e.g. a clone checked out there): then it goes over /mnt instead
-    needed = [os.path.realpath(config["argv"][0]), os.path.realpath(sys.prefix),
+    needed = [os.path.realpath(sys.executable), os.path.realpath(sys.prefix),
               os.path.dirname(os.path.dirname(os.path.realpath(__file__)))]
     base = "/tmp" if not any(p == "/tmp" or p.startswith("/tmp/") for p in needed) else "/mnt"
     _mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, f"size={config.get('tmp_bytes', 1 << 30)},mode=1777")
@@ -134,12 +287,45 @@ def main() -> None:
             _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=268435456,mode=1777")
         except OSError:
             pass
+    if uid is not None:
+        expose(plan or {})
+        for folder, dirs, files in os.walk(work):  # the student's own files, and nothing else
+            os.lchown(folder, uid, uid)
+            for name in dirs + files:
+                os.lchown(os.path.join(folder, name), uid, uid)
     os.chdir(work)
     set_limits(config.get("limits", {}))
-    drop_privileges(config.get("uid"))
-    env = {k: v.replace("/tmp/work", work) for k, v in config["env"].items()}
-    os.execve(config["argv"][0], config["argv"], env)
+    drop_privileges(uid)
+    return work
+
+
+def probe() -> dict:
+    """Can this machine give a process new mount, PID, network and IPC namespaces, and as whom would
+    the submissions run? Done in a forked child, so this process is unchanged."""
+    plan, why = user_plan()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            unshare_namespaces()
+            os.write(w, b"ok")
+        except OSError as err:
+            os.write(w, str(err).encode()[:500])
+        os._exit(0)
+    os.close(w)
+    answer = b""
+    while chunk := os.read(r, 1024):
+        answer += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    ok = answer == b"ok"
+    return {"namespaces": ok, "why": "" if ok else answer.decode(errors="replace"),
+            "user": user_description(plan, why), "unprivileged": plan is not None}
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--probe"]:
+        print(json.dumps(probe()))
+    else:
+        sys.exit("usage: python -m autograder.sandbox_init --probe")

@@ -264,3 +264,109 @@ def test_rerun_resumes_without_running_again(graded_class):
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = {p: p.stat().st_mtime_ns for p in results.glob("*/*.json")}
     assert after == before  # nothing was graded again: the cached verdicts were current
+
+
+# --- the sandbox itself: user, capabilities, fresh state per run ----------------------------------
+
+from autograder import sandbox_init  # noqa: E402
+from autograder.sandbox import Limits, isolation_mode, run_cells  # noqa: E402
+from autograder.zygote import Zygote  # noqa: E402
+
+needs_namespaces = pytest.mark.skipif(isolation_mode()[0] != "namespaces",
+                                      reason=f"no namespace sandbox here: {isolation_mode()[1]}")
+
+IDENTITY = """
+import os, decimal, sqlite3   # not imported by the zygote: read from the interpreter's folders now
+from autograder.checks import check
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+check("uid", os.getuid(), 0)
+check("gid", os.getgid(), 0)
+check("caps", [status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd")], [])
+check("cwd", os.getcwd(), "")
+check("home", os.listdir(os.path.expanduser("~")), [])
+check("root", os.listdir("/root") if os.path.isdir("/root") else None, None)
+"""
+
+
+def _run_identity(tmp_path, zygote):
+    run = run_cells([(0, IDENTITY)], mode="student", workdir=tmp_path / "work", limits=Limits(cell_timeout_s=60),
+                    zygote=zygote, log_path=tmp_path / "log")
+    assert run.cells[0].status == "ok", run.output_tail
+    return {c["name"]: c["value"].get("value", c["value"].get("items")) for c in run.cells[0].captures}, run
+
+
+@needs_namespaces
+def test_submissions_run_as_an_unprivileged_user_where_the_machine_allows_it(tmp_path):
+    plan, why = sandbox_init.user_plan()
+    if plan is None:
+        pytest.skip(f"this machine gives no unprivileged user: {why}")
+    assert "unprivileged uid" in isolation_mode()[1]
+    with Zygote(preload=()) as zygote:
+        got, run = _run_identity(tmp_path, zygote)
+    assert got["uid"] >= sandbox_init.SANDBOX_UID_BASE and got["gid"] == got["uid"] == run.uid
+    assert [c["value"] for c in got["caps"]] == ["0000000000000000"] * 3
+    assert got["cwd"] in ("/tmp/work", "/mnt/work")
+    # where /root is closed to others, only the interpreter's folders are visible under it
+    if "/root" in plan:
+        visible = {c["value"] for c in got["root"]}
+        assert visible == {os.path.relpath(r, "/root").split("/")[0] for r in plan["/root"]}
+        assert visible < set(os.listdir("/root"))  # e.g. .pyenv, and not .bashrc or .ssh
+
+
+@needs_namespaces
+def test_root_fallback_is_reported_and_keeps_no_capabilities(tmp_path, monkeypatch):
+    monkeypatch.setenv("GD_SANDBOX_USER", "root")
+    probe = json.loads(subprocess.run([sys.executable, "-m", "autograder.sandbox_init", "--probe"], cwd=ROOT,
+                                      capture_output=True, text=True, check=True).stdout)
+    assert probe["namespaces"] and not probe["unprivileged"]
+    assert probe["user"] == "runs as root without capabilities (GD_SANDBOX_USER=root)"
+    with Zygote(preload=()) as zygote:
+        got, run = _run_identity(tmp_path, zygote)
+        assert "root without capabilities" in zygote.info["user"]
+    assert got["uid"] == 0 and run.uid == 0
+    assert [c["value"] for c in got["caps"]] == ["0000000000000000"] * 3
+
+
+def test_user_plan_says_why_when_the_interpreter_is_closed_to_other_users(tmp_path):
+    closed = tmp_path / "closed"
+    (closed / "python").mkdir(parents=True)
+    closed.chmod(0o700)
+    (closed / "python").chmod(0o755)
+    plan, why = sandbox_init.exposure_plan([str(closed / "python")])
+    (cover, roots), = plan.items()  # the outermost closed folder above it (here or higher up)
+    assert roots == [str(closed / "python")] and why == ""
+    assert (str(closed) + "/").startswith(cover + "/") and not os.stat(cover).st_mode & 0o001
+    (closed / "python").chmod(0o700)
+    plan, why = sandbox_init.exposure_plan([str(closed / "python")])
+    assert plan is None and why == f"{closed / 'python'} is not readable by other users"
+    assert "root without capabilities (" + why + ")" in sandbox_init.user_description(plan, why)
+
+
+@pytest.mark.parametrize("sandboxed", [True, False])
+def test_each_run_starts_from_the_zygote_state_not_the_previous_run(tmp_path, sandboxed):
+    tamper = ("import math, autograder.checks as checks\nmath.sqrt = lambda *a, **k: 'patched'\n"
+              "checks._captured.append({'name': 'planted', 'value': {'kind': 'int', 'value': 1}})\n"
+              "import builtins; builtins.LEFT_BEHIND = True")
+    probe = ("import math, builtins\nfrom autograder.checks import check\n"
+             "check('sqrt', math.sqrt(4.0), 0.0)\ncheck('left', hasattr(builtins, 'LEFT_BEHIND'), False)")
+    with Zygote(preload=("math", "autograder.checks")) as zygote:
+        runs = [run_cells([(0, code)], mode="student", workdir=tmp_path / f"w{i}", limits=Limits(), zygote=zygote,
+                          sandbox=sandboxed, log_path=tmp_path / f"log{i}") for i, code in enumerate([tamper, probe])]
+    assert [r.cells[0].status for r in runs] == ["ok", "ok"], runs[1].output_tail
+    got = {c["name"]: c["value"]["value"] for c in runs[1].cells[0].captures}
+    assert got == {"sqrt": 2.0, "left": False}  # and the planted capture is gone
+
+
+def test_runs_without_namespaces_get_resource_limits(tmp_path, monkeypatch):
+    import autograder.sandbox as sandbox
+    monkeypatch.setattr(sandbox, "isolation_mode", lambda: ("process", "forced by the test"))
+    code = ("import resource, os\nfrom autograder.checks import check\n"
+            "check('nofile', resource.getrlimit(resource.RLIMIT_NOFILE)[0], 0)\n"
+            "check('fsize', resource.getrlimit(resource.RLIMIT_FSIZE)[0], 0)\n"
+            "check('cwd', os.getcwd(), '')")
+    with Zygote(preload=()) as zygote:
+        run = run_cells([(0, code)], mode="student", workdir=tmp_path / "work", zygote=zygote,
+                        limits=Limits(max_open_files=77, max_file_bytes=12345), log_path=tmp_path / "log")
+    assert run.isolation == "process" and run.cells[0].status == "ok", run.output_tail
+    got = {c["name"]: c["value"]["value"] for c in run.cells[0].captures}
+    assert got == {"nofile": 77, "fsize": 12345, "cwd": str(tmp_path / "work")}

@@ -1,0 +1,137 @@
+"""Where the course's files are, and the grader's stored results.
+
+Kept apart from :mod:`autograder.grading` so that the command line can find
+out what needs grading (and start the zygote) before it imports nbformat.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS_VERSION = 1
+
+
+class GradingSetupError(RuntimeError):
+    """The instructor's side is wrong (e.g. the source notebook fails its own tests)."""
+
+
+@dataclass(frozen=True)
+class Course:
+    """Where things are (nbgrader's course directory mapped onto the repository)."""
+
+    root: Path
+
+    @classmethod
+    def default(cls) -> "Course":
+        return cls(Path(os.environ.get("GD_COURSE_ROOT", Path(__file__).resolve().parents[1])).resolve())
+
+    @property
+    def course_dir(self) -> Path:
+        return self.root / "course"
+
+    @property
+    def source_dir(self) -> Path:
+        return self.root / "solutions"
+
+    @property
+    def release_dir(self) -> Path:
+        return self.root / "assignments"
+
+    @property
+    def submitted_dir(self) -> Path:
+        return self.course_dir / "submitted"
+
+    @property
+    def autograded_dir(self) -> Path:
+        return self.course_dir / "autograded"
+
+    @property
+    def feedback_dir(self) -> Path:
+        return self.course_dir / "feedback"
+
+    @property
+    def gradebook(self) -> Path:
+        return self.course_dir / "gradebook.db"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.course_dir / ".autograder"
+
+    def results_path(self, assignment: str, student: str, notebook: str) -> Path:
+        return self.cache_dir / "results" / assignment / student / f"{notebook}.json"
+
+    def source_notebooks(self, assignment: str) -> list[Path]:
+        folder = self.source_dir / assignment
+        notebooks = sorted(folder.glob("*.ipynb"))
+        if not notebooks:
+            raise FileNotFoundError(f"no source notebooks in {folder}")
+        return notebooks
+
+    def students(self, assignment: str) -> list[str]:
+        if not self.submitted_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.submitted_dir.iterdir() if (p / assignment).is_dir())
+
+    def secret_paths(self) -> list[Path]:
+        """Hidden from every sandbox: the instructor's notebooks and the whole nbgrader course
+        folder (gradebook, every submission, autograded copies, feedback, caches) — of this
+        course and of the repository the grader is installed from, if that is another one."""
+        repo = Path(__file__).resolve().parents[1]
+        paths = [self.source_dir, self.course_dir, repo / "solutions", repo / "course"]
+        unique = []
+        for p in paths:
+            if p.exists() and p.resolve() not in {u.resolve() for u in unique}:
+                unique.append(p)
+        return unique
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class NotebookResult:
+    assignment: str
+    student: str
+    notebook: str
+    submission_sha256: str
+    reference_sha256: str
+    isolation: str
+    seconds: float
+    fatal: str | None
+    cells: dict = field(default_factory=dict)      # grade_id -> CellVerdict as dict
+    answer_errors: dict = field(default_factory=dict)  # grade_id of answer cell -> its error
+
+    @property
+    def score(self) -> float:
+        return sum(c["points"] for c in self.cells.values() if c["passed"])
+
+    @property
+    def max_score(self) -> float:
+        return sum(c["points"] for c in self.cells.values())
+
+
+def load_result(path: Path) -> NotebookResult | None:
+    try:
+        data = json.loads(path.read_text())
+        if data.pop("version", None) != RESULTS_VERSION:
+            return None
+        return NotebookResult(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def is_current(course: Course, assignment: str, student: str, source: Path) -> bool:
+    """Whether the stored result of this notebook is up to date (nothing would run)."""
+    try:
+        reference = json.loads((course.cache_dir / "reference" / assignment / f"{source.stem}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    submitted = course.submitted_dir / student / assignment / source.name
+    cached = load_result(course.results_path(assignment, student, source.stem))
+    return (cached is not None and reference.get("version") == RESULTS_VERSION
+            and reference.get("sha256") == sha256_file(source) == cached.reference_sha256
+            and cached.submission_sha256 == (sha256_file(submitted) if submitted.exists() else "missing"))
