@@ -127,7 +127,7 @@ $(CHP): course/hub/package.json course/hub/package-lock.json
 hub-setup: $(if $(NO_SETUP),,$(VENV)/.hub-installed) $(CHP)
 
 hub: hub-setup
-	$(HUB_ENV) $(PY) -m jupyterhub -f course/hub/jupyterhub_config.py
+	@$(HUB_ENV) $(PY) -m jupyterhub -f course/hub/jupyterhub_config.py
 
 # The same hub to try out, without Unix accounts: shared passwords (generated into
 # out/hub/passwords.txt unless given), every server under this account, a scratch course.
@@ -140,7 +140,7 @@ hub-trial: hub-setup
 		"$$($(PY) -c 'import secrets; print(secrets.token_hex(16))')" > out/hub/passwords.txt
 	@echo "JupyterHub on http://$(HUB_IP):$(HUB_PORT): log in as '$(HUB_INSTRUCTORS)' (instructor) or any other name (student)"
 	@cat out/hub/passwords.txt
-	$(MAKE) --no-print-directory hub HUB_AUTH=shared-password HUB_SPAWNER=simple HUB_STATE=$(CURDIR)/out/hub/state \
+	@$(MAKE) --no-print-directory hub HUB_AUTH=shared-password HUB_SPAWNER=simple HUB_STATE=$(CURDIR)/out/hub/state \
 		NBGRADER_EXCHANGE=$(CURDIR)/out/hub/exchange COURSE_ROOT=$(CURDIR)/out/hub/course-root \
 		HUB_PASSWORD="$$(sed -n 's/^student password: //p' out/hub/passwords.txt)" \
 		HUB_ADMIN_PASSWORD="$$(sed -n 's/^instructor password: //p' out/hub/passwords.txt)"
