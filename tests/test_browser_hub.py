@@ -121,6 +121,18 @@ def _close_success_modal(frame, timeout_ms=UI_TIMEOUT_MS):
     return text
 
 
+def _verdicts(hub) -> str:
+    """What the autograder wrote under the tests of SOLVED in the autograded notebook."""
+    lines = []
+    for path in (hub["course"] / "course" / "autograded" / STUDENT / ASSIGNMENT).glob("*.ipynb"):
+        for cell in json.loads(path.read_text())["cells"]:
+            grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id", "")
+            if grade_id.startswith(f"test_{SOLVED}"):
+                for output in cell.get("outputs", []):
+                    lines.append(f"{grade_id}: {output.get('text') or output.get('evalue')}"[:600])
+    return "\n".join(lines)
+
+
 def _open(frame, link):
     """Follow a formgrader link to its next page (and not act on the page being left)."""
     frame.locator("body").evaluate("body => body.setAttribute('data-left', '')")
@@ -139,136 +151,147 @@ def test_release_submit_autograde_feedback_on_the_hub(hub):
     shot = Screenshots("hub")
     timings = {}
     with chromium() as browser:
-        # --- 1. the instructor releases assignment 1 from the formgrader ---
-        start = time.perf_counter()
-        instructor = new_page(browser)
-        _login(instructor, hub, INSTRUCTOR)
-        shot(instructor, "instructor-logged-in")
-        lab_menu(instructor, "Nbgrader", "Formgrader")
-        grader = _formgrader(instructor)
-        row = _wait_for_row(grader, ASSIGNMENT)
-        shot(instructor, "formgrader")
-        row.locator("td.assign a").click()  # generate the student version (solutions/ -> assignments/)
-        _close_success_modal(grader)
-        row.locator("td.release a").click()
-        _close_success_modal(grader)
-        assert (hub["exchange"] / "guided-descent" / "outbound" / ASSIGNMENT / f"{NOTEBOOK}.ipynb").exists()
-        shot(instructor, "released")
-        timings["release"] = time.perf_counter() - start
-
-        # --- 2. the student fetches, solves one part, runs its public tests, submits ---
-        start = time.perf_counter()
-        student = new_page(browser)
-        _login(student, hub, STUDENT)
-        # students get the assignment list, not the formgrader
-        student.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").first.click()
-        assert student.locator(".lm-Menu-itemLabel", has_text="Formgrader").count() == 0
-        student.keyboard.press("Escape")
-        lab_menu(student, "Nbgrader", "Assignment List")
-        released = student.locator("#released_assignments_list .list_item", has_text=ASSIGNMENT).first
-        released.wait_for()
-        shot(student, "assignment-list")
-        released.locator("button", has_text="Fetch").click()
-        fetched = student.locator("#fetched_assignments_list .list_item", has_text=ASSIGNMENT).first
-        fetched.wait_for()
-        fetched.locator("a.assignment-notebooks-link").click()
-        student.locator(f"#nbgrader-guided-descent-{ASSIGNMENT} a", has_text=NOTEBOOK).first.click()
-        cells = student.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell")
-        cells.first.wait_for()
-        wait_for_kernel_idle(student)
-        shot(student, "assignment-opened")
-
-        texts = [cells.nth(i).locator(".jp-InputArea-editor, .jp-MarkdownOutput").first.inner_text()
-                 for i in range(5)]
-        setup_index = next(i for i, t in enumerate(texts) if "from autograder.checks import check" in t)
-        answer_index = next(i for i, t in enumerate(texts) if f"def {SOLVED}(" in t)
-        test_index = answer_index + 1
-        assert "Public tests" in texts[test_index]
-        answer = cells.nth(answer_index).locator(".cm-content")
-        answer.click()
-        student.keyboard.press("Control+a")
-        student.keyboard.insert_text(solution)  # as one paste: no auto-indent or bracket closing
-        assert "raise NotImplementedError" not in answer.inner_text()
-        cells.nth(setup_index).locator(".cm-content").click()
-        for _ in range(test_index - setup_index + 1):  # run from the setup cell down to the public tests
-            student.keyboard.press("Shift+Enter")
-        output = cells.nth(test_index).locator(".jp-OutputArea-output").first
-        output.wait_for(timeout=300_000)
-        wait_for_kernel_idle(student, timeout_ms=300_000)
-        assert "public tests passed" in cells.nth(test_index).locator(".jp-OutputArea").inner_text()
-        cells.nth(test_index).scroll_into_view_if_needed()
-        shot(student, "public-tests-passed")
-        student.keyboard.press("Escape")
-        student.keyboard.press("Control+s")
-        student.locator(".lm-TabBar-tab.jp-mod-dirty").first.wait_for(state="detached")
-
-        student.locator(".lm-TabBar-tab", has_text="Assignments").first.click()
-        fetched.locator("button", has_text="Submit").click()
-        submitted = student.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
-        submitted.wait_for()
-        inbound = list((hub["exchange"] / "guided-descent" / "inbound").glob(f"{STUDENT}+{ASSIGNMENT}+*"))
-        assert len(inbound) == 1, inbound
-        shot(student, "submitted")
-        timings["fetch_solve_submit"] = time.perf_counter() - start
-
-        # --- 3. the instructor collects, autogrades and sees the score ---
-        start = time.perf_counter()
-        instructor.bring_to_front()
-        _open(grader, grader.locator("a", has_text="Manage Assignments").first)
-        row = _wait_for_row(grader, ASSIGNMENT)
-        row.locator("td.collect a").click()
-        _close_success_modal(grader)
-        assert (hub["course"] / "course" / "submitted" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.ipynb").exists()
-        _open(grader, grader.locator("a", has_text="Manage Assignments").first)
-        row = _wait_for_row(grader, ASSIGNMENT)
-        _open(grader, row.locator("td.num-submissions a"))
-        submission = _wait_for_row(grader, STUDENT)
-        shot(instructor, "collected")
-        autograde_start = time.perf_counter()
-        submission.locator("td.autograde a").click()
-        log = _close_success_modal(grader, timeout_ms=AUTOGRADE_TIMEOUT_MS)
-        timings["autograde"] = time.perf_counter() - autograde_start
-        # the course's autograder decided the tests (nbgrader's own Execute step is replaced)
-        assert "ApplySandboxedResults" in log, log[-3000:]
-        score = f"{points:g} / {total:g}"
-        grader.locator("#main-table tr td.score", has_text=score).first.wait_for()
-        shot(instructor, "autograded-score")
-        assert grader.locator("#main-table tr", has_text=STUDENT).first.locator("td.score").inner_text().strip() == score
-
-        _open(grader, grader.locator("a", has_text="Manage Students").first)
-        student_row = _wait_for_row(grader, STUDENT)
-        assert f"{points:g} / {total:g}" in student_row.inner_text()
-        shot(instructor, "gradebook")
-
-        _open(grader, grader.locator("a", has_text="Manage Assignments").first)
-        row = _wait_for_row(grader, ASSIGNMENT)
-        row.locator("td.generate-feedback a").click()
-        _close_success_modal(grader)
-        row.locator("td.release-feedback a").click()
-        _close_success_modal(grader)
-        shot(instructor, "feedback-released")
-        timings["collect_grade_feedback"] = time.perf_counter() - start
-
-        # --- 4. the student fetches the feedback ---
-        start = time.perf_counter()
-        student.bring_to_front()
-        student.locator("#refresh_assignments_list").click()
-        submitted = student.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
-        submitted.locator("button", has_text="Fetch Feedback").click()
-        feedback_dir = hub["homes"] / STUDENT / ASSIGNMENT / "feedback"
-        deadline = time.monotonic() + 120
-        while not list(feedback_dir.glob(f"*/{NOTEBOOK}.html")) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        pages = list(feedback_dir.glob(f"*/{NOTEBOOK}.html"))
-        assert len(pages) == 1, f"no feedback in {feedback_dir}"
-        html = pages[0].read_text()
-        assert f"{points:.1f} / {total:.1f}" in html  # the total on nbgrader's feedback page
-        shot(student, "feedback-fetched")
-        relative = pages[0].relative_to(hub["homes"] / STUDENT).as_posix()
-        feedback = student.context.new_page()
-        feedback.goto(f"{hub['url']}/user/{STUDENT}/files/{relative}")
-        feedback.get_by_text(NOTEBOOK).first.wait_for()
-        shot(feedback, "feedback-page")
-        timings["fetch_feedback"] = time.perf_counter() - start
+        try:
+            _scenario(browser, hub, shot, timings, solution, points, total)
+        except BaseException:
+            # the state of every page at the failure, next to the steps' screenshots
+            for index, page in enumerate(p for context in browser.contexts for p in context.pages):
+                shot(page, f"FAILED-page{index}")
+            raise
     print("\nhub scenario timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"screenshots: {shot.folder}")
+
+
+def _scenario(browser, hub, shot, timings, solution, points, total):
+    # --- 1. the instructor releases assignment 1 from the formgrader ---
+    start = time.perf_counter()
+    instructor = new_page(browser)
+    _login(instructor, hub, INSTRUCTOR)
+    shot(instructor, "instructor-logged-in")
+    lab_menu(instructor, "Nbgrader", "Formgrader")
+    grader = _formgrader(instructor)
+    row = _wait_for_row(grader, ASSIGNMENT)
+    shot(instructor, "formgrader")
+    row.locator("td.assign a").click()  # generate the student version (solutions/ -> assignments/)
+    _close_success_modal(grader)
+    row.locator("td.release a").click()
+    _close_success_modal(grader)
+    assert (hub["exchange"] / "guided-descent" / "outbound" / ASSIGNMENT / f"{NOTEBOOK}.ipynb").exists()
+    shot(instructor, "released")
+    timings["release"] = time.perf_counter() - start
+
+    # --- 2. the student fetches, solves one part, runs its public tests, submits ---
+    start = time.perf_counter()
+    student = new_page(browser)
+    _login(student, hub, STUDENT)
+    # students get the assignment list, not the formgrader
+    student.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").first.click()
+    assert student.locator(".lm-Menu-itemLabel", has_text="Formgrader").count() == 0
+    student.keyboard.press("Escape")
+    lab_menu(student, "Nbgrader", "Assignment List")
+    released = student.locator("#released_assignments_list .list_item", has_text=ASSIGNMENT).first
+    released.wait_for()
+    shot(student, "assignment-list")
+    released.locator("button", has_text="Fetch").click()
+    fetched = student.locator("#fetched_assignments_list .list_item", has_text=ASSIGNMENT).first
+    fetched.wait_for()
+    fetched.locator("a.assignment-notebooks-link").click()
+    student.locator(f"#nbgrader-guided-descent-{ASSIGNMENT} a", has_text=NOTEBOOK).first.click()
+    cells = student.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell")
+    cells.first.wait_for()
+    wait_for_kernel_idle(student)
+    shot(student, "assignment-opened")
+
+    texts = [cells.nth(i).locator(".jp-InputArea-editor, .jp-MarkdownOutput").first.inner_text()
+             for i in range(5)]
+    setup_index = next(i for i, t in enumerate(texts) if "from autograder.checks import check" in t)
+    answer_index = next(i for i, t in enumerate(texts) if f"def {SOLVED}(" in t)
+    test_index = answer_index + 1
+    assert "Public tests" in texts[test_index]
+    answer = cells.nth(answer_index).locator(".cm-content")
+    answer.click()
+    student.keyboard.press("Control+a")
+    student.keyboard.insert_text(solution)  # as one paste: no auto-indent or bracket closing
+    assert "raise NotImplementedError" not in answer.inner_text()
+    cells.nth(setup_index).locator(".cm-content").click()
+    for _ in range(test_index - setup_index + 1):  # run from the setup cell down to the public tests
+        student.keyboard.press("Shift+Enter")
+    output = cells.nth(test_index).locator(".jp-OutputArea-output").first
+    output.wait_for(timeout=300_000)
+    wait_for_kernel_idle(student, timeout_ms=300_000)
+    assert "public tests passed" in cells.nth(test_index).locator(".jp-OutputArea").inner_text()
+    cells.nth(test_index).scroll_into_view_if_needed()
+    shot(student, "public-tests-passed")
+    student.keyboard.press("Escape")
+    student.keyboard.press("Control+s")
+    student.locator(".lm-TabBar-tab.jp-mod-dirty").first.wait_for(state="detached")
+
+    student.locator(".lm-TabBar-tab", has_text="Assignments").first.click()
+    fetched.locator("button", has_text="Submit").click()
+    submitted = student.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
+    submitted.wait_for()
+    inbound = list((hub["exchange"] / "guided-descent" / "inbound").glob(f"{STUDENT}+{ASSIGNMENT}+*"))
+    assert len(inbound) == 1, inbound
+    shot(student, "submitted")
+    timings["fetch_solve_submit"] = time.perf_counter() - start
+
+    # --- 3. the instructor collects, autogrades and sees the score ---
+    start = time.perf_counter()
+    instructor.bring_to_front()
+    _open(grader, grader.locator("a", has_text="Manage Assignments").first)
+    row = _wait_for_row(grader, ASSIGNMENT)
+    row.locator("td.collect a").click()
+    _close_success_modal(grader)
+    assert (hub["course"] / "course" / "submitted" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.ipynb").exists()
+    _open(grader, grader.locator("a", has_text="Manage Assignments").first)
+    row = _wait_for_row(grader, ASSIGNMENT)
+    _open(grader, row.locator("td.num-submissions a"))
+    submission = _wait_for_row(grader, STUDENT)
+    shot(instructor, "collected")
+    autograde_start = time.perf_counter()
+    submission.locator("td.autograde a").click()
+    log = _close_success_modal(grader, timeout_ms=AUTOGRADE_TIMEOUT_MS)
+    timings["autograde"] = time.perf_counter() - autograde_start
+    # the course's autograder decided the tests (nbgrader's own Execute step is replaced)
+    assert "ApplySandboxedResults" in log, log[-3000:]
+    score = f"{points:g} / {total:g}"
+    grader.locator("#main-table tr td.score", has_text=" / ").first.wait_for()  # the row, re-read from the gradebook
+    shot(instructor, "autograded-score")
+    shown = grader.locator("#main-table tr", has_text=STUDENT).first.locator("td.score").inner_text().strip()
+    assert shown == score, f"formgrader shows {shown}, expected {score}; the grader said:\n{_verdicts(hub)}"
+
+    _open(grader, grader.locator("a", has_text="Manage Students").first)
+    student_row = _wait_for_row(grader, STUDENT)
+    assert f"{points:g} / {total:g}" in student_row.inner_text()
+    shot(instructor, "gradebook")
+
+    _open(grader, grader.locator("a", has_text="Manage Assignments").first)
+    row = _wait_for_row(grader, ASSIGNMENT)
+    row.locator("td.generate-feedback a").click()
+    _close_success_modal(grader)
+    row.locator("td.release-feedback a").click()
+    _close_success_modal(grader)
+    shot(instructor, "feedback-released")
+    timings["collect_grade_feedback"] = time.perf_counter() - start
+
+    # --- 4. the student fetches the feedback ---
+    start = time.perf_counter()
+    student.bring_to_front()
+    student.locator("#refresh_assignments_list").click()
+    submitted = student.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
+    submitted.locator("button", has_text="Fetch Feedback").click()
+    feedback_dir = hub["homes"] / STUDENT / ASSIGNMENT / "feedback"
+    deadline = time.monotonic() + 120
+    while not list(feedback_dir.glob(f"*/{NOTEBOOK}.html")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    pages = list(feedback_dir.glob(f"*/{NOTEBOOK}.html"))
+    assert len(pages) == 1, f"no feedback in {feedback_dir}"
+    html = pages[0].read_text()
+    assert f"{points:.1f} / {total:.1f}" in html  # the total on nbgrader's feedback page
+    shot(student, "feedback-fetched")
+    relative = pages[0].relative_to(hub["homes"] / STUDENT).as_posix()
+    feedback = student.context.new_page()
+    feedback.goto(f"{hub['url']}/user/{STUDENT}/files/{relative}")
+    feedback.get_by_text(NOTEBOOK).first.wait_for()
+    shot(feedback, "feedback-page")
+    timings["fetch_feedback"] = time.perf_counter() - start
