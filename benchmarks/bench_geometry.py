@@ -1,7 +1,8 @@
 """Newton–Schulz vs SVD for orthogonalization, and Muon's step time vs AdamW's.
 
 CPU: NS (5 quintic steps, float32) against ``torch.linalg.svd`` (+ U Vᵀ) on n×n matrices,
-as a ratio SVD time / NS time (n = 1024, 4096; ``--quick``: 1024 only).
+as a ratio SVD time / NS time, fastest calls of the two measured in turns (n = 1024, 4096;
+``--quick``: 1024 only).
 GPU (when CUDA is available): NS in bfloat16 as achieved TFLOP/s and % of the GPU's dense
 bf16 peak, counting per step X Xᵀ (2n³), A·A (2n³) and B·X (2n³) — see
 ``gd_lib.linalg.newton_schulz_flops``.
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 import gd_lib
-from benchmarks.common import header, median_time, table
+from benchmarks.common import header, interleaved_times, median_time, table
 from gd_lib.linalg import newton_schulz, newton_schulz_flops, polar_factor
 from gd_lib.optim import Muon, muon_param_groups
 
@@ -43,15 +44,17 @@ def print_rows_as_measured(rows_iter) -> None:
 
 
 def cpu_orthogonalization(sizes, repeats):
+    """NS and SVD measured in turns; the ratio of the fastest calls (least disturbed by other load)."""
     for n in sizes:
         G = torch.randn(n, n, generator=torch.Generator().manual_seed(SEED))
         reps = repeats if n <= 1024 else 1
         warm = 1 if n <= 1024 else 0
-        t_ns = median_time(lambda: newton_schulz(G, 5), repeats=reps, warmup=warm)
-        t_svd = median_time(lambda: polar_factor(G), repeats=reps, warmup=warm)
+        times = interleaved_times({"ns": lambda: newton_schulz(G, 5), "svd": lambda: polar_factor(G)},
+                                  repeats=reps, warmup=warm)
+        t_ns, t_svd = min(times["ns"]), min(times["svd"])
         yield {"n": n, "dtype": "float32", "NS5 (s)": f"{t_ns:.3f}", "SVD U Vᵀ (s)": f"{t_svd:.3f}",
                "SVD / NS": f"{t_svd / t_ns:.1f}x",
-               "NS GFLOP/s": f"{newton_schulz_flops(n, n, 5) / t_ns / 1e9:.0f}", "repeats": reps}
+               "NS GFLOP/s": f"{newton_schulz_flops(n, n, 5) / t_ns / 1e9:.0f}", "repeats (min of)": reps}
 
 
 def gpu_newton_schulz(sizes, repeats) -> list[dict]:
@@ -76,8 +79,8 @@ def optimizer_steps(width: int, depth: int, device, repeats: int) -> list[dict]:
         p.grad = torch.randn_like(p) * 1e-3
     muon = Muon(muon_param_groups(model, head=None), lr=0.02)
     adamw = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    t_adamw = median_time(adamw.step, repeats=repeats, warmup=2)
-    t_muon = median_time(muon.step, repeats=repeats, warmup=2)
+    times = interleaved_times({"adamw": adamw.step, "muon": muon.step}, repeats=repeats, warmup=2)
+    t_adamw, t_muon = min(times["adamw"]), min(times["muon"])  # fastest of the calls taken in turns
     return [{"model": f"MLP {depth}×Linear({width},{width})", "device": str(device),
              "AdamW step (ms)": f"{t_adamw * 1e3:.2f}", "Muon step (ms)": f"{t_muon * 1e3:.2f}",
              "Muon / AdamW": f"{t_muon / t_adamw:.1f}x"}]

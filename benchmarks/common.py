@@ -59,6 +59,27 @@ def median_time(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) ->
     return statistics.median(times)
 
 
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times of several functions measured in turns (a, b, a, b, ...), seconds per call.
+
+    On a shared machine the load changes over a run; taking turns exposes every function to
+    the same load, so that ratios of their minima (the least-disturbed calls) are fair.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    synchronize()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize()
+            t0 = time.perf_counter()
+            fn()
+            synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
     out = ["| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |",
