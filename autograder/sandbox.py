@@ -235,7 +235,7 @@ def run_cells(cells: list[tuple[int, str]], *, mode: str, workdir: Path, limits:
     extra = dict(env or {})
     cgroups = None
     log_path = log_path or (workdir.parent / f".{workdir.name}.log")
-    job_config = {"mode": isolation, "workdir": str(workdir),
+    job_config = {"mode": isolation, "workdir": str(workdir), "gpu": gpu,
                   "limits": {"max_open_files": limits.max_open_files, "max_file_bytes": limits.max_file_bytes,
                              "address_space_bytes": None if gpu else limits.memory_bytes,
                              "max_processes": limits.max_processes}}

@@ -101,9 +101,10 @@ def mount_proc() -> None:
 
 def make_read_only() -> None:
     """Remount every mount read-only in this namespace (per-mount flag; the host is untouched).
-    /dev stays as it is (device nodes; /dev/shm is replaced by a private one)."""
+    /dev itself stays as it is (device nodes), the mounts below it (/dev/mqueue, /dev/pts) do
+    not; /dev/shm is replaced by a private one, /proc by the namespace's own."""
     for point, options in sorted(_mount_points(), key=lambda p: p[0].count("/")):
-        if point == "/dev" or point.startswith("/dev/") or point == "/proc" or point.startswith("/proc/"):
+        if point == "/dev" or point == "/proc" or point.startswith("/proc/"):
             continue
         flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
         flags |= MS_NODEV if "nodev" in options else 0
@@ -143,14 +144,27 @@ def set_limits(limits: dict) -> None:
     setl(resource.RLIMIT_NPROC, limits.get("nproc"))
 
 
-def drop_privileges(uid: int | None) -> None:
-    """Empty the capability bounding set, switch to ``uid`` when one is given, drop every
-    capability this process holds, and forbid gaining privileges (setuid binaries)."""
+def gpu_groups() -> list[int]:
+    """The groups that open the NVIDIA devices where these are closed to other users (e.g.
+    ``video`` with mode 0660): an unprivileged run needs them to use its GPU."""
+    groups = set()
+    for name in os.listdir("/dev") if os.path.isdir("/dev") else []:
+        if name.startswith("nvidia"):
+            st = os.stat(os.path.join("/dev", name))
+            if stat.S_ISCHR(st.st_mode) and (st.st_mode & 0o006) != 0o006 and st.st_mode & 0o060 == 0o060:
+                groups.add(st.st_gid)
+    return sorted(groups - {0})
+
+
+def drop_privileges(uid: int | None, groups: list[int] = ()) -> None:
+    """Empty the capability bounding set, switch to ``uid`` (with the supplementary ``groups``)
+    when one is given, drop every capability this process holds, and forbid gaining
+    privileges (setuid binaries)."""
     last = int(open("/proc/sys/kernel/cap_last_cap").read())
     for cap in range(last + 1):
         _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     if uid is not None:
-        os.setgroups([])
+        os.setgroups(list(groups))
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)   # leaving uid 0 clears the capabilities too
     _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
@@ -295,7 +309,7 @@ def enter(config: dict, plan: dict | None, uid: int | None) -> str:
                 os.lchown(os.path.join(folder, name), uid, uid)
     os.chdir(work)
     set_limits(config.get("limits", {}))
-    drop_privileges(uid)
+    drop_privileges(uid, gpu_groups() if config.get("gpu") else [])
     return work
 
 

@@ -55,6 +55,8 @@ import time
 
 from . import sandbox_init
 
+PR_SET_CHILD_SUBREAPER = 36
+
 # What every assignment imports: torch, numpy, the library, IPython (the cell runner), the checks.
 PRELOAD = ("numpy", "torch", "gd_lib", "gd_lib.optim", "IPython.core.interactiveshell", "autograder.checks",
            "autograder.cell_runner")
@@ -191,6 +193,8 @@ def _run(job: dict, cmd_r: int, res_w: int, log_fd: int, plan, uid) -> None:
             os.chdir(work)
         os.environ.clear()
         os.environ.update({k: v.replace("/tmp/work", work) for k, v in job["env"].items()})
+        import tempfile as tempfile_module
+        tempfile_module.tempdir = None  # the zygote's choice, cached: chosen again from TMPDIR
         sys.path[0] = work  # as in a kernel started in the notebook's folder
         sys.argv = [""]
         from autograder import cell_runner
@@ -214,12 +218,12 @@ def _supervise(job: dict, fds: list[int], plan, uid, zygote_pid: int) -> None:
         sandbox_init.prctl(sandbox_init.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != zygote_pid:
             os._exit(1)
-        keep = sorted(set(fds))
-        low = 3
-        for fd in keep:  # every descriptor of the zygote is closed, the run's own four stay
-            os.closerange(low, fd)
-            low = fd + 1
-        os.closerange(low, 1 << 16)
+        for name in os.listdir("/proc/self/fd"):  # the zygote's descriptors go, the run's own four stay
+            if int(name) > 2 and int(name) not in fds:
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass  # the listing's own descriptor, already closed
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         sock = socket.socket(fileno=sock_fd)
@@ -231,7 +235,7 @@ def _supervise(job: dict, fds: list[int], plan, uid, zygote_pid: int) -> None:
                 os._exit(1)
         runner = os.fork()
         if runner == 0:
-            os.close(sock_fd)
+            sock.close()
             _run(job, cmd_r, res_w, log_fd, plan, uid)
         for fd in (cmd_r, res_w, log_fd):
             os.close(fd)
@@ -258,6 +262,8 @@ def serve(control: socket.socket, preload: list[str]) -> None:
     """The zygote's main loop (see the module docstring)."""
     zygote_pid = os.getpid()
     sandbox_init.prctl(sandbox_init.PR_SET_PDEATHSIG, signal.SIGKILL)  # the grader's death ends it
+    # a runner whose supervisor was killed first is reparented here and reaped below
+    sandbox_init.prctl(PR_SET_CHILD_SUBREAPER, 1)
     failed = []
     for name in preload:
         try:
@@ -281,7 +287,7 @@ def serve(control: socket.socket, preload: list[str]) -> None:
         return
     claims: dict[int, tuple[int, int]] = {}  # supervisor pid -> (uid slot, its lock)
     while True:
-        while True:  # reap the supervisors that finished; their uids are free again
+        while True:  # reap the supervisors that finished (their uids are free again) and orphans
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -466,6 +472,8 @@ class Zygote:
             self.preload = []
             self._start()
             return self._ensure_ready()
+        if info.get("failed"):
+            print(f"[grader] the zygote could not preload: {'; '.join(info['failed'])}", file=sys.stderr)
         self.info = info
 
     def spawn(self, job: dict, fds: list[int]) -> Job:
