@@ -63,6 +63,27 @@ def test_interrupted_run_resumes_without_redoing_finished_trials(tmp_path):
     assert third.ran_trials == 0 and third.skipped_trials == 4
 
 
+def test_trials_run_on_the_asked_threads_and_the_count_is_restored(tmp_path, monkeypatch):
+    import gd_lib.benchmark.runner as runner
+
+    seen = []
+    monkeypatch.setattr(runner, "run_trial", lambda *a, **k: seen.append(torch.get_num_threads()) or [])
+    monkeypatch.setattr(runner, "warm_up", lambda *a, **k: None)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # a count neither run uses, so that restoring it is seen
+    kwargs = dict(submissions=["sgd"], workloads=["mlp_digits"], trials=1, quick=True, device=CPU,
+                  progress=False)
+    run_benchmark(out_dir=tmp_path / "a", **kwargs)
+    run_benchmark(out_dir=tmp_path / "b", threads=2, **kwargs)
+    try:
+        assert seen == [1, 2]  # default: 1 thread; then the 2 asked for
+        assert torch.get_num_threads() == 3
+        with pytest.raises(ValueError, match="threads"):
+            run_benchmark(out_dir=tmp_path / "c", threads=0, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_cli_run_prints_the_score_table_and_draws_the_profile(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gd_lib.benchmark", "run", "--submissions", "adamw,sgd",

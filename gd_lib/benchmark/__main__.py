@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from .scoring import read_evaluations, read_workloads, score_submissions
 
@@ -56,12 +57,15 @@ def _run(args) -> int:
     workloads = None if args.workloads == "all" else [w.strip() for w in args.workloads.split(",") if w.strip()]
     trials = args.trials if args.trials is not None else (2 if args.quick else 5)
     studies = args.studies if args.studies is not None else (1 if args.quick else 3)
+    start = time.perf_counter()
     result = run_benchmark(submissions, workloads, ruleset=args.ruleset, trials=trials, studies=studies,
-                           out_dir=args.out, quick=args.quick, progress=not args.no_progress)
+                           out_dir=args.out, quick=args.quick, progress=not args.no_progress,
+                           threads=args.threads)
+    elapsed = time.perf_counter() - start
     by_time, by_steps = result.by_time, result.by_steps
     names = [w for w in WORKLOADS if w in by_time.workload_names]
     print(f"ruleset={args.ruleset} trials={trials} studies={studies} quick={args.quick} "
-          f"(ran {result.ran_trials} trials, resumed {result.skipped_trials})")
+          f"(ran {result.ran_trials} trials, resumed {result.skipped_trials}) in {elapsed / 60:.1f} min")
     header = ["submission", "score (time)", "score (steps)"] + [f"{w} [s]" for w in names]
     rows = []
     for sub in sorted(by_time.scores, key=lambda s: -by_time.scores[s]):
@@ -97,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--studies", type=int, default=None, help="studies; default 3, quick 1")
     run.add_argument("--quick", action="store_true", help="small step budgets: minutes on a 2-core CPU")
     run.add_argument("--out", default="out/benchmark", help="output folder; rerun with the same one to resume")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch threads for the trials on a CPU (default 1: the mini workloads are too small for more)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
     return parser
