@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .zygote import Zygote, ZygoteError
+from .zygote import Zygote, ZygoteError, zygote_env
 
 GiB = 1 << 30
 
@@ -196,21 +196,9 @@ class _LineReader:
 
 
 def _base_env(mode: str, extra: dict[str, str]) -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "MPLBACKEND": "Agg",
-        "GD_GRADER_MODE": mode,
-        "GD_QUICK": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "TQDM_DISABLE": "1",
-    }
-    for key in ("CUDA_VISIBLE_DEVICES", "GD_DEVICE"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    """A run's whole environment: the zygote's (threads, plotting, quick mode, the GPU slot)
+    plus the grading mode and ``extra``."""
+    env = {**zygote_env(), "GD_GRADER_MODE": mode}
     env.update(extra)
     return env
 
