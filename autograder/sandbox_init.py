@@ -15,7 +15,9 @@ cells (a child of :mod:`autograder.zygote`), before any student code:
       work, the grader's caches) under empty read-only tmpfs mounts,
    d. gives the submission a private writable ``/tmp`` (``/mnt`` when the
       interpreter or the library live under ``/tmp``) holding only its own
-      working directory (``/tmp/work``), and a fresh ``/dev/shm``,
+      working directory (``/tmp/work``), and a minimal ``/dev`` (:func:`minimal_dev`:
+      the harmless character devices, a fresh ``/dev/shm``, the GPU's nodes
+      only for a run given a GPU; no disks, no terminals),
    e. makes the interpreter reachable for an unprivileged user where a
       directory above it is closed to others (e.g. ``/root/.pyenv`` under a
       ``/root`` of mode 0700): an empty read-only tmpfs (mode 0755) covers
@@ -121,6 +123,40 @@ def hide(path: str) -> None:
         _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
     elif os.path.exists(path):
         _mount("/dev/null", path, None, MS_BIND)
+
+
+#: the device nodes every run gets (no disks, no terminals, no memory or kernel devices)
+SAFE_DEVICES = ("null", "zero", "full", "random", "urandom")
+
+
+def minimal_dev(gpu: bool) -> None:
+    """Replace /dev by a tmpfs holding only :data:`SAFE_DEVICES` (bound from the real nodes),
+    the NVIDIA nodes when ``gpu`` is true, the usual fd/stdin/stdout/stderr links and a fresh
+    /dev/shm; the tmpfs itself is then made read-only."""
+    wanted = [n for n in SAFE_DEVICES if os.path.exists("/dev/" + n)]
+    if gpu:
+        wanted += sorted(n for n in os.listdir("/dev") if n.startswith("nvidia"))
+    # keep a handle on each node before /dev is covered, to bind it back from the handle
+    handles = {name: os.open("/dev/" + name, os.O_PATH | os.O_NOFOLLOW) for name in wanted}
+    try:
+        _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=65536,mode=0755")
+        for name, fd in handles.items():
+            target = "/dev/" + name
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                os.mkdir(target)
+                _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+            else:
+                open(target, "w").close()
+                _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, "/dev/" + link)
+    os.mkdir("/dev/shm")
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=268435456,mode=1777")
+    _mount(None, "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
 
 
 def join_cgroups(paths: list[str]) -> None:
@@ -296,11 +332,8 @@ def enter(config: dict, plan: dict | None, uid: int | None) -> str:
     _mount(f"/proc/self/fd/{workdir_fd}", work, None, MS_BIND)
     _mount(None, work, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)  # the bind copied "ro"
     os.close(workdir_fd)
-    if os.path.isdir("/dev/shm"):
-        try:
-            _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=268435456,mode=1777")
-        except OSError:
-            pass
+    gpu_gids = gpu_groups() if config.get("gpu") else []  # read before /dev is replaced
+    minimal_dev(bool(config.get("gpu")))
     if uid is not None:
         expose(plan or {})
         for folder, dirs, files in os.walk(work):  # the student's own files, and nothing else
@@ -309,7 +342,7 @@ def enter(config: dict, plan: dict | None, uid: int | None) -> str:
                 os.lchown(os.path.join(folder, name), uid, uid)
     os.chdir(work)
     set_limits(config.get("limits", {}))
-    drop_privileges(uid, gpu_groups() if config.get("gpu") else [])
+    drop_privileges(uid, gpu_gids)
     return work
 
 

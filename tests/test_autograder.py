@@ -285,7 +285,14 @@ check("caps", [status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd")], [])
 check("cwd", os.getcwd(), "")
 check("home", os.listdir(os.path.expanduser("~")), [])
 check("root", os.listdir("/root") if os.path.isdir("/root") else None, None)
+check("dev", sorted(os.listdir("/dev")), [])
+with open("/dev/null", "w") as fh:
+    fh.write("the harmless devices still work")
+check("urandom", len(open("/dev/urandom", "rb").read(8)), 0)
 """
+
+# the minimal /dev of a run without a GPU (sandbox_init.minimal_dev): no disks, terminals, memory
+DEV = {"null", "zero", "full", "random", "urandom", "fd", "stdin", "stdout", "stderr", "shm"}
 
 
 def _run_identity(tmp_path, zygote):
@@ -306,6 +313,7 @@ def test_submissions_run_as_an_unprivileged_user_where_the_machine_allows_it(tmp
     assert got["uid"] >= sandbox_init.SANDBOX_UID_BASE and got["gid"] == got["uid"] == run.uid
     assert [c["value"] for c in got["caps"]] == ["0000000000000000"] * 3
     assert got["cwd"] in ("/tmp/work", "/mnt/work")
+    assert {c["value"] for c in got["dev"]} == DEV and got["urandom"] == 8
     # where /root is closed to others, only the interpreter's folders are visible under it
     if "/root" in plan:
         visible = {c["value"] for c in got["root"]}
@@ -325,6 +333,8 @@ def test_root_fallback_is_reported_and_keeps_no_capabilities(tmp_path, monkeypat
         assert "root without capabilities" in zygote.info["user"]
     assert got["uid"] == 0 and run.uid == 0
     assert [c["value"] for c in got["caps"]] == ["0000000000000000"] * 3
+    # even as root, no device beyond the harmless ones (the host's /dev has disks, e.g. root:disk 0660)
+    assert {c["value"] for c in got["dev"]} == DEV and got["urandom"] == 8
 
 
 def test_user_plan_says_why_when_the_interpreter_is_closed_to_other_users(tmp_path):
