@@ -60,6 +60,18 @@ def fit_and_test(features_train: torch.Tensor, y_train: torch.Tensor, features_t
             "norm": float(a.norm())}
 
 
+def _sweep(seeds: int, make_data, grid, fit) -> dict:
+    """``fit(seed, data, int(g))`` for every seed (new data from ``make_data(seed)``) and grid
+    value; returns ``{"test_mse", "train_mse", "norm"}`` as arrays of shape (seeds, len(grid))."""
+    stats = {"test_mse": [], "train_mse": [], "norm": []}
+    for seed in range(seeds):
+        data = make_data(seed)
+        results = [fit(seed, data, int(g)) for g in grid]
+        for k in stats:
+            stats[k].append([r[k] for r in results])
+    return {k: np.asarray(v) for k, v in stats.items()}
+
+
 def random_features_curve(quick: bool | None = None, *, n_train: int = 100, input_dim: int = 20,
                           noise: float = 0.5, num_features=None, seeds: int | None = None,
                           ridge: float = 0.0) -> dict:
@@ -77,20 +89,14 @@ def random_features_curve(quick: bool | None = None, *, n_train: int = 100, inpu
         num_features = np.arange(step, (3 if quick else 4) * n_train + 1, step)
     num_features = np.asarray(num_features, dtype=int)
     seeds = (4 if quick else 20) if seeds is None else seeds
-    stats = {"test_mse": [], "train_mse": [], "norm": []}
-    for seed in range(seeds):
-        data = random_features_regression(n_train, 1000, input_dim, noise=noise, seed=seed)
-        rows = {k: [] for k in stats}
-        for P in num_features:
-            # the same W for train and test: one feature map per (seed, P)
-            F_train = random_relu_features(data.X_train, int(P), seed=1000 + seed)
-            F_test = random_relu_features(data.X_val, int(P), seed=1000 + seed)
-            result = fit_and_test(F_train, data.y_train, F_test, data.y_val, ridge)
-            for k in stats:
-                rows[k].append(result[k])
-        for k in stats:
-            stats[k].append(rows[k])
-    out = {k: np.asarray(v) for k, v in stats.items()}
+    def fit(seed, data, P):
+        # the same W for train and test: one feature map per (seed, P)
+        F_train = random_relu_features(data.X_train, P, seed=1000 + seed)
+        F_test = random_relu_features(data.X_val, P, seed=1000 + seed)
+        return fit_and_test(F_train, data.y_train, F_test, data.y_val, ridge)
+
+    out = _sweep(seeds, lambda seed: random_features_regression(n_train, 1000, input_dim, noise=noise, seed=seed),
+                 num_features, fit)
     out["num_features"] = num_features
     out["median_test_mse"] = np.median(out["test_mse"], axis=0)
     out["threshold"] = n_train
@@ -108,18 +114,12 @@ def polynomial_curve(quick: bool | None = None, *, n_train: int = 20, true_degre
     quick = gd_lib.quick_mode(quick)
     degrees = np.arange(1, 3 * n_train + 1) if degrees is None else np.asarray(degrees, dtype=int)
     seeds = (4 if quick else 20) if seeds is None else seeds
-    stats = {"test_mse": [], "train_mse": [], "norm": []}
-    for seed in range(seeds):
-        data = polynomial_regression(n_train, 500, true_degree=true_degree, noise=noise, seed=seed)
-        rows = {k: [] for k in stats}
-        for D in degrees:
-            result = fit_and_test(legendre_features(data.X_train[:, 0], int(D)), data.y_train,
-                                  legendre_features(data.X_val[:, 0], int(D)), data.y_val)
-            for k in stats:
-                rows[k].append(result[k])
-        for k in stats:
-            stats[k].append(rows[k])
-    out = {k: np.asarray(v) for k, v in stats.items()}
+    def fit(seed, data, D):
+        return fit_and_test(legendre_features(data.X_train[:, 0], D), data.y_train,
+                            legendre_features(data.X_val[:, 0], D), data.y_val)
+
+    out = _sweep(seeds, lambda seed: polynomial_regression(n_train, 500, true_degree=true_degree, noise=noise,
+                                                           seed=seed), degrees, fit)
     out["degrees"] = degrees
     out["median_test_mse"] = np.median(out["test_mse"], axis=0)
     out["threshold"] = n_train - 1
