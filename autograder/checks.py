@@ -5,16 +5,27 @@ and calls::
 
     check("adam/step-3", student_value, lambda: expected_value, rtol=1e-6, atol=1e-8)
 
-What ``check`` does depends on where the cell runs (``GD_GRADER_MODE``):
+What ``check`` does depends on where the cell runs (``GD_GRADER_MODE``, read once,
+when this module is first imported: the grader's zygotes import it with the mode
+set, so code in a run cannot change it):
 
 - unset (a student working in JupyterLab): compares the two right away and
   raises ``AssertionError`` with a message that says what differs.
 - ``"student"`` (inside the grading sandbox): records the student's value
   only. Nothing is decided in the student's process, so monkeypatching
   ``torch.allclose``, ``builtins``, ``gd_lib`` or ``__eq__`` there changes nothing.
+  The test cells a student run executes carry no expected values at all: the
+  grader removes the third argument of every ``check`` call, every ``with
+  reference():`` block and every ``@reference`` function from them
+  (:mod:`autograder.transform`), so nothing in the student's process can compute,
+  read or record an expected value.
 - ``"reference"`` (the trusted run of the instructor's source notebook):
   records the expected value and the tolerances, and checks that the
   instructor's own solution passes.
+
+Instructors write expected values only where the grader can remove them: as
+``check``'s third argument (a value or a zero-argument callable), in a ``with
+reference():`` block, or in a function decorated with ``@reference``.
 
 The grader (:mod:`autograder.grading`) then compares, in its own process,
 the recorded student values with the recorded expected values: exact type
@@ -37,6 +48,8 @@ import numpy as np
 
 MODE_ENV = "GD_GRADER_MODE"
 MAX_ARRAY_BYTES = 64 * 2 ** 20  # a recorded value larger than this is refused, not transported
+MAX_DEPTH = 20                  # lists, tuples and dicts nested deeper are not recorded
+_MODE = os.environ.get(MODE_ENV, "interactive")  # fixed at import (see the module docstring)
 
 # Captures recorded in this process, drained by the cell runner after each cell.
 _captured: list[dict] = []
@@ -47,10 +60,28 @@ class CheckFailure(AssertionError):
 
 
 def mode() -> str:
-    return os.environ.get(MODE_ENV, "interactive")
+    return _MODE
 
 
-def check(name: str, value: Any, expected: Any | Callable[[], Any], *, rtol: float = 1e-6,
+class _Reference:
+    """``@reference`` on a function, or ``with reference():`` around statements: code that computes
+    expected values. It runs in the reference run (and for a student working interactively); the
+    grader removes it from the test cells a submission runs."""
+
+    def __call__(self, func=None):
+        return self if func is None else func  # reference() as a context manager, @reference as a decorator
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+reference = _Reference()
+
+
+def check(name: str, value: Any, expected: Any | Callable[[], Any] = None, *, rtol: float = 1e-6,
           atol: float = 1e-8) -> None:
     """Check ``value`` against ``expected`` (see the module docstring). ``expected`` may be a
     zero-argument callable, which is only called where the expected value is needed."""
@@ -101,8 +132,8 @@ def _float_json(x: float):
 
 def encode(value: Any, depth: int = 0) -> dict:
     """A JSON-able description of ``value``; types are matched exactly, never by isinstance."""
-    if depth > 20:
-        return {"kind": "unsupported", "type": "nesting deeper than 20"}
+    if depth > MAX_DEPTH:
+        return {"kind": "unsupported", "type": f"nesting deeper than {MAX_DEPTH}"}
     t = type(value)
     try:
         import torch
@@ -145,7 +176,9 @@ def _decode_array(payload: str) -> np.ndarray:
 
 
 def _as_float(x) -> float:
-    return float(x)  # numbers, or the strings "nan", "inf", "-inf" written by _float_json
+    if type(x) in (int, float) or x in ("nan", "inf", "-inf"):
+        return float(x)  # numbers, or the strings "nan", "inf", "-inf" written by _float_json
+    raise ValueError("malformed float")
 
 
 def describe(enc: dict) -> str:
@@ -164,19 +197,40 @@ def describe(enc: dict) -> str:
 def compare(got: dict, expected: dict, rtol: float, atol: float, path: str = "") -> str | None:
     """None when ``got`` matches ``expected``; otherwise a sentence saying what differs.
 
-    Works on encoded values only, so it runs in the grader's own process.
+    Works on encoded values only, so it runs in the grader's own process. ``got`` comes from the
+    student's process and may be anything JSON can hold: a value that is not a well-formed
+    encoding fails this check (and only this one) with a message, it never raises.
     """
+    try:
+        return _compare(got, expected, rtol, atol, path)
+    except Exception as err:  # noqa: BLE001 - untrusted input: any malformed value is a failed check
+        return f"the recorded value could not be read ({type(err).__name__})"
+
+
+def _check_array(enc: dict, arr: np.ndarray) -> np.ndarray:
+    """``arr`` in the shape its description gives (0-dimensional values travel as one element)."""
+    shape = enc["shape"]
+    if (arr.dtype.hasobject or arr.dtype.fields is not None or type(shape) is not list
+            or not all(type(n) is int and n >= 0 for n in shape) or len(shape) > 64):
+        raise ValueError("array does not match its description")
+    return arr.reshape(shape)
+
+
+def _compare(got: dict, expected: dict, rtol: float, atol: float, path: str = "") -> str | None:
     where = f" at {path}" if path else ""
     if not isinstance(got, dict) or got.get("kind") != expected.get("kind") or got.get("kind") == "unsupported":
         return f"expected {describe(expected)}{where}, got {describe(got) if isinstance(got, dict) else 'nothing'}"
     kind = expected["kind"]
+    if kind in ("list", "tuple", "dict") and not isinstance(got.get("items"), list if kind != "dict" else dict):
+        raise ValueError("malformed container")
     if kind in ("tensor", "ndarray"):
         for key in ("dtype", "shape") + (("device",) if kind == "tensor" else ()):
             if got.get(key) != expected.get(key):
                 return f"expected {describe(expected)}{where}, got {describe(got)}"
-        g, e = _decode_array(got["data"]), _decode_array(expected["data"])
-        if g.shape != e.shape:
-            return f"malformed value{where}"
+        g = _check_array(got, _decode_array(got["data"]))
+        e = _check_array(expected, _decode_array(expected["data"]))
+        if g.shape != e.shape or g.dtype != e.dtype:
+            return f"the recorded value{where} could not be read (malformed array)"
         if e.dtype.kind in "biu" or e.dtype == np.bool_:
             bad = g != e
         else:
@@ -195,6 +249,8 @@ def compare(got: dict, expected: dict, rtol: float, atol: float, path: str = "")
     if kind == "none":
         return None
     if kind in ("bool", "int", "str"):
+        if type(got["value"]) is not type(expected["value"]):
+            raise ValueError("malformed scalar")
         return None if got["value"] == expected["value"] else f"expected {expected['value']!r}{where}, got {got['value']!r}"
     if kind == "float":
         g, e = _as_float(got["value"]), _as_float(expected["value"])
@@ -205,7 +261,7 @@ def compare(got: dict, expected: dict, rtol: float, atol: float, path: str = "")
         if len(got["items"]) != len(expected["items"]):
             return f"expected {describe(expected)}{where}, got {describe(got)}"
         for i, (g, e) in enumerate(zip(got["items"], expected["items"])):
-            problem = compare(g, e, rtol, atol, f"{path}[{i}]")
+            problem = _compare(g, e, rtol, atol, f"{path}[{i}]")
             if problem:
                 return problem
         return None
@@ -213,7 +269,7 @@ def compare(got: dict, expected: dict, rtol: float, atol: float, path: str = "")
         if set(got["items"]) != set(expected["items"]):
             return f"expected keys {sorted(expected['items'])}{where}, got {sorted(got['items'])}"
         for k in expected["items"]:
-            problem = compare(got["items"][k], expected["items"][k], rtol, atol, f"{path}[{k!r}]")
+            problem = _compare(got["items"][k], expected["items"][k], rtol, atol, f"{path}[{k!r}]")
             if problem:
                 return problem
         return None
