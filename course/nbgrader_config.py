@@ -37,7 +37,8 @@ c.CourseDirectory.solution_directory = os.path.join("course", "released_solution
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "course", "gradebook.db")
 # nbgrader's exchange (release, submit, collect, feedback): a shared folder on the course hub.
 c.Exchange.root = os.environ.get("GD_NBGRADER_EXCHANGE") or "/srv/nbgrader/exchange"
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".autograder"]
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".autograder",
+                           "mistakes.json"]  # the catalogue of classic mistakes is the instructor's
 
 # Released notebooks carry no outputs and no solution code.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
