@@ -211,7 +211,7 @@ def cmd_feedback(args) -> int:
     the others get theirs."""
     course = Course.default()
     api = nbgrader_api(course)
-    students = sorted(p.name for p in course.autograded_dir.glob(f"*/{args.assignment}") if p.is_dir()
+    students = sorted(p.parent.name for p in course.autograded_dir.glob(f"*/{args.assignment}") if p.is_dir()
                       and not p.is_symlink()) if course.autograded_dir.is_dir() else []
     failures = {}
     import warnings

@@ -90,6 +90,14 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def grading_digest(source: Path) -> str:
+    """What a stored verdict depends on from the instructor's side: the source notebook and the
+    catalogue of classic mistakes beside it."""
+    catalogue = Path(source).parent / "mistakes.json"
+    extra = catalogue.read_bytes() if catalogue.exists() else b""
+    return hashlib.sha256(Path(source).read_bytes() + b"\0" + extra).hexdigest()
+
+
 @dataclass
 class NotebookResult:
     assignment: str
@@ -106,7 +114,8 @@ class NotebookResult:
 
     @property
     def score(self) -> float:
-        return sum(c["points"] for c in self.cells.values() if c["passed"])
+        """Partial credit: each cell's ``score`` (its full points when it passed)."""
+        return sum(c["points"] if c["passed"] else c.get("score", 0.0) for c in self.cells.values())
 
     @property
     def max_score(self) -> float:
@@ -132,6 +141,6 @@ def is_current(course: Course, assignment: str, student: str, source: Path) -> b
         return False
     cached = load_result(course.results_path(assignment, student, source.stem))
     return (cached is not None and reference.get("version") == RESULTS_VERSION
-            and reference.get("sha256") == sha256_file(source) == cached.reference_sha256
+            and reference.get("sha256") == sha256_file(source) and cached.reference_sha256 == grading_digest(source)
             and (course.intake_dir / student / assignment / source.name).exists()
             and cached.submission_sha256 == fingerprint(str(course.submitted_dir), [student, assignment, source.name]))

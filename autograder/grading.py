@@ -42,7 +42,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -50,7 +50,7 @@ import nbformat
 from . import forbidden as forbidden_module
 from . import intake
 from .checks import compare
-from .course import RESULTS_VERSION, Course, GradingSetupError, NotebookResult, load_result, sha256_file
+from .course import RESULTS_VERSION, Course, GradingSetupError, NotebookResult, grading_digest, load_result, sha256_file
 from .sandbox import Limits, NotebookRun, require_isolation, run_cells
 from .transform import TestCellError, student_version
 from .zygote import Zygote, preload_for
@@ -235,14 +235,115 @@ def _reference_run(notebook: Path, digest: str, cache: Path, limits: Limits, zyg
     return record
 
 
+# --- classic mistakes: what each one records, run the way a student's notebook runs --------------
+
+def solution_text(code: str) -> str:
+    """An answer cell of the source with its solution markers removed: what a correct student writes."""
+    return "\n".join(line for line in code.split("\n")
+                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+
+
+def load_mistakes(source: Path) -> dict:
+    """The assignment's catalogue of classic mistakes (``mistakes.json`` beside the source notebook)."""
+    path = source.parent / "mistakes.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise GradingSetupError(f"{path}: not valid JSON ({err})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _question_tests(source_nb, answer_id: str) -> set[str]:
+    """The graded test cells between answer cell ``answer_id`` and the next answer cell."""
+    tests, inside = set(), False
+    for cell in source_nb.cells:
+        role, gid = _role(cell), _grade_id(cell)
+        if role == "solution":
+            inside = gid == answer_id
+        elif inside and role == "test" and cell.cell_type == "code":
+            tests.add(gid)
+    return tests
+
+
+_mistake_locks: dict[Path, threading.Lock] = {}
+
+
+def mistake_captures(course: Course, assignment: str, source: Path, limits: Limits, session: "Session") -> dict:
+    """{test cell: {check: [{"mistake", "says", "value"}]}}: the values each classic mistake of the
+    catalogue records, from the source's solution with the mistake's substitutions, run in the
+    students' sandbox on the same inputs as every submission (only the cells its question needs).
+    Cached beside the reference record."""
+    catalogue = load_mistakes(source)
+    if not catalogue:
+        return {}
+    import hashlib
+    digest = hashlib.sha256(source.read_bytes() + json.dumps(catalogue, sort_keys=True).encode()).hexdigest()
+    cache = course.cache_dir / "reference" / assignment / f"{source.stem}.mistakes.json"
+    with _locks_lock:
+        lock = _mistake_locks.setdefault(cache, threading.Lock())
+    with lock:
+        if cache.exists():
+            cached = json.loads(cache.read_text())
+            if cached.get("sha256") == digest and cached.get("version") == RESULTS_VERSION:
+                return cached["cells"]
+        source_nb = nbformat.read(source, as_version=4)
+        correct = {_grade_id(c): solution_text(c.source) for c in source_nb.cells
+                   if _role(c) == "solution" and c.cell_type == "code"}
+        release = course.release_dir / assignment
+        out: dict[str, dict[str, list]] = {}
+        for name, bug in catalogue.items():
+            gid = bug.get("cell")
+            if gid not in correct:
+                continue  # a mistake of another notebook of the assignment
+            code = correct[gid]
+            for old, new in bug.get("replace", []):
+                if old not in code:
+                    raise GradingSetupError(f"mistakes.json: {name}: {old!r} is not in the solution of {gid}")
+                code = code.replace(old, new)
+            student_nb = nbformat.from_dict(json.loads(json.dumps(source_nb)))
+            for cell in student_nb.cells:
+                if _role(cell) == "solution" and cell.cell_type == "code":
+                    cell.source = code if _grade_id(cell) == gid else correct[_grade_id(cell)]
+            wanted = _question_tests(source_nb, gid) | set(bug.get("fails", []))
+            plan = [c for c in assemble(source_nb, student_nb) if c.role != "test" or c.grade_id in wanted]
+            run = run_cells([(c.index, c.code) for c in plan], mode="student", limits=limits,
+                            isolation=session.isolation, data_dir=release if release.is_dir() else None,
+                            workdir=Path(tempfile.mkdtemp(prefix="gd_mistake_")) if session.isolation != "bwrap"
+                            else None, zygote=session.student)
+            for c in plan:
+                if c.role != "test":
+                    continue
+                for cap in run.cells[c.index].captures:
+                    out.setdefault(c.grade_id, {}).setdefault(cap["name"], []).append(
+                        {"mistake": name, "says": str(bug.get("says", name)), "value": cap["value"]})
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": RESULTS_VERSION, "sha256": digest, "cells": out}))
+        os.replace(tmp, cache)
+        return out
+
+
 # --- deciding -----------------------------------------------------------------------------
+
+@dataclass
+class CheckVerdict:
+    name: str
+    points: float
+    passed: bool
+    message: str              # "" when passed
+    mistake: str | None = None  # the classic mistake the student's value matches, in words
+
 
 @dataclass
 class CellVerdict:
     grade_id: str
     points: float
-    passed: bool
-    message: str
+    passed: bool              # every check passed (full points)
+    message: str              # one sentence for the whole cell
+    score: float = 0.0        # partial credit: the points of the checks that passed
+    checks: list = field(default_factory=list)  # CheckVerdict as dicts, in the order of the reference
 
 
 def _forbidden_use(text: str | None) -> str | None:
@@ -251,8 +352,19 @@ def _forbidden_use(text: str | None) -> str | None:
     return None
 
 
+def _not_run_reason(result, run: NotebookRun) -> str:
+    if result.error:
+        return f"the test cell stopped with {result.error}"
+    return {"timeout": "the cell timed out", "died": "the notebook's process died",
+            "not_run": run.fatal or "the cell did not run"}.get(result.status, "it was not reached")
+
+
 def decide(plan: list[PlannedCell], run: NotebookRun, reference: dict) -> dict[str, CellVerdict]:
+    """Each graded test cell's verdict: its points split evenly over its checks (partial credit),
+    every failed check explained, and named as a classic mistake where the student's value equals the
+    value that mistake gives (``reference["mistakes"]``, computed by the grader from the catalogue)."""
     verdicts = {}
+    mistakes = reference.get("mistakes", {})
     for cell in plan:
         if cell.role != "test":
             continue
@@ -262,26 +374,41 @@ def decide(plan: list[PlannedCell], run: NotebookRun, reference: dict) -> dict[s
         for cap in result.captures:
             if isinstance(cap, dict) and isinstance(cap.get("name"), str):
                 got.setdefault(cap["name"], cap.get("value"))
-        problems = []
-        forbidden_use = _forbidden_use(result.error)
+        share = cell.points / len(expected) if expected else 0.0
+        checks: list[CheckVerdict] = []
         for ref in expected:
             name = ref["name"]
+            about = f"for {ref['about']}: " if ref.get("about") else ""
             if name not in got:
-                why = result.error or {"timeout": "the cell timed out", "died": "the notebook's process died",
-                                       "not_run": run.fatal or "the cell did not run"}.get(result.status, "not reached")
-                problems.append(f"check {name!r} did not run ({why})")
+                checks.append(CheckVerdict(name, share, False, f"{about}this check did not run: "
+                                                                 f"{_not_run_reason(result, run)}"))
                 continue
             problem = compare(got[name], ref["value"], ref["rtol"], ref["atol"])
+            mistake = None
             if problem:
-                problems.append(f"check {name!r} failed: {problem}")
-        if not problems and result.status != "ok":
-            problems.append(f"the test cell did not finish: {result.error or result.status}")
+                for known in mistakes.get(cell.grade_id, {}).get(name, []):
+                    if compare(got[name], known["value"], ref["rtol"], ref["atol"]) is None:
+                        mistake = known["says"]
+                        break
+            checks.append(CheckVerdict(name, share, problem is None, f"{about}{problem}" if problem else "", mistake))
+        forbidden_use = _forbidden_use(result.error)
         if forbidden_use:
-            problems = [f"no points: {forbidden_use}"]
-        passed = not problems
-        message = (f"passed ({len(expected)} check{'s' if len(expected) != 1 else ''})" if passed
-                   else "; ".join(problems))
-        verdicts[cell.grade_id] = CellVerdict(cell.grade_id, cell.points, passed, message)
+            checks = [CheckVerdict(c.name, c.points, False, f"no points: {forbidden_use}") for c in checks]
+        passed_checks = [c for c in checks if c.passed]
+        score = round(share * len(passed_checks), 6) if len(passed_checks) < len(checks) else cell.points
+        if not checks and result.status != "ok":
+            score = 0.0
+        passed = score == cell.points and (result.status == "ok" or bool(checks))
+        if passed:
+            message = f"passed ({len(checks)} check{'s' if len(checks) != 1 else ''})"
+        elif forbidden_use:
+            message = f"no points: {forbidden_use}"
+        else:
+            message = f"{len(passed_checks)} of {len(checks)} checks passed"
+            if result.status != "ok" and result.error:
+                message += f"; the test cell stopped with {result.error}"
+        verdicts[cell.grade_id] = CellVerdict(cell.grade_id, cell.points, passed, message, score,
+                                              [asdict(c) for c in checks])
     return verdicts
 
 
@@ -328,7 +455,7 @@ def grade_notebook(course: Course, assignment: str, student: str, source: Path, 
                    session: Session, env: dict[str, str] | None = None, gpu: bool = False,
                    regrade: bool = False) -> NotebookResult:
     parts = [student, assignment, source.name]
-    reference_sha = sha256_file(source)
+    reference_sha = grading_digest(source)
     submission_sha = intake.fingerprint(str(course.submitted_dir), parts)
     if not regrade:
         cached = load_result(course.results_path(assignment, student, source.stem))
@@ -357,8 +484,9 @@ def grade_notebook(course: Course, assignment: str, student: str, source: Path, 
                     zygote=session.student)
     # the reference is needed only now: the first runs of a class overlap with it
     reference = reference_captures(course, assignment, source, limits, session.reference)
-    if reference["sha256"] != reference_sha:
+    if reference["sha256"] != sha256_file(source):
         raise GradingSetupError(f"{source} changed while it was being graded")
+    reference = {**reference, "mistakes": mistake_captures(course, assignment, source, limits, session)}
     verdicts = decide(plan, run, reference)
     answer_errors = {c.grade_id: run.cells[c.index].error for c in plan
                      if c.role == "solution" and run.cells[c.index].error}

@@ -21,6 +21,7 @@ computed on the spot, in the same sandbox as ``make autograde``.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -69,12 +70,38 @@ class UseAssembledNotebook(_GradingOptions):
         return nb, resources
 
 
+WIDTH = 96
+
+
+def _wrap(text: str, indent: str = "", first: str = "") -> list[str]:
+    return textwrap.wrap(text, width=WIDTH, initial_indent=first or indent, subsequent_indent=indent + "    ",
+                         break_long_words=True, break_on_hyphens=False) or [first or indent]
+
+
+def verdict_lines(verdict: dict) -> list[str]:
+    """The feedback of one graded cell, as wrapped lines a student can act on."""
+    points, score = verdict["points"], verdict["points"] if verdict["passed"] else verdict.get("score", 0.0)
+    checks = verdict.get("checks") or []
+    if verdict["passed"]:
+        return [f"✔ passed: all {len(checks)} check{'s' if len(checks) != 1 else ''} [{points:g} of {points:g} points]"]
+    lines = _wrap(f"{verdict['message']} [{score:g} of {points:g} points]", first="✘ ")
+    for check in checks:
+        if check["passed"]:
+            lines.append(f"  ✔ {check['name']}")
+            continue
+        lines += _wrap(check["message"], indent="    ", first=f"  ✘ {check['name']}: ")
+        if check.get("mistake"):
+            lines += _wrap(f"This is what a classic mistake gives: {check['mistake']}.", indent="      ",
+                           first="      → ")
+    return lines
+
+
 class ApplySandboxedResults(_GradingOptions):
     def preprocess(self, nb, resources):
         _, _, result = self._result(resources)
         header = []
         if result.fatal:
-            header.append(f"[grader] {result.fatal}")
+            header += _wrap(result.fatal, first="[grader] ")
         for cell in nb.cells:
             meta = cell.get("metadata", {}).get("nbgrader", {})
             gid = meta.get("grade_id")
@@ -84,15 +111,20 @@ class ApplySandboxedResults(_GradingOptions):
             cell.execution_count = None
             if gid in result.cells:
                 verdict = result.cells[gid]
+                lines = verdict_lines(verdict)
+                score = verdict["points"] if verdict["passed"] else verdict.get("score", 0.0)
                 if verdict["passed"]:
-                    cell.outputs.append(new_output("stream", name="stdout",
-                                                   text=f"✔ {verdict['message']} [{verdict['points']:g} points]\n"))
+                    cell.outputs.append(new_output("stream", name="stdout", text="\n".join(lines) + "\n"))
+                elif score > 0:  # nbgrader takes a number a grade cell outputs as its partial credit
+                    cell.outputs.append(new_output("stream", name="stdout", text="\n".join(lines) + "\n"))
+                    cell.outputs.append(new_output("execute_result", data={"text/plain": f"{score:g}"},
+                                                   execution_count=None))
                 else:
-                    cell.outputs.append(new_output("error", ename="TestFailed", evalue=verdict["message"],
-                                                   traceback=[f"TestFailed: {verdict['message']}"]))
+                    cell.outputs.append(new_output("error", ename="TestFailed", evalue=lines[0],
+                                                   traceback=lines))
             elif gid in result.answer_errors:
-                cell.outputs.append(new_output("stream", name="stdout",
-                                               text=f"[grader] this cell raised {result.answer_errors[gid]}\n"))
+                text = _wrap(f"this cell raised {result.answer_errors[gid]}", first="[grader] ")
+                cell.outputs.append(new_output("stream", name="stdout", text="\n".join(text) + "\n"))
         if header and nb.cells:
             for cell in nb.cells:
                 if cell.cell_type == "code":
