@@ -175,7 +175,7 @@ def read_submission(path: str | os.PathLike, max_bytes: int = MAX_SUBMISSION_BYT
         nb = nbformat.reader.reads(text)
         nb = nbformat.convert(nb, 4)
         nbformat.validate(nb)
-    except (NotJSONError, nbformat.ValidationError, nbformat.reader.NBFormatError) as err:
+    except (NotJSONError, nbformat.ValidationError, nbformat.NBFormatError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SubmissionError(f"{name} is not a valid Jupyter notebook: {first_line[:200]}") from None
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as err:

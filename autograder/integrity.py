@@ -152,6 +152,9 @@ def read_answers(course: Course, assignment: str, student: str, questions: list[
         except SubmissionError as err:
             submission.problems[notebook] = str(err)
             continue
+        except Exception as err:  # noqa: BLE001 - one notebook must never stop the report of a class
+            submission.problems[notebook] = f"{notebook} could not be read ({type(err).__name__}: {err})"[:300]
+            continue
         for cell in nb.cells:
             if cell.get("cell_type") != "code":
                 continue
