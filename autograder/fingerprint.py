@@ -30,6 +30,8 @@ import tokenize
 import zlib
 from dataclasses import dataclass, field
 
+import numpy as np
+
 # Names a renaming cannot touch without breaking the code (so keeping them is informative).
 KEPT_NAMES = frozenset(dir(builtins)) | {"torch", "math", "np", "numpy", "nn", "F", "self", "cls"}
 
@@ -141,13 +143,33 @@ def _token_id(text: str) -> int:
     return value
 
 
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)   # odd: the polynomial's base, 2^64 / golden ratio
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit moves every output bit (minima are then uniform)."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
 def kgram_hashes(tokens: list[str], k: int) -> list[int]:
     """The hash of each k-gram: ``hashes[i]`` covers ``tokens[i:i + k]`` (empty if fewer than k).
 
-    A tuple of ints hashes the same in every process (only str/bytes hashing is salted).
+    A polynomial in the tokens' crc32 numbers modulo 2^64, mixed: the same in every process
+    (unlike ``hash()`` of a str), and computed for all k-grams at once.
     """
-    ids = [_token_id(t) for t in tokens]
-    return [hash(tuple(ids[i:i + k])) for i in range(len(ids) - k + 1)]
+    if len(tokens) < k:
+        return []
+    ids = np.fromiter((_token_id(t) for t in tokens), dtype=np.uint64, count=len(tokens))
+    powers = np.ones(k, dtype=np.uint64)
+    with np.errstate(over="ignore"):      # arithmetic modulo 2^64 on purpose
+        for j in range(k - 2, -1, -1):
+            powers[j] = powers[j + 1] * _MULTIPLIER
+        windows = np.lib.stride_tricks.sliding_window_view(ids, k)
+        return _mix((windows * powers).sum(axis=1, dtype=np.uint64)).tolist()
 
 
 def winnow(hashes: list[int], window: int) -> list[tuple[int, int]]:
@@ -165,14 +187,15 @@ def winnow(hashes: list[int], window: int) -> list[tuple[int, int]]:
     if n <= window:
         smallest = min(hashes)
         return [(smallest, max(i for i, h in enumerate(hashes) if h == smallest))]
+    values = np.asarray(hashes, dtype=np.uint64)
+    windows = np.lib.stride_tricks.sliding_window_view(values, window)
+    # rightmost minimum of each window: argmin (first minimum) of the window read backwards
+    rightmost = (np.arange(n - window + 1) + (window - 1 - np.argmin(windows[:, ::-1], axis=1))).tolist()
+    minima = windows.min(axis=1).tolist()
     kept: list[tuple[int, int]] = []
     last = -1
-    for start in range(n - window + 1):
-        best = start
-        for i in range(start + 1, start + window):
-            if hashes[i] <= hashes[best]:
-                best = i
-        if last >= start and hashes[last] == hashes[best]:
+    for start, (best, smallest) in enumerate(zip(rightmost, minima)):
+        if last >= start and hashes[last] == smallest:
             best = last
         if best != last:
             kept.append((hashes[best], best))

@@ -24,13 +24,17 @@ ranked, each with the matching lines side by side, in ``course/reports/A/integri
 from __future__ import annotations
 
 import ast
+import bisect
 import csv
 import importlib.util
 import itertools
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .course import Course
 from .fingerprint import Fingerprints, kgram_hashes, matching_blocks, normalize
@@ -53,6 +57,8 @@ class IntegrityConfig:
     max_answer_chars: int = 100_000   # longer answers are cut (and the report says so)
     max_bytes: int = MAX_SUBMISSION_BYTES
     shown_below_threshold: int = 10   # unflagged pairs still listed (the nearest ones), for context
+    max_listed: int = 500         # rows of each table on the page (the CSV has every one)
+    max_detailed: int = 100       # pairs (and library matches) shown line by line on the page
 
     def __post_init__(self):
         if self.k < 2 or self.window < 1:
@@ -95,10 +101,10 @@ def _source_of(cell) -> str:
     return "".join(source) if isinstance(source, list) else str(source)
 
 
-def load_questions(course: Course, assignment: str) -> tuple[list[Question], dict[str, set[str]], str]:
+def load_questions(course: Course, assignment: str) -> tuple[list[Question], dict[str, set[str]], list[str]]:
     """The answer cells of the instructor's notebooks, the other graded ids, and the released code.
 
-    Returns (questions, other_ids per notebook, the code of every code cell of the release).
+    Returns (questions, other_ids per notebook, the code of each code cell of the release).
     """
     import nbformat
 
@@ -122,7 +128,7 @@ def load_questions(course: Course, assignment: str) -> tuple[list[Question], dic
         else:  # nbgrader's release rule: each solution region becomes the stub
             released.extend(_stub(_source_of(c)) for c in nb.cells if c.cell_type == "code")
     questions.append(Question(ADDED_CELLS, "", None))
-    return questions, other_ids, "\n\n".join(released)
+    return questions, other_ids, released
 
 
 def _stub(source: str) -> str:
@@ -262,8 +268,8 @@ class LibraryIndex:
                 for h in whole.kept:
                     files_with[h] += 1
                 for name, first, last in _segments_of(tree, module):
-                    start = next((i for i, line in enumerate(code.first_lines) if line >= first), len(code))
-                    stop = next((i for i, line in enumerate(code.first_lines) if line > last), len(code))
+                    start = bisect.bisect_left(code.first_lines, first)    # first token on line >= first
+                    stop = bisect.bisect_right(code.first_lines, last)     # first token on a line > last
                     if stop - start < config.k:
                         continue
                     fp = Fingerprints.of(code, config.k, config.window, start=start,
@@ -361,6 +367,7 @@ class IntegrityReport:
     common_cap: int                         # passages in more answers than this were ignored
     library_segments: int
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
     def flagged_pairs(self) -> list[PairResult]:
         return [p for p in self.pairs if p.similarity >= self.config.threshold]
@@ -406,23 +413,38 @@ def _drop_common(answers: dict[tuple[str, str], Answer], questions, config) -> t
     return cap, common
 
 
-def _compare_pairs(answers, questions, students, config) -> list[PairResult]:
+def _sharing_pairs(kept_sets: list) -> list[tuple[int, int]]:
+    """The pairs (i < j) of documents that share at least one fingerprint.
+
+    One sparse product of the document x fingerprint incidence matrix with its transpose (the
+    inverted index, in compiled code): its nonzero entries are the pairs that share a hash.
+    """
+    from scipy import sparse
+
+    vocabulary: dict[int, int] = {}
+    rows, cols = [], []
+    for row, kept in enumerate(kept_sets):
+        for h in kept:
+            rows.append(row)
+            cols.append(vocabulary.setdefault(h, len(vocabulary)))
+    if not vocabulary:
+        return []
+    incidence = sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)),
+                                  shape=(len(kept_sets), len(vocabulary)))
+    shared = sparse.triu(incidence @ incidence.T, k=1).tocoo()
+    return sorted(zip(shared.row.tolist(), shared.col.tolist()))
+
+
+def _compare_pairs(answers, questions, config) -> list[PairResult]:
     own_total = defaultdict(int)
     for (student, _), answer in answers.items():
         own_total[student] += answer.own_tokens
     matches: dict[tuple[str, str], dict[str, QuestionMatch]] = defaultdict(dict)
     for q in questions:
-        holders: dict[int, list[str]] = defaultdict(list)
-        for (student, question), answer in answers.items():
-            if question == q:
-                for h in answer.kept:
-                    holders[h].append(student)
-        candidates: dict[tuple[str, str], set[int]] = defaultdict(set)
-        for h, who in holders.items():
-            for a, b in itertools.combinations(sorted(who), 2):
-                candidates[(a, b)].add(h)
-        for (a, b), shared in candidates.items():
-            answer_a, answer_b = answers[(a, q)], answers[(b, q)]
+        holders = sorted((student, answer) for (student, question), answer in answers.items() if question == q)
+        for i, j in _sharing_pairs([answer.kept for _, answer in holders]):
+            (a, answer_a), (b, answer_b) = holders[i], holders[j]
+            shared = answer_a.kept.keys() & answer_b.kept.keys()
             covered_a, covered_b = answer_a.covered(shared), answer_b.covered(shared)
             if max(covered_a, covered_b) < config.min_match_tokens:
                 continue
@@ -461,30 +483,46 @@ def _best_library_match(answer: Answer, library: LibraryIndex, config, baseline:
 
 def analyse(course: Course, assignment: str, config: IntegrityConfig = IntegrityConfig(),
             library: LibraryIndex | None = None, progress: bool = False) -> IntegrityReport:
-    """Read every submission of ``assignment`` and compare (no file is written; see :func:`write_report`)."""
-    import time
+    """Read every submission of ``assignment`` and compare (no file is written; see :func:`write_report`).
 
-    started = time.perf_counter()
+    ``report.timings`` holds the seconds of each phase (read, fingerprint, pairs, library).
+    """
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = now - clock
+        clock = now
+
     questions, other_ids, released = load_questions(course, assignment)
     keys = [q.key for q in questions]
-    released_hashes = set(kgram_hashes(normalize(released).tokens, config.k))
+    released_hashes = {h for cell in released for h in kgram_hashes(normalize(cell).tokens, config.k)}
     students = course.students(assignment)
     iterator = students
     if progress and students:
         from tqdm import tqdm
         iterator = tqdm(students, desc="reading submissions", unit="student", file=sys.stderr, leave=False)
     submissions = [read_answers(course, assignment, s, questions, other_ids, config) for s in iterator]
+    lap("read")
     answers = _fingerprint_answers(submissions, keys, released_hashes, config)
     cap, _ = _drop_common(answers, keys, config)
-    pairs = _compare_pairs(answers, keys, students, config)
+    if not any(question == ADDED_CELLS for _, question in answers):
+        keys.remove(ADDED_CELLS)
+    lap("fingerprint")
+    pairs = _compare_pairs(answers, keys, config)
+    lap("pairs")
     library = LibraryIndex.build(config) if library is None else library
     baseline = solution_hashes(course, questions, assignment, config.k)
     matches = [m for m in (_best_library_match(a, library, config, baseline.get(a.question, set()))
                            for a in answers.values()) if m is not None]
     matches.sort(key=lambda m: (-m.share, m.student, m.question))
+    lap("library")
     report = IntegrityReport(assignment, config, keys, submissions, pairs, matches, answers, cap,
                              len(library.segments))
-    report.seconds = time.perf_counter() - started
+    report.timings = timings
+    report.seconds = sum(timings.values())
     return report
 
 
@@ -507,26 +545,41 @@ def solution_hashes(course: Course, questions: list[Question], assignment: str, 
 
 # --- writing the report ----------------------------------------------------------------------------
 
-def _lines_of(fp: Fingerprints, start: int, stop: int, offset: int = 0) -> tuple[int, int]:
-    return fp.code.first_lines[start] - offset, fp.code.last_lines[stop - 1] - offset
+def _lines_of(fp: Fingerprints, start: int, stop: int, own: list[bool] | None = None, offset: int = 0) -> list[int]:
+    """The source lines of tokens ``start..stop`` that count (all of them when ``own`` is None)."""
+    lines: set[int] = set()
+    for i in range(start, min(stop, len(fp.code.tokens))):
+        if own is None or own[i]:
+            lines.update(range(fp.code.first_lines[i] - offset, fp.code.last_lines[i] - offset + 1))
+    return sorted(lines)
 
 
-def pair_blocks(report: IntegrityReport, pair: PairResult, question: str):
-    """The matching line ranges of a pair in one question: [((a_first, a_last), (b_first, b_last)), ...]."""
+def _with_lines(pairs_of_lines):
+    return [(a, b) for a, b in pairs_of_lines if a and b]
+
+
+def pair_blocks(report: IntegrityReport, pair: PairResult, question: str) -> list[tuple[list[int], list[int]]]:
+    """The matching lines of a pair in one question, block by block: [(a's lines, b's lines), ...]
+    (lines holding code that counts: not the given code, not comments)."""
     a, b = report.answers[(pair.a, question)], report.answers[(pair.b, question)]
     match = pair.questions[question]
     blocks = matching_blocks(a.fingerprints, b.fingerprints, match.shared, gap=report.config.window)
-    return [(_lines_of(a.fingerprints, a0, a1), _lines_of(b.fingerprints, b0, b1)) for a0, a1, b0, b1 in blocks]
+    return _with_lines((_lines_of(a.fingerprints, a0, a1, a.own), _lines_of(b.fingerprints, b0, b1, b.own))
+                       for a0, a1, b0, b1 in blocks)
 
 
-def library_blocks(report: IntegrityReport, match: LibraryMatch):
-    """Matching line ranges of an answer and its library segment (segment lines counted from its start)."""
+def library_blocks(report: IntegrityReport, match: LibraryMatch) -> list[tuple[list[int], list[int]]]:
+    """Matching lines of an answer and its library segment (segment lines counted from its start)."""
     answer = report.answers[(match.student, match.question)]
     segment = match.segment
     blocks = matching_blocks(answer.fingerprints, segment.fingerprints, match.shared, gap=report.config.window)
     offset = segment.first_line - 1
-    return [(_lines_of(answer.fingerprints, a0, a1), _lines_of(segment.fingerprints, b0, b1, offset))
-            for a0, a1, b0, b1 in blocks]
+    return _with_lines((_lines_of(answer.fingerprints, a0, a1, answer.own),
+                        _lines_of(segment.fingerprints, b0, b1, None, offset)) for a0, a1, b0, b1 in blocks)
+
+
+def _spans(lines: list[int], offset: int = 0) -> str:
+    return f"{lines[0] + offset}-{lines[-1] + offset}"
 
 
 def _segment_source(segment: LibrarySegment) -> str:
@@ -574,6 +627,17 @@ def _columns(rows) -> list[str]:
     return out
 
 
+def shown_pairs(report: IntegrityReport) -> list[PairResult]:
+    """The pairs the page lists: every flagged one and the nearest unflagged ones (at most max_listed)."""
+    count = len(report.flagged_pairs()) + report.config.shown_below_threshold
+    return report.pairs[:min(count, report.config.max_listed)]
+
+
+def shown_library(report: IntegrityReport) -> list[LibraryMatch]:
+    count = len(report.flagged_library()) + report.config.shown_below_threshold
+    return report.library[:min(count, report.config.max_listed)]
+
+
 def _csv_safe(value) -> str:
     text = str(value)
     # a spreadsheet runs a cell that starts like a formula: student names are not trusted
@@ -585,28 +649,30 @@ def write_csv(report: IntegrityReport, path: Path) -> None:
               "lines_student", "lines_other", "flagged", "note"]
     rows = []
     threshold = report.config.threshold
+    own_total: dict[str, int] = defaultdict(int)
+    for (student, _), answer in report.answers.items():
+        own_total[student] += answer.own_tokens
+    detailed = {(p.a, p.b) for p in shown_pairs(report)[:report.config.max_detailed]}
     for pair in report.pairs:
         covered_a = sum(m.covered_a for m in pair.questions.values())
         covered_b = sum(m.covered_b for m in pair.questions.values())
-        own_a = sum(a.own_tokens for (s, _), a in report.answers.items() if s == pair.a)
-        own_b = sum(a.own_tokens for (s, _), a in report.answers.items() if s == pair.b)
+        own_a, own_b = own_total[pair.a], own_total[pair.b]
         rows.append(["pair", pair.a, pair.b, "(all answers)", f"{pair.similarity:.3f}",
                      f"{covered_a / own_a if own_a else 0:.3f}", f"{covered_b / own_b if own_b else 0:.3f}",
                      "", "", int(pair.similarity >= threshold), ""])
         for q, m in sorted(pair.questions.items()):
-            blocks = pair_blocks(report, pair, q)
+            blocks = pair_blocks(report, pair, q) if (pair.a, pair.b) in detailed else []
             rows.append(["pair-question", pair.a, pair.b, q, f"{m.similarity:.3f}",
                          f"{m.covered_a / m.own_a if m.own_a else 0:.3f}",
                          f"{m.covered_b / m.own_b if m.own_b else 0:.3f}",
-                         " ".join(f"{x0}-{x1}" for (x0, x1), _ in blocks),
-                         " ".join(f"{y0}-{y1}" for _, (y0, y1) in blocks),
+                         " ".join(_spans(x) for x, _ in blocks), " ".join(_spans(y) for _, y in blocks),
                          int(m.similarity >= threshold), ""])
+    detailed_library = {id(m) for m in shown_library(report)[:report.config.max_detailed]}
     for m in report.library:
-        blocks = library_blocks(report, m)
+        blocks = library_blocks(report, m) if id(m) in detailed_library else []
         rows.append(["library", m.student, m.segment.name, m.question, f"{m.share:.3f}", f"{m.share:.3f}", "",
-                     " ".join(f"{x0}-{x1}" for (x0, x1), _ in blocks),
-                     " ".join(f"{y0 + m.segment.first_line - 1}-{y1 + m.segment.first_line - 1}"
-                              for _, (y0, y1) in blocks),
+                     " ".join(_spans(x) for x, _ in blocks),
+                     " ".join(_spans(y, m.segment.first_line - 1) for _, y in blocks),
                      int(m.share >= threshold), m.segment.where])
     for s in report.submissions:
         for notebook, why in s.problems.items():

@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime
 from html import escape
 
-from .integrity import IntegrityReport, LibraryMatch, PairResult, library_blocks, pair_blocks, _segment_source
+from .integrity import (IntegrityReport, LibraryMatch, PairResult, _segment_source, library_blocks, pair_blocks,
+                        shown_library, shown_pairs)
 
 # one pastel per matching block; the same colour on both sides pairs the lines up
 COLOURS = ["#ffe08a", "#a9e5bb", "#aad4f5", "#f7b7c8", "#d3c4f2", "#f9c99a", "#c5e8e3", "#e6e1a3"]
@@ -76,10 +77,10 @@ def _code(source: str, marks: dict[int, int], first_number: int = 1) -> str:
 
 def _marks(blocks) -> tuple[dict[int, int], dict[int, int]]:
     left, right = {}, {}
-    for colour, ((a0, a1), (b0, b1)) in enumerate(blocks):
-        for n in range(a0, a1 + 1):
+    for colour, (lines_a, lines_b) in enumerate(blocks):
+        for n in lines_a:
             left.setdefault(n, colour)
-        for n in range(b0, b1 + 1):
+        for n in lines_b:
             right.setdefault(n, colour)
     return left, right
 
@@ -88,8 +89,8 @@ def _block_list(blocks, left_name: str, right_name: str, right_offset: int = 0) 
     if not blocks:
         return ""
     items = [f'<span class="swatch" style="background:{COLOURS[i % len(COLOURS)]}"></span> '
-             f"lines {a0}–{a1} ↔ {b0 + right_offset}–{b1 + right_offset}"
-             for i, ((a0, a1), (b0, b1)) in enumerate(blocks)]
+             f"lines {a[0]}–{a[-1]} ↔ {b[0] + right_offset}–{b[-1] + right_offset}"
+             for i, (a, b) in enumerate(blocks)]
     return (f'<div class="blocks">matching lines ({escape(left_name)} ↔ {escape(right_name)}): '
             + "; ".join(items) + "</div>")
 
@@ -132,14 +133,8 @@ def _library_detail(report: IntegrityReport, rank: int, match: LibraryMatch) -> 
                       _code(_segment_source(segment), right, first_number=segment.first_line))])
 
 
-def _shown_pairs(report: IntegrityReport) -> list[PairResult]:
-    flagged = report.flagged_pairs()
-    return report.pairs[:len(flagged) + report.config.shown_below_threshold]
-
-
-def _shown_library(report: IntegrityReport) -> list[LibraryMatch]:
-    flagged = report.flagged_library()
-    return report.library[:len(flagged) + report.config.shown_below_threshold]
+def _link(kind: str, rank: int, report: IntegrityReport) -> str:
+    return f'<a href="#{kind}-{rank}">lines</a>' if rank <= report.config.max_detailed else ""
 
 
 def _pairs_table(report: IntegrityReport, shown: list[PairResult]) -> str:
@@ -153,12 +148,11 @@ def _pairs_table(report: IntegrityReport, shown: list[PairResult]) -> str:
             for q in report.questions)
         rows.append(f'<tr class="{"flag" if flagged else ""}"><td class="num">{rank}</td><td>{escape(pair.a)}</td>'
                     f'<td>{escape(pair.b)}</td><td class="score">{_bar(pair.similarity, flagged)}'
-                    f'{_pct(pair.similarity)}</td>{cells}<td><a href="#pair-{rank}">lines</a></td></tr>')
+                    f'{_pct(pair.similarity)}</td>{cells}<td>{_link("pair", rank, report)}</td></tr>')
     if not rows:
         return '<p class="ok">No two students share answer code beyond the given code and common passages.</p>'
     more = len(report.pairs) - len(shown)
-    tail = (f'<p class="note">{more} more pairs share some code, each below {_pct(threshold)} '
-            f"(all in the CSV).</p>" if more > 0 else "")
+    tail = (f'<p class="note">{more} more pairs share some code (all in the CSV).</p>' if more > 0 else "")
     return (f'<table class="list"><tr><th class="num">#</th><th>student</th><th>student</th><th>all answers</th>'
             f"{head}<th></th></tr>{''.join(rows)}</table>{tail}")
 
@@ -171,7 +165,7 @@ def _library_table(report: IntegrityReport, shown: list[LibraryMatch]) -> str:
         rows.append(f'<tr class="{"flag" if flagged else ""}"><td class="num">{rank}</td><td>{escape(m.student)}</td>'
                     f"<td>{escape(m.question)}</td><td class=\"score\">{_bar(m.share, flagged)}{_pct(m.share)}</td>"
                     f"<td><code>{escape(m.segment.name)}</code></td><td>{escape(m.segment.where)}</td>"
-                    f'<td><a href="#lib-{rank}">lines</a></td></tr>')
+                    f"<td>{_link('lib', rank, report)}</td></tr>")
     if not rows:
         body = '<p class="ok">No answer shares a passage with the library\'s source.</p>'
     else:
@@ -210,7 +204,8 @@ def _roster(report: IntegrityReport) -> str:
 
 def render_html(report: IntegrityReport) -> str:
     c = report.config
-    shown_pairs, shown_library = _shown_pairs(report), _shown_library(report)
+    listed_pairs, listed_library = shown_pairs(report), shown_library(report)
+    detailed = c.max_detailed
     unreadable = sum(1 for s in report.submissions if s.problems)
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     method = (f"Answers are compared as MOSS does: Python tokens with names, numbers and strings normalized, "
@@ -231,15 +226,21 @@ def render_html(report: IntegrityReport) -> str:
         f"({report.library_segments} functions and classes of gd_lib and torch.optim compared). "
         "This report changes no score.</p>",
         f'<p class="note">{escape(method)}</p>',
-        "<h2>Pairs of students</h2>", _pairs_table(report, shown_pairs),
-        "<h2>Answers near the library's source</h2>", _library_table(report, shown_library),
+        "<h2>Pairs of students</h2>", _pairs_table(report, listed_pairs),
+        "<h2>Answers near the library's source</h2>", _library_table(report, listed_library),
         "<h2>Every student</h2>", _roster(report),
     ]
-    if shown_pairs:
+    if listed_pairs:
         parts.append("<h2>Pairs, line by line</h2>")
-        parts += [_pair_detail(report, rank, pair) for rank, pair in enumerate(shown_pairs, 1)]
-    if shown_library:
+        parts += [_pair_detail(report, rank, pair) for rank, pair in enumerate(listed_pairs[:detailed], 1)]
+        if len(listed_pairs) > detailed:
+            parts.append(f'<p class="note">The {len(listed_pairs) - detailed} further pairs of the table are not '
+                         "shown line by line here; the CSV names their similarity per question.</p>")
+    if listed_library:
         parts.append("<h2>Library matches, line by line</h2>")
-        parts += [_library_detail(report, rank, m) for rank, m in enumerate(shown_library, 1)]
+        parts += [_library_detail(report, rank, m) for rank, m in enumerate(listed_library[:detailed], 1)]
+        if len(listed_library) > detailed:
+            parts.append(f'<p class="note">The {len(listed_library) - detailed} further matches of the table are '
+                         "not shown line by line here.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
