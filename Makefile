@@ -26,6 +26,7 @@ help:
 	@echo "make hub-trial  the same hub to try out: shared passwords, a scratch course in out/hub"
 	@echo "make demo       the course pipeline end to end"
 	@echo "make bench      step-time benchmarks against torch.optim"
+	@echo "make integrity A=<assignment>  near-identical answers and near-copies of library source (no score changes)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -698,6 +698,10 @@ def run(course: Course, assignment: str, out: str | Path | None = None, threshol
         progress: bool = True) -> int:
     """The ``integrity`` command: analyse, write the HTML and CSV, print the summary."""
     config = IntegrityConfig() if threshold is None else IntegrityConfig(threshold=threshold)
+    course.source_notebooks(assignment)   # FileNotFoundError (exit 2) for an unknown assignment
+    if not course.students(assignment):
+        print(f"no submissions in {course.submitted_dir}/*/{assignment}", file=sys.stderr)
+        return 1
     out_dir = Path(out) if out is not None else course.course_dir / "reports" / assignment
     report = analyse(course, assignment, config, progress=progress and sys.stderr.isatty())
     html_path, csv_path = write_report(report, out_dir)

@@ -110,8 +110,7 @@ def report(tmp_path_factory):
     """The class's integrity report made by `make integrity`, as an instructor runs it."""
     root = tmp_path_factory.mktemp("integrity_course")
     _build_class(root)
-    gradebook = root / "course" / "gradebook.db"
-    before = (hashlib.sha256(gradebook.read_bytes()).hexdigest(), gradebook.stat().st_mtime_ns)
+    before = _snapshot(root)
     env = {**os.environ, "GD_COURSE_ROOT": str(root)}
     proc = subprocess.run(["make", "-s", "-C", str(ROOT), "integrity", f"A={ASSIGNMENT}"], env=env,
                           capture_output=True, text=True, timeout=600)
@@ -120,7 +119,22 @@ def report(tmp_path_factory):
     with open(out / "integrity.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     return {"root": root, "stdout": proc.stdout, "rows": rows, "html": (out / "integrity.html").read_text(),
-            "gradebook_before": before}
+            "before": before}
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """Every regular file and link under ``root``: content hash (or link target), size, mtime, mode."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            if os.path.islink(path):
+                out[path] = ("link", os.readlink(path), info.st_mtime_ns)
+            elif os.path.isfile(path):
+                with open(path, "rb") as fh:
+                    out[path] = (hashlib.sha256(fh.read()).hexdigest(), info.st_size, info.st_mtime_ns, info.st_mode)
+    return out
 
 
 def _pairs(rows, question="(all answers)"):
@@ -180,6 +194,7 @@ def test_hand_written_answers_are_correct_and_independent_ones_differ():
                 assert len(shared) <= 1, (question, shared)   # beyond the given code, one line at most
 
 
+@pytest.mark.slow
 def test_renamed_reformatted_copy_is_the_top_pair(report):
     pairs = _pairs(report["rows"])
     ranked = sorted(pairs.items(), key=lambda kv: -kv[1])
@@ -192,12 +207,14 @@ def test_renamed_reformatted_copy_is_the_top_pair(report):
     assert "alice" in first_table_row and "dave" in first_table_row and "*" in first_table_row
 
 
+@pytest.mark.slow
 def test_a_copied_question_is_flagged_though_the_rest_differs(report):
     assert _pairs(report["rows"], "my_adam")[frozenset({"bob", "quinn"})] >= 0.9
     overall = _pairs(report["rows"])
     assert overall[frozenset({"bob", "quinn"})] > max(v for k, v in overall.items() if not k & {"dave", "quinn"})
 
 
+@pytest.mark.slow
 def test_independent_solutions_stay_below_the_threshold(report):
     independent = set(INDEPENDENT) | {"erin"}
     copies = [frozenset({"alice", "dave"}), frozenset({"bob", "quinn"})]
@@ -210,12 +227,14 @@ def test_independent_solutions_stay_below_the_threshold(report):
     assert all(v < lowest_copy for k, v in overall.items() if k <= independent)
 
 
+@pytest.mark.slow
 def test_starter_code_alone_does_not_flag(report):
     for row in report["rows"]:
         if row["kind"] in ("pair", "pair-question", "library"):
             assert row["student"] not in BLANK and row["other"] not in BLANK, row
 
 
+@pytest.mark.slow
 def test_near_copy_of_the_library_adam_update_is_flagged_and_named(report):
     library = [r for r in report["rows"] if r["kind"] == "library"]
     flagged = [r for r in library if r["flagged"] == "1"]
@@ -229,6 +248,7 @@ def test_near_copy_of_the_library_adam_update_is_flagged_and_named(report):
     assert "erin" in report["html"] and "gd_lib.optim.adam.adam_update" in report["html"]
 
 
+@pytest.mark.slow
 def test_unreadable_submissions_cost_only_their_student(report):
     unreadable = {r["student"].lstrip("'"): r["note"] for r in report["rows"] if r["kind"] == "unreadable"}
     assert set(unreadable) == {name.lstrip("'") for name in UNREADABLE}, unreadable
@@ -244,10 +264,14 @@ def test_unreadable_submissions_cost_only_their_student(report):
         assert re.search(rf"<td>{student}</td><td><span class=\"ok\">read</span>", roster), student
 
 
-def test_gradebook_is_unchanged(report):
-    gradebook = report["root"] / "course" / "gradebook.db"
-    assert (hashlib.sha256(gradebook.read_bytes()).hexdigest(), gradebook.stat().st_mtime_ns) == \
-        report["gradebook_before"]
+@pytest.mark.slow
+def test_gradebook_and_every_other_file_are_unchanged(report):
+    gradebook = str(report["root"] / "course" / "gradebook.db")
+    after = _snapshot(report["root"])
+    assert after[gradebook] == report["before"][gradebook]
+    written = {path for path in after if path.startswith(str(report["root"] / "course" / "reports"))}
+    assert {Path(p).name for p in written} == {"integrity.html", "integrity.csv"}
+    assert {p: v for p, v in after.items() if p not in written} == report["before"]
 
 
 class _Page(HTMLParser):
@@ -287,6 +311,7 @@ class _Page(HTMLParser):
             self._text += data
 
 
+@pytest.mark.slow
 def test_html_is_self_contained_escaped_and_shows_the_lines_side_by_side(report):
     page = _Page()
     page.feed(report["html"])
@@ -302,11 +327,13 @@ def test_html_is_self_contained_escaped_and_shows_the_lines_side_by_side(report)
     assert any("buffer = gradient.clone() if buf is None" in line for line in right)
 
 
+@pytest.mark.slow
 def test_csv_neutralizes_formulas_in_student_names(report):
     names = [r["student"] for r in report["rows"] if r["kind"] == "unreadable"]
     assert "'" + FORMULA_NAME in names and FORMULA_NAME not in names
 
 
+@pytest.mark.slow
 def test_command_line_options(tmp_path):
     """--out and --threshold: a lower threshold flags the nearest independent pair too."""
     root = tmp_path / "root"
