@@ -363,7 +363,8 @@ class IntegrityReport:
     submissions: list[Submission]
     pairs: list[PairResult]                 # every pair with a match, most similar first
     library: list[LibraryMatch]             # best library match per answer, largest share first
-    answers: dict[tuple[str, str], Answer]  # (student, question) -> answer
+    answers: dict[tuple[str, str], Answer]  # (student, question) -> answer, as pairs compare it
+    library_answers: dict[tuple[str, str], Answer]  # the same, as the library compares it
     common_cap: int                         # passages in more answers than this were ignored
     library_segments: int
     seconds: float = 0.0
@@ -507,6 +508,9 @@ def analyse(course: Course, assignment: str, config: IntegrityConfig = Integrity
     submissions = [read_answers(course, assignment, s, questions, other_ids, config) for s in iterator]
     lap("read")
     answers = _fingerprint_answers(submissions, keys, released_hashes, config)
+    # against the library, passages common in the class still count: a trick that spread is still a copy
+    library_answers = {key: Answer(a.student, a.question, a.fingerprints, list(a.own), dict(a.kept))
+                       for key, a in answers.items()}
     cap, _ = _drop_common(answers, keys, config)
     if not any(question == ADDED_CELLS for _, question in answers):
         keys.remove(ADDED_CELLS)
@@ -516,10 +520,10 @@ def analyse(course: Course, assignment: str, config: IntegrityConfig = Integrity
     library = LibraryIndex.build(config) if library is None else library
     baseline = solution_hashes(course, questions, assignment, config.k)
     matches = [m for m in (_best_library_match(a, library, config, baseline.get(a.question, set()))
-                           for a in answers.values()) if m is not None]
+                           for a in library_answers.values()) if m is not None]
     matches.sort(key=lambda m: (-m.share, m.student, m.question))
     lap("library")
-    report = IntegrityReport(assignment, config, keys, submissions, pairs, matches, answers, cap,
+    report = IntegrityReport(assignment, config, keys, submissions, pairs, matches, answers, library_answers, cap,
                              len(library.segments))
     report.timings = timings
     report.seconds = sum(timings.values())
@@ -570,7 +574,7 @@ def pair_blocks(report: IntegrityReport, pair: PairResult, question: str) -> lis
 
 def library_blocks(report: IntegrityReport, match: LibraryMatch) -> list[tuple[list[int], list[int]]]:
     """Matching lines of an answer and its library segment (segment lines counted from its start)."""
-    answer = report.answers[(match.student, match.question)]
+    answer = report.library_answers[(match.student, match.question)]
     segment = match.segment
     blocks = matching_blocks(answer.fingerprints, segment.fingerprints, match.shared, gap=report.config.window)
     offset = segment.first_line - 1

@@ -125,7 +125,7 @@ def _library_detail(report: IntegrityReport, rank: int, match: LibraryMatch) -> 
     left, right = _marks(blocks)
     title = (f'<h3 id="lib-{rank}">{rank}. {escape(match.student)}, {escape(match.question)}: {_pct(match.share)} '
              f"of the answer from <code>{escape(segment.name)}</code></h3>")
-    source = report.answers[(match.student, match.question)].fingerprints.code.source
+    source = report.library_answers[(match.student, match.question)].fingerprints.code.source
     return "\n".join([
         title, _block_list(blocks, match.student, segment.where.split(":")[0], right_offset=segment.first_line - 1),
         _side_by_side(f"{escape(match.student)}: {escape(match.question)}", _code(source, left),
@@ -211,8 +211,10 @@ def render_html(report: IntegrityReport) -> str:
     method = (f"Answers are compared as MOSS does: Python tokens with names, numbers and strings normalized, "
               f"comments and docstrings dropped (renaming, reformatting and comments change nothing), "
               f"{c.k}-token passages winnowed in windows of {c.window}. Not counted: the code of the released "
-              f"notebook (signatures, stubs, tests), passages that more than {report.common_cap} students share, "
-              f"and, for the library, idioms found in {c.library_idiom_files} or more of its files. A pair's "
+              f"notebook (signatures, stubs, tests); between students, passages that more than "
+              f"{report.common_cap} students share (a larger copy ring hides in them: the library table still "
+              f"shows a copy of the library); against the library, what the instructor's own solution also "
+              f"contains and idioms found in {c.library_idiom_files} or more of its files. A pair's "
               f"similarity is the share of both answers' remaining tokens that lie in matching passages "
               f"(matches shorter than {c.min_match_tokens} tokens in a question do not count). Flagged: "
               f"{_pct(c.threshold)} or more. Similar code is a reason to look, not a verdict: read the lines.")

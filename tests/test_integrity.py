@@ -352,3 +352,36 @@ def test_command_line_options(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "autograder", "integrity", ASSIGNMENT, "--threshold", "7"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "threshold" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_library_copy_that_spread_through_the_class_is_still_flagged(tmp_path):
+    """Twelve students hand in gd_lib's adam_update, each renamed their own way: more than the
+    common-passage cap (10), so between students their passages no longer count (MOSS's rule),
+    but each is still a near-copy of the library; the three independent students are not."""
+    from autograder.course import Course
+    from autograder.integrity import IntegrityConfig, analyse
+
+    names = ["b1", "b2", "g", "bias_correction1", "bias_correction2_sqrt", "step_size", "second_moment", "denom"]
+    copiers = []
+    for i in range(12):
+        source = ERIN_ADAM
+        for name in names:
+            source = re.sub(rf"\b{name}\b", f"{name[:3]}_{i}_{len(name)}", source)
+        copiers.append(f"copier{i:02d}")
+        folder = tmp_path / "course" / "submitted" / copiers[-1] / ASSIGNMENT
+        folder.mkdir(parents=True)
+        nbformat.write(_notebook_with({"adam_step": source}), folder / NOTEBOOK)
+    for student, answers in INDEPENDENT.items():
+        folder = tmp_path / "course" / "submitted" / student / ASSIGNMENT
+        folder.mkdir(parents=True)
+        nbformat.write(_notebook_with(answers), folder / NOTEBOOK)
+    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, tmp_path / "solutions" / ASSIGNMENT)
+    shutil.copytree(ROOT / "assignments" / ASSIGNMENT, tmp_path / "assignments" / ASSIGNMENT)
+
+    report = analyse(Course(tmp_path), ASSIGNMENT, IntegrityConfig())
+    assert report.common_cap == 10
+    flagged = {(m.student, m.question, m.segment.name) for m in report.flagged_library()}
+    assert flagged == {(c, "adam_step", "gd_lib.optim.adam.adam_update") for c in copiers}
+    # the ring itself is above the cap: its passages count as common between students (documented)
+    assert not any(p.similarity >= THRESHOLD for p in report.pairs)
