@@ -615,16 +615,24 @@ def terminal_summary(report: IntegrityReport, html_path: Path | None = None, csv
             table.append((m.student, m.question, _pct(m.share) + (" *" if m.share >= c.threshold else ""),
                           f"{m.segment.name} ({m.segment.where})"))
         lines += ["", "answers near library source:", *_columns(table)]
-    for s in unreadable:
-        for notebook, why in s.problems.items():
-            lines.append(f"unreadable: {s.student}: {why}")
+    problems = [f"unreadable: {_printable(s.student)}: {_printable(why)}"
+                for s in unreadable for why in s.problems.values()]
+    lines += problems[:rows * 2]
+    if len(problems) > rows * 2:
+        lines.append(f"... and {len(problems) - rows * 2} more unreadable notebooks (in the report)")
     lines.append(f"(* at or above the threshold {_pct(c.threshold)}; this report changes no score)")
     if html_path is not None:
         lines.append(f"report: {html_path}" + (f" and {csv_path}" if csv_path else ""))
     return "\n".join(lines)
 
 
+def _printable(text: str) -> str:
+    """Student names are folder names: no control character reaches the instructor's terminal."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(text))
+
+
 def _columns(rows) -> list[str]:
+    rows = [[_printable(cell) for cell in row] for row in rows]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     out = ["  ".join(str(cell).ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     out.insert(1, "  ".join("-" * w for w in widths))

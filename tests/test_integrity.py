@@ -36,6 +36,7 @@ ASSIGNMENT = "01_first_order"
 NOTEBOOK = "first_order.ipynb"
 THRESHOLD = 0.5          # the default flag threshold (IntegrityConfig.threshold)
 HTML_NAME = "zoe<script>alert(1)<\\script>"   # no "/": it is a folder name
+TERMINAL_NAME = "tom\x1b]0;pwned\x07"           # a terminal escape sequence in a folder name
 FORMULA_NAME = "=SUM(1+1)"
 BLANK = ["frank", "gina", HTML_NAME]
 
@@ -52,6 +53,7 @@ UNREADABLE = {
     "nick": "not a regular file",
     "olga": "not a regular file",
     FORMULA_NAME: "not valid JSON",
+    TERMINAL_NAME: "not valid JSON",
 }
 
 
@@ -101,6 +103,7 @@ def _build_class(root: Path) -> None:
     (folder("nick") / NOTEBOOK).mkdir()
     os.mkfifo(folder("olga") / NOTEBOOK)
     (folder(FORMULA_NAME) / NOTEBOOK).write_text("{ not json")
+    (folder(TERMINAL_NAME) / NOTEBOOK).write_text("{ not json")
 
     (root / "course" / "gradebook.db").write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
 
@@ -328,9 +331,11 @@ def test_html_is_self_contained_escaped_and_shows_the_lines_side_by_side(report)
 
 
 @pytest.mark.slow
-def test_csv_neutralizes_formulas_in_student_names(report):
+def test_student_names_cannot_act_in_a_spreadsheet_or_a_terminal(report):
     names = [r["student"] for r in report["rows"] if r["kind"] == "unreadable"]
     assert "'" + FORMULA_NAME in names and FORMULA_NAME not in names
+    assert "\x1b" not in report["stdout"] and "\x07" not in report["stdout"]
+    assert "unreadable: tom?]0;pwned?:" in report["stdout"]
 
 
 @pytest.mark.slow
