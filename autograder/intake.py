@@ -1,183 +1,190 @@
-"""Reading a submitted notebook, which is hostile input.
+"""Reading submissions: hostile files, read by trusted code, before anything else touches them.
 
-A submission is whatever a student put in their folder: it may be a symbolic or
-hard link to someone else's notebook (or to a file only the grader may read), a
-FIFO that blocks whoever opens it, gigabytes of data, bytes that are not UTF-8,
-JSON nested a million levels deep, or JSON that is not a notebook. This module
-reads it the one safe way and either returns a valid notebook or raises
-:class:`SubmissionError` with a reason written for the student::
+A submission is whatever a student managed to put into ``submitted/<student>/<assignment>/``.
+The grader reads it as the instructor (or root), outside any sandbox, so it must
+not follow links (a link to the solutions, to a classmate's notebook or to a file
+only root may read would be read with the grader's rights), must bound what it
+reads, and must turn every malformed input into a reason for that student alone.
 
-    from autograder.intake import read_submission, SubmissionError
-    try:
-        nb = read_submission(path, below=course.submitted_dir)
-    except SubmissionError as err:
-        ...  # that student's notebook is unreadable: str(err) says why; the others go on
-
-The rules: the path is opened without following links (``O_NOFOLLOW``; with
-``below``, every folder under ``below`` too), and what was opened must be a
-regular file with a single link (``st_nlink == 1``: a hard link to another file
-is refused) of at most ``max_bytes``; at most ``max_bytes`` are ever read; the
-bytes must be UTF-8, the JSON nested at most ``MAX_JSON_DEPTH`` deep, and the
-result a notebook that nbformat's schema accepts (converted to version 4).
+:func:`read_submission` opens each folder and the file without following links
+(``O_NOFOLLOW``, relative to the folder above), refuses anything that is not a
+regular file with a single link, reads at most ``max_bytes``, decodes strict
+UTF-8, parses JSON (bounded nesting) and validates it as an nbformat 4 notebook.
+Grade cells, their points and ids never come from a submission: the grader
+takes them from the instructor's source notebook and only the answer cells'
+text from here (:func:`autograder.grading.merged_cells`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import stat
-from pathlib import Path
 
-MiB = 1024 * 1024
-MAX_SUBMISSION_BYTES = 5 * MiB
-# A version-4 notebook nests about 8 deep (outputs' data and metadata included); the slack is
-# for cell metadata written by extensions. Deeper JSON is refused before nbformat walks it.
+MAX_NOTEBOOK_BYTES = 16 << 20
 MAX_JSON_DEPTH = 64
-
-__all__ = ["MAX_JSON_DEPTH", "MAX_SUBMISSION_BYTES", "SubmissionError", "read_submission", "read_bounded"]
-
-
-class SubmissionError(Exception):
-    """A submitted notebook that cannot be read; ``str(err)`` is written for the student."""
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}$")
 
 
-def _open_flags() -> int:
-    # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused after fstat anyway)
-    return os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+class SubmissionError(ValueError):
+    """A submission the grader will not read; the message is meant for the student."""
 
 
-def _open_without_links(path: Path, below: Path | None) -> int:
-    """A descriptor of ``path``, no link followed (under ``below``, no folder link either)."""
-    if below is None:
-        return os.open(path, _open_flags())
-    relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(below))
-    parts = relative.parts
-    if not parts or any(part in ("", ".", "..") for part in parts):
-        raise SubmissionError(f"{path} is not a file inside {below}")
-    folder = os.open(below, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+def _open_nofollow(path_parts: list[str], base: str) -> int:
+    """A descriptor of ``base/part0/part1/...``, each component opened without following links."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for part in parts[:-1]:
-            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                            dir_fd=folder)
-            os.close(folder)
-            folder = inner
-        return os.open(parts[-1], _open_flags(), dir_fd=folder)
-    finally:
-        os.close(folder)
-
-
-def _describe_open_error(err: OSError, name: str) -> str:
-    if err.errno in (getattr(os, "ELOOP", 40), getattr(os, "EMLINK", 31)):
-        return f"{name} is a symbolic link (or sits in a linked folder): submit the notebook file itself"
-    if err.errno == getattr(os, "ENOTDIR", 20):
-        return f"{name}: a folder on its path is a symbolic link or not a folder: submit the notebook file itself"
-    if err.errno == getattr(os, "ENOENT", 2):
-        return f"{name} was not submitted"
-    if err.errno in (getattr(os, "EACCES", 13), getattr(os, "EPERM", 1)):
-        return f"{name} cannot be read (permission denied)"
-    return f"{name} cannot be opened ({os.strerror(err.errno) if err.errno else err})"
-
-
-def read_bounded(path: str | os.PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, *,
-                 below: str | os.PathLike | None = None) -> bytes:
-    """The bytes of a submitted file, read safely (the file rules of the module docstring)."""
-    path = Path(path)
-    name = path.name
-    try:
-        info = os.lstat(path)
-    except OSError as err:
-        raise SubmissionError(_describe_open_error(err, name)) from None
-    if stat.S_ISLNK(info.st_mode):
-        raise SubmissionError(f"{name} is a symbolic link: submit the notebook file itself")
-    if not stat.S_ISREG(info.st_mode):
-        raise SubmissionError(f"{name} is not a regular file")
-    try:
-        fd = _open_without_links(path, Path(below) if below is not None else None)
-    except SubmissionError:
+        for i, part in enumerate(path_parts):
+            last = i == len(path_parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if last else os.O_DIRECTORY)
+            try:
+                new = os.open(part, flags | os.O_NONBLOCK, dir_fd=fd)
+            except FileNotFoundError:
+                raise SubmissionError("no submitted file") from None
+            except OSError as err:
+                if err.errno in (40, 20):  # ELOOP: a symbolic link; ENOTDIR: a link to a folder, or a file
+                    raise SubmissionError(f"{'/'.join(path_parts[:i + 1])} is a symbolic link or not a "
+                                          "folder: submissions must be plain files") from None
+                raise SubmissionError(f"{'/'.join(path_parts[:i + 1])} cannot be opened ({err.strerror})") from None
+            os.close(fd)
+            fd = new
+        return fd
+    except BaseException:
+        os.close(fd)
         raise
-    except (OSError, ValueError) as err:
-        if isinstance(err, OSError):
-            raise SubmissionError(_describe_open_error(err, name)) from None
-        raise SubmissionError(f"{name} is not inside {below}") from None
+
+
+def read_bytes(base: str, parts: list[str], max_bytes: int = MAX_NOTEBOOK_BYTES) -> bytes:
+    """The bytes of the regular file ``base/parts...`` (see the module docstring)."""
+    fd = _open_nofollow(parts, base)
     try:
-        info = os.fstat(fd)  # what was opened, not what the name pointed to a moment ago
-        if not stat.S_ISREG(info.st_mode):
-            raise SubmissionError(f"{name} is not a regular file")
-        if info.st_nlink != 1:
-            raise SubmissionError(f"{name} has {info.st_nlink} hard links (it is a link to another file): "
-                                  "submit a copy of your own notebook")
-        if info.st_size > max_bytes:
-            raise SubmissionError(f"{name} is {info.st_size / MiB:.1f} MiB, more than the "
-                                  f"{max_bytes / MiB:g} MiB allowed: clear the cells' outputs and submit again")
-        chunks, total = [], 0
-        while total <= max_bytes:  # never more than max_bytes + 1, even if the file grows meanwhile
-            chunk = os.read(fd, min(MiB, max_bytes + 1 - total))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SubmissionError("the submitted notebook is not a regular file")
+        if st.st_nlink != 1:
+            raise SubmissionError("the submitted notebook has more than one name (a hard link): "
+                                  "submissions must be plain files")
+        if st.st_size > max_bytes:
+            raise SubmissionError(f"the submitted notebook is larger than {max_bytes >> 20} MiB "
+                                  f"({st.st_size >> 20} MiB); clear large outputs and submit again")
+        data = b""
+        while len(data) <= max_bytes:
+            chunk = os.read(fd, 1 << 20)
             if not chunk:
                 break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > max_bytes:
-            raise SubmissionError(f"{name} is more than the {max_bytes / MiB:g} MiB allowed")
-        return b"".join(chunks)
-    except OSError as err:
-        raise SubmissionError(f"{name} cannot be read ({os.strerror(err.errno) if err.errno else err})") from None
+            data += chunk
+        if len(data) > max_bytes:
+            raise SubmissionError(f"the submitted notebook is larger than {max_bytes >> 20} MiB")
+        return data
     finally:
         os.close(fd)
 
 
-def _json_depth_exceeds(value, limit: int) -> bool:
-    """Whether ``value`` nests deeper than ``limit`` (iteratively: no recursion on hostile input)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+def _depth(text: str) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
-def read_submission(path: str | os.PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, *,
-                    below: str | os.PathLike | None = None):
-    """The submitted notebook at ``path`` as an nbformat (version 4) NotebookNode.
+def parse_notebook(data: bytes):
+    """An nbformat 4 notebook from ``data`` (raises :class:`SubmissionError` with the reason)."""
+    import nbformat
 
-    ``below``: a trusted folder that ``path`` lies in (e.g. ``course/submitted``); every folder
-    between it and the file is then opened without following links too.
-    Raises :class:`SubmissionError` with a reason for the student when the file is refused or
-    is not a valid notebook.
-    """
-    import nbformat  # imported here: the file checks above need nothing but the standard library
-    from nbformat.reader import NotJSONError
-
-    name = Path(path).name
-    data = read_bounded(path, max_bytes, below=below)
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise SubmissionError(f"{name} is not UTF-8 text (byte {err.start}): save it from Jupyter and submit "
-                              "again") from None
+        raise SubmissionError(f"the submitted notebook is not UTF-8 text (byte {err.start})") from None
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise SubmissionError(f"the submitted notebook nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        parsed = json.loads(text)
-    except RecursionError:
-        raise SubmissionError(f"{name} is not a notebook: its JSON is nested too deeply") from None
-    except ValueError as err:
-        where = f" (line {err.lineno}, column {err.colno})" if isinstance(err, json.JSONDecodeError) else ""
-        raise SubmissionError(f"{name} is not a notebook: it is not valid JSON{where}") from None
-    if not isinstance(parsed, dict):
-        raise SubmissionError(f"{name} is not a notebook: its JSON is not an object")
-    if _json_depth_exceeds(parsed, MAX_JSON_DEPTH):
-        raise SubmissionError(f"{name} is not a notebook: its JSON is nested more than {MAX_JSON_DEPTH} deep")
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise SubmissionError(f"the submitted file is not a notebook (not valid JSON: {err})"[:300]) from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
+        raise SubmissionError("the submitted file is not a notebook (no list of cells)")
     try:
-        nb = nbformat.reader.reads(text)
-        nb = nbformat.convert(nb, 4)
+        nb = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
-    except (NotJSONError, nbformat.ValidationError, nbformat.NBFormatError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SubmissionError(f"{name} is not a valid Jupyter notebook: {first_line[:200]}") from None
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as err:
-        raise SubmissionError(f"{name} is not a valid Jupyter notebook ({type(err).__name__})") from None
+    except Exception as err:  # noqa: BLE001 - nbformat's validation and conversion errors
+        raise SubmissionError(f"the submitted file is not a valid notebook ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
     return nb
+
+
+def read_submission(base: str, parts: list[str], max_bytes: int = MAX_NOTEBOOK_BYTES):
+    """(notebook, sha256 of its bytes): see the module docstring."""
+    data = read_bytes(base, parts, max_bytes)
+    return parse_notebook(data), hashlib.sha256(data).hexdigest()
+
+
+def fingerprint(base: str, parts: list[str], max_bytes: int = MAX_NOTEBOOK_BYTES) -> str:
+    """What a cached result of this submission is keyed by: the sha256 of its bytes, or the
+    reason it cannot be read (so that a fixed submission is graded again)."""
+    try:
+        return hashlib.sha256(read_bytes(base, parts, max_bytes)).hexdigest()
+    except SubmissionError as err:
+        return "refused: " + hashlib.sha256(str(err).encode()).hexdigest()[:16]
+
+
+def student_folders(submitted_dir: str, assignment: str) -> tuple[list[str], dict[str, str]]:
+    """(students with a submission of ``assignment``, {entry: why it is not graded}) — entries
+    with unsafe names or that are links are not graded, and said so."""
+    students, refused = [], {}
+    try:
+        entries = sorted(os.listdir(submitted_dir))
+    except OSError:
+        return [], {}
+    for name in entries:
+        path = os.path.join(submitted_dir, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not SAFE_NAME.match(name):
+            refused[name] = "a student folder name the grader does not accept"
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            if os.path.isdir(os.path.join(path, assignment)):
+                refused[name] = "the student folder is a symbolic link"
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        sub = os.path.join(path, assignment)
+        try:
+            sst = os.lstat(sub)
+        except OSError:
+            continue
+        if stat.S_ISLNK(sst.st_mode) or not stat.S_ISDIR(sst.st_mode):
+            refused[name] = f"{name}/{assignment} is a symbolic link or not a folder"
+            continue
+        students.append(name)
+    return students, refused
+
+
+TIMESTAMP = re.compile(r"^[0-9T:. +\-Z]{8,40}$")
+
+
+def read_timestamp(base: str, parts: list[str]) -> str | None:
+    """nbgrader's ``timestamp.txt`` of a submission (for late penalties), if it is a plain small file
+    holding a timestamp; ``None`` otherwise."""
+    try:
+        text = read_bytes(base, parts, max_bytes=128).decode("ascii").strip()
+    except (SubmissionError, UnicodeDecodeError):
+        return None
+    return text if TIMESTAMP.match(text) else None

@@ -4,8 +4,9 @@
 
 For the instructor's eyes only; it never changes a score (it never opens the gradebook).
 It reads every submission of assignment ``A`` (``course/submitted/<student>/A/*.ipynb``,
-each through :func:`autograder.intake.read_submission`: a submission that cannot be read
-is listed as unreadable, with the reason, and costs nobody else), takes the answer cells
+each through the grader's own :func:`autograder.intake.read_submission`: a submission
+that cannot be read, or a folder the grader refuses, is listed with the reason and costs
+nobody else), takes the answer cells
 (the cells the instructor's source notebook marks ``solution``, matched by ``grade_id``;
 code cells a student added count as one more answer), and compares
 
@@ -38,7 +39,7 @@ import numpy as np
 
 from .course import Course
 from .fingerprint import Fingerprints, kgram_hashes, matching_blocks, normalize
-from .intake import MAX_SUBMISSION_BYTES, SubmissionError, read_submission
+from .intake import MAX_NOTEBOOK_BYTES, SubmissionError, read_submission
 
 ADDED_CELLS = "added cells"   # the pseudo-question of code cells a student added
 
@@ -55,7 +56,7 @@ class IntegrityConfig:
     common_minimum: int = 10      # ... when that is more than this many students (MOSS's -m 10)
     library_idiom_files: int = 10  # library passages found in this many files are idioms, not sources
     max_answer_chars: int = 100_000   # longer answers are cut (and the report says so)
-    max_bytes: int = MAX_SUBMISSION_BYTES
+    max_bytes: int = MAX_NOTEBOOK_BYTES   # the grader's own bound (autograder.intake)
     shown_below_threshold: int = 10   # unflagged pairs still listed (the nearest ones), for context
     max_listed: int = 500         # rows of each table on the page (the CSV has every one)
     max_detailed: int = 100       # pairs (and library matches) shown line by line on the page
@@ -152,11 +153,10 @@ def read_answers(course: Course, assignment: str, student: str, questions: list[
     by_id = {(q.notebook, q.grade_id): q for q in questions if q.grade_id is not None}
     pieces: dict[str, list[str]] = defaultdict(list)
     for notebook in dict.fromkeys(q.notebook for q in questions if q.notebook):
-        path = course.submitted_dir / student / assignment / notebook
         try:
-            nb = read_submission(path, config.max_bytes, below=course.submitted_dir)
+            nb, _ = read_submission(str(course.submitted_dir), [student, assignment, notebook], config.max_bytes)
         except SubmissionError as err:
-            submission.problems[notebook] = str(err)
+            submission.problems[notebook] = f"{notebook}: {err}"
             continue
         except Exception as err:  # noqa: BLE001 - one notebook must never stop the report of a class
             submission.problems[notebook] = f"{notebook} could not be read ({type(err).__name__}: {err})"[:300]
@@ -506,6 +506,10 @@ def analyse(course: Course, assignment: str, config: IntegrityConfig = Integrity
         from tqdm import tqdm
         iterator = tqdm(students, desc="reading submissions", unit="student", file=sys.stderr, leave=False)
     submissions = [read_answers(course, assignment, s, questions, other_ids, config) for s in iterator]
+    # folders the grader does not read at all (linked, or names it does not accept), with its reason
+    submissions += [Submission(name, problems={"(folder)": why})
+                    for name, why in course.refused_students(assignment).items()]
+    submissions.sort(key=lambda sub: sub.student)
     lap("read")
     answers = _fingerprint_answers(submissions, keys, released_hashes, config)
     # against the library, passages common in the class still count: a trick that spread is still a copy
@@ -711,7 +715,7 @@ def run(course: Course, assignment: str, out: str | Path | None = None, threshol
     """The ``integrity`` command: analyse, write the HTML and CSV, print the summary."""
     config = IntegrityConfig() if threshold is None else IntegrityConfig(threshold=threshold)
     course.source_notebooks(assignment)   # FileNotFoundError (exit 2) for an unknown assignment
-    if not course.students(assignment):
+    if not course.students(assignment) and not course.refused_students(assignment):
         print(f"no submissions in {course.submitted_dir}/*/{assignment}", file=sys.stderr)
         return 1
     out_dir = Path(out) if out is not None else course.course_dir / "reports" / assignment

@@ -6,9 +6,10 @@ correct); dave hands in alice's work renamed, re-wrapped and commented; quinn co
 MyAdam only; erin's adam_step is gd_lib's adam_update renamed. frank and gina hand in the
 released notebook untouched. Then the hostile submissions: a symbolic link to the solutions,
 a hard link, a folder linked to a classmate's, text that is not JSON, bytes that are not
-UTF-8, a notebook over 5 MiB, JSON nested 100000 deep, JSON that is not a notebook, a folder
-and a FIFO in place of the notebook, and students whose names are HTML or a spreadsheet
-formula. Every expectation below comes from how the submissions were written, not from a
+UTF-8, a notebook over 16 MiB, JSON nested 100000 deep, JSON that is not a notebook, a folder
+and a FIFO in place of the notebook, and student folders named with HTML, a spreadsheet
+formula or a terminal escape (the grader does not read those; the report names them, made
+harmless). Every expectation below comes from how the submissions were written, not from a
 run of the code under test.
 """
 from __future__ import annotations
@@ -38,9 +39,9 @@ THRESHOLD = 0.5          # the default flag threshold (IntegrityConfig.threshold
 HTML_NAME = "zoe<script>alert(1)<\\script>"   # no "/": it is a folder name
 TERMINAL_NAME = "tom\x1b]0;pwned\x07"           # a terminal escape sequence in a folder name
 FORMULA_NAME = "=SUM(1+1)"
-BLANK = ["frank", "gina", HTML_NAME]
+BLANK = ["frank", "gina"]
 
-# student -> words the unreadable reason must contain
+# student -> words of the reason the grader's intake gives for not reading the submission
 UNREADABLE = {
     "mallory": "symbolic link",
     "harry": "hard link",
@@ -48,12 +49,13 @@ UNREADABLE = {
     "ivan": "not valid JSON",
     "judy": "not UTF-8",
     "ken": "MiB",
-    "leo": "nested",
-    "mia": "not a valid Jupyter notebook",
+    "leo": "nests deeper",
+    "mia": "not a notebook",
     "nick": "not a regular file",
     "olga": "not a regular file",
-    FORMULA_NAME: "not valid JSON",
-    TERMINAL_NAME: "not valid JSON",
+    FORMULA_NAME: "folder name",
+    TERMINAL_NAME: "folder name",
+    HTML_NAME: "folder name",
 }
 
 
@@ -80,7 +82,7 @@ def _build_class(root: Path) -> None:
 
     for student, answers in CLASS.items():
         nbformat.write(_notebook_with(answers), folder(student) / NOTEBOOK)
-    for student in BLANK:
+    for student in [*BLANK, HTML_NAME]:
         nbformat.write(_notebook_with({}), folder(student) / NOTEBOOK)
 
     solution = root / "solutions" / ASSIGNMENT / NOTEBOOK
@@ -95,7 +97,7 @@ def _build_class(root: Path) -> None:
     (folder("judy") / NOTEBOOK).write_bytes(latin1.replace("café".encode("utf-8"), "café".encode("latin-1")))
     huge = _notebook_with(ALICE)
     huge.cells.append(nbformat.v4.new_code_cell("print('x')", outputs=[
-        nbformat.v4.new_output("stream", name="stdout", text="x" * (6 * 1024 * 1024))]))
+        nbformat.v4.new_output("stream", name="stdout", text="x" * (17 * 1024 * 1024))]))   # over the intake's 16 MiB
     nbformat.write(huge, folder("ken") / NOTEBOOK)
     (folder("leo") / NOTEBOOK).write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
     (folder("mia") / NOTEBOOK).write_text(json.dumps({"cells": "my answers", "nbformat": 4, "nbformat_minor": 5,
