@@ -6,18 +6,19 @@ For the instructor's eyes only; it never changes a score (it never opens the gra
 It reads every submission of assignment ``A`` (``course/submitted/<student>/A/*.ipynb``,
 each through the grader's own :func:`autograder.intake.read_submission`: a submission
 that cannot be read, or a folder the grader refuses, is listed with the reason and costs
-nobody else), takes the answer cells
-(the cells the instructor's source notebook marks ``solution``, matched by ``grade_id``;
-code cells a student added count as one more answer), and compares
+nobody else), takes the answer cells (the cells the instructor's source notebook marks
+``solution``, matched by ``grade_id``; code cells a student added count as one more
+answer), and compares
 
 * every pair of students, question by question and over all answers, and
 * every answer with each function and class of ``gd_lib`` and of ``torch.optim``,
 
 by MOSS-style fingerprints (:mod:`autograder.fingerprint`: renaming, reformatting and
 comments change nothing). What does not count as similarity: the code of the released
-notebook (signatures, ``raise NotImplementedError()``, the tests), passages that more than
-a fifth of the class share (MOSS's rule: the equations everyone writes alike), and for the
-library, idioms found in several of its files. A pair's similarity is the share of the two
+notebook (signatures, ``raise NotImplementedError()``, the tests); between students,
+passages that more than a fifth of the class share (MOSS's rule: the equations everyone
+writes alike); against the library, what the instructor's own solution also contains and
+idioms found in many of its files. A pair's similarity is the share of the two
 answers' remaining tokens that lie in matching passages; pairs and library matches are
 ranked, each with the matching lines side by side, in ``course/reports/A/integrity.html``
 (one self-contained page), ``integrity.csv``, and a short table on the terminal.
@@ -85,10 +86,6 @@ class Submission:
     answers: dict[str, str] = field(default_factory=dict)      # question key -> answer source
     problems: dict[str, str] = field(default_factory=dict)     # notebook -> why it is unreadable / missing
     truncated: list[str] = field(default_factory=list)         # question keys cut at max_answer_chars
-
-    @property
-    def readable(self) -> bool:
-        return bool(self.answers) or not self.problems
 
 
 def _nbgrader_meta(cell) -> dict:
