@@ -449,14 +449,15 @@ CASES = {
     "flood_output": (lambda: _with(_correct(), bias_correction=FLOOD_OUTPUT), FULL, False),
     # class 7
     "host_attacks": (lambda: _with(_correct(), sgd_step=HOST_ATTACKS), FULL, False),
-    "kill_everything": (lambda: _with(_correct(), bias_correction=KILL_EVERYTHING), FULL - Q5, False),
+    # kill(-1) reaches every process of the run's own sandbox but itself and PID 1 (the holder): nothing else
+    "kill_everything": (lambda: _with(_correct(), bias_correction=KILL_EVERYTHING), FULL, False),
 }
 # the classmate whose notebook symlink_classmate points to, and a folder that is a link to a classmate's
 CLASSMATE = "correct"
 FOLDER_LINK = "zz_folder_link"
 
 # what no output may contain: the expected-value code of the hidden tests and the solutions' code
-SECRET_SNIPPETS = ["run_library(", "library_race(", "def naive(", "m_hat = m / (1 - beta1 ** t)",
+SECRET_SNIPPETS = ["library_race(", "def naive(", "m_hat = m / (1 - beta1 ** t)", "BEGIN HIDDEN TESTS",
                    "new_buf = g.clone() if buf is None else momentum * buf + (1 - dampening) * g",
                    "SECRET-ROOT-ONLY", "PRIVATE KEY"]
 
@@ -572,15 +573,20 @@ def _grade(root: Path, as_user: pwd.struct_passwd | None, listener_port: int):
     base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "GD_COURSE_ROOT": str(root)}
     args = ("--workers 2 --cell-timeout 30 --notebook-timeout 240 --memory-gib 3 --max-processes 200 --quiet")
     make = ["make", "-s", "-C", str(ROOT), "NO_SETUP=1", f"PY={sys.executable}"]
-    results = []
-    for target in ([f"autograde", f"A={ASSIGNMENT}", f"AUTOGRADE_ARGS={args}"], ["feedback", f"A={ASSIGNMENT}"]):
+    rerun = [sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--quiet"]  # resumes: nothing runs again
+    results, stamps = [], []
+    for target in ([f"autograde", f"A={ASSIGNMENT}", f"AUTOGRADE_ARGS={args}"], ["feedback", f"A={ASSIGNMENT}"], None):
+        if target is None:
+            target, make = rerun, []
         if as_user is None:
             cmd, env = make + target, {**os.environ, **base_env}
         else:
             env = {**base_env, "HOME": as_user.pw_dir, "USER": as_user.pw_name}
             cmd, env = _as_user(as_user, make + target, env), None
-        results.append(subprocess.run(cmd, env=env, capture_output=True, text=True))
-    return results
+        stamps.append({p: p.stat().st_mtime_ns for p in (root / "course" / ".autograder" / "results").rglob("*.json")})
+        results.append(subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT))
+    stamps.append({p: p.stat().st_mtime_ns for p in (root / "course" / ".autograder" / "results").rglob("*.json")})
+    return results, stamps[2], stamps[3]
 
 
 def _build_class(root: Path, home: Path, secret: Path, port: int) -> None:
@@ -638,12 +644,13 @@ def _graded(tmp_path_factory, unprivileged: bool):
     submitted_before = _tree_digest(root / "course" / "submitted")
     venv_before = set(os.listdir(next(p for p in sys.path if p.endswith("site-packages"))))
     disk_before = shutil.disk_usage(str(root))
-    grade, feedback = _grade(root, account, listener.port)
+    (grade, feedback, rerun), before_rerun, after_rerun = _grade(root, account, listener.port)
     disk_after = shutil.disk_usage(str(root))
     listener.close()
     with open(root / "course" / "grades.csv") as fh:
         grades = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(fh)}
-    return dict(root=root, home=home, grade=grade, feedback=feedback, grades=grades, listener=listener,
+    return dict(root=root, home=home, grade=grade, feedback=feedback, rerun=rerun, before_rerun=before_rerun,
+                after_rerun=after_rerun, grades=grades, listener=listener,
                 home_before=home_before, submitted_before=submitted_before, venv_before=venv_before,
                 disk_before=disk_before, disk_after=disk_after, account=account)
 
@@ -682,27 +689,46 @@ def test_every_submission_gets_the_score_it_deserves(run, request):
 @pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS)
 def test_exit_status_counts_the_submissions_not_graded_normally(run, request):
+    """make fails (its own status: 2) and says how many; the grader's own exit status is the count, on the
+    first run (through make) and on a rerun, which grades nothing again and records the same scores."""
     graded = request.getfixturevalue(run)
-    assert graded["grade"].returncode == _expected_failures(), graded["grade"].stdout[-3000:] + graded["grade"].stderr[-3000:]
     assert f"{_expected_failures()} submission(s) could not be graded normally" in graded["grade"].stderr
+    assert f"Error {_expected_failures()}" in graded["grade"].stderr, graded["grade"].stderr[-3000:]
+    assert graded["rerun"].returncode == _expected_failures(), graded["rerun"].stderr[-3000:]
+    assert graded["before_rerun"] and graded["after_rerun"] == graded["before_rerun"]  # nothing was graded again
     assert graded["feedback"].returncode == 0, graded["feedback"].stderr[-3000:]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS)
 def test_nothing_secret_in_any_output(run, request):
+    """No output shows hidden-test code, solution code a student did not write themselves, a file only the
+    grader may read, or the instructor's catalogue of mistakes."""
     graded = request.getfixturevalue(run)
     root = graded["root"]
-    outputs = {"autograde output": graded["grade"].stdout + graded["grade"].stderr,
-               "feedback output": graded["feedback"].stdout + graded["feedback"].stderr}
-    for folder in ("feedback", "autograded"):
-        for path in (root / "course" / folder).rglob("*"):
-            if path.is_file():
-                outputs[str(path.relative_to(root))] = path.read_text(errors="replace")
+
+    def own_text(student: str) -> str:  # what the student submitted (their own code may be a solution)
+        path = root / "course" / "submitted" / student / ASSIGNMENT / NOTEBOOK
+        try:
+            return "" if path.is_symlink() else path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    outputs = {("-", "autograde output"): graded["grade"].stdout + graded["grade"].stderr,
+               ("-", "feedback output"): graded["feedback"].stdout + graded["feedback"].stderr}
+    # feedback/ is what students receive; autograded/ is nbgrader's own copy for the instructor (it holds
+    # the hidden tests, as nbgrader's always does) and is not checked
+    for path in (root / "course" / "feedback").rglob("*"):
+        if path.is_file():
+            outputs[(path.relative_to(root / "course" / "feedback").parts[0], str(path))] = path.read_text(errors="replace")
     for path in (root / "course" / ".autograder" / "results").rglob("*.json"):
-        outputs[str(path.relative_to(root))] = path.read_text()
-    leaks = {name: [s for s in SECRET_SNIPPETS if s in text] for name, text in outputs.items()}
-    leaks = {name: found for name, found in leaks.items() if found}
+        outputs[(path.parent.name, str(path))] = path.read_text()
+    leaks = {}
+    for (student, name), text in outputs.items():
+        mine = own_text(student) if student != "-" else ""
+        found = [s for s in SECRET_SNIPPETS if s in text and s not in mine]
+        if found:
+            leaks[name] = found
     assert not leaks, leaks
     # no file of the instructor's folder reaches a student: the catalogue of mistakes stays out of feedback
     assert not list((root / "course" / "feedback").rglob("mistakes.json"))
