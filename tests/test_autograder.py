@@ -443,6 +443,10 @@ CASES = {
     "json_list": (lambda: ("bytes", b"[1, 2, 3]"), 0, True),
     "deep_json": (lambda: ("bytes", b"[" * 100000 + b"]" * 100000), 0, True),
     "huge_file": (lambda: ("bytes", b'{"cells": [' + b" " * (20 << 20) + b"]}"), 0, True),
+    "empty_file": (lambda: ("bytes", b""), 0, True),
+    "cells_not_a_list": (lambda: ("bytes", b'{"cells": {"0": 1}, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'), 0, True),
+    "bad_cells": (lambda: ("bytes", json.dumps({"cells": [{"cell_type": "code", "source": 7}], "metadata": {},
+                                                 "nbformat": 4, "nbformat_minor": 5}).encode()), 0, True),
     "forged_metadata": (_forged_metadata, 0, False),
     # class 6
     "fill_disk": (lambda: _with(_correct(), bias_correction=FILL_DISK), FULL - Q5, False),
@@ -709,6 +713,12 @@ def test_every_submission_gets_the_score_it_deserves(run, request):
     assert not wrong, f"{wrong}\n{log[-6000:]}"
     assert FOLDER_LINK not in grades  # a student folder that is a link is not graded, and said so
     assert f"{FOLDER_LINK}" in graded["grade"].stdout and "symbolic link" in graded["grade"].stdout
+
+
+def test_a_third_of_the_class_is_broken():
+    """The suite is also the class of the issue's second point: at least a third of it cannot be read or
+    breaks the channel, and everybody else must be graded right (the tests above)."""
+    assert _expected_failures() * 3 >= len(CASES) + 1
 
 
 @pytest.mark.slow
