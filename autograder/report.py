@@ -120,7 +120,7 @@ def heading_title(markdown: str) -> str | None:
     return re.sub(r"`|\*\*|__", "", title).strip() or None    # code and bold marks: the page shows plain text
 
 
-def test_kind(source: str) -> str:
+def kind_of_tests(source: str) -> str:
     """"public" (no hidden region), "hidden" (every check in a hidden region) or "mixed"."""
     outside = HIDDEN_REGION.sub("", source)
     if outside == source:
@@ -156,7 +156,7 @@ def load_questions(course: Course, assignment: str) -> list[Question]:
             elif meta.get("solution"):
                 kind = "manual"
             elif cell.get("cell_type") == "code":
-                kind = test_kind(source)
+                kind = kind_of_tests(source)
             else:
                 continue
             question.cells.append(GradedCell(path.stem, gid, question.title, float(meta.get("points") or 0), kind))
@@ -231,11 +231,14 @@ def read_gradebook(course: Course, assignment: str) -> tuple[dict[str, Submissio
             target = sqlite3.connect(copy)
             try:
                 source.backup(target)
+                tables = target.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
             except sqlite3.DatabaseError as err:
                 return None, f"the gradebook cannot be read ({err})"
             finally:
                 source.close()
                 target.close()
+            if not tables:
+                return None, f"the gradebook ({course.gradebook}) is empty: final scores are not known"
             with Gradebook(f"sqlite:///{copy}", COURSE_ID) as gb:
                 try:
                     gb.find_assignment(assignment)
@@ -321,16 +324,17 @@ class StudentRow:
     submission: Submission | None = None
     problems: list[str] = field(default_factory=list)   # why not graded normally
     pending: list[str] = field(default_factory=list)    # questions awaiting manual grading
+    notes: list[str] = field(default_factory=list)      # anything else to know (e.g. not in the gradebook)
 
     @property
     def normal(self) -> bool:
         return not self.problems
 
-    @property
-    def sort_score(self) -> float:
+    def sort_key(self) -> tuple:
+        """Final score (gradebook) first, highest first; then the grader's points; then nothing."""
         if self.submission is not None:
-            return self.submission.final
-        return self.auto_score if self.auto_score is not None else -1.0
+            return 0, -self.submission.final, self.student
+        return (1, -self.auto_score, self.student) if self.auto_score is not None else (2, 0.0, self.student)
 
 
 @dataclass
@@ -347,6 +351,7 @@ class ItemAnalysis:
     notes: list[str]
     auto_max: float
     max_score: float | None
+    results_read: int       # result files found (failed ones included)
 
     def normal(self) -> list[StudentRow]:
         return [s for s in self.students if s.normal]
@@ -373,14 +378,15 @@ def _describe(values: list[float]) -> dict[str, float]:
 
 
 def _read_results(course: Course, assignment: str, questions: list[Question], notebooks: list[Path],
-                  rows: dict[str, StudentRow], notes: list[str]) -> dict[str, dict[str, dict]]:
-    """{student: {notebook: result's cells}} of the normally graded notebooks; the rest become the
-    students' problems."""
+                  rows: dict[str, StudentRow], notes: list[str]) -> tuple[dict[str, dict[str, dict]], int]:
+    """({student: {notebook: result's cells}} of the normally graded notebooks, result files found); the
+    rest become the students' problems."""
     results_dir = course.cache_dir / "results" / assignment
     submitted, refused = course.students(assignment), course.refused_students(assignment)
     for name, why in refused.items():
         rows.setdefault(name, StudentRow(name)).problems.append(f"not graded: {why}")
     stale: list[str] = []
+    read = 0
     cells_of: dict[str, dict[str, dict]] = {}
     known = {c.grade_id for q in questions for c in q.cells}
     for student in sorted(set(_plain_folders(results_dir)) | set(submitted)):
@@ -388,6 +394,7 @@ def _read_results(course: Course, assignment: str, questions: list[Question], no
         for source in notebooks:
             path = results_dir / student / f"{source.stem}.json"
             result = load_result(path) if path.is_file() else None
+            read += path.exists()
             if result is None:
                 row.problems.append(f"no result for {source.name}: "
                                     + ("it is unreadable or from another grader version (run make autograde again)"
@@ -400,9 +407,9 @@ def _read_results(course: Course, assignment: str, questions: list[Question], no
                 stale.append(student)
             cells_of.setdefault(student, {})[source.stem] = {k: v for k, v in result.cells.items() if k in known}
     if stale:
-        notes.append(f"{len(set(stale))} students' results were graded against an older version of the source "
-                     f"notebook or its mistakes.json: run make autograde A={assignment} again to refresh them")
-    return cells_of
+        notes.append(f"the results of {len(set(stale))} student(s) were graded against an older version of the "
+                     f"source notebook or its mistakes.json: run make autograde A={assignment} again to refresh them")
+    return cells_of, read
 
 
 def _check_stats(questions: list[Question], cells_of: dict[str, dict[str, dict]], catalogue: dict,
@@ -490,7 +497,7 @@ def analyse(course: Course, assignment: str, config: ReportConfig = ReportConfig
     catalogue, catalogue_note = load_catalogue(course, assignment)
     notes: list[str] = []
     rows: dict[str, StudentRow] = {}
-    cells_of = _read_results(course, assignment, questions, notebooks, rows, notes)
+    cells_of, results_read = _read_results(course, assignment, questions, notebooks, rows, notes)
     question_stats, checks, mistakes = _check_stats(questions, cells_of, catalogue, rows)
     _flag(checks, config)
     submissions, gradebook_note = read_gradebook(course, assignment)
@@ -517,17 +524,18 @@ def analyse(course: Course, assignment: str, config: ReportConfig = ReportConfig
                     m.scores[student] = grade.score
         for row in rows.values():
             if row.submission is None and row.auto_score is not None:
-                row.problems.append("graded, but not in the gradebook (its recording failed: see make autograde)")
+                row.notes.append("graded, but not in the gradebook (recording failed, or the grader ran without "
+                                 "recording: run make autograde again)")
     for row in rows.values():
         if row.auto_score is None and not row.problems:
             row.problems.append("no results from the grader (only the gradebook has a submission)")
     if max_score is None:
         max_score = auto_max + sum(c.points for q in questions for c in q.cells if not c.autograded)
-    students = sorted(rows.values(), key=lambda r: (-r.sort_score, r.student))
+    students = sorted(rows.values(), key=StudentRow.sort_key)
     checks.sort(key=lambda c: (c.rate if c.students else 2.0, c.cell.question, c.name))
     mistake_list = sorted(mistakes.values(), key=lambda m: (-len(m.students), not m.in_catalogue, m.name))
     return ItemAnalysis(assignment, config, question_stats, checks, mistake_list, catalogue_note, manual, students,
-                        gradebook_note, notes, auto_max, max_score)
+                        gradebook_note, notes, auto_max, max_score, results_read)
 
 
 # --- figures (matplotlib, PNG data URIs) -----------------------------------------------------------
@@ -732,6 +740,10 @@ ul.tight li { margin: .15em 0; }
 """
 
 
+def _students(n: int) -> str:
+    return f"{n} student" + ("" if n == 1 else "s")
+
+
 def _num(x: float | None, digits: int = 4) -> str:
     return "–" if x is None or x != x else f"{x:.{digits}g}"
 
@@ -792,13 +804,17 @@ def render_html(analysis: ItemAnalysis, figs: dict[str, tuple[str, int]], csv_na
                         _summary_rows(a), set(range(1, 9))))
     problems = a.not_normal()
     pending = [r for r in a.students if r.pending]
-    items = [f"<li>{len(a.normal())} students graded normally; <b>{len(problems)} not graded normally</b>"
+    items = [f"<li>{_students(len(a.normal()))} graded normally; <b>{len(problems)} not graded normally</b>"
              + (":" if problems else "") + "</li>"]
     if problems:
         items.append("<ul class=tight>" + "".join(f"<li>{escape(r.student)}: {escape('; '.join(r.problems))}</li>"
                                                   for r in problems) + "</ul>")
+    unrecorded = [r for r in a.students if r.notes]
+    if unrecorded:
+        items.append("<li>" + "; ".join(f"{escape(r.student)}: {escape('; '.join(r.notes))}" for r in unrecorded)
+                     + "</li>")
     if pending:
-        items.append(f"<li><b>{len(pending)} students awaiting manual grading</b> (their ungraded answers count 0 "
+        items.append(f"<li><b>{_students(len(pending))} awaiting manual grading</b> (their ungraded answers count 0 "
                      f"so far): " + ", ".join(escape(r.student) for r in pending) + "</li>")
     items += [f"<li>{escape(n)}</li>" for n in a.notes]
     parts.append("<ul>" + "".join(items) + "</ul>")
@@ -879,7 +895,8 @@ def render_html(analysis: ItemAnalysis, figs: dict[str, tuple[str, int]], csv_na
     rows = []
     for r in a.students:
         sub = r.submission
-        status = "; ".join(r.problems) or ("awaiting manual grading: " + ", ".join(r.pending) if r.pending else "")
+        status = "; ".join(r.problems + (["awaiting manual grading: " + ", ".join(r.pending)] if r.pending else [])
+                           + r.notes)
         rows.append(("problem" if r.problems else ("flag" if r.pending else ""),
                      [escape(r.student), _num(r.auto_score), _num(sub.raw if sub else None),
                       _num(sub.penalty if sub else None), _num(sub.final if sub else None), escape(status)]))
@@ -902,7 +919,8 @@ def write_csv(analysis: ItemAnalysis, path: Path) -> None:
         writer.writerow(header)
         for c in analysis.checks:
             writer.writerow([_csv_safe(v) for v in [
-                c.cell.notebook, c.cell.question, c.cell.grade_id, c.cell.kind, f"{c.points:g}", c.students, c.passed,
+                c.cell.notebook, c.cell.question, c.cell.grade_id, c.cell.kind, c.name, f"{c.points:g}", c.students,
+                c.passed,
                 f"{c.rate:.4f}" if c.students else "", "; ".join(f"{n}={k}" for n, k in c.mistakes.most_common()),
                 "; ".join(c.flags)]])
 
@@ -959,6 +977,8 @@ def terminal_summary(analysis: ItemAnalysis, html_path: Path | None = None, csv_
         lines.append(a.catalogue_note)
     lines.append(a.gradebook_note)
     lines += a.notes
+    for r in [r for r in a.students if r.notes][:rows]:
+        lines.append(f"  {r.student}: {'; '.join(r.notes)}"[:300])
     for r in a.not_normal()[:rows * 2]:
         lines.append(f"  {r.student}: {'; '.join(r.problems)}"[:300])
     if len(a.not_normal()) > rows * 2:
@@ -972,10 +992,9 @@ def run(course: Course, assignment: str, out: str | Path | None = None, config: 
     """The ``report`` command: analyse, write the page and the CSV, print the summary."""
     course.source_notebooks(assignment)   # FileNotFoundError (exit 2) for an unknown assignment
     analysis = analyse(course, assignment, config)
-    if not analysis.students:
+    if not analysis.results_read and not analysis.in_gradebook():
         print(f"nothing graded for {assignment}: no results in {course.cache_dir / 'results' / assignment}, "
-              f"no submissions in {course.submitted_dir}/*/{assignment}, nothing in the gradebook "
-              f"(run make autograde A={assignment} first)", file=sys.stderr)
+              f"nothing in the gradebook (run make autograde A={assignment} first)", file=sys.stderr)
         return 1
     out_dir = Path(out) if out is not None else course.course_dir / "reports" / assignment
     html_path, csv_path = write_report(analysis, out_dir)
