@@ -563,7 +563,10 @@ def _figure(width: float, height: float, ncols: int = 1):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    for ax in axes:
+        ax.set_axisbelow(True)   # grid lines behind the bars
+    return fig, axes
 
 
 CSS_PX_PER_INCH = 96   # a figure is shown at its size in inches, sharp on high-density screens (150 dpi)
@@ -678,13 +681,15 @@ def question_chart(analysis: ItemAnalysis):
 def mistake_chart(analysis: ItemAnalysis):
     shown = analysis.mistakes
     fig, ax = _barh([_short(m.name) for m in shown], [len(m.students) for m in shown],
-                    [COLOURS["hidden"] if m.hidden else COLOURS["public"] for m in shown],
+                    [COLOURS["mixed"] if not m.in_catalogue else COLOURS["hidden"] if m.hidden else COLOURS["public"]
+                     for m in shown],
                     "students diagnosed with the mistake",
                     annotate=["never seen" if not m.students else "" for m in shown])
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlim(0, max([len(m.students) for m in shown] + [1]) * 1.25)
     _legend(fig, [("caught by public tests", COLOURS["public"]),
-                  ("caught by hidden tests only, on purpose", COLOURS["hidden"])])
+                  ("caught by hidden tests only, on purpose", COLOURS["hidden"])]
+            + ([("not in the catalogue", COLOURS["mixed"])] if not all(m.in_catalogue for m in shown) else []))
     return fig
 
 
@@ -692,9 +697,12 @@ def manual_chart(analysis: ItemAnalysis):
     shown = [m for m in analysis.manual if m.scores or m.pending]
     fig, axes = _figure(3.2 * len(shown) + 0.6, 3.0, ncols=len(shown))
     for ax, m in zip(axes, shown):
-        counts = Counter(round(s * 2) / 2 for s in m.scores.values())
-        values = sorted(set(counts) | {float(v) for v in range(int(m.cell.points) + 1)} | {m.cell.points})
-        ax.bar([str(f"{v:g}") for v in values], [counts.get(v, 0) for v in values], color=COLOURS["manual"])
+        scores = [round(s * 2) / 2 for s in m.scores.values()]
+        step = 0.5 if any(s % 1 for s in scores) or m.cell.points % 1 else 1.0
+        values = [i * step for i in range(int(m.cell.points / step) + 1)]
+        counts = Counter(scores)
+        ax.bar(values, [counts.get(v, 0) for v in values], width=0.8 * step, color=COLOURS["manual"])
+        ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.set_xlabel(f"score (of {m.cell.points:g} points)")
         ax.set_ylabel("students")
         ax.yaxis.get_major_locator().set_params(integer=True)
@@ -875,6 +883,7 @@ def render_html(analysis: ItemAnalysis, figs: dict[str, tuple[str, int]], csv_na
             where = escape(m.question or "–") + ("" if m.in_catalogue else " <span class=flags>(not in the catalogue: "
                                                                             "it changed since grading?)</span>")
             rows.append(("" if m.students else "muted", [escape(m.name), where, escape(m.says),
+                                                         "–" if not m.in_catalogue else
                                                          "hidden tests only" if m.hidden else "public tests",
                                                          str(len(m.students)),
                                                          _pct(len(m.students) / graded if graded else float("nan")),
@@ -900,7 +909,7 @@ def render_html(analysis: ItemAnalysis, figs: dict[str, tuple[str, int]], csv_na
         rows.append(("problem" if r.problems else ("flag" if r.pending else ""),
                      [escape(r.student), _num(r.auto_score), _num(sub.raw if sub else None),
                       _num(sub.penalty if sub else None), _num(sub.final if sub else None), escape(status)]))
-    parts.append(_table(["student", f"autograded (of {a.auto_max:g})", "gradebook", "late penalty",
+    parts.append(_table(["student", f"autograded (of {a.auto_max:g})", "gradebook, before penalty", "late penalty",
                          f"final (of {_num(a.max_score)})", "notes"], rows, {1, 2, 3, 4}))
     parts.append("</body></html>")
     return "\n".join(parts)
