@@ -389,6 +389,7 @@ def _read_results(course: Course, assignment: str, questions: list[Question], no
     read = 0
     cells_of: dict[str, dict[str, dict]] = {}
     known = {c.grade_id for q in questions for c in q.cells}
+    digests = {source.stem: grading_digest(source) for source in notebooks}
     for student in sorted(set(_plain_folders(results_dir)) | set(submitted)):
         row = rows.setdefault(student, StudentRow(student))
         for source in notebooks:
@@ -403,7 +404,7 @@ def _read_results(course: Course, assignment: str, questions: list[Question], no
             if result.failed:
                 row.problems.append(f"{source.name} not graded normally: {result.fatal or 'no reason recorded'}")
                 continue
-            if result.reference_sha256 != grading_digest(source):
+            if result.reference_sha256 != digests[source.stem]:
                 stale.append(student)
             cells_of.setdefault(student, {})[source.stem] = {k: v for k, v in result.cells.items() if k in known}
     if stale:
@@ -424,8 +425,7 @@ def _check_stats(questions: list[Question], cells_of: dict[str, dict[str, dict]]
         where = [question_of_answer[nb, entry.get("cell")] for nb in sorted(notebooks)
                  if (nb, entry.get("cell")) in question_of_answer]
         mistakes[name] = MistakeStat(name, says, where[0] if where else None, bool(entry.get("hidden")), True)
-    checks: dict[tuple[str, str, str], CheckStat] = {}
-    # the reference's order of checks: the first complete result's
+    checks: dict[tuple[str, str, str], CheckStat] = {}   # in the order of the cells, then of first appearance
     for q in questions:
         for cell in q.cells:
             for student_cells in cells_of.values():
@@ -447,8 +447,8 @@ def _check_stats(questions: list[Question], cells_of: dict[str, dict[str, dict]]
                     continue
                 total += verdict["points"] if verdict.get("passed") else float(verdict.get("score", 0.0))
                 for check in verdict.get("checks", []):
-                    stat_ = checks[cell.notebook, cell.grade_id, check["name"]]
-                    stat_.outcomes[student] = bool(check.get("passed"))
+                    check_stat = checks[cell.notebook, cell.grade_id, check["name"]]
+                    check_stat.outcomes[student] = bool(check.get("passed"))
                     said = check.get("mistake")
                     if not said or check.get("passed"):
                         continue
@@ -459,7 +459,7 @@ def _check_stats(questions: list[Question], cells_of: dict[str, dict[str, dict]]
                         mistakes[name] = MistakeStat(name, said, qs.question.title, False, False)
                     mistakes[name].students.add(student)
                     mistakes[name].checks.add(f"{cell.grade_id}: {check['name']}")
-                    stat_.mistakes[name] += 1
+                    check_stat.mistakes[name] += 1
             qs.scores[student] = total
             row.auto_score += total
     return question_stats, list(checks.values()), mistakes
