@@ -177,6 +177,14 @@ def resolve_mode(mode: str) -> str:
     return "full" if torch.cuda.is_available() else "quick"
 
 
+def describe_machine() -> str:
+    """CPU cores and GPU, as the run-time table of the front page names them."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores, {gpu}"
+
+
 # --------------------------------------------------------------------------- main
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -243,7 +251,8 @@ def main(argv=None) -> int:
     env.update(GD_QUICK="1" if mode == "quick" else "0", GD_SITE_MODE=mode, GD_SITE_EXECUTE=args.execute,
                GD_SITE_CACHE=str(cache), GD_SITE_TIMEOUT=str(args.timeout), GD_SITE_REPOSITORY=repository,
                GD_SITE_BRANCH=args.branch, GD_SITE_PROVIDER=args.provider, GD_SITE_HUB_URL=args.hub_url.rstrip("/"),
-               GD_SITE_STATIC=str(static), GD_SITE_FILE_URL=file_url, PYTHONUNBUFFERED="1")
+               GD_SITE_STATIC=str(static), GD_SITE_FILE_URL=file_url, GD_SITE_MACHINE=describe_machine(),
+               PYTHONUNBUFFERED="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # the kernel is this env's
     html = work / "html"
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(HERE), "-d", str(work / "doctrees"),
@@ -266,9 +275,12 @@ def main(argv=None) -> int:
         "mode": mode, "executed": [Path(uri).name for uri in executed], "library": fingerprint,
         "repository": repository, "branch": args.branch, "hub_url": args.hub_url.rstrip("/"),
         "seconds": round(time.monotonic() - start, 1)}, indent=1) + "\n")
-    print(f"site: {out / 'index.html'} ({mode} mode; executed {len(executed)} notebook(s)"
-          + (": " + ", ".join(Path(uri).name for uri in executed) if executed else ", the rest from the cache")
-          + f"; {time.monotonic() - start:.0f} s)")
+    if args.execute == "off":
+        ran = "lectures not executed (--execute off)"
+    else:
+        ran = f"executed {len(executed)} notebook(s)" + (": " + ", ".join(Path(uri).name for uri in executed)
+                                                         if executed else ", the rest from the cache")
+    print(f"site: {out / 'index.html'} ({mode} mode; {ran}; {time.monotonic() - start:.0f} s)")
     return 0
 
 

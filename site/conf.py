@@ -81,5 +81,6 @@ html_theme_options = {
 
 # --- course_site (site/course_site.py): schedule, run times, static widgets, launch banner ---
 course_mode = MODE
+course_machine = _setting("GD_SITE_MACHINE")
 course_schedule = str(HERE / "schedule.yaml")
 course_file_url = _setting("GD_SITE_FILE_URL")

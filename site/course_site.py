@@ -132,7 +132,9 @@ def fill_lecture_times(app: Sphinx, doctree: nodes.document, docname: str):
         rows.append(f'<tr><td><a href="{link}">{name}</a></td><td>{_format_seconds(runtime)}</td>'
                     f"<td>{html.escape(when)}</td></tr>")
     total = sum((r or {}).get("runtime") or 0 for r in _execution_records(app.env).values())
-    table = ('<table class="table course-times"><thead><tr><th>lecture</th>'
+    machine = html.escape(app.config.course_machine)
+    table = (f'<p class="course-machine">Measured on the machine that built this site: {machine}.</p>'
+             '<table class="table course-times"><thead><tr><th>lecture</th>'
              f"<th>run time ({html.escape(mode)} mode)</th><th>executed</th></tr></thead><tbody>"
              + "".join(rows) + f"<tr><td><strong>all lectures</strong></td><td><strong>{_format_seconds(total)}"
              "</strong></td><td></td></tr></tbody></table>")
@@ -289,6 +291,7 @@ def launch_banner(app: Sphinx, pagename, templatename, context, doctree):
 
 def setup(app: Sphinx):
     app.add_config_value("course_mode", "quick", "env")
+    app.add_config_value("course_machine", "", "env")  # CPU cores and GPU of the machine that executed the lectures
     app.add_config_value("course_schedule", "", "env")
     app.add_config_value("course_file_url", "", "env")  # a repository file's web page is this + its path
     app.add_directive("course-schedule", CourseSchedule)
