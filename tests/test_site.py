@@ -20,8 +20,6 @@ import pytest
 from site_support import (ROOT, build_site, external_references, find_leaks, legitimate_sources,
                           load_build_module, normalize, page_text, solution_lines)
 
-pytestmark = pytest.mark.slow
-
 HUB, REPOSITORY, BRANCH = "https://hub.example.org", "https://github.com/example-org/guided-descent", "spring-2026"
 LECTURES = sorted(p.stem for p in (ROOT / "lectures").glob("[0-9]*.ipynb"))
 ASSIGNMENTS = sorted(str(p.relative_to(ROOT).with_suffix("")) for p in (ROOT / "assignments").glob("*/*.ipynb"))
@@ -44,6 +42,7 @@ def _hrefs(html: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- no solutions, no internet
+@pytest.mark.slow
 def test_no_page_contains_solution_code_or_hidden_tests(site):
     regions = solution_lines()
     assert len(regions) == len(list((ROOT / "solutions").glob("*/*.ipynb"))) >= 1
@@ -64,6 +63,7 @@ def test_the_leak_scan_finds_a_planted_solution_line(tmp_path):
     assert find_leaks(tmp_path, {line}) == []
 
 
+@pytest.mark.slow
 def test_no_page_loads_anything_from_outside_the_site(site):
     found = external_references(site)
     assert found == [], "pages that fetch from the internet:\n" + "\n".join(f"{f}: {u}" for f, u in found[:20])
@@ -83,6 +83,7 @@ def test_the_external_reference_check_sees_a_cdn(tmp_path):
 
 
 # --------------------------------------------------------------------------- the front page
+@pytest.mark.slow
 def test_front_page_tells_a_student_what_they_need(site):
     html = _html(site, "index")
     for heading in ("Prerequisites", "What you will be able to do", "Schedule", "How to run a lecture",
@@ -94,6 +95,7 @@ def test_front_page_tells_a_student_what_they_need(site):
         assert words in text, words
 
 
+@pytest.mark.slow
 def test_schedule_lists_every_lecture_and_assignment_in_order(site):
     html = _html(site, "index")
     table = html[html.index("course-schedule"):]
@@ -109,6 +111,7 @@ def test_schedule_lists_every_lecture_and_assignment_in_order(site):
     assert "Proposition 1" in table
 
 
+@pytest.mark.slow
 def test_navigation_reaches_every_page(site):
     nav = _html(site, "index")
     for page in [*(f"lectures/{n}" for n in LECTURES), *ASSIGNMENTS, "instructors/grading", "instructors/hub"]:
@@ -118,6 +121,7 @@ def test_navigation_reaches_every_page(site):
 
 
 # --------------------------------------------------------------------------- lectures and assignments
+@pytest.mark.slow
 @pytest.mark.parametrize("lecture", LECTURES)
 def test_lecture_page_opens_on_the_hub_with_nbgitpuller_and_links_its_source(site, lecture):
     html = _html(site, f"lectures/{lecture}")
@@ -137,6 +141,7 @@ def test_lecture_page_opens_on_the_hub_with_nbgitpuller_and_links_its_source(sit
     assert f"{REPOSITORY}/blob/{BRANCH}/lectures/{lecture}.ipynb" in _hrefs(html)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_assignment_page_is_the_released_notebook_and_is_fetched_with_nbgrader(site, assignment):
     html = _html(site, assignment)
@@ -148,6 +153,7 @@ def test_assignment_page_is_the_released_notebook_and_is_fetched_with_nbgrader(s
     assert "YOUR CODE HERE" in html  # the answer cells as students get them
 
 
+@pytest.mark.slow
 def test_instructor_guide_is_the_readme_sections(site):
     readme = (ROOT / "README.md").read_text()
     for page, heading in load_build_module().INSTRUCTOR_SECTIONS:
