@@ -64,11 +64,13 @@ def write_if_changed(path: Path, data: bytes, mtime: float | None = None) -> boo
 def normalize_repository(url: str) -> str:
     """The repository as nbgitpuller and the book theme want it: no trailing slash, no '.git'
     (nbgitpuller clones into the URL's last part without '.git'; the link's path must name that folder);
-    git@host:org/repo becomes https://host/org/repo."""
+    git@host:org/repo becomes https://host/org/repo, a folder /srv/git/repo becomes file:///srv/git/repo."""
     url = url.strip().rstrip("/")
     match = re.fullmatch(r"[\w.-]+@([\w.-]+):(.+)", url)
     if match:
         url = f"https://{match.group(1)}/{match.group(2)}"
+    elif url.startswith("/"):  # a folder on the hub's machine (make hub on one server)
+        url = "file://" + url
     return url[:-4] if url.endswith(".git") else url
 
 
@@ -177,6 +179,15 @@ def resolve_mode(mode: str) -> str:
     return "full" if torch.cuda.is_available() else "quick"
 
 
+def kernel_environment(mode: str, environ) -> dict:
+    """The environment of Sphinx and of the lectures' kernels: quick or full mode, figures drawn
+    inline (no MPLBACKEND from a test run), this environment's Python first on PATH."""
+    env = {key: value for key, value in environ.items() if key != "MPLBACKEND"}
+    env["GD_QUICK"] = "1" if mode == "quick" else "0"
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
 def describe_machine() -> str:
     """CPU cores and GPU, as the run-time table of the front page names them."""
     import torch
@@ -247,13 +258,12 @@ def main(argv=None) -> int:
             shutil.rmtree(old)
     before = cache_records(cache)
 
-    env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}  # the kernels draw inline
-    env.update(GD_QUICK="1" if mode == "quick" else "0", GD_SITE_MODE=mode, GD_SITE_EXECUTE=args.execute,
+    env = kernel_environment(mode, os.environ)
+    env.update(GD_SITE_MODE=mode, GD_SITE_EXECUTE=args.execute,
                GD_SITE_CACHE=str(cache), GD_SITE_TIMEOUT=str(args.timeout), GD_SITE_REPOSITORY=repository,
                GD_SITE_BRANCH=args.branch, GD_SITE_PROVIDER=args.provider, GD_SITE_HUB_URL=args.hub_url.rstrip("/"),
                GD_SITE_STATIC=str(static), GD_SITE_FILE_URL=file_url, GD_SITE_MACHINE=describe_machine(),
                PYTHONUNBUFFERED="1")
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # the kernel is this env's
     html = work / "html"
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(HERE), "-d", str(work / "doctrees"),
                "-j", "1", str(src), str(html)]

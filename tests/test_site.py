@@ -173,6 +173,22 @@ def test_repository_urls_are_normalized_for_nbgitpuller():
     assert normalize("https://github.com/org/guided-descent.git/") == "https://github.com/org/guided-descent"
     assert normalize("git@github.com:org/guided-descent.git") == "https://github.com/org/guided-descent"
     assert normalize("https://gitlab.example.edu/course/gd") == "https://gitlab.example.edu/course/gd"
+    assert normalize("/srv/git/guided-descent.git") == "file:///srv/git/guided-descent"
+
+
+def test_auto_mode_is_full_on_a_gpu_and_quick_without(monkeypatch):
+    import torch
+
+    build = load_build_module()
+    assert build.resolve_mode("quick") == "quick" and build.resolve_mode("full") == "full"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert build.resolve_mode("auto") == "full"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert build.resolve_mode("auto") == "quick"
+    # the kernels get the mode, and draw inline whatever backend the caller had
+    full = build.kernel_environment("full", {"GD_QUICK": "1", "MPLBACKEND": "Agg", "PATH": "/bin"})
+    assert full["GD_QUICK"] == "0" and "MPLBACKEND" not in full and full["PATH"].endswith("/bin")
+    assert build.kernel_environment("quick", {})["GD_QUICK"] == "1"
 
 
 def test_readme_section_moves_headings_up_and_links_to_the_repository():
