@@ -58,6 +58,7 @@ nb_ipywidgets_js = {}
 # --- HTML: the book theme, MathJax served from the site itself ---
 html_theme = "sphinx_book_theme"
 html_title = "Guided Descent"
+html_favicon = "static/favicon.svg"
 html_static_path = [STATIC, str(HERE / "static")]
 html_css_files = ["course.css"]
 html_math_renderer = "mathjax"
