@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 .PHONY: setup test test-fast test-gpu test-browser demo bench lectures site site-setup release autograde feedback hub hub-setup hub-trial clean help
 
 help:
-	@echo "make setup      create $(VENV) and install gd_lib with the course and dev extras"
+	@echo "make setup      create $(VENV), install gd_lib with the course and dev extras, and bubblewrap (apt)"
 	@echo "make test       run every CPU test (notebooks in quick mode included)"
 	@echo "make test-fast  the quick inner-loop subset (no slow tests)"
 	@echo "make test-gpu   the GPU tests (-m gpu), on a machine with CUDA"
@@ -35,7 +35,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[course,dev]"
 	touch $@
 
-setup: $(VENV)/.installed
+# bubblewrap builds the grading sandbox (autograder/bwrap.py): Debian's package, installed when missing.
+BWRAP ?= /usr/bin/bwrap
+$(BWRAP):
+	@if [ "$$(id -u)" != 0 ]; then echo "bubblewrap is missing: run 'apt-get install -y bubblewrap' as root" >&2; exit 1; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bubblewrap >/dev/null
+
+setup: $(VENV)/.installed $(BWRAP)
 
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
 define run_pytest
