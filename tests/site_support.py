@@ -47,34 +47,40 @@ def build_site(root: Path, out: Path, work: Path, *args: str, env: dict | None =
 
 
 # --------------------------------------------------------------------------- solutions
-def _regions(source: str, begin: str, end: str) -> list[str]:
-    lines, inside, found = source.splitlines(), False, []
-    for line in lines:
-        if begin in line:
-            inside = True
-        elif end in line:
-            inside = False
-        elif inside:
-            found.append(line)
-    return found
+def _split(source: str) -> tuple[list[str], list[str]]:
+    """A cell's lines inside its solution and hidden-test regions, and the lines outside them."""
+    inside, outside, region = [], [], None
+    for line in source.splitlines():
+        if "### BEGIN SOLUTION" in line or "### BEGIN HIDDEN TESTS" in line:
+            region = True
+        elif "### END SOLUTION" in line or "### END HIDDEN TESTS" in line:
+            region = None
+        else:
+            (inside if region else outside).append(line)
+    return inside, outside
 
 
-def solution_lines(solutions: Path = ROOT / "solutions") -> dict[str, set[str]]:
-    """Every line of the instructors' solution and hidden-test regions, by notebook; whole solution
-    cells where nbgrader marks a cell as a solution without BEGIN/END markers (it replaces all of it)."""
+def solution_regions(solutions: Path = ROOT / "solutions") -> tuple[dict[str, set[str]], str]:
+    """Every line of the instructors' solution and hidden-test regions, by notebook (a solution cell
+    without BEGIN/END markers counts whole: nbgrader replaces all of it), and the text of the same
+    notebooks outside those regions (what students are meant to see)."""
     found: dict[str, set[str]] = {}
+    public: list[str] = []
     for notebook in sorted(solutions.glob("*/*.ipynb")):
         lines: set[str] = set()
         for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
             source = "".join(cell["source"])
-            meta = cell.get("metadata", {}).get("nbgrader", {})
-            if "### BEGIN SOLUTION" in source:
-                lines.update(_regions(source, "### BEGIN SOLUTION", "### END SOLUTION"))
-            elif meta.get("solution"):
-                lines.update(source.splitlines())
-            lines.update(_regions(source, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"))
+            inside, outside = _split(source)
+            if cell.get("metadata", {}).get("nbgrader", {}).get("solution") and "### BEGIN SOLUTION" not in source:
+                inside, outside = inside + outside, []
+            lines.update(inside)
+            public += outside
         found[str(notebook.relative_to(solutions))] = lines
-    return found
+    return found, "\n".join(public)
+
+
+def solution_lines(solutions: Path = ROOT / "solutions") -> dict[str, set[str]]:
+    return solution_regions(solutions)[0]
 
 
 def normalize(text: str) -> str:
@@ -133,10 +139,12 @@ def find_leaks(site: Path, lines: set[str], allowed_text: str = "") -> list[tupl
 
 
 def legitimate_sources(root: Path = ROOT) -> str:
-    """Text the site is meant to show: released assignments, lectures, the README, the site's own pages."""
-    parts = []
-    for path in [*sorted((root / "assignments").glob("*/*.ipynb")), *sorted((root / "lectures").glob("*.ipynb"))]:
-        parts.append(page_text(path))
+    """Text the site is meant to show that may repeat a line of a region (``w.grad = g.clone()`` in a
+    public and a hidden test): the instructors' notebooks outside their regions, the lectures, the
+    README and the site's own pages. (Not the released assignments: a line of a region that only a
+    released notebook has is a leak.)"""
+    parts = [solution_regions(root / "solutions")[1]]
+    parts += [page_text(path) for path in sorted((root / "lectures").glob("*.ipynb"))]
     parts.append((root / "README.md").read_text(encoding="utf-8"))
     parts += [p.read_text(encoding="utf-8") for p in sorted((ROOT / "site" / "pages").rglob("*.md"))]
     return "\n".join(parts)
