@@ -14,7 +14,7 @@ PYTEST_WORKERS ?= 2
 PYTEST_DIST ?= loadfile
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-gpu test-browser demo bench lectures site site-setup release autograde feedback hub hub-setup hub-trial clean help
+.PHONY: setup test test-fast test-gpu test-browser demo bench lectures site site-setup release autograde feedback integrity hub hub-setup hub-trial clean help
 
 help:
 	@echo "make setup      create $(VENV), install gd_lib with the course and dev extras, and bubblewrap (apt)"
@@ -27,6 +27,7 @@ help:
 	@echo "make hub-trial  the same hub to try out: shared passwords, a scratch course in out/hub"
 	@echo "make demo       the course pipeline end to end"
 	@echo "make bench      step-time benchmarks against torch.optim"
+	@echo "make integrity A=<assignment>  near-identical answers and near-copies of library source (no score changes)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -90,6 +91,13 @@ feedback: $(SETUP)
 	@test -n "$(A)" || { echo "usage: make feedback A=<assignment>" >&2; exit 2; }
 	$(PY) -m autograder feedback $(A)
 	$(PY) -m autograder export
+
+# The integrity report for the instructor: near-identical answers and near-copies of the library's
+# source, ranked, lines side by side, in course/reports/$(A)/integrity.html (changes no score).
+INTEGRITY_ARGS ?=
+integrity: $(SETUP)
+	@test -n "$(A)" || { echo "usage: make integrity A=<assignment>" >&2; exit 2; }
+	$(PY) -m autograder integrity $(A) $(INTEGRITY_ARGS)
 
 # Execute every lecture (full mode; QUICK=1 for quick mode) into out/lectures/ as HTML.
 QUICK ?=

@@ -245,7 +245,7 @@ def parse_reply(line: bytes, index: int, nonce: str, trusted: bool = False) -> d
     captures = reply["captures"]
     if len(captures) > MAX_CAPTURES:
         raise ChannelViolation(f"more than {MAX_CAPTURES} recorded values in one cell")
-    keys = {"name", "value", "rtol", "atol"} if trusted else {"name", "value"}  # tolerances: the reference's
+    keys = {"name", "value", "rtol", "atol", "about"} if trusted else {"name", "value"}  # the reference's own
     for cap in captures:
         if (not isinstance(cap, dict) or not {"name", "value"} <= set(cap) <= keys or type(cap["name"]) is not str
                 or len(cap["name"]) > MAX_NAME_CHARS or not isinstance(cap["value"], dict)):

@@ -443,20 +443,25 @@ CASES = {
     "json_list": (lambda: ("bytes", b"[1, 2, 3]"), 0, True),
     "deep_json": (lambda: ("bytes", b"[" * 100000 + b"]" * 100000), 0, True),
     "huge_file": (lambda: ("bytes", b'{"cells": [' + b" " * (20 << 20) + b"]}"), 0, True),
+    "empty_file": (lambda: ("bytes", b""), 0, True),
+    "cells_not_a_list": (lambda: ("bytes", b'{"cells": {"0": 1}, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'), 0, True),
+    "bad_cells": (lambda: ("bytes", json.dumps({"cells": [{"cell_type": "code", "source": 7}], "metadata": {},
+                                                 "nbformat": 4, "nbformat_minor": 5}).encode()), 0, True),
     "forged_metadata": (_forged_metadata, 0, False),
     # class 6
     "fill_disk": (lambda: _with(_correct(), bias_correction=FILL_DISK), FULL - Q5, False),
     "flood_output": (lambda: _with(_correct(), bias_correction=FLOOD_OUTPUT), FULL, False),
     # class 7
     "host_attacks": (lambda: _with(_correct(), sgd_step=HOST_ATTACKS), FULL, False),
-    "kill_everything": (lambda: _with(_correct(), bias_correction=KILL_EVERYTHING), FULL - Q5, False),
+    # kill(-1) reaches every process of the run's own sandbox but itself and PID 1 (the holder): nothing else
+    "kill_everything": (lambda: _with(_correct(), bias_correction=KILL_EVERYTHING), FULL, False),
 }
 # the classmate whose notebook symlink_classmate points to, and a folder that is a link to a classmate's
 CLASSMATE = "correct"
 FOLDER_LINK = "zz_folder_link"
 
 # what no output may contain: the expected-value code of the hidden tests and the solutions' code
-SECRET_SNIPPETS = ["run_library(", "library_race(", "def naive(", "m_hat = m / (1 - beta1 ** t)",
+SECRET_SNIPPETS = ["library_race(", "def naive(", "m_hat = m / (1 - beta1 ** t)", "BEGIN HIDDEN TESTS",
                    "new_buf = g.clone() if buf is None else momentum * buf + (1 - dampening) * g",
                    "SECRET-ROOT-ONLY", "PRIVATE KEY"]
 
@@ -513,6 +518,31 @@ class _Listener:
 def _tree_digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def _walk_files(top: Path):
+    """Every regular file under ``top`` (not following links, skipping what cannot be read)."""
+    for folder, _, names in os.walk(top, onerror=lambda err: None):
+        for name in names:
+            path = Path(folder) / name
+            try:
+                if path.is_file() and not path.is_symlink():
+                    yield path
+            except OSError:
+                continue
+
+
+def _big_new_files(tops, since: float, size: int = 128 << 20) -> list[str]:
+    found = []
+    for top in tops:
+        for path in _walk_files(top):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if st.st_size > size and st.st_mtime >= since:
+                found.append(f"{path} ({st.st_size >> 20} MiB)")
+    return found
 
 
 def _marker_processes() -> list[str]:
@@ -572,15 +602,20 @@ def _grade(root: Path, as_user: pwd.struct_passwd | None, listener_port: int):
     base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "GD_COURSE_ROOT": str(root)}
     args = ("--workers 2 --cell-timeout 30 --notebook-timeout 240 --memory-gib 3 --max-processes 200 --quiet")
     make = ["make", "-s", "-C", str(ROOT), "NO_SETUP=1", f"PY={sys.executable}"]
-    results = []
-    for target in ([f"autograde", f"A={ASSIGNMENT}", f"AUTOGRADE_ARGS={args}"], ["feedback", f"A={ASSIGNMENT}"]):
+    rerun = [sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--quiet"]  # resumes: nothing runs again
+    results, stamps = [], []
+    for target in ([f"autograde", f"A={ASSIGNMENT}", f"AUTOGRADE_ARGS={args}"], ["feedback", f"A={ASSIGNMENT}"], None):
+        if target is None:
+            target, make = rerun, []
         if as_user is None:
             cmd, env = make + target, {**os.environ, **base_env}
         else:
             env = {**base_env, "HOME": as_user.pw_dir, "USER": as_user.pw_name}
             cmd, env = _as_user(as_user, make + target, env), None
-        results.append(subprocess.run(cmd, env=env, capture_output=True, text=True))
-    return results
+        stamps.append({p: p.stat().st_mtime_ns for p in (root / "course" / ".autograder" / "results").rglob("*.json")})
+        results.append(subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT))
+    stamps.append({p: p.stat().st_mtime_ns for p in (root / "course" / ".autograder" / "results").rglob("*.json")})
+    return results, stamps[2], stamps[3]
 
 
 def _build_class(root: Path, home: Path, secret: Path, port: int) -> None:
@@ -637,15 +672,16 @@ def _graded(tmp_path_factory, unprivileged: bool):
     home_before = {p: p.read_bytes() for p in [home / ".bashrc", home / ".ssh" / "authorized_keys"] if p.exists()}
     submitted_before = _tree_digest(root / "course" / "submitted")
     venv_before = set(os.listdir(next(p for p in sys.path if p.endswith("site-packages"))))
-    disk_before = shutil.disk_usage(str(root))
-    grade, feedback = _grade(root, account, listener.port)
-    disk_after = shutil.disk_usage(str(root))
+    started = __import__("time").time()
+    (grade, feedback, rerun), before_rerun, after_rerun = _grade(root, account, listener.port)
+    big_files = _big_new_files({Path("/tmp"), Path("/var/tmp"), home, root, ROOT}, started)
     listener.close()
     with open(root / "course" / "grades.csv") as fh:
         grades = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(fh)}
-    return dict(root=root, home=home, grade=grade, feedback=feedback, grades=grades, listener=listener,
+    return dict(root=root, home=home, grade=grade, feedback=feedback, rerun=rerun, before_rerun=before_rerun,
+                after_rerun=after_rerun, grades=grades, listener=listener,
                 home_before=home_before, submitted_before=submitted_before, venv_before=venv_before,
-                disk_before=disk_before, disk_after=disk_after, account=account)
+                big_files=big_files, account=account)
 
 
 @pytest.fixture(scope="module")
@@ -679,30 +715,55 @@ def test_every_submission_gets_the_score_it_deserves(run, request):
     assert f"{FOLDER_LINK}" in graded["grade"].stdout and "symbolic link" in graded["grade"].stdout
 
 
+def test_a_third_of_the_class_is_broken():
+    """The suite is also the class of the issue's second point: at least a third of it cannot be read or
+    breaks the channel, and everybody else must be graded right (the tests above)."""
+    assert _expected_failures() * 3 >= len(CASES) + 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS)
 def test_exit_status_counts_the_submissions_not_graded_normally(run, request):
+    """make fails (its own status: 2) and says how many; the grader's own exit status is the count, on the
+    first run (through make) and on a rerun, which grades nothing again and records the same scores."""
     graded = request.getfixturevalue(run)
-    assert graded["grade"].returncode == _expected_failures(), graded["grade"].stdout[-3000:] + graded["grade"].stderr[-3000:]
     assert f"{_expected_failures()} submission(s) could not be graded normally" in graded["grade"].stderr
+    assert f"Error {_expected_failures()}" in graded["grade"].stderr, graded["grade"].stderr[-3000:]
+    assert graded["rerun"].returncode == _expected_failures(), graded["rerun"].stderr[-3000:]
+    assert graded["before_rerun"] and graded["after_rerun"] == graded["before_rerun"]  # nothing was graded again
     assert graded["feedback"].returncode == 0, graded["feedback"].stderr[-3000:]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS)
 def test_nothing_secret_in_any_output(run, request):
+    """No output shows hidden-test code, solution code a student did not write themselves, a file only the
+    grader may read, or the instructor's catalogue of mistakes."""
     graded = request.getfixturevalue(run)
     root = graded["root"]
-    outputs = {"autograde output": graded["grade"].stdout + graded["grade"].stderr,
-               "feedback output": graded["feedback"].stdout + graded["feedback"].stderr}
-    for folder in ("feedback", "autograded"):
-        for path in (root / "course" / folder).rglob("*"):
-            if path.is_file():
-                outputs[str(path.relative_to(root))] = path.read_text(errors="replace")
+
+    def own_text(student: str) -> str:  # what the student submitted (their own code may be a solution)
+        path = root / "course" / "submitted" / student / ASSIGNMENT / NOTEBOOK
+        try:
+            return "" if path.is_symlink() else path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    outputs = {("-", "autograde output"): graded["grade"].stdout + graded["grade"].stderr,
+               ("-", "feedback output"): graded["feedback"].stdout + graded["feedback"].stderr}
+    # feedback/ is what students receive; autograded/ is nbgrader's own copy for the instructor (it holds
+    # the hidden tests, as nbgrader's always does) and is not checked
+    for path in (root / "course" / "feedback").rglob("*"):
+        if path.is_file():
+            outputs[(path.relative_to(root / "course" / "feedback").parts[0], str(path))] = path.read_text(errors="replace")
     for path in (root / "course" / ".autograder" / "results").rglob("*.json"):
-        outputs[str(path.relative_to(root))] = path.read_text()
-    leaks = {name: [s for s in SECRET_SNIPPETS if s in text] for name, text in outputs.items()}
-    leaks = {name: found for name, found in leaks.items() if found}
+        outputs[(path.parent.name, str(path))] = path.read_text()
+    leaks = {}
+    for (student, name), text in outputs.items():
+        mine = own_text(student) if student != "-" else ""
+        found = [s for s in SECRET_SNIPPETS if s in text and s not in mine]
+        if found:
+            leaks[name] = found
     assert not leaks, leaks
     # no file of the instructor's folder reaches a student: the catalogue of mistakes stays out of feedback
     assert not list((root / "course" / "feedback").rglob("mistakes.json"))
@@ -724,9 +785,9 @@ def test_classmates_gradebook_and_host_survive(run, request):
     assert not Path("/tmp/pwned").exists()
     site = next(p for p in sys.path if p.endswith("site-packages"))
     assert set(os.listdir(site)) == graded["venv_before"]          # no .pth planted in the environment
-    # the host disk: the submissions wrote up to 3 GiB each (fill_disk, flood_output); none of it landed here
-    lost = graded["disk_before"].free - graded["disk_after"].free
-    assert lost < 512 << 20, f"{lost >> 20} MiB of disk used during grading"
+    # the host disk: fill_disk wrote until its 1 GiB tmpfs was full, flood_output printed 768 MiB; none of it
+    # landed on a disk (the free space of a shared machine moves with other work: look for the files instead)
+    assert not graded["big_files"], graded["big_files"]
 
 
 @pytest.mark.slow
