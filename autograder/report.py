@@ -613,13 +613,14 @@ def score_histogram(analysis: ItemAnalysis):
     return fig
 
 
-def _barh(labels, values, colours, xlabel, *, xlim=None, annotate=None):
+def _barh(labels, values, colours, xlabel, ylabel, *, xlim=None, annotate=None):
     fig, (ax,) = _figure(7.5, 1.0 + 0.24 * max(1, len(labels)))
     y = range(len(labels))
     ax.barh(list(y), values, color=colours)
     ax.set_yticks(list(y), labels)
     ax.set_ylim(len(labels) - 0.4, -0.6)   # first row on top, no empty margin
     ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if xlim is not None:
         ax.set_xlim(*xlim)
     for i, text in enumerate(annotate or []):
@@ -648,7 +649,7 @@ def check_chart(analysis: ItemAnalysis):
     shown = [c for c in analysis.checks if c.students]
     labels = [f"{question_label(c.cell.question)} · {_short(c.name, 40)}" for c in shown]
     fig, ax = _barh(labels, [100 * c.rate for c in shown], [COLOURS[c.cell.kind] for c in shown],
-                    "students who pass the check (%)", xlim=(0, 112),
+                    "students who pass the check (%)", "question · check", xlim=(0, 112),
                     annotate=[f"{c.passed}/{c.students}" + (" ⚑" if c.flags else "") for c in shown])
     for tick, c in zip(ax.get_yticklabels(), shown):
         if c.flags:
@@ -671,7 +672,7 @@ def question_chart(analysis: ItemAnalysis):
                          "manual", f"{len(m.scores)} graded"))
     rows.sort(key=lambda r: r[1])
     fig, ax = _barh([_short(r[0]) for r in rows], [r[1] for r in rows],
-                    [COLOURS[r[2]] for r in rows], "mean score (% of the question's points)", xlim=(0, 125),
+                    [COLOURS[r[2]] for r in rows], "mean score (% of the question's points)", "question", xlim=(0, 125),
                     annotate=[r[3] for r in rows])
     _legend(fig, [("autograded", COLOURS["public"]), ("graded by hand", COLOURS["manual"])])
     ax.set_title("questions, hardest first", fontsize=11)
@@ -683,7 +684,7 @@ def mistake_chart(analysis: ItemAnalysis):
     fig, ax = _barh([_short(m.name) for m in shown], [len(m.students) for m in shown],
                     [COLOURS["mixed"] if not m.in_catalogue else COLOURS["hidden"] if m.hidden else COLOURS["public"]
                      for m in shown],
-                    "students diagnosed with the mistake",
+                    "students diagnosed with the mistake", "classic mistake",
                     annotate=["never seen" if not m.students else "" for m in shown])
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlim(0, max([len(m.students) for m in shown] + [1]) * 1.25)
