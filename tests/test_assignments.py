@@ -336,9 +336,17 @@ def test_grading_scores_each_submission_exactly(assignment, tmp_path):
         if got_failing != failing:
             messages = {gid: cells[gid]["message"][:300] for gid in got_failing ^ failing}
             problems.append(f"{student}: failed {sorted(got_failing)}, expected {sorted(failing)}: {messages}")
-        score = full - sum(graded[g] for g in failing)
-        if totals.get(student) != score:
-            problems.append(f"{student}: gradebook total {totals.get(student)} != {score}")
+        # partial credit: a failing cell keeps the points of its checks that passed, so the total is the sum of
+        # the cells' scores (each passing cell at full points, each failing one below them)
+        scores = {gid: (v["points"] if v["passed"] else v.get("score", 0.0)) for gid, v in cells.items()}
+        below = {gid for gid in failing if not scores[gid] < graded[gid]}
+        if below:
+            problems.append(f"{student}: cells {sorted(below)} fail but keep full points")
+        score = sum(scores.values())
+        if totals.get(student) is None or abs(totals[student] - score) > 1e-3:
+            problems.append(f"{student}: gradebook total {totals.get(student)} != {score} (sum of the cells' scores)")
+        if student.startswith("bug_") and not score < full:
+            problems.append(f"{student}: a classic bug keeps full marks")
         if results[student]["fatal"]:
             problems.append(f"{student}: fatal {results[student]['fatal']}")
     assert totals["correct"] == full and totals["blank"] == 0 and totals["cheat"] == 0
