@@ -5,6 +5,7 @@
     python -m autograder export [--to course/grades.csv]
     python -m autograder grade-shard A --shard K/N --out DIR     (one job of a cluster array)
     python -m autograder merge A --from DIR [DIR ...]             (collect the shards' results)
+    python -m autograder integrity A [--out DIR] [--threshold X]  (similar answers; changes no score)
 
 ``autograde`` grades every submission in ``course/submitted/<student>/A/``:
 phase 1 reads each notebook safely, runs it sandboxed (bubblewrap), in parallel
@@ -294,6 +295,12 @@ def cmd_merge(args) -> int:
     return _exit_status(len(failures))
 
 
+def cmd_integrity(args) -> int:
+    from .integrity import run
+
+    return run(Course.default(), args.assignment, out=args.out, threshold=args.threshold, progress=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -339,6 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     grading_options(p)
     p.add_argument("--from", dest="sources", nargs="+", required=True, help="the shards' result folders")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("integrity", help="report near-identical answers and near-copies of library source "
+                                         "(changes no score)")
+    p.add_argument("assignment")
+    p.add_argument("--out", default=None, help="folder for integrity.html and integrity.csv "
+                                               "(default: course/reports/<assignment>)")
+    p.add_argument("--threshold", type=float, default=None, help="flag pairs at or above this similarity "
+                                                                 "(0-1, default 0.5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_integrity)
     return parser
 
 

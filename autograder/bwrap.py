@@ -174,7 +174,7 @@ def command(view: View, *, work_bytes: int, data_dir: str | None, gpu: bool, unp
     if unprivileged:
         args += ["--unshare-user", "--disable-userns"]
     args += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-             "--hostname", "grader", "--die-with-parent", "--new-session", "--clearenv",
+             "--hostname", "grader", "--die-with-parent", "--new-session", "--clearenv", "--as-pid-1",
              "--info-fd", str(info_fd)]
     args += _system_args()
     made = set()

@@ -191,13 +191,13 @@ def _check_seccomp(ret: int, what: str) -> None:
 def drop_privileges(uid: int | None, groups: list[int] = ()) -> None:
     """Become ``uid`` (with the supplementary ``groups``) when given, empty every capability
     set and the bounding set, forbid gaining privileges (setuid programs), load the seccomp filter."""
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last + 1):  # while this process still holds CAP_SETPCAP
+        _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"dropping capability {cap} from the bounding set")
     if uid is not None:
         os.setgroups(list(groups))
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)  # leaving uid 0 clears the capabilities too
-    last = int(open("/proc/sys/kernel/cap_last_cap").read())
-    for cap in range(last + 1):
-        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # fails harmlessly where already dropped
     _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (ctypes.c_uint32 * 6)()

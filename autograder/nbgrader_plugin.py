@@ -84,7 +84,7 @@ def verdict_lines(verdict: dict) -> list[str]:
     checks = verdict.get("checks") or []
     if verdict["passed"]:
         return [f"✔ passed: all {len(checks)} check{'s' if len(checks) != 1 else ''} [{points:g} of {points:g} points]"]
-    lines = _wrap(f"{verdict['message']} [{score:g} of {points:g} points]", first="✘ ")
+    lines = _wrap(f"{verdict['message']} [{round(score, 2):g} of {points:g} points]", first="✘ ")
     for check in checks:
         if check["passed"]:
             lines.append(f"  ✔ {check['name']}")

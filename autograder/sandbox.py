@@ -56,6 +56,7 @@ class Limits:
     work_bytes: int = 1 * GiB          # everything a run may write (its tmpfs: /tmp and /dev/shm)
     max_output_bytes: int = 2 * MiB    # what is kept of the notebook's own stdout/stderr
     max_reply_bytes: int = 96 * MiB    # one cell's reply on the result channel
+    cpus: float = 1.0                  # CPU cores a run may use at once (where cgroups allow)
 
     def __post_init__(self):
         for name in ("cell_timeout_s", "notebook_timeout_s", "startup_timeout_s"):
@@ -65,6 +66,8 @@ class Limits:
                      "max_output_bytes", "max_reply_bytes"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r}; expected an integer >= 1")
+        if not self.cpus >= 0.01:
+            raise ValueError(f"Invalid cpus: {self.cpus!r}; expected a number >= 0.01")
 
 
 @dataclass
@@ -110,7 +113,7 @@ def require_isolation(allow_reduced: bool) -> str:
 
 def _cgroup_roots() -> dict[str, Path]:
     roots = {}
-    for controller in ("pids", "memory"):
+    for controller in ("pids", "memory", "cpu"):
         path = Path("/sys/fs/cgroup") / controller
         if path.is_dir() and os.access(path, os.W_OK):
             roots[controller] = path
@@ -118,8 +121,9 @@ def _cgroup_roots() -> dict[str, Path]:
 
 
 class Cgroups:
-    """Per-submission cgroups for the process count and memory (tmpfs pages included); empty where
-    the grader may not make them (then memory is bounded by the address-space limit)."""
+    """Per-submission cgroups for the process count, memory (tmpfs pages included) and CPU (at most
+    ``limits.cpus`` cores, so that a fork bomb cannot starve the other submissions graded beside it);
+    empty where the grader may not make them (then memory is bounded by the address-space limit)."""
 
     def __init__(self, limits: Limits):
         self.paths: dict[str, Path] = {}
@@ -133,6 +137,9 @@ class Cgroups:
                 path.mkdir(parents=True)
                 if controller == "pids":
                     (path / "pids.max").write_text(str(limits.max_processes + 8))  # + bubblewrap's own
+                elif controller == "cpu":
+                    (path / "cpu.cfs_period_us").write_text("100000")
+                    (path / "cpu.cfs_quota_us").write_text(str(int(100000 * limits.cpus)))
                 else:
                     (path / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
                     swap = path / "memory.memsw.limit_in_bytes"
@@ -238,7 +245,7 @@ def parse_reply(line: bytes, index: int, nonce: str, trusted: bool = False) -> d
     captures = reply["captures"]
     if len(captures) > MAX_CAPTURES:
         raise ChannelViolation(f"more than {MAX_CAPTURES} recorded values in one cell")
-    keys = {"name", "value", "rtol", "atol"} if trusted else {"name", "value"}  # tolerances: the reference's
+    keys = {"name", "value", "rtol", "atol", "about"} if trusted else {"name", "value"}  # the reference's own
     for cap in captures:
         if (not isinstance(cap, dict) or not {"name", "value"} <= set(cap) <= keys or type(cap["name"]) is not str
                 or len(cap["name"]) > MAX_NAME_CHARS or not isinstance(cap["value"], dict)):
@@ -259,7 +266,7 @@ class Channel:
         self.res_open = self.out_open = True
 
     def _read_output(self) -> None:
-        chunk = os.read(self.out_r, 1 << 16)
+        chunk = os.read(self.out_r, 1 << 20)
         if not chunk:
             self.out_open = False
             return

@@ -20,6 +20,7 @@ solution graded as a student must score full marks.
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 
 
 class TestCellError(ValueError):
@@ -58,6 +59,13 @@ class _Strip(ast.NodeTransformer):
 
 def student_version(code: str) -> str:
     """``code`` (a test cell of a source notebook) without its expected values (see the module docstring)."""
+    from .checks import AST_LOCK  # syntax trees are built one thread at a time (see there)
+    with AST_LOCK:
+        return _student_version(code)
+
+
+@lru_cache(maxsize=1024)  # the same cells for every student of a class
+def _student_version(code: str) -> str:
     try:
         tree = ast.parse(code)
     except SyntaxError as err:

@@ -278,8 +278,22 @@ def _read_all(fd: int, deadline: float, limit: int = 1 << 16) -> bytes:
     return data
 
 
-HOLDER = ("import os, sys\nos.write(int(sys.argv[1]), b'r')\nos.close(int(sys.argv[1]))\n"
-          "os.read(0, 1)")  # keeps the namespaces alive until the supervisor (its stdin's writer) is gone
+# The sandbox's first process (PID 1 of its namespace: bubblewrap's --as-pid-1, so that nothing in the
+# sandbox can kill it): says it is ready, reaps the orphans of the run, and keeps the namespaces alive
+# until the supervisor (the writer of its stdin) is gone.
+HOLDER = """
+import os, select, sys
+os.write(int(sys.argv[1]), b"r")
+os.close(int(sys.argv[1]))
+while True:
+    if select.select([0], [], [], 1.0)[0] and not os.read(0, 1):
+        break
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+"""
 
 
 def _start_sandbox(job: dict, view: bwrap.View, unprivileged: bool) -> int:

@@ -17,9 +17,12 @@ answers (``UseAssembledNotebook``), never the raw submission's cells. Run it thr
 import os
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds, IgnorePattern,
-                                    LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearOutput,
+                                    DeduplicateIds, GetGrades, IgnorePattern, LimitOutput, OverwriteCells,
+                                    OverwriteKernelspec, SaveAutoGrades)
 
+import autograder
 from autograder.nbgrader_plugin import ApplySandboxedResults, UseAssembledNotebook
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
@@ -63,3 +66,9 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+
+# Feedback: hidden tests stay hidden (their code would show how expected values are computed), the
+# summary names each question, messages wrap, and the page loads nothing from the internet.
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+c.HTMLExporter.template_name = "feedback"  # ours (autograder/templates/feedback) shadows nbgrader's
+c.HTMLExporter.extra_template_basedirs = [os.path.join(os.path.dirname(autograder.__file__), "templates")]
