@@ -275,9 +275,11 @@ def _array_difference(g: np.ndarray, e: np.ndarray, rtol: float, atol: float, wh
         return (f"your value{where} differs from the expected one in {int(bad.sum())} of {bad.size} entries "
                 f"(first at position {idx}: yours {_plain(g[idx])}, expected {_plain(e[idx])})")
     g64, e64 = g.astype(np.float64), e.astype(np.float64)
-    close = np.abs(g64 - e64) <= atol + rtol * np.abs(e64)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(g64 - e64) <= atol + rtol * np.abs(e64)
+    infinite = np.isinf(e64)
+    close = np.where(infinite, g64 == e64, close)  # an infinite expected value is matched exactly (inf <= inf)
     close |= np.isnan(g64) & np.isnan(e64)
-    close |= np.isinf(e64) & (g64 == e64)
     bad = ~close
     if not bad.any():
         return None
@@ -333,7 +335,7 @@ def _compare(got: dict, expected: dict, rtol: float, atol: float, path: str = ""
         return f"your value{where} is {show(got['value'])}, the expected value is {show(expected['value'])}"
     if kind == "float":
         g, e = _as_float(got["value"]), _as_float(expected["value"])
-        if (math.isnan(g) and math.isnan(e)) or g == e or abs(g - e) <= atol + rtol * abs(e):
+        if (math.isnan(g) and math.isnan(e)) or g == e or (math.isfinite(e) and abs(g - e) <= atol + rtol * abs(e)):
             return None
         if math.isnan(g):
             return f"your value{where} is NaN (not a number); the expected value is {_plain(e)}"

@@ -956,6 +956,18 @@ def test_compare_never_raises_on_malformed_values():
     assert compare(expected, expected, 0, 0) is None
 
 
+def test_an_infinite_expected_value_is_matched_exactly():
+    """|x - inf| <= atol + rtol * inf holds for every finite x: infinities must be compared exactly."""
+    import math
+    import numpy as np
+    from autograder.checks import compare, encode
+    assert compare(encode(np.array([1e300, 2.0])), encode(np.array([np.inf, 2.0])), 1e-6, 1e-8) is not None
+    assert compare(encode(np.array([np.inf, -np.inf])), encode(np.array([np.inf, -np.inf])), 1e-6, 1e-8) is None
+    assert compare(encode(-np.array([np.inf])), encode(np.array([np.inf])), 1e-6, 1e-8) is not None
+    assert compare(encode(1e300), encode(math.inf), 1e-6, 1e-8) is not None
+    assert compare(encode(math.inf), encode(math.inf), 1e-6, 1e-8) is None
+
+
 def test_test_cells_lose_their_expected_values():
     from autograder.transform import student_version
     code = ("from autograder.checks import check, reference\n"
