@@ -254,6 +254,41 @@ def newton_schulz_scalar_map(x, steps: int = 5,
     return x
 
 
+def newton_schulz_iterations(X: torch.Tensor, steps: int = 5,
+                             coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
+                             eps: float = 1e-7) -> torch.Tensor:
+    """The Newton–Schulz loop of :func:`newton_schulz` on a wide ``X`` (rows ≤ cols), in ``X``'s dtype.
+
+    ``X ← X / (‖X‖_F + eps)``, then ``steps`` times ``A = X Xᵀ``, ``B = b A + c A²``,
+    ``X ← a X + B X``. Each scale-and-add is folded into the product (``addmm`` /
+    ``baddbmm``: ``B = addmm(A, A, A, beta=b, alpha=c)``, ``X = addmm(X, B, X, beta=a)``), as
+    ``torch.optim.Muon`` does: two kernels per step instead of five, and in bfloat16 one
+    rounding per product. Batches (ndim > 2) are flattened to one ``(n, rows, cols)`` batch.
+    Returns a new tensor of ``X``'s shape and dtype; Muon keeps it in the compute dtype.
+    """
+    a, b, c = coefficients
+    shape = X.shape
+    # X₀ = X / ‖X‖_F: spectral norm ≤ Frobenius norm, so every σ ≤ 1
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
+    if X.ndim == 2:
+        product, product_add = torch.mm, torch.addmm
+    else:
+        X = X.reshape(-1, shape[-2], shape[-1])
+        product, product_add = torch.bmm, torch.baddbmm
+    for _ in range(steps):
+        # A = X Xᵀ
+        A = product(X, X.mT)
+        if c != 0:
+            # B = b A + c A²
+            B = product_add(A, A, A, beta=b, alpha=c)
+            # X <- a X + B X
+            X = product_add(X, B, X, beta=a)
+        else:
+            # X <- a X + b A X   (cubic: B = b A)
+            X = product_add(X, A, X, beta=a, alpha=b)
+    return X.reshape(shape)
+
+
 def newton_schulz(G: torch.Tensor, steps: int = 5,
                   coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS, *,
                   dtype: torch.dtype | None = None, eps: float = 1e-7) -> torch.Tensor:
@@ -267,7 +302,8 @@ def newton_schulz(G: torch.Tensor, steps: int = 5,
         X_k+1 = a X_k + B X_k          # = p(X Xᵀ) X, i.e. σ -> p(σ) for every singular value
 
     so after ``steps`` steps ``X = U diag(p∘…∘p(σ/‖G‖_F)) Vᵀ`` with the same U, V
-    as G. A tall G is transposed first so that A is the smaller Gram matrix.
+    as G. A tall G is transposed first so that A is the smaller Gram matrix. The loop is
+    :func:`newton_schulz_iterations` (scale-and-add folded into ``addmm``).
 
     Args:
         G: a matrix, or a batch of matrices (leading dims are batch dims).
@@ -275,7 +311,8 @@ def newton_schulz(G: torch.Tensor, steps: int = 5,
         coefficients: (a, b, c); ``MUON_QUINTIC_COEFFICIENTS`` (default) or
             ``CUBIC_COEFFICIENTS`` (c = 0 skips the A² product).
         dtype: compute dtype; default bfloat16 on CUDA, float32 on CPU (float64
-            inputs on CPU stay float64, for tests).
+            inputs on CPU stay float64, for tests). :class:`gd_lib.optim.Muon` passes
+            its own ``ns_dtype`` (bfloat16 by default, as the references).
         eps: added to the Frobenius norm, so that G = 0 maps to 0.
 
     Returns:
@@ -284,7 +321,7 @@ def newton_schulz(G: torch.Tensor, steps: int = 5,
     With the Muon coefficients and 5 steps, the output's singular values lie in
     about [0.68, 1.21] for every σ ≥ 0.003 ‖G‖_F (see ``newton_schulz_scalar_map``);
     it is *not* U Vᵀ, and Muon does not need it to be. With the cubic coefficients
-    and enough steps it converges to U Vᵀ.
+    and enough steps it converges to U Vᵀ (:func:`polar_factor`, the exact reference).
 
     References: Bernstein & Newhouse, "Old Optimizer, New Norm" (arXiv:2409.20325),
     App. on Newton–Schulz; Jordan et al., "Muon" (kellerjordan.github.io/posts/muon),
@@ -294,20 +331,11 @@ def newton_schulz(G: torch.Tensor, steps: int = 5,
         raise ValueError(f"newton_schulz needs a matrix (ndim >= 2), got shape {tuple(G.shape)}")
     if steps < 0:
         raise ValueError(f"Invalid steps: {steps!r}; expected an integer >= 0")
-    a, b, c = coefficients
     X = G.to(dtype or default_newton_schulz_dtype(G))
     transposed = G.size(-2) > G.size(-1)
     if transposed:
         X = X.mT
-    # X₀ = G / ‖G‖_F: spectral norm ≤ Frobenius norm, so every σ ≤ 1
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
-    for _ in range(steps):
-        # A = X Xᵀ
-        A = X @ X.mT
-        # B = b A + c A²
-        B = b * A + c * (A @ A) if c != 0 else b * A
-        # X <- a X + B X
-        X = a * X + B @ X
+    X = newton_schulz_iterations(X, steps, coefficients, eps)
     if transposed:
         X = X.mT
     return X.to(G.dtype)

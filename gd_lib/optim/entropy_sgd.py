@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
 from ._validation import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 
 __all__ = ["EntropySGD", "langevin_step", "local_entropy_step"]
@@ -73,7 +74,7 @@ def local_entropy_step(param: Tensor, x: Tensor, mu: Tensor, *, lr: float, gamma
     param.copy_(x).add_(x - mu, alpha=-lr * gamma)
 
 
-class EntropySGD(torch.optim.Optimizer):
+class EntropySGD(Optimizer):
     """Entropy-SGD (Chaudhari et al. 2017, Algorithm 1); needs a closure.
 
     Each ``step(closure)`` runs ``langevin_steps`` SGLD steps (one closure call each,
@@ -183,6 +184,6 @@ class EntropySGD(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 gamma = group["gamma"] * (1 + group["scoping"]) ** state["step"]
-                local_entropy_step(p, x_saved[p], mu[p], lr=group["lr"], gamma=gamma)
+                local_entropy_step(p, x_saved[p], mu[p], lr=float(group["lr"]), gamma=gamma)
                 state["step"] += 1
         return first_loss

@@ -47,6 +47,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
 from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, check_positive, check_positive_int, \
     params_with_grad, reject_sparse
@@ -92,7 +93,7 @@ def ggt_direction(window: list[Tensor], gram: Tensor, momentum: list[Tensor], de
     return [(m - W.T @ coef) / eps for W, m in zip(window, momentum)]
 
 
-class GGT(torch.optim.Optimizer):
+class GGT(Optimizer):
     """GGT (Agarwal et al. 2019, Algorithm 1): windowed full-matrix AdaGrad; see :func:`ggt_direction`.
 
     All parameters of a group are preconditioned jointly (one flattened vector), as in the
@@ -180,5 +181,5 @@ class GGT(torch.optim.Optimizer):
                                        group["eps"])
             # x <- x - η u
             for p, u in zip(params, directions):
-                p.add_(u.view_as(p), alpha=-group["lr"])
+                p.add_(u.view_as(p), alpha=-float(group["lr"]))
         return loss

@@ -63,6 +63,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ._base import Optimizer
 from ._kfac_factors import (KroneckerLayer, activation_factor, damped_inverse, find_kronecker_layers,
                             gradient_factor, gradient_matrix, kfac_precondition_eigh,
                             kfac_precondition_inverse, kl_clip_scale, output_gradients, pi_correction,
@@ -121,7 +122,7 @@ class KroneckerConfig:
             raise ValueError(f"Invalid pi_damping: {self.pi_damping!r}; expected True or False")
 
 
-class KFAC(torch.optim.Optimizer):
+class KFAC(Optimizer):
     r"""Kronecker-factored natural-gradient optimizer for Linear and Conv2d layers; see the module docstring.
 
     Args:

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
+from ._base import Optimizer
 
 from ..curvature import evaluate_keeping_graph, flatten, hessian_of_loss, unflatten
 from ._validation import check_nonnegative, params_with_grad

@@ -47,6 +47,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
 from ._foreach import buckets
 from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, params_with_grad
@@ -202,7 +203,7 @@ def _check_common(lr, weight_decay, warmup_steps, r, weight_lr_power) -> None:
     check_nonnegative("weight_lr_power", weight_lr_power)
 
 
-class _ScheduleFreeBase(torch.optim.Optimizer):
+class _ScheduleFreeBase(Optimizer):
     """The ``.train()`` / ``.eval()`` switch and the per-group averaging bookkeeping."""
 
     def _interpolation(self, group: dict) -> float:  # β of the group
@@ -245,7 +246,7 @@ class _ScheduleFreeBase(torch.optim.Optimizer):
     def _advance_average(group: dict) -> tuple[float, float]:
         """Update the group's averaging bookkeeping; returns (scheduled lr, c_{k+1})."""
         lr, group["lr_max"], group["weight_sum"], ckp1 = schedule_free_coefficients(
-            group["k"], group["lr"], warmup_steps=group["warmup_steps"], r=group["r"],
+            group["k"], float(group["lr"]), warmup_steps=group["warmup_steps"], r=group["r"],
             weight_lr_power=group["weight_lr_power"], lr_max=group["lr_max"],
             weight_sum=group["weight_sum"])
         group["scheduled_lr"] = lr  # for logging, as the package

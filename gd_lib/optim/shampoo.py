@@ -78,6 +78,7 @@ from torch import Tensor
 
 from ..distributed.work import WorkSharing
 from ..linalg import inverse_root_eigh, inverse_root_newton
+from ._base import Optimizer
 from ._validation import (
     check_in_range,
     check_nonnegative,
@@ -468,7 +469,7 @@ def apply_shampoo_step(param: Tensor, grad: Tensor, grad_blocks: list[Tensor], s
     param.add_(D, alpha=-lr)
 
 
-class Shampoo(torch.optim.Optimizer):
+class Shampoo(Optimizer):
     """Shampoo with grafting, blocking and momentum (distributed Shampoo's recipe, one device).
 
     Args:

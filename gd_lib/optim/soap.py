@@ -52,6 +52,7 @@ from torch import Tensor
 
 from ..distributed.work import WorkSharing
 from ..linalg import qr_power_iteration_refresh, symmetric_eigh
+from ._base import Optimizer
 from ._validation import (
     check_betas,
     check_in_range,
@@ -224,7 +225,7 @@ def soap_update(param: Tensor, grad: Tensor, state: dict, *, lr: float, betas: t
         refresh_eigenbases_(state, shape)
 
 
-class SOAP(torch.optim.Optimizer):
+class SOAP(Optimizer):
     """SOAP (Vyas et al. 2024): Adam in Shampoo's eigenbasis; see :func:`soap_update`.
 
     Args (names and defaults of the reference implementation, nikhilvyas/SOAP):

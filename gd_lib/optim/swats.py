@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
 from ._groups import evaluate_closure
 from ._validation import check_betas, check_nonnegative, params_with_grad
 
@@ -104,7 +105,7 @@ def swats_sgd_step(param: Tensor, grad: Tensor, momentum_buffer: Tensor, *, sgd_
     param.add_(momentum_buffer, alpha=-(1 - beta1) * sgd_lr)
 
 
-class SWATS(torch.optim.Optimizer):
+class SWATS(Optimizer):
     """SWATS (Keskar & Socher 2017, Algorithm 1): Adam, then SGD with momentum β1.
 
     Args:
@@ -156,7 +157,7 @@ class SWATS(torch.optim.Optimizer):
                                    beta1=beta1)
                     continue
                 p_k = swats_adam_step(p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                                      lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"])
+                                      lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"])
                 lam, gamma, switch = swats_lr_estimate(p_k, grad, state["lambda"], state["step"],
                                                        beta2=beta2, eps=group["eps"])
                 state["lambda"] = lam
