@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer
+from ._foreach import as_real
 from ._groups import evaluate_closure
 from ._validation import check_betas, check_in_range, check_nonnegative, check_positive, \
     check_positive_int, params_with_grad
@@ -215,12 +216,13 @@ class Prodigy(Optimizer):
                 raise RuntimeError("Prodigy: parameter groups may differ in lr only by lr=0 "
                                    "(frozen); the learned step d is shared")
             decay, d0 = group["weight_decay"], group["d0"]
-            for p in params_with_grad(group["params"], type(self).__name__):
-                grad = p.grad
+            for param in params_with_grad(group["params"], type(self).__name__):
+                # complex parameters as their real view (real and imaginary parts as coordinates)
+                p, grad = as_real(param), as_real(param.grad)
                 # g <- g + λx   (coupled weight decay; a new tensor, p.grad is untouched)
                 if decay != 0 and not group["decouple"]:
                     grad = grad.add(p, alpha=decay)
-                state = self._state(p, group, beta1)
+                state = self._state(param, p, group, beta1)
                 active.append((group, p, grad, state))
                 if float(group["lr"]) > 0.0:
                     dr, s_norm = prodigy_accumulate(
@@ -251,8 +253,9 @@ class Prodigy(Optimizer):
             group["k"] = k + 1
         return loss
 
-    def _state(self, p: Tensor, group: dict, beta1: float) -> dict:
-        state = self.state[p]
+    def _state(self, param: Tensor, p: Tensor, group: dict, beta1: float) -> dict:
+        """``param``'s state, created from ``p`` (its real view) at its first gradient."""
+        state = self.state[param]
         if "step" not in state:
             state["step"] = 0
             state["s"] = torch.zeros_like(p.flatten()[::group["slice_p"]])

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer
-from ._foreach import buckets
+from ._foreach import as_real, buckets
 from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, params_with_grad
 
@@ -296,7 +296,9 @@ class SGDScheduleFree(_ScheduleFreeBase):
                     self.state[p]["z"] = torch.clone(p, memory_format=torch.preserve_format)
             hyper = dict(lr=lr, momentum=group["momentum"], weight_decay=group["weight_decay"],
                          ckp1=ckp1)
-            lists = (params, [p.grad for p in params], [self.state[p]["z"] for p in params])
+            # complex parameters: real and imaginary parts as separate coordinates
+            lists = ([as_real(p) for p in params], [as_real(p.grad) for p in params],
+                     [as_real(self.state[p]["z"]) for p in params])
             if group["foreach"] and params:
                 for bucket in buckets(*lists):
                     sgd_schedule_free_update_foreach(*bucket, **hyper)
@@ -361,8 +363,10 @@ class AdamWScheduleFree(_ScheduleFreeBase):
             hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"],
                          weight_decay=group["weight_decay"], ckp1=ckp1,
                          bias_correction2=bias_correction2)
-            lists = (params, [p.grad for p in params], [self.state[p]["z"] for p in params],
-                     [self.state[p]["exp_avg_sq"] for p in params])
+            # complex parameters: real and imaginary parts as separate coordinates
+            lists = ([as_real(p) for p in params], [as_real(p.grad) for p in params],
+                     [as_real(self.state[p]["z"]) for p in params],
+                     [as_real(self.state[p]["exp_avg_sq"]) for p in params])
             if group["foreach"] and params:
                 for bucket in buckets(*lists):
                     adamw_schedule_free_update_foreach(*bucket, **hyper)

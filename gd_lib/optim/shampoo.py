@@ -79,6 +79,7 @@ from torch import Tensor
 from ..distributed.work import WorkSharing
 from ..linalg import inverse_root_eigh, inverse_root_newton
 from ._base import Optimizer
+from ._foreach import as_real
 from ._validation import (
     check_in_range,
     check_nonnegative,
@@ -483,6 +484,9 @@ class Shampoo(Optimizer):
     class of equally shaped blocks, one ``(n_blocks, d, d)`` tensor per mode),
     ``filtered_grad`` (β1 > 0), ``grafting_accumulator`` (AdaGrad/Adam grafting),
     ``momentum_buffer`` (momentum > 0). See :func:`shampoo_update` for the step.
+    Complex parameters are preconditioned as their ``torch.view_as_real`` twin (a trailing
+    mode of size 2); zero-size parameters are skipped. :meth:`state_dict` holds plain data
+    only (each group's config as a dict), so ``torch.load(weights_only=True)`` reads it.
 
     Data parallelism: with ``process_group`` (a ``torch.distributed`` group, e.g.
     ``dist.group.WORLD``; every rank must see the same gradients, as under DDP) the
@@ -515,6 +519,29 @@ class Shampoo(Optimizer):
         """This rank's :class:`~gd_lib.distributed.WorkLog` (``counts["inverse_root"]``)."""
         return self._sharing.log
 
+    def state_dict(self) -> dict:
+        """torch's state dict with each group's ``config`` as a plain dict of its fields.
+
+        Plain data (numbers, strings, tuples) only, so that ``torch.load(path)`` with its
+        default ``weights_only=True`` reads a Shampoo checkpoint; :meth:`load_state_dict`
+        rebuilds the :class:`ShampooConfig` (and checks it).
+        """
+        state_dict = super().state_dict()
+        for group in state_dict["param_groups"]:
+            if isinstance(group.get("config"), ShampooConfig):
+                group["config"] = dataclasses.asdict(group["config"])
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a state dict whose configs are plain dicts (or, from older saves, ShampooConfig)."""
+        groups = []
+        for group in state_dict["param_groups"]:
+            group = dict(group)
+            if isinstance(group.get("config"), dict):
+                group["config"] = ShampooConfig(**group["config"])
+            groups.append(group)
+        super().load_state_dict({**state_dict, "param_groups": groups})
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One Shampoo step for every parameter with a gradient; returns the closure's loss."""
@@ -527,11 +554,15 @@ class Shampoo(Optimizer):
         for group in self.param_groups:
             config: ShampooConfig = group["config"]
             for p in params_with_grad(group["params"], "Shampoo"):
+                if p.numel() == 0:
+                    continue  # a zero-size parameter: nothing to precondition or move
                 state = self.state[p]
+                # complex parameters as their real view (..., 2): Shampoo on the real twin
+                param = as_real(p)
                 if len(state) == 0:
-                    state.update(init_state(p, config))
-                grad, grad_blocks = accumulate_statistics(p, p.grad, state, config)
-                pending.append((p, grad, grad_blocks, state, group))
+                    state.update(init_state(param, config))
+                grad, grad_blocks = accumulate_statistics(param, as_real(p.grad), state, config)
+                pending.append((param, grad, grad_blocks, state, group))
         # 3. P_j <- (L_j / (1 - β2^t) + εI)^{-1/(2k)}: each rank computes the roots it owns, then all share
         self._update_inverse_roots([(state, group["config"]) for _, _, _, state, group in pending])
         # 4-8. filter, precondition, graft, decay, momentum, W <- W - η D

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer
+from ._foreach import as_real
 from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, params_with_grad
 
@@ -88,7 +89,8 @@ class SignSGD(Optimizer):
         loss = evaluate_closure(closure)
         for group in self.param_groups:
             for p in params_with_grad(group["params"], type(self).__name__):
-                sign_sgd_update(p, p.grad, lr=float(group["lr"]), weight_decay=group["weight_decay"])
+                # complex parameters: real and imaginary parts as separate coordinates
+                sign_sgd_update(as_real(p), as_real(p.grad), lr=float(group["lr"]), weight_decay=group["weight_decay"])
         return loss
 
 
@@ -119,6 +121,7 @@ class Signum(Optimizer):
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                signum_update(p, p.grad, state["momentum_buffer"], lr=float(group["lr"]),
+                # complex parameters: real and imaginary parts as separate coordinates
+                signum_update(as_real(p), as_real(p.grad), as_real(state["momentum_buffer"]), lr=float(group["lr"]),
                               momentum=group["momentum"], weight_decay=group["weight_decay"])
         return loss

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer
+from ._foreach import as_real
 from ._groups import evaluate_closure
 from ._validation import check_betas, check_nonnegative, params_with_grad
 
@@ -141,15 +142,16 @@ class SWATS(Optimizer):
         loss = evaluate_closure(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in params_with_grad(group["params"], type(self).__name__):
-                state = self.state[p]
+            for param in params_with_grad(group["params"], type(self).__name__):
+                state = self.state[param]
+                # complex parameters as their real view (real and imaginary parts as coordinates)
+                p, grad = as_real(param), as_real(param.grad)
                 if "step" not in state:
                     state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p),
                                  switch_step=0, sgd_lr=0.0, gamma=0.0)
                     state["lambda"] = 0.0
                 # k <- k + 1 ;  g <- ∇f + λw
                 state["step"] += 1
-                grad = p.grad
                 if group["weight_decay"] != 0:
                     grad = grad.add(p, alpha=group["weight_decay"])
                 if state["switch_step"] > 0:
