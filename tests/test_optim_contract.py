@@ -107,10 +107,15 @@ def state_tensors(opt) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def assert_same_state(a, b, name):
+def assert_same_state(a, b, name, *, loaded: bool = False):
+    """Every state tensor of ``a`` equals ``b``'s. ``loaded``: ``b`` got it by ``load_state_dict``,
+    which (torch's rule) casts floating state other than ``step`` to the parameter's dtype, so
+    a float32 ``mu_product`` comes back float64 (exactly: the cast is exact)."""
     ta, tb = state_tensors(a), state_tensors(b)
     assert [k for k, _ in ta] == [k for k, _ in tb], name
     for (key, x), (_, y) in zip(ta, tb):
+        if loaded and x.dtype != y.dtype and x.is_floating_point() and y.is_floating_point():
+            x = x.to(y.dtype)
         assert x.dtype == y.dtype and torch.equal(x, y), f"{name}: state {key} differs"
 
 
@@ -171,16 +176,18 @@ def test_torch_state_dict_loads_into_gd_lib_and_back(spec):
     steps(torch_opt, params, 3)
     ours = spec.build_params(params)
     ours.load_state_dict(copy.deepcopy(torch_opt.state_dict()))
-    assert_same_state(torch_opt, ours, f"{spec.name} torch->gd_lib")
+    assert_same_state(torch_opt, ours, f"{spec.name} torch->gd_lib", loaded=True)
     steps(ours, params, 3)
     back = spec.torch_cls(params, **kwargs)
     back.load_state_dict(copy.deepcopy(ours.state_dict()))
-    assert_same_state(ours, back, f"{spec.name} gd_lib->torch")
+    assert_same_state(ours, back, f"{spec.name} gd_lib->torch", loaded=True)
     steps(back, params, 3)
     for p, q in zip(params, reference):
-        # gd_lib reproduces torch.optim's arithmetic; the foreach paths agree to rounding only
-        # where torch fuses differently (≤ 1e-15 here, float64), hence 1e-12
-        torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
+        # gd_lib reproduces torch.optim's arithmetic, but a load casts floating state to the
+        # parameter's dtype (torch's rule): NAdam's mu_product runs float32 in the uninterrupted
+        # run and float64 after a load, which moves the trajectory by ~1e-12; 1e-10 is the
+        # issue's bar for matching torch.optim
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-10)
     assert not torch.equal(params[0], make_params()[0])
 
 
@@ -318,15 +325,14 @@ def test_add_param_group_mid_run(spec):
     opt.add_param_group({"params": params[1:]})
     new_group = opt.param_groups[-1]
     # the new group gets the optimizer's defaults: the same hyperparameter keys as the first
-    assert set(new_group) - {"params"} >= set(opt.param_groups[0]) - {"params", "use_muon", "betas", "momentum",
-                                                                       "nesterov", "ns_steps", "ns_coefficients",
-                                                                       "adjust_lr_fn", "ns_dtype", "param_names"}
+    assert set(opt.defaults) <= set(new_group)
     steps(opt, params, 3)
     assert not torch.equal(params[1], bias_before), f"{spec.name}: the added group did not move"
     assert all(torch.isfinite(p).all() for p in params)
-    if spec.nan_policy == "isolate":
+    if spec.nan_policy == "isolate" and "k" not in opt.defaults:
         # element-wise methods: the same as one optimizer over all parameters whose later
-        # groups had no gradient for the first two steps
+        # groups had no gradient for the first two steps (not Schedule-Free: its averaging
+        # counts steps per group, k, from the step the group joins)
         reference = make_params()
         ref_opt = spec.build_params(reference[:1])
         ref_opt.add_param_group({"params": reference[1:]})

@@ -33,6 +33,20 @@ class Optimizer(torch.optim.Optimizer):
     _forced_group_values: dict = {}
     _scalar_tensor_keys: tuple[str, ...] = ()
 
+    def __getstate__(self) -> dict:
+        """torch's ``defaults``, ``state`` and ``param_groups``, plus this optimizer's own attributes.
+
+        torch.optim's optimizers keep everything in those three; gd_lib's also keep
+        construction-time settings (Muon's group defaults, EntropySGD's noise generator, the
+        data-parallel work sharing), which ``copy.deepcopy`` and ``pickle`` must carry too.
+        torch's hook dictionaries are left out, as torch does (they may hold lambdas).
+        """
+        state = super().__getstate__()
+        for key, value in self.__dict__.items():
+            if key not in state and not key.startswith("_optimizer_") and key != "_zero_grad_profile_name":
+                state[key] = value
+        return state
+
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         for group in self.param_groups:

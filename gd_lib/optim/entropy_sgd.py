@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from ._base import Optimizer
+from ._foreach import as_real
 from ._validation import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 
 __all__ = ["EntropySGD", "langevin_step", "local_entropy_step"]
@@ -171,10 +172,12 @@ class EntropySGD(Optimizer):
                     active.add(p)
                     # γ_t = γ0 (1 + γ1)^t
                     gamma = group["gamma"] * (1 + group["scoping"]) ** state["step"]
-                    # ξ ~ N(0, I) from the optimizer's generator
-                    xi = torch.randn(p.shape, generator=self.generator, dtype=p.dtype,
+                    # ξ ~ N(0, I) from the optimizer's generator; complex parameters as their
+                    # real view (real and imaginary parts are coordinates with unit variance)
+                    x = as_real(p)
+                    xi = torch.randn(x.shape, generator=self.generator, dtype=x.dtype,
                                      device=self.generator.device).to(p.device)
-                    langevin_step(p, p.grad, x_saved[p], mu[p], xi, gamma=gamma,
+                    langevin_step(x, as_real(p.grad), as_real(x_saved[p]), as_real(mu[p]), xi, gamma=gamma,
                                   langevin_lr=group["langevin_lr"], noise=group["noise"],
                                   alpha=group["alpha"])
         # x <- x - ηγ (x - μ)

@@ -129,6 +129,9 @@ class Newton(Optimizer):
         params = [p for _, ps in groups for p in ps]
         if not params:
             return loss.detach()
+        if any(torch.is_complex(p) for p in params):
+            raise RuntimeError("Newton does not support complex parameters (its Hessian is of the real "
+                               "coordinates); optimize torch.view_as_real(p) as a real parameter instead")
         # g = ∇L, as the closure left it in p.grad
         g = flatten([p.grad for p in params])
         if not torch.isfinite(g).all():

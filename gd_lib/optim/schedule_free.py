@@ -235,6 +235,12 @@ class _ScheduleFreeBase(Optimizer):
                         p.lerp_(state["z"].to(p.device), 1 - beta)
                 group["train_mode"] = True
 
+    def add_param_group(self, param_group: dict) -> None:
+        """A group added mid-run starts in the mode of the others (its parameters have no z yet)."""
+        super().add_param_group(param_group)
+        if len(self.param_groups) > 1:
+            self.param_groups[-1]["train_mode"] = self.param_groups[0]["train_mode"]
+
     def _begin_step(self, closure):
         if not self.param_groups[0]["train_mode"]:
             raise RuntimeError(
