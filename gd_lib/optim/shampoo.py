@@ -116,7 +116,10 @@ class ShampooConfig:
     grafting: "none", "sgd", "adagrad" or "adam": whose step norm Shampoo takes, per block.
     grafting_beta2, grafting_epsilon: β and ε of the Adam/AdaGrad grafting accumulator.
     root_method: "eigh" (exact, default) or "newton" (coupled Newton iteration).
-    newton_max_iterations, newton_tolerance: for root_method="newton".
+    newton_max_iterations, newton_tolerance, newton_max_error_ratio: for root_method="newton": stop
+        once max|M - I| ≤ tolerance (1e-3, as scalable Shampoo and pytorch_optimizer; the
+        root's relative error is then about tolerance/4) or when the error stops shrinking
+        (new ≥ ratio × old, ratio 1.0; see :func:`gd_lib.linalg.inverse_root_newton`).
     merge_dims: merge adjacent small dimensions while their product ≤ max_preconditioner_dim.
     """
 
@@ -136,7 +139,8 @@ class ShampooConfig:
     grafting_epsilon: float = 1e-10
     root_method: str = "eigh"
     newton_max_iterations: int = 100
-    newton_tolerance: float = 1e-6
+    newton_tolerance: float = 1e-3
+    newton_max_error_ratio: float = 1.0
     merge_dims: bool = False
 
     def __post_init__(self):
@@ -169,6 +173,8 @@ class ShampooConfig:
             raise ValueError(f"Invalid root_method: {self.root_method!r}; expected one of {ROOT_METHODS}")
         check_positive_int("newton_max_iterations", self.newton_max_iterations)
         check_positive("newton_tolerance", self.newton_tolerance)
+        if not (isinstance(self.newton_max_error_ratio, (int, float)) and self.newton_max_error_ratio >= 1):
+            raise ValueError(f"Invalid newton_max_error_ratio: {self.newton_max_error_ratio!r}; expected a number >= 1")
 
     @property
     def first_preconditioned_step(self) -> int:
@@ -293,7 +299,8 @@ def update_statistics_(factors: list[Tensor], G: Tensor, beta2: float) -> None:
 
 
 def compute_inverse_roots(factors: list[Tensor], *, root: int, epsilon: float, bias_correction2: float,
-                          method: str, newton_max_iterations: int, newton_tolerance: float) -> list[Tensor]:
+                          method: str, newton_max_iterations: int, newton_tolerance: float,
+                          newton_max_error_ratio: float | None = 1.0) -> list[Tensor]:
     r""":math:`P_j = \big(L_j / (1-\beta_2^t) + \varepsilon I\big)^{-1/\text{root}}` for each (batched) statistic.
 
     Raises ``ValueError`` (mentioning "non-finite") if a statistic holds NaN or inf, as
@@ -312,7 +319,8 @@ def compute_inverse_roots(factors: list[Tensor], *, root: int, epsilon: float, b
             roots.append(inverse_root_eigh(A, root, epsilon))
         else:
             roots.append(inverse_root_newton(A, root, epsilon, max_iterations=newton_max_iterations,
-                                             tolerance=newton_tolerance).X)
+                                             tolerance=newton_tolerance,
+                                             max_error_ratio=newton_max_error_ratio).X)
     return roots
 
 
@@ -414,7 +422,7 @@ def inverse_root_of(state: dict, config: ShampooConfig, c: int, j: int) -> Tenso
     return compute_inverse_roots(
         [factors[j]], root=2 * len(factors), epsilon=config.epsilon, bias_correction2=_bias_correction2(state, config),
         method=config.root_method, newton_max_iterations=config.newton_max_iterations,
-        newton_tolerance=config.newton_tolerance)[0]
+        newton_tolerance=config.newton_tolerance, newton_max_error_ratio=config.newton_max_error_ratio)[0]
 
 
 def update_inverse_roots_(state: dict, config: ShampooConfig) -> None:
