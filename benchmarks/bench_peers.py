@@ -5,7 +5,9 @@ cannot be imported is reported as missing, never silently dropped):
 
 - Muon: ``torch.optim.Muon``, KellerJordan/Muon (the ``muon-optimizer`` package, its
   ``SingleDeviceMuonWithAuxAdam``), pytorch_optimizer's ``Muon``; the optimizer step alone
-  on a set of hidden weight matrices with fixed gradients.
+  on a set of hidden weight matrices with fixed gradients. All three run Newton–Schulz in
+  bfloat16; gd_lib is timed with ``ns_dtype=torch.bfloat16`` (the same work) and, on a CPU
+  without native bfloat16 products, also with its default there (float32).
 - Shampoo: pytorch_optimizer's ``Shampoo`` (SVD roots) against gd_lib with eigh roots, and
   its ``ScalableShampoo`` (coupled Schur–Newton roots, SGD grafting, blocks of 512) against
   gd_lib with ``root_method="newton"`` and the same blocking and grafting; roots every 10
@@ -40,8 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import gd_lib
 import gd_lib.optim as gd
 from benchmarks.common import header, synchronize, table
+from gd_lib.linalg import fast_bfloat16_matmul
 
 SEED = 0
 BLOCK = 10  # steps per timed block: one preconditioner refresh each
@@ -57,10 +61,10 @@ def _optional(module: str):
 
 # --- problems -----------------------------------------------------------------------------
 
-def matrices_with_grads(shapes, seed: int = SEED) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+def matrices_with_grads(shapes, seed: int = SEED, device="cpu") -> tuple[list[nn.Parameter], list[torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    params = [nn.Parameter(torch.randn(*s, generator=g) / s[-1] ** 0.5) for s in shapes]
-    grads = [torch.randn(*s, generator=g) * 1e-2 for s in shapes]
+    params = [nn.Parameter((torch.randn(*s, generator=g) / s[-1] ** 0.5).to(device)) for s in shapes]
+    grads = [(torch.randn(*s, generator=g) * 1e-2).to(device) for s in shapes]
     return params, grads
 
 
@@ -86,13 +90,24 @@ def mlp(widths, seed: int = SEED) -> nn.Sequential:
 # --- the sides of each comparison ---------------------------------------------------------
 
 def muon_sides(quick: bool) -> tuple[dict, dict]:
-    shapes = [(256, 256), (256, 1024), (1024, 256)] if quick else [(512, 512), (512, 2048), (2048, 512)]
+    # small on a CPU without native bfloat16, where the peers' emulated bfloat16 products are
+    # ~55x slower than float32 (gd_lib.linalg.fast_bfloat16_matmul)
+    native = fast_bfloat16_matmul(gd_lib.device())
+    if native:
+        shapes = [(256, 256), (256, 1024), (1024, 256)] if quick else [(1024, 1024), (1024, 4096), (4096, 1024)]
+    else:
+        shapes = [(64, 64), (64, 256), (256, 64)] if quick else [(128, 128), (128, 512), (512, 128)]
+    device = gd_lib.device()
 
     def side(make):
-        params, grads = matrices_with_grads(shapes)
+        params, grads = matrices_with_grads(shapes, device=device)
         return step_alone(make(params), params, grads)
 
-    ours = {"gd_lib Muon": lambda: side(lambda ps: gd.Muon([{"params": ps, "use_muon": True}], lr=0.02))}
+    ours = {"gd_lib Muon (bfloat16)": lambda: side(lambda ps: gd.Muon([{"params": ps, "use_muon": True}], lr=0.02,
+                                                                     ns_dtype=torch.bfloat16))}
+    if not native:  # the default differs from the references here: float32
+        ours["gd_lib Muon (default: float32 here)"] = lambda: side(
+            lambda ps: gd.Muon([{"params": ps, "use_muon": True}], lr=0.02))
     peers = {"torch.optim.Muon": lambda: side(lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.0))}
     keller = _optional("muon")
     peers["KellerJordan Muon"] = None if keller is None else (

@@ -241,7 +241,8 @@ def test_torch_style_configuration_reproduces_torch_optim_muon(adjust_lr_fn, nes
     weights, X = _two_layer_problem()
     ours = [nn.Parameter(w.clone()) for w in weights]
     theirs = [nn.Parameter(w.clone()) for w in weights]
-    opt = Muon(ours, lr=1e-2, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)
+    opt = Muon(ours, lr=1e-2, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn,
+               ns_dtype=torch.bfloat16)
     ref = torch.optim.Muon(theirs, lr=1e-2, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)
     _train(opt, ours, X)
     _train(ref, theirs, X)
@@ -258,7 +259,7 @@ def test_default_matches_kellerjordan_muon_package():
     weights, X = _two_layer_problem(1)
     ours = [nn.Parameter(w.clone()) for w in weights]
     theirs = [nn.Parameter(w.clone()) for w in weights]
-    opt = Muon([{"params": ours, "use_muon": True}], lr=0.02, weight_decay=0.01)
+    opt = Muon([{"params": ours, "use_muon": True}], lr=0.02, weight_decay=0.01, ns_dtype=torch.bfloat16)
     ref = muon_reference.SingleDeviceMuonWithAuxAdam([{"params": theirs, "use_muon": True, "lr": 0.02,
                                                        "weight_decay": 0.01}])
     _train(opt, ours, X)
@@ -279,8 +280,7 @@ def test_bfloat16_update_is_close_to_the_exact_polar_factor_direction():
     from gd_lib.optim.muon import muon_orthogonalize
     g = torch.Generator().manual_seed(5)
     G = torch.randn(32, 64, generator=g, dtype=torch.float64)
-    O = muon_orthogonalize(G, 5).double()
-    assert muon_orthogonalize(G, 5).dtype == torch.bfloat16
+    O = muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).double()
     exact = polar_factor(G)
     # singular values of O in U's basis: Uᵀ O V ≈ diag(S'), with S' in about [0.68, 1.21] for
     # every σ ≥ 0.003‖G‖_F (the float64 band; bfloat16 adds ~1% of round-off, hence 0.6 / 1.3)
@@ -301,7 +301,7 @@ def test_float32_option_is_closer_to_the_polar_factor_than_bfloat16():
     g = torch.Generator().manual_seed(6)
     G = torch.randn(24, 40, generator=g)
     exact64 = newton_schulz(G.double(), 5, dtype=torch.float64)  # the same polynomial, exactly
-    err16 = float((muon_orthogonalize(G, 5).double() - exact64).abs().max())
+    err16 = float((muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).double() - exact64).abs().max())
     err32 = float((muon_orthogonalize(G, 5, ns_dtype=torch.float32).double() - exact64).abs().max())
     assert err32 < 1e-4 < err16
     assert polar_factor(G).shape == G.shape
@@ -336,3 +336,14 @@ def test_muon_options_are_validated():
         Muon([W], ns_dtype=torch.int32)
     with pytest.raises(ValueError, match="eps"):
         Muon([W], eps=-1.0)
+
+
+def test_default_newton_schulz_dtype_is_bfloat16_where_it_is_native():
+    from gd_lib.linalg import fast_bfloat16_matmul, muon_newton_schulz_dtype
+    from gd_lib.optim.muon import muon_orthogonalize
+    assert fast_bfloat16_matmul("cuda") and muon_newton_schulz_dtype("cuda") == torch.bfloat16
+    native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    assert muon_newton_schulz_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
+    G = torch.randn(8, 16)
+    assert muon_orthogonalize(G, 5).dtype == muon_newton_schulz_dtype("cpu")
+    assert muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).dtype == torch.bfloat16

@@ -22,8 +22,8 @@ Differences from the reference, all deliberate:
 
 ``torch.optim.Muon`` (torch ≥ 2.9) is the same update with other defaults and the shape
 scale folded into the learning rate (``adjust_lr_fn``); ``Muon(params, lr=1e-3,
-weight_decay=0.1, adjust_lr_fn="original")`` steps as it does, bit for bit (see
-``tests/test_muon.py``), and ``adjust_lr_fn="match_rms_adamw"`` is Moonshot's scale
+weight_decay=0.1, adjust_lr_fn="original", ns_dtype=torch.bfloat16)`` steps as it does, bit
+for bit (see ``tests/test_muon.py``), and ``adjust_lr_fn="match_rms_adamw"`` is Moonshot's scale
 0.2·√max(rows, cols) (Liu et al. 2025, "Muon is Scalable for LLM Training").
 """
 from __future__ import annotations
@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from gd_lib.distributed.work import WorkSharing
-from gd_lib.linalg import MUON_QUINTIC_COEFFICIENTS, newton_schulz_flops, newton_schulz_iterations
+from gd_lib.linalg import (MUON_QUINTIC_COEFFICIENTS, muon_newton_schulz_dtype, newton_schulz_flops,
+                           newton_schulz_iterations)
 
 from ._base import Optimizer
 from ._groups import evaluate_closure
@@ -54,7 +55,7 @@ _ADAM_KEYS = {"params", "param_names", "use_muon", "lr", "betas", "eps", "weight
 
 def muon_update(grad: Tensor, momentum: Tensor, beta: float = 0.95, ns_steps: int = 5,
                 nesterov: bool = True, *, ns_coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
-                eps: float = 1e-7, ns_dtype: torch.dtype = torch.bfloat16) -> Tensor:
+                eps: float = 1e-7, ns_dtype: torch.dtype | None = None) -> Tensor:
     """Muon's update direction for one weight matrix; updates ``momentum`` in place.
 
     With gradient G, momentum buffer M, β = ``beta``::
@@ -65,8 +66,9 @@ def muon_update(grad: Tensor, momentum: Tensor, beta: float = 0.95, ns_steps: in
         return O · max(1, rows/cols)^½
 
     The step is then W ← (1 − lr·wd) W − lr · O (see ``Muon``). ``grad`` is not modified.
-    Returns a tensor of ``grad``'s shape in ``ns_dtype`` (bfloat16 by default, as the
-    reference's ``muon_update``; the parameter update adds it into W's dtype). The two
+    Returns a tensor of ``grad``'s shape in ``ns_dtype`` (default: bfloat16, as the reference's
+    ``muon_update``, where the device multiplies bfloat16 natively; see
+    :func:`muon_orthogonalize`); the parameter update adds it into W's dtype. The two
     halves are :func:`muon_momentum_direction` (cheap, every rank) and
     :func:`muon_orthogonalize` (the expensive Newton–Schulz, which a distributed Muon
     gives to one owner rank).
@@ -85,20 +87,23 @@ def muon_momentum_direction(grad: Tensor, momentum: Tensor, beta: float = 0.95, 
 
 def muon_orthogonalize(update: Tensor, ns_steps: int = 5, *,
                        ns_coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
-                       eps: float = 1e-7, ns_dtype: torch.dtype = torch.bfloat16,
+                       eps: float = 1e-7, ns_dtype: torch.dtype | None = None,
                        shape_scale: bool = True) -> Tensor:
     """``O = NewtonSchulz5(U) · max(1, rows/cols)^½``, in ``update``'s shape and in ``ns_dtype``.
 
-    The Newton–Schulz iteration runs in ``ns_dtype`` (bfloat16 by default, as KellerJordan/Muon
-    and torch.optim.Muon; ``torch.float32`` or ``torch.float64`` for a more exact polar
-    factor) and the result stays in that dtype, scale included, as in the reference.
+    The Newton–Schulz iteration runs in ``ns_dtype`` and the result stays in that dtype, scale
+    included, as in the reference. ``None`` (default) is bfloat16, as KellerJordan/Muon and
+    torch.optim.Muon, on CUDA and on CPUs with native bfloat16 products (AVX512-BF16, AMX),
+    and float32 on other CPUs, where bfloat16 products are emulated and about 55× slower
+    (:func:`gd_lib.linalg.fast_bfloat16_matmul`). ``torch.float32`` / ``torch.float64`` give a
+    more exact polar factor; ``torch.bfloat16`` the references' rounding on any device.
     ``shape_scale=False`` leaves the scale out (torch.optim.Muon folds it into the learning
     rate instead, see :func:`adjusted_lr`).
     """
     # conv filters: view (out, in, *kernel) as out × (in · kernel)
     matrix = update.reshape(update.shape[0], -1) if update.ndim > 2 else update
     rows, cols = matrix.shape[-2], matrix.shape[-1]
-    X = matrix.to(ns_dtype)
+    X = matrix.to(ns_dtype or muon_newton_schulz_dtype(matrix.device))
     # O <- NS5(U), an approximate polar factor (on the wide orientation: the smaller Gram matrix)
     if rows > cols:
         orthogonal = newton_schulz_iterations(X.mT, ns_steps, ns_coefficients, eps).mT
@@ -215,9 +220,12 @@ class Muon(Optimizer):
         adjust_lr_fn: where the shape scale goes, see :func:`adjusted_lr`: None (default,
             KellerJordan/Muon: the update is scaled by max(1, rows/cols)^½), ``"original"``
             (torch.optim.Muon's default: the same scale, on lr) or ``"match_rms_adamw"``.
-        ns_dtype: the dtype Newton–Schulz runs in: ``torch.bfloat16`` (default, as both
-            references, on every device) or ``torch.float32`` / ``torch.float64`` for a
-            polar factor closer to exact at 2-4× the cost on a CPU.
+        ns_dtype: the dtype Newton–Schulz runs in. None (default): bfloat16, as both
+            references, wherever the device multiplies it natively (CUDA; CPUs with
+            AVX512-BF16 or AMX), float32 on other CPUs, where emulated bfloat16 is ~55×
+            slower (:func:`gd_lib.linalg.fast_bfloat16_matmul`). ``torch.bfloat16`` forces
+            the references' dtype; ``torch.float32`` / ``torch.float64`` a polar factor
+            closer to exact.
         adam_lr, adam_betas, adam_eps, adam_weight_decay: AdamW group defaults (reference:
             3e-4, (0.9, 0.95), 1e-10, 0).
         process_group: a ``torch.distributed`` process group (e.g. ``dist.group.WORLD``) for
@@ -229,7 +237,8 @@ class Muon(Optimizer):
             optimizer state is replicated and resuming does not depend on the world size.
 
     To step as ``torch.optim.Muon`` does: ``Muon(params, lr=1e-3, weight_decay=0.1,
-    adjust_lr_fn="original")`` on 2-D weights (its defaults, with its lr placement).
+    adjust_lr_fn="original", ns_dtype=torch.bfloat16)`` on 2-D weights (its defaults, its lr
+    placement, its dtype on every device).
     Complex parameters are refused (RuntimeError), as torch.optim.Muon does.
 
     ``work_log`` (a :class:`gd_lib.distributed.WorkLog`) counts this rank's Newton–Schulz runs.
@@ -238,7 +247,7 @@ class Muon(Optimizer):
     def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5, *,
                  ns_coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS, eps: float = 1e-7,
-                 adjust_lr_fn: str | None = None, ns_dtype: torch.dtype = torch.bfloat16,
+                 adjust_lr_fn: str | None = None, ns_dtype: torch.dtype | None = None,
                  adam_lr: float = 3e-4, adam_betas: tuple[float, float] = (0.9, 0.95), adam_eps: float = 1e-10,
                  adam_weight_decay: float = 0.0, process_group=None):
         check_nonnegative("lr", lr)
@@ -347,7 +356,8 @@ class Muon(Optimizer):
                         update, group["ns_steps"], ns_coefficients=group["ns_coefficients"], eps=group["eps"],
                         ns_dtype=group["ns_dtype"], shape_scale=group["adjust_lr_fn"] is None)])
             else:
-                results.append([torch.empty(update.shape, dtype=group["ns_dtype"], device=update.device)])
+                ns_dtype = group["ns_dtype"] or muon_newton_schulz_dtype(update.device)
+                results.append([torch.empty(update.shape, dtype=ns_dtype, device=update.device)])
         sharing.share(results, owners)
         # 3. W <- (1 - lr·wd) W - lr' · O  (every rank, identical O; lr' = lr unless adjust_lr_fn)
         for (p, group, _), (orthogonal,) in zip(pending, results):
@@ -370,8 +380,8 @@ def _check_muon_group(group: dict) -> None:
     check_nonnegative("eps", group["eps"])
     if group["adjust_lr_fn"] not in ADJUST_LR_FNS:
         raise ValueError(f"Invalid adjust_lr_fn: {group['adjust_lr_fn']!r}; expected one of {ADJUST_LR_FNS}")
-    if group["ns_dtype"] not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
-        raise ValueError(f"Invalid ns_dtype: {group['ns_dtype']!r}; expected a floating-point torch.dtype")
+    if group["ns_dtype"] not in (None, torch.bfloat16, torch.float16, torch.float32, torch.float64):
+        raise ValueError(f"Invalid ns_dtype: {group['ns_dtype']!r}; expected None or a floating-point torch.dtype")
 
 
 def _apply(p: Tensor, update: Tensor, lr: float, step_lr: float, weight_decay: float) -> None:
