@@ -14,10 +14,10 @@ PYTEST_WORKERS ?= 2
 PYTEST_DIST ?= loadfile
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-gpu test-browser demo bench lectures release autograde feedback hub hub-setup hub-trial clean help
+.PHONY: setup test test-fast test-gpu test-browser demo bench lectures release autograde feedback integrity hub hub-setup hub-trial clean help
 
 help:
-	@echo "make setup      create $(VENV) and install gd_lib with the course and dev extras"
+	@echo "make setup      create $(VENV), install gd_lib with the course and dev extras, and bubblewrap (apt)"
 	@echo "make test       run every CPU test (notebooks in quick mode included)"
 	@echo "make test-fast  the quick inner-loop subset (no slow tests)"
 	@echo "make test-gpu   the GPU tests (-m gpu), on a machine with CUDA"
@@ -26,6 +26,7 @@ help:
 	@echo "make hub-trial  the same hub to try out: shared passwords, a scratch course in out/hub"
 	@echo "make demo       the course pipeline end to end"
 	@echo "make bench      step-time benchmarks against torch.optim"
+	@echo "make integrity A=<assignment>  near-identical answers and near-copies of library source (no score changes)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,7 +35,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[course,dev]"
 	touch $@
 
-setup: $(VENV)/.installed
+# bubblewrap builds the grading sandbox (autograder/bwrap.py): Debian's package, installed when missing.
+BWRAP ?= /usr/bin/bwrap
+$(BWRAP):
+	@if [ "$$(id -u)" != 0 ]; then echo "bubblewrap is missing: run 'apt-get install -y bubblewrap' as root" >&2; exit 1; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bubblewrap >/dev/null
+
+setup: $(VENV)/.installed $(BWRAP)
 
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
 define run_pytest
@@ -82,6 +90,13 @@ feedback: $(SETUP)
 	@test -n "$(A)" || { echo "usage: make feedback A=<assignment>" >&2; exit 2; }
 	$(PY) -m autograder feedback $(A)
 	$(PY) -m autograder export
+
+# The integrity report for the instructor: near-identical answers and near-copies of the library's
+# source, ranked, lines side by side, in course/reports/$(A)/integrity.html (changes no score).
+INTEGRITY_ARGS ?=
+integrity: $(SETUP)
+	@test -n "$(A)" || { echo "usage: make integrity A=<assignment>" >&2; exit 2; }
+	$(PY) -m autograder integrity $(A) $(INTEGRITY_ARGS)
 
 # Execute every lecture (full mode; QUICK=1 for quick mode) into out/lectures/ as HTML.
 QUICK ?=

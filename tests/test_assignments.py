@@ -44,103 +44,22 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and p.name[:2].isdigit())
 
 # --- the classic bugs -------------------------------------------------------------------------------
-# assignment -> {bug name: (answer cell grade_id, [(old, new), ...] substitutions in its solution
-#                           code, graded cells that must fail)}
-BUGS: dict[str, dict[str, tuple[str, list[tuple[str, str]], set[str]]]] = {
-    "01_first_order": {
-        # Adam without the bias correction 1/(1 - beta^t): wrong from the first step
-        "adam_no_bias_correction": ("adam_step", [("m_hat = m / (1 - beta1 ** t)", "m_hat = m"),
-                                                  ("v_hat = v / (1 - beta2 ** t)", "v_hat = v")],
-                                    {"test_adam_step_public", "test_adam_step_hidden"}),
-        # MyAdam never increments its step counter: 1 - beta^0 = 0, a division by zero
-        "my_adam_step_not_incremented": ("my_adam", [('state["step"] += 1\n', "")],
-                                         {"test_my_adam_public", "test_my_adam_hidden"}),
-        # Nesterov looks ahead with the previous buffer; the public tests have no Nesterov case
-        "nesterov_old_buffer": ("sgd_step", [("d = g + momentum * new_buf if nesterov else new_buf",
-                                              "d = g + momentum * (new_buf if buf is None else buf) if nesterov else new_buf")],
-                                {"test_sgd_step_hidden"}),
-    },
-    "02_geometry": {
-        # the dual of the max-entry norm is the l1 norm, not the max
-        "linf_dual_norm_is_max": ("linf_dual", [("return G.abs().sum(), torch.sign(G)",
-                                                 "return G.abs().max(), torch.sign(G)")],
-                                  {"test_linf_dual_public", "test_linf_dual_hidden"}),
-        # the dual of the spectral norm is the nuclear norm, not the spectral norm
-        "spectral_dual_norm_is_spectral": ("spectral_dual", [("return S.sum(), U @ Vh", "return S.max(), U @ Vh")],
-                                           {"test_spectral_dual_public", "test_spectral_dual_hidden"}),
-        # Newton-Schulz with the classic cubic coefficients whatever it is asked for
-        "newton_schulz_wrong_coefficients": ("newton_schulz", [("a, b, c = coefficients", "a, b, c = 1.5, -0.5, 0.0")],
-                                             {"test_newton_schulz_public", "test_newton_schulz_hidden"}),
-        # Muon without the sqrt(max(1, m/n)) shape factor (wrong on tall matrices only)
-        "muon_no_shape_scale": ("muon_step", [(" * max(1.0, rows / cols) ** 0.5", "")],
-                                {"test_muon_step_public", "test_muon_step_hidden"}),
-        # sign descent without the dual-norm step size sum_l ||G_l||_1
-        "sign_descent_without_dual_norm": ("theorem_4_1", [("eta = sum(G.abs().sum() for G in grads) / sharpness",
-                                                            "eta = 1.0 / sharpness")],
-                                           {"test_theorem_4_1_public", "test_theorem_4_1_hidden"}),
-    },
-    "03_curvature": {
-        # the first backward pass without create_graph: g has no graph, so "Hv" comes out as zeros
-        "hvp_without_create_graph": ("hvp", [("create_graph=True", "retain_graph=True")],
-                                     {"test_hvp_public", "test_hvp_hidden"}),
-        # ||Av|| instead of the Rayleigh quotient: loses the sign of a negative dominant eigenvalue
-        "power_iteration_norm_not_rayleigh": ("power_iteration", [("return torch.dot(v, matvec(v)), v",
-                                                                   "return matvec(v).norm(), v")],
-                                              {"test_power_iteration_public", "test_power_iteration_hidden"}),
-        # Lanczos' T without its off-diagonal betas: the answer is max alpha, not a Ritz value
-        "lanczos_without_off_diagonal": ("lanczos", [("T = torch.diag(alphas) + torch.diag(betas, 1) + torch.diag(betas, -1)",
-                                                      "T = torch.diag(alphas)")],
-                                         {"test_lanczos_public", "test_lanczos_hidden"}),
-        # KFAC's activation factor without the bias row of ones
-        "kfac_factors_without_bias_row": ("kfac_factors", [("if has_bias:", "if False:")],
-                                          {"test_kfac_factors_public", "test_kfac_factors_hidden"}),
-        # KFAC's gradient factor from the mean loss's gradient, not rescaled by N (G off by N^2)
-        "kfac_factors_wrong_batch_normalization": ("kfac_factors", [("g = N * grad_output", "g = grad_output")],
-                                                   {"test_kfac_factors_public", "test_kfac_factors_hidden"}),
-        # (A + eps I) ** -0.25 entrywise instead of the matrix power
-        "shampoo_entrywise_power": ("shampoo", [("eigenvalues, Q = torch.linalg.eigh(A)\n    return Q @ torch.diag((eigenvalues + eps) ** -0.25) @ Q.T",
-                                                 "return (A + eps * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)) ** -0.25")],
-                                    {"test_shampoo_public", "test_shampoo_hidden"}),
-    },
-    "04_training_toolkit": {
-        # the output layer's init scaled by 1/m_in (the constant-SP rule) instead of 1/sqrt(m_in)
-        "mup_output_init_one_over_width": ("mup_multipliers", [("weight = (1.0 / math.sqrt(m_in), 1.0 / m_in)",
-                                                                "weight = (1.0 / m_in, 1.0 / m_in)")],
-                                           {"test_mup_multipliers_public", "test_mup_multipliers_hidden"}),
-        # the coordinate check's loop never zeroes the gradients: they accumulate over steps
-        "coord_check_without_zero_grad": ("coord_check", [("optimizer.zero_grad(set_to_none=True)", "pass")],
-                                          {"test_coord_check_public", "test_coord_check_hidden"}),
-        # the cosine's clock one step ahead after the warmup
-        "cosine_off_by_one": ("warmup_cosine", [("min(step - warmup_steps, total_steps - warmup_steps)",
-                                                 "min(step - warmup_steps + 1, total_steps - warmup_steps)")],
-                              {"test_warmup_cosine_public", "test_warmup_cosine_hidden"}),
-        # the 1-sqrt cooldown written as sqrt(1 - s)
-        "wsd_sqrt_of_one_minus": ("wsd", [("g = 1.0 - math.sqrt(s)", "g = math.sqrt(1.0 - s)")],
-                                  {"test_wsd_public", "test_wsd_hidden"}),
-        # the EMA's bias correction dropped: early averages shrink towards zero
-        "ema_without_bias_correction": ("weight_ema", [("return {name: m / (1 - self.decay ** self.count) for name, m in self.average.items()}",
-                                                        "return {name: m.clone() for name, m in self.average.items()}")],
-                                        {"test_weight_ema_public", "test_weight_ema_hidden"}),
-    },
-    "05_benchmarking": {
-        # "reaches the target" with a strict inequality: an evaluation exactly at the target does not count
-        "trial_strict_inequality": ("trial_time_to_target", [('(value <= target) if direction == "min" else (value >= target)',
-                                                              '(value < target) if direction == "min" else (value > target)')],
-                                    {"test_trial_time_to_target_public", "test_trial_time_to_target_hidden"}),
-        # the study's time from the trial with the smallest time instead of the smallest evaluation index
-        "study_min_time_not_min_index": ("study_and_workload_time", [("hit[0] < best[0]", "hit[1] < best[1]")],
-                                         {"test_study_time_public", "test_study_time_hidden"}),
-        # the profile counts r < tau instead of r <= tau: the best submission is not counted at tau = 1
-        "profile_strict_inequality": ("performance_profiles", [("<= taus[:, None]", "< taus[:, None]")],
-                                      {"test_performance_profiles_public", "test_performance_profiles_hidden"}),
-        # the 4x rule also removes a time of exactly 4x the best
-        "four_times_rule_inclusive": ("four_times_rule", [("if t > 4.0 * best[w]", "if t >= 4.0 * best[w]")],
-                                      {"test_four_times_rule_public", "test_four_times_rule_hidden"}),
-        # the area under the profile not divided by tau_max - tau_min = 3
-        "score_not_divided_by_three": ("algoperf_score", [("return area / float(taus[-1] - taus[0])", "return area")],
-                                       {"test_algoperf_score_public", "test_algoperf_score_hidden"}),
-    },
-}
+# The catalogue is course data: solutions/<A>/mistakes.json (never released: course/nbgrader_config.py
+# ignores it), {bug name: {"cell": answer cell grade_id, "replace": [[old, new], ...] substitutions in
+# its solution code, "fails": graded cells that must fail, "says": the diagnosis the feedback gives,
+# "hidden": true when only hidden tests catch it on purpose}}. Here as
+# assignment -> {bug name: (answer cell grade_id, [(old, new), ...], {graded cells that must fail})}.
+def _load_bugs() -> dict[str, dict[str, tuple[str, list[tuple[str, str]], set[str]]]]:
+    bugs = {}
+    for assignment in ASSIGNMENTS:
+        path = ROOT / "solutions" / assignment / "mistakes.json"
+        data = json.loads(path.read_text()) if path.exists() else {}
+        bugs[assignment] = {name: (b["cell"], [tuple(r) for r in b["replace"]], set(b["fails"]))
+                            for name, b in data.items()}
+    return bugs
+
+
+BUGS = _load_bugs()
 
 GRADE_ARGS = ["--workers", "2", "--cell-timeout", "120", "--notebook-timeout", "600", "--quiet"]
 
@@ -277,7 +196,7 @@ def _graded_cells(nb) -> dict[str, float]:
 
 def test_every_assignment_has_classic_bugs():
     assert ASSIGNMENTS[0] == "01_first_order" and len(ASSIGNMENTS) >= 5, ASSIGNMENTS
-    assert set(BUGS) == set(ASSIGNMENTS), "every assignment needs its classic bugs in BUGS"
+    assert all(BUGS[a] for a in ASSIGNMENTS), "every assignment needs its classic bugs in solutions/<A>/mistakes.json"
     for assignment, bugs in BUGS.items():
         source = _read("solutions", assignment)
         graded, answers = _graded_cells(source), {gid for gid, c in _by_id(source).items() if _meta(c).get("solution")}
