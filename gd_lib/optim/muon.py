@@ -349,15 +349,17 @@ class Muon(Optimizer):
         sharing = self._sharing
         owners = sharing.owners([_ns_cost(update, group["ns_steps"]) for _, group, update in pending])
         results = []
-        for (p, group, update), owner in zip(pending, owners):
-            if owner == sharing.rank:
-                with sharing.log.record("newton_schulz"):
+        # one record for all of this rank's runs: a CPU-time read is a system call, and under
+        # load each one can cost the thread its core
+        with sharing.log.record("newton_schulz", units=sum(owner == sharing.rank for owner in owners)):
+            for (p, group, update), owner in zip(pending, owners):
+                if owner == sharing.rank:
                     results.append([muon_orthogonalize(
                         update, group["ns_steps"], ns_coefficients=group["ns_coefficients"], eps=group["eps"],
                         ns_dtype=group["ns_dtype"], shape_scale=group["adjust_lr_fn"] is None)])
-            else:
-                ns_dtype = group["ns_dtype"] or muon_newton_schulz_dtype(update.device)
-                results.append([torch.empty(update.shape, dtype=ns_dtype, device=update.device)])
+                else:
+                    ns_dtype = group["ns_dtype"] or muon_newton_schulz_dtype(update.device)
+                    results.append([torch.empty(update.shape, dtype=ns_dtype, device=update.device)])
         sharing.share(results, owners)
         # 3. W <- (1 - lr·wd) W - lr' · O  (every rank, identical O; lr' = lr unless adjust_lr_fn)
         for (p, group, _), (orthogonal,) in zip(pending, results):
