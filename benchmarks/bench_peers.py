@@ -132,10 +132,11 @@ def shampoo_sides(quick: bool) -> list[tuple[dict, dict]]:
         use_bias_correction=False))}
     svd = {"pytorch_optimizer Shampoo (svd)": None if po is None else lambda: side(lambda ps: po.Shampoo(
         ps, lr=1e-3, preconditioning_compute_steps=BLOCK, matrix_eps=1e-6))}
-    # scalable Shampoo: β2 0.999, SGD grafting, blocks of 512, Newton roots every 10 steps
+    # scalable Shampoo: β2 0.999 without bias correction (pytorch_optimizer has none), SGD
+    # grafting, blocks of 512, Newton roots every 10 steps
     newton = {"gd_lib Shampoo (newton)": lambda: side(lambda ps: gd.Shampoo(
         ps, lr=1e-3, betas=(0.9, 0.999), epsilon=1e-6, grafting="sgd", max_preconditioner_dim=512,
-        precondition_frequency=BLOCK, root_method="newton"))}
+        precondition_frequency=BLOCK, root_method="newton", use_bias_correction=False))}
     scalable = {"pytorch_optimizer ScalableShampoo (newton)": None if po is None else lambda: side(
         lambda ps: po.ScalableShampoo(ps, lr=1e-3, betas=(0.9, 0.999), block_size=512, start_preconditioning_step=BLOCK,
                                       preconditioning_compute_steps=BLOCK, matrix_eps=1e-6))}

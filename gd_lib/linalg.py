@@ -178,7 +178,11 @@ def inverse_root_newton(A: torch.Tensor, p: int, eps: float = 0.0, *, max_iterat
         # once in the region of fast convergence (error < 0.1; the first iterations may grow
         # the error, e.g. 0.59 -> 0.88 -> 0.77 -> ... -> 1e-16 for a 4×4 matrix of condition 100),
         # a matrix whose error stopped shrinking keeps its last iterate and stops; others go on
-        stopped = stopped | ((error_new >= max_error_ratio * error) & (error < 0.1))
+        newly = (error_new >= max_error_ratio * error) & (error < 0.1) & ~stopped
+        if not bool((newly | stopped).any()):
+            X, M, error = X_new, M_new, error_new  # the usual case: no matrix frozen
+            continue
+        stopped = stopped | newly
         keep = stopped[..., None, None]
         X, M = torch.where(keep, X, X_new), torch.where(keep, M, M_new)
         error = torch.where(stopped, error, error_new)
