@@ -308,10 +308,7 @@ def mistake_captures(course: Course, assignment: str, source: Path, limits: Limi
                     cell.source = code if _grade_id(cell) == gid else correct[_grade_id(cell)]
             wanted = _question_tests(source_nb, gid) | set(bug.get("fails", []))
             plan = [c for c in assemble(source_nb, student_nb) if c.role != "test" or c.grade_id in wanted]
-            run = run_cells([(c.index, c.code) for c in plan], mode="student", limits=limits,
-                            isolation=session.isolation, data_dir=release if release.is_dir() else None,
-                            workdir=Path(tempfile.mkdtemp(prefix="gd_mistake_")) if session.isolation != "bwrap"
-                            else None, zygote=session.student)
+            run = _run_student(plan, limits, session, release)
             for c in plan:
                 if c.role != "test":
                     continue
@@ -478,10 +475,7 @@ def grade_notebook(course: Course, assignment: str, student: str, source: Path, 
                                              {k: asdict(v) for k, v in verdicts.items()}, failed=True))
     plan = assemble(source_nb, student_nb)
     release = course.release_dir / assignment
-    run = run_cells([(c.index, c.code) for c in plan], mode="student", limits=limits, env=env, gpu=gpu,
-                    isolation=session.isolation, data_dir=release if release.is_dir() else None,
-                    workdir=Path(tempfile.mkdtemp(prefix="gd_run_")) if session.isolation != "bwrap" else None,
-                    zygote=session.student)
+    run = _run_student(plan, limits, session, release, env=env, gpu=gpu)
     # the reference is needed only now: the first runs of a class overlap with it
     reference = reference_captures(course, assignment, source, limits, session.reference)
     if reference["sha256"] != sha256_file(source):
@@ -495,6 +489,23 @@ def grade_notebook(course: Course, assignment: str, student: str, source: Path, 
                                          run.isolation, round(run.seconds, 3), run.fatal,
                                          {k: asdict(v) for k, v in verdicts.items()}, answer_errors,
                                          failed=run.violation or start_failed))
+
+
+def _run_student(plan: list[PlannedCell], limits: Limits, session: Session, release: Path, env=None,
+                 gpu: bool = False) -> NotebookRun:
+    """Run planned cells the way every submission runs: in the sandbox (or, in the reduced mode, in a
+    temporary folder holding the assignment's data files, removed afterwards)."""
+    data_dir = release if release.is_dir() else None
+    cells = [(c.index, c.code) for c in plan]
+    if session.isolation == "bwrap":
+        return run_cells(cells, mode="student", limits=limits, env=env, gpu=gpu, isolation="bwrap",
+                         data_dir=data_dir, zygote=session.student)
+    with tempfile.TemporaryDirectory(prefix="gd_run_") as tmp:
+        work = Path(tmp) / "work"
+        if data_dir:
+            shutil.copytree(data_dir, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+        return run_cells(cells, mode="student", limits=limits, env=env, gpu=gpu, isolation=session.isolation,
+                         workdir=work, zygote=session.student)
 
 
 def failed_result(course: Course, assignment: str, student: str, source: Path, why: str) -> NotebookResult:
