@@ -273,8 +273,18 @@ def fast_bfloat16_matmul(device: torch.device | str) -> bool:
         return False
 
 
-def muon_newton_schulz_dtype(device: torch.device | str) -> torch.dtype:
-    """Muon's default Newton–Schulz dtype: bfloat16 (the references') where it is fast, else float32."""
+def muon_newton_schulz_dtype(device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.dtype:
+    """Muon's default Newton–Schulz dtype for a ``dtype`` tensor on ``device``.
+
+    bfloat16 (the references') on CUDA, and on CPUs with native bfloat16 products except for
+    float64 tensors, which stay float64 on a CPU (exact references in tests and assignments,
+    as :func:`default_newton_schulz_dtype`); float32 on other CPUs.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16
+    if dtype == torch.float64:
+        return torch.float64
     return torch.bfloat16 if fast_bfloat16_matmul(device) else torch.float32
 
 

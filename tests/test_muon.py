@@ -342,8 +342,12 @@ def test_default_newton_schulz_dtype_is_bfloat16_where_it_is_native():
     from gd_lib.linalg import fast_bfloat16_matmul, muon_newton_schulz_dtype
     from gd_lib.optim.muon import muon_orthogonalize
     assert fast_bfloat16_matmul("cuda") and muon_newton_schulz_dtype("cuda") == torch.bfloat16
+    assert muon_newton_schulz_dtype("cuda", torch.float64) == torch.bfloat16  # as the references
     native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     assert muon_newton_schulz_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
+    # float64 on a CPU stays float64 (exact references in tests and assignments)
+    assert muon_newton_schulz_dtype("cpu", torch.float64) == torch.float64
     G = torch.randn(8, 16)
     assert muon_orthogonalize(G, 5).dtype == muon_newton_schulz_dtype("cpu")
+    assert muon_orthogonalize(G.double(), 5).dtype == torch.float64
     assert muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).dtype == torch.bfloat16

@@ -95,7 +95,8 @@ def muon_orthogonalize(update: Tensor, ns_steps: int = 5, *,
     included, as in the reference. ``None`` (default) is bfloat16, as KellerJordan/Muon and
     torch.optim.Muon, on CUDA and on CPUs with native bfloat16 products (AVX512-BF16, AMX),
     and float32 on other CPUs, where bfloat16 products are emulated and about 55× slower
-    (:func:`gd_lib.linalg.fast_bfloat16_matmul`). ``torch.float32`` / ``torch.float64`` give a
+    (:func:`gd_lib.linalg.fast_bfloat16_matmul`); float64 stays float64 on a CPU
+    (:func:`gd_lib.linalg.muon_newton_schulz_dtype`). ``torch.float32`` / ``torch.float64`` give a
     more exact polar factor; ``torch.bfloat16`` the references' rounding on any device.
     ``shape_scale=False`` leaves the scale out (torch.optim.Muon folds it into the learning
     rate instead, see :func:`adjusted_lr`).
@@ -103,7 +104,7 @@ def muon_orthogonalize(update: Tensor, ns_steps: int = 5, *,
     # conv filters: view (out, in, *kernel) as out × (in · kernel)
     matrix = update.reshape(update.shape[0], -1) if update.ndim > 2 else update
     rows, cols = matrix.shape[-2], matrix.shape[-1]
-    X = matrix.to(ns_dtype or muon_newton_schulz_dtype(matrix.device))
+    X = matrix.to(ns_dtype or muon_newton_schulz_dtype(matrix.device, matrix.dtype))
     # O <- NS5(U), an approximate polar factor (on the wide orientation: the smaller Gram matrix)
     if rows > cols:
         orthogonal = newton_schulz_iterations(X.mT, ns_steps, ns_coefficients, eps).mT
@@ -223,7 +224,8 @@ class Muon(Optimizer):
         ns_dtype: the dtype Newton–Schulz runs in. None (default): bfloat16, as both
             references, wherever the device multiplies it natively (CUDA; CPUs with
             AVX512-BF16 or AMX), float32 on other CPUs, where emulated bfloat16 is ~55×
-            slower (:func:`gd_lib.linalg.fast_bfloat16_matmul`). ``torch.bfloat16`` forces
+            slower (:func:`gd_lib.linalg.fast_bfloat16_matmul`); float64 weights stay float64
+            on a CPU. ``torch.bfloat16`` forces
             the references' dtype; ``torch.float32`` / ``torch.float64`` a polar factor
             closer to exact.
         adam_lr, adam_betas, adam_eps, adam_weight_decay: AdamW group defaults (reference:
@@ -358,7 +360,7 @@ class Muon(Optimizer):
                         update, group["ns_steps"], ns_coefficients=group["ns_coefficients"], eps=group["eps"],
                         ns_dtype=group["ns_dtype"], shape_scale=group["adjust_lr_fn"] is None)])
                 else:
-                    ns_dtype = group["ns_dtype"] or muon_newton_schulz_dtype(update.device)
+                    ns_dtype = group["ns_dtype"] or muon_newton_schulz_dtype(update.device, update.dtype)
                     results.append([torch.empty(update.shape, dtype=ns_dtype, device=update.device)])
         sharing.share(results, owners)
         # 3. W <- (1 - lr·wd) W - lr' · O  (every rank, identical O; lr' = lr unless adjust_lr_fn)
