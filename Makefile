@@ -14,7 +14,7 @@ PYTEST_WORKERS ?= 2
 PYTEST_DIST ?= loadfile
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-gpu test-browser demo bench lectures site site-setup release autograde feedback integrity hub hub-setup hub-trial clean help
+.PHONY: setup test test-fast test-gpu test-browser demo bench lectures site site-setup release autograde feedback integrity report hub hub-setup hub-trial clean help
 
 help:
 	@echo "make setup      create $(VENV), install gd_lib with the course and dev extras, and bubblewrap (apt)"
@@ -28,6 +28,7 @@ help:
 	@echo "make demo       the course pipeline end to end"
 	@echo "make bench      step-time benchmarks against torch.optim"
 	@echo "make integrity A=<assignment>  near-identical answers and near-copies of library source (no score changes)"
+	@echo "make report A=<assignment>  item analysis after grading: pass rate per check, classic mistakes, scores"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -98,6 +99,14 @@ INTEGRITY_ARGS ?=
 integrity: $(SETUP)
 	@test -n "$(A)" || { echo "usage: make integrity A=<assignment>" >&2; exit 2; }
 	$(PY) -m autograder integrity $(A) $(INTEGRITY_ARGS)
+
+# The item analysis for the instructor, after grading: pass rate of each check across the class, the
+# classic mistakes diagnosed and how often, the score histogram, in course/reports/$(A)/report.html
+# (reads the grader's results and the gradebook; changes no score).
+REPORT_ARGS ?=
+report: $(SETUP)
+	@test -n "$(A)" || { echo "usage: make report A=<assignment>" >&2; exit 2; }
+	$(PY) -m autograder report $(A) $(REPORT_ARGS)
 
 # Execute every lecture (full mode; QUICK=1 for quick mode) into out/lectures/ as HTML.
 QUICK ?=

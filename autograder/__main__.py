@@ -6,6 +6,7 @@
     python -m autograder grade-shard A --shard K/N --out DIR     (one job of a cluster array)
     python -m autograder merge A --from DIR [DIR ...]             (collect the shards' results)
     python -m autograder integrity A [--out DIR] [--threshold X]  (similar answers; changes no score)
+    python -m autograder report A [--out DIR]                     (item analysis; changes no score)
 
 ``autograde`` grades every submission in ``course/submitted/<student>/A/``:
 phase 1 reads each notebook safely, runs it sandboxed (bubblewrap), in parallel
@@ -301,6 +302,12 @@ def cmd_integrity(args) -> int:
     return run(Course.default(), args.assignment, out=args.out, threshold=args.threshold, progress=not args.quiet)
 
 
+def cmd_report(args) -> int:
+    from .report import run
+
+    return run(Course.default(), args.assignment, out=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "(0-1, default 0.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_integrity)
+
+    p = sub.add_parser("report", help="item analysis after grading: pass rate of each check, classic mistakes, "
+                                      "score histogram (changes no score)")
+    p.add_argument("assignment")
+    p.add_argument("--out", default=None, help="folder for report.html and checks.csv "
+                                               "(default: course/reports/<assignment>)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -9,8 +9,11 @@ expected values, the solutions or other students' work may appear in any output,
 outlive the run, the instructor's account and the host disk must be untouched, and the exit status
 counts the submissions that could not be graded normally.
 
-Points of assignment 01_first_order: Q1 sgd_step 3+5, Q2 adam_step 3+5, Q3 MyAdam 2+5,
-Q4 race 2+3, Q5 bias 1+2 (31). Partial credit: a test cell's points are split over its checks.
+The class grades a frozen copy of assignment 01_first_order (tests/fixtures/attack_course: the source,
+its release and its catalogue of mistakes as they were when this suite was written), so that the
+suite tests the grader, not the assignment's current content. Points: Q1 sgd_step 3+5, Q2 adam_step
+3+5, Q3 MyAdam 2+5, Q4 race 2+3, Q5 bias 1+2 (31). Partial credit: a test cell's points are split
+over its checks.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+COURSE = Path(__file__).resolve().parent / "fixtures" / "attack_course"  # the frozen assignment
 ASSIGNMENT = "01_first_order"
 NOTEBOOK = "first_order.ipynb"
 FULL = 31
@@ -39,11 +43,11 @@ MARKER = "GD-ATTACK-MARKER"  # in the command line of every process an attack le
 
 
 def _source():
-    return nbformat.read(ROOT / "solutions" / ASSIGNMENT / NOTEBOOK, as_version=4)
+    return nbformat.read(COURSE / "solutions" / ASSIGNMENT / NOTEBOOK, as_version=4)
 
 
 def _released():
-    return nbformat.read(ROOT / "assignments" / ASSIGNMENT / NOTEBOOK, as_version=4)
+    return nbformat.read(COURSE / "assignments" / ASSIGNMENT / NOTEBOOK, as_version=4)
 
 
 def _cell(nb, grade_id):
@@ -619,8 +623,8 @@ def _grade(root: Path, as_user: pwd.struct_passwd | None, listener_port: int):
 
 
 def _build_class(root: Path, home: Path, secret: Path, port: int) -> None:
-    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, root / "solutions" / ASSIGNMENT)
-    shutil.copytree(ROOT / "assignments" / ASSIGNMENT, root / "assignments" / ASSIGNMENT)
+    shutil.copytree(COURSE / "solutions" / ASSIGNMENT, root / "solutions" / ASSIGNMENT)
+    shutil.copytree(COURSE / "assignments" / ASSIGNMENT, root / "assignments" / ASSIGNMENT)
     (root / "course").mkdir()
     shutil.copy(ROOT / "course" / "nbgrader_config.py", root / "course" / "nbgrader_config.py")
     # the classmate first, so that links can point to their notebook
@@ -732,6 +736,9 @@ def test_exit_status_counts_the_submissions_not_graded_normally(run, request):
     assert graded["rerun"].returncode == _expected_failures(), graded["rerun"].stderr[-3000:]
     assert graded["before_rerun"] and graded["after_rerun"] == graded["before_rerun"]  # nothing was graded again
     assert graded["feedback"].returncode == 0, graded["feedback"].stderr[-3000:]
+    # the instructor's terminal: the grader's own lines, no library warnings (SQLAlchemy, traitlets, ...)
+    for out in (graded["grade"], graded["feedback"], graded["rerun"]):
+        assert "Warning" not in out.stderr and "warn(" not in out.stderr, out.stderr[-3000:]
 
 
 @pytest.mark.slow
