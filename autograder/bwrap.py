@@ -177,7 +177,12 @@ def command(view: View, *, work_bytes: int, data_dir: str | None, gpu: bool, unp
              "--hostname", "grader", "--die-with-parent", "--new-session", "--clearenv", "--as-pid-1",
              "--info-fd", str(info_fd)]
     args += _system_args()
-    made = set()
+    # the one writable area: a tmpfs of work_bytes for /tmp (the working directory) and /dev/shm. Mounted
+    # before the read-only folders, so that an interpreter or a course checked out under /tmp is bound
+    # on top of it rather than hidden by it.
+    args += ["--size", str(int(work_bytes)), "--perms", "1777", "--tmpfs", "/tmp",
+             "--perms", "1777", "--dir", "/tmp/.shm"]
+    made = {"/tmp"}
 
     def dirs_for(path):
         out = []
@@ -200,9 +205,6 @@ def command(view: View, *, work_bytes: int, data_dir: str | None, gpu: bool, unp
         args += ["--ro-bind", stub, original]
     for folder in view.empty_dirs:
         args += ["--ro-bind", view.empty_dir_source, folder]
-    # the one writable area: a tmpfs of work_bytes for /tmp (the working directory) and /dev/shm
-    args += ["--size", str(int(work_bytes)), "--perms", "1777", "--tmpfs", "/tmp",
-             "--perms", "1777", "--dir", "/tmp/.shm"]
     args += ["--size", "65536", "--perms", "0755", "--tmpfs", "/dev"]
     devices = [d for d in SAFE_DEVICES if os.path.exists("/dev/" + d)]
     if gpu:
