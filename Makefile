@@ -83,13 +83,17 @@ feedback: $(SETUP)
 	$(PY) -m autograder feedback $(A)
 	$(PY) -m autograder export
 
-# Execute every lecture (full mode; QUICK=1 for quick mode) into out/lectures/ as HTML.
+# Execute every lecture (full mode; QUICK=1 for quick mode; STEP_SCALE=0.01 for full mode with its
+# training loops cut to 1 %) into out/lectures/ as HTML and executed notebooks, printing each one's
+# time. Each cell gets the timeout its notebook names for the mode (gd_lib.notebooks: minutes);
+# LECTURE_TIMEOUT=<seconds> overrides it, LECTURES=lectures/04_mup.ipynb picks lectures.
 QUICK ?=
-LECTURE_TIMEOUT ?= 3600
+STEP_SCALE ?=
+LECTURE_TIMEOUT ?=
+LECTURES ?= $(wildcard lectures/[0-9]*.ipynb)
 lectures: $(SETUP)
-	@mkdir -p out/lectures
-	GD_QUICK=$(if $(QUICK),1,0) PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m jupyter nbconvert --to html --execute \
-		--ExecutePreprocessor.timeout=$(LECTURE_TIMEOUT) --output-dir out/lectures lectures/[0-9]*.ipynb
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m gd_lib.notebooks --out out/lectures $(if $(QUICK),--quick) \
+		$(if $(STEP_SCALE),--step-scale $(STEP_SCALE)) $(if $(LECTURE_TIMEOUT),--timeout $(LECTURE_TIMEOUT)) $(LECTURES)
 
 # --- the course's JupyterHub (course/hub/) and the browser tests ---
 # `make hub` runs the hub for a class on this machine: the machine's Unix accounts log in (PAM),
