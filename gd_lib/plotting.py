@@ -10,6 +10,7 @@ calls ``plt.show()``; all work under the non-interactive ``Agg`` backend.
 helper                          figure
 =============================  ================================================
 :func:`plot_trajectories_2d`    contours of ``f(x, y)`` with optimizer paths
+:func:`plot_trajectory_grid`    the same as small multiples, one path per panel
 :func:`plot_curves`             loss against step, log y, one line per run
 :func:`plot_landscape_1d`       loss along a line (``gd_lib.landscape``)
 :func:`plot_landscape_contour`  loss on a plane, contour lines
@@ -48,6 +49,7 @@ __all__ = [
     "figure_legend",
     "figure_problems",
     "plot_trajectories_2d",
+    "plot_trajectory_grid",
     "plot_curves",
     "plot_landscape_1d",
     "plot_landscape_contour",
@@ -356,6 +358,54 @@ def plot_trajectories_2d(f: Callable, paths, xlim: tuple[float, float] = (-2.0, 
     ax.set_ylabel("y")
     legend_outside(ax)
     return fig, ax
+
+
+def plot_trajectory_grid(f: Callable, paths, xlim: tuple[float, float] = (-2.0, 2.0),
+                         ylim: tuple[float, float] = (-1.0, 3.0), *, minimum=None, titles=None, ncols: int = 3,
+                         levels: int | Sequence[float] = 25, log_levels: bool = True, resolution: int = 150,
+                         panel_size: tuple[float, float] = (3.6, 3.0), xlabel: str = "x", ylabel: str = "y"):
+    """Small multiples: one panel per optimizer path, all over the same grey contours of ``f``
+    and on shared axes, so that no path hides another (nine paths on one panel do).
+
+    ``paths``: ``{label: array (T, 2)}``; ``titles``: ``{label: panel title}`` (default the
+    label), e.g. with the outcome of each run. Each path is drawn with a marker at its start;
+    ``minimum`` is starred in every panel. Returns ``(fig, axes)`` (a 2-D array; unused panels
+    are switched off)."""
+    named = _named(paths)
+    if not named:
+        raise ValueError("paths must not be empty")
+    nrows = -(-len(named) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+                             sharex=True, sharey=True, squeeze=False)
+    xs = np.linspace(*xlim, resolution)
+    ys = np.linspace(*ylim, resolution)
+    X, Y = np.meshgrid(xs, ys)
+    Z = _evaluate_grid(f, X, Y)
+    if log_levels and isinstance(levels, int):
+        lo = Z[np.isfinite(Z)].min()
+        shift = 0.0 if lo > 0 else (1e-12 - lo)
+        finite = (Z + shift)[np.isfinite(Z)]
+        levels = np.geomspace(max(finite.min(), 1e-12), finite.max(), levels) - shift
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    for k, (ax, (label, path)) in enumerate(zip(axes.flat, named)):
+        path = _to_numpy(path)
+        ax.contour(X, Y, Z, levels=levels, colors="0.7", linewidths=0.5)
+        colour = colours[k % len(colours)]
+        ax.plot(path[:, 0], path[:, 1], color=colour, linestyle="-", linewidth=1.3, marker="o", markersize=1.5)
+        ax.plot([path[0, 0]], [path[0, 1]], marker="o", markersize=6, color=colour, linestyle="none")
+        if minimum is not None:
+            ax.plot([minimum[0]], [minimum[1]], marker="*", markersize=11, color="k", linestyle="none")
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.set_title((titles or {}).get(label, label), fontsize="medium")
+        ax.grid(False)
+    for ax in axes.flat[len(named):]:
+        ax.set_axis_off()
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    return fig, axes
 
 
 def plot_curves(histories, *, xlabel: str = "step", ylabel: str = "loss", logy: bool = True,

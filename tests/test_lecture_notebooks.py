@@ -83,7 +83,7 @@ def test_lectures_import_gd_lib_and_define_no_library_code(path):
 
 # --- a lecture's parts ----------------------------------------------------------------------
 
-_EXERCISE_HEADING = re.compile(r"^#+\s*Exercise\b", re.MULTILINE)
+_EXERCISE_HEADING = re.compile(r"^#+[ \t]*Exercise\b", re.MULTILINE)
 _FULL_MODE_TIME = re.compile(r"full mode[^\n]*?one GPU[^\n]*?\((estimated|measured)", re.IGNORECASE)
 
 
@@ -94,12 +94,15 @@ def lecture_content_problems(nb) -> list[str]:
     if not any(re.search(r"^#+\s*(Learning )?objectives\b|\*\*(Learning )?objectives", m, re.IGNORECASE | re.MULTILINE)
                for m in markdown):
         problems.append("no objectives (a heading or bold 'Objectives')")
-    exercises = [m for m in markdown if _EXERCISE_HEADING.search(m)]
-    if len(exercises) < 3:
-        problems.append(f"{len(exercises)} exercises (markdown headed 'Exercise'), at least 3 wanted")
-    for m in exercises:
-        if not re.search(r"<details>\s*<summary>.*?</summary>.+?</details>", m, re.DOTALL):
-            problems.append(f"exercise without a collapsed answer (<details><summary>): {m.strip()[:50]!r}")
+    exercises = sum(len(_EXERCISE_HEADING.findall(m)) for m in markdown)
+    if exercises < 3:
+        problems.append(f"{exercises} exercises (markdown headings 'Exercise ...'), at least 3 wanted")
+    for m in markdown:
+        headings = len(_EXERCISE_HEADING.findall(m))
+        answers = len(re.findall(r"<details>\s*<summary>.*?</summary>.+?</details>", m, re.DOTALL))
+        if answers < headings:
+            problems.append(f"{headings} exercises but {answers} collapsed answers (<details><summary>) in "
+                            f"the cell {m.strip()[:40]!r}")
     if "inspect.getsource(" not in code:
         problems.append("no library function shown on the page (inspect.getsource)")
     if not any(_FULL_MODE_TIME.search(m) for m in markdown):

@@ -333,3 +333,17 @@ def test_every_helper_draws_a_figure_that_passes_the_check(course_style):
     ]
     for fig in figures:
         assert plotting.figure_problems(fig) == [], fig.axes[0].get_title()
+
+
+def test_plot_trajectory_grid_draws_one_path_per_panel(course_style):
+    paths = {f"opt{k}": np.array([[-1.5, 2.0], [0.1 * k, 0.5], [1.0, 1.0]]) for k in range(5)}
+    fig, axes = plotting.plot_trajectory_grid(rosenbrock, paths, resolution=30, minimum=(1, 1), ncols=3,
+                                              titles={"opt0": "first"})
+    assert axes.shape == (2, 3)
+    used = [ax for ax in axes.flat if ax.axison]
+    assert len(used) == 5 and not axes.flat[5].axison
+    for k, ax in enumerate(used):
+        np.testing.assert_array_equal(ax.get_lines()[0].get_xydata(), paths[f"opt{k}"])
+        assert len(contour_sets(ax)) == 1
+    assert used[0].get_title() == "first" and used[1].get_title() == "opt1"
+    assert plotting.figure_problems(fig) == []
