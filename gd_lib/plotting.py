@@ -674,13 +674,14 @@ def interactive_figure(draw: Callable[..., "matplotlib.figure.Figure"], **contro
     return box
 
 
-def plot_norm_ball_step(boundary, gradient, step, *, title: str | None = None, ax=None):
+def plot_norm_ball_step(boundary, gradient, step, *, title: str | None = None, ax=None, legend: bool = True):
     """A unit ball (``boundary``: points (N, 2) on it) with a gradient ``g`` and a step ``Δ``
-    drawn as arrows from the origin (lecture 2: steepest descent under a norm)."""
+    drawn as arrows from the origin (lecture 2: steepest descent under a norm). ``legend=False``
+    leaves the legend to the caller (e.g. one :func:`figure_legend` for several panels)."""
     fig, ax = _fig_ax(ax)
     boundary, gradient, step = _to_numpy(boundary), _to_numpy(gradient), _to_numpy(step)
     ax.plot(boundary[:, 0], boundary[:, 1], color="gray", label="‖·‖ = 1")
-    for vector, color, label in ((gradient, "tab:blue", "gradient g"), (step, "tab:red", "step Δ*")):
+    for vector, color, label in ((gradient, PALETTE[0], "gradient g"), (step, PALETTE[3], "step Δ*")):
         ax.annotate("", xy=vector, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=color, lw=2))
         ax.plot([vector[0]], [vector[1]], "o", color=color, label=label)
     bound = 1.1 * max(np.abs(boundary).max(), np.abs(gradient).max(), np.abs(step).max())
@@ -693,5 +694,6 @@ def plot_norm_ball_step(boundary, gradient, step, *, title: str | None = None, a
     ax.set_ylabel("coordinate 2")
     if title:
         ax.set_title(title)
-    legend_outside(ax)
+    if legend:
+        legend_outside(ax)
     return fig, ax
