@@ -19,7 +19,7 @@ from gd_lib.models import MLP, TinyTransformer
 
 
 def test_classic_model_has_about_4e5_non_embedding_parameters():
-    config = g.grokking_config(quick=False)
+    config = g.grokking_config(quick=False, setting="classic")
     model = TinyTransformer(config["p"] + 2, 4, width=config["width"], depth=config["depth"],
                             heads=config["heads"])
     d = config["width"]
@@ -30,18 +30,24 @@ def test_classic_model_has_about_4e5_non_embedding_parameters():
     assert (config["model"], config["p"], config["op"], config["train_fraction"], config["lr"],
             config["weight_decay"], config["betas"], config["batch_size"], config["warmup_steps"]) == \
         ("transformer", 97, "/", 0.5, 1e-3, 1.0, (0.9, 0.98), 512, 10)
-    assert g.FULL["steps"] == 100_000
+    assert g.CLASSIC["steps"] == 100_000
 
 
-def test_quick_mode_is_the_same_task_as_full_mode():
+def test_the_mlp_and_the_classic_setting_share_the_task():
     quick, full = g.grokking_config(quick=True), g.grokking_config(quick=False)
-    assert (quick["p"], quick["op"], quick["train_fraction"]) == (full["p"], full["op"], full["train_fraction"])
-    assert quick["model"] == "mlp" and quick["width"] == 128
+    classic = g.grokking_config(quick=False, setting="classic")
+    for config in (full, classic):
+        assert (quick["p"], quick["op"], quick["train_fraction"]) == (config["p"], config["op"], config["train_fraction"])
+    assert quick["model"] == full["model"] == "mlp" and quick["width"] == 128
+    assert full["steps"] > quick["steps"]
+    with pytest.raises(ValueError, match="setting"):
+        g.grokking_config(True, setting="nanda")
 
 
 def test_full_mode_steps_follow_the_step_scale(monkeypatch):
     monkeypatch.setenv("GD_STEP_SCALE", "0.01")
-    assert g.grokking_config(quick=False)["steps"] == 1000        # 1% of 1e5
+    assert g.grokking_config(quick=False, setting="classic")["steps"] == 1000     # 1% of 1e5
+    assert g.grokking_config(quick=False)["steps"] == 20                          # 1% of 2,000
     assert g.grokking_config(quick=True)["steps"] == g.QUICK["steps"]
     assert g.grokking_config(quick=False, steps=7)["steps"] == 7   # an explicit override wins
 
@@ -96,8 +102,8 @@ def test_first_step_reaching_and_config_checks():
 def test_a_run_that_never_generalizes_reports_none():
     # the transformer (full mode's model) for a few steps: the full-mode code path, and the
     # fields a lecture formats are None rather than a number when a phase was not reached
-    result = g.grokking_run(quick=False, device="cpu", p=11, width=16, depth=1, steps=6, eval_every=3,
-                            batch_size=16)
+    result = g.grokking_run(quick=False, setting="classic", device="cpu", p=11, width=16, depth=1, steps=6,
+                            eval_every=3, batch_size=16)
     assert result["config"]["model"] == "transformer" and result["steps_taken"] == 6
     assert result["generalized_step"] is None and result["delay_ratio"] is None
     assert list(result["eval_step"]) == [3, 6]
