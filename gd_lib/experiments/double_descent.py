@@ -102,7 +102,7 @@ def random_features_curve(quick: bool | None = None, *, n_train: int = 100, inpu
         step = 10 if quick else 5
         num_features = np.arange(step, (3 if quick else 4) * n_train + 1, step)
     num_features = np.asarray(num_features, dtype=int)
-    seeds = (4 if quick else 20) if seeds is None else seeds
+    seeds = (4 if quick else 10) if seeds is None else seeds
     def fit(seed, data, P):
         # the same W for train and test: one feature map per (seed, P)
         F_train = random_relu_features(data.X_train, P, seed=1000 + seed)
@@ -192,7 +192,7 @@ def weak_features_curve(quick: bool | None = None, *, n_train: int = 40, total_f
     "standard_error", "predicted_risk", "threshold"}``.
     """
     quick = gd_lib.quick_mode(quick)
-    seeds = (200 if quick else 2000) if seeds is None else seeds
+    seeds = (200 if quick else 1000) if seeds is None else seeds
     D = total_features
     num_features = np.arange(2, D + 1, 2) if num_features is None else np.asarray(num_features, dtype=int)
     beta = torch.full((D,), 1.0 / np.sqrt(D), dtype=torch.float64)
