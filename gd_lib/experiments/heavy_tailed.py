@@ -100,14 +100,15 @@ def group_losses(per_example_loss: torch.Tensor, labels: torch.Tensor, groups: t
 
 
 def compare_optimizers(make_model, batches, eval_batch, groups: np.ndarray, *, lrs: dict, steps: int,
-                       weight_decay: float = 0.0, num_evals: int = 10, seed: int = 0) -> dict:
+                       weight_decay: float = 0.0, num_evals: int = 10, seed: int = 0, device=None) -> dict:
     """Train a fresh ``make_model()`` with each optimizer and lr; keep each optimizer's best lr.
 
     ``batches(step) → (x, y)`` gives the minibatch of each step (the same for every run);
     ``eval_batch = (x, y)`` is where the per-group losses are measured; ``lrs`` is
     ``{"SGD": [...], "Adam": [...]}``. The best lr minimizes the final mean loss on ``eval_batch``.
     ``weight_decay`` is an L2 penalty ``(λ/2)‖θ‖²`` added to the objective (coupled, the same
-    objective for both optimizers); the reported losses are the cross-entropy alone.
+    objective for both optimizers); the reported losses are the cross-entropy alone. The models
+    train on ``device`` (default :func:`gd_lib.device`).
 
     Returns ``{"eval_step", "groups", "group_share" (share of eval targets per group),
     name: {"lr", "group_loss" (evals × G), "loss" (evals), "tuning": {lr: final loss}}}``.
@@ -117,16 +118,19 @@ def compare_optimizers(make_model, batches, eval_batch, groups: np.ndarray, *, l
     unknown = set(lrs) - {"SGD", "Adam"}
     if unknown:
         raise ValueError(f"Invalid lrs: unknown optimizer(s) {sorted(unknown)}; expected 'SGD' and/or 'Adam'")
+    device = gd_lib.device() if device is None else torch.device(device)
     num_groups = int(groups.max()) + 1
     groups_t = torch.as_tensor(groups)
     X_eval, y_eval = eval_batch
+    X_eval_d = X_eval.to(device)
     eval_steps = np.unique(np.linspace(0, steps, num_evals + 1).astype(int))
     optimizers = {"SGD": SGD, "Adam": Adam}
 
     def evaluate(model):
         with torch.no_grad():
-            logits = model(X_eval)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_eval.reshape(-1), reduction="none")
+            logits = model(X_eval_d)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_eval.reshape(-1).to(device),
+                                   reduction="none").cpu()
         return group_losses(loss, y_eval.reshape(-1), groups_t, num_groups), float(loss.mean())
 
     out = {"eval_step": eval_steps, "groups": groups,
@@ -136,7 +140,7 @@ def compare_optimizers(make_model, batches, eval_batch, groups: np.ndarray, *, l
         tuning = {}
         for lr in lr_grid:
             torch.manual_seed(seed)
-            model = make_model()
+            model = make_model().to(device)
             optimizer = optimizers[name](model.parameters(), lr=lr, weight_decay=weight_decay)
             curve, totals = [], []
             for step in range(steps + 1):
@@ -146,7 +150,7 @@ def compare_optimizers(make_model, batches, eval_batch, groups: np.ndarray, *, l
                     totals.append(total)
                 if step == steps:
                     break
-                x, y = batches(step)
+                x, y = (t.to(device) for t in batches(step))
                 logits = model(x)
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
                 optimizer.zero_grad(set_to_none=True)
