@@ -108,13 +108,17 @@ report: $(SETUP)
 	@test -n "$(A)" || { echo "usage: make report A=<assignment>" >&2; exit 2; }
 	$(PY) -m autograder report $(A) $(REPORT_ARGS)
 
-# Execute every lecture (full mode; QUICK=1 for quick mode) into out/lectures/ as HTML.
+# Execute every lecture (full mode; QUICK=1 for quick mode; STEP_SCALE=0.01 for full mode with its
+# training loops cut to 1 %) into out/lectures/ as HTML and executed notebooks, printing each one's
+# time. Each cell gets the timeout its notebook names for the mode (gd_lib.notebooks: minutes);
+# LECTURE_TIMEOUT=<seconds> overrides it, LECTURES=lectures/04_mup.ipynb picks lectures.
 QUICK ?=
-LECTURE_TIMEOUT ?= 3600
+STEP_SCALE ?=
+LECTURE_TIMEOUT ?=
+LECTURES ?= $(wildcard lectures/[0-9]*.ipynb)
 lectures: $(SETUP)
-	@mkdir -p out/lectures
-	GD_QUICK=$(if $(QUICK),1,0) PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m jupyter nbconvert --to html --execute \
-		--ExecutePreprocessor.timeout=$(LECTURE_TIMEOUT) --output-dir out/lectures lectures/[0-9]*.ipynb
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m gd_lib.notebooks --out out/lectures $(if $(QUICK),--quick) \
+		$(if $(STEP_SCALE),--step-scale $(STEP_SCALE)) $(if $(LECTURE_TIMEOUT),--timeout $(LECTURE_TIMEOUT)) $(LECTURES)
 
 # --- the course website (site/: Sphinx + MyST-NB + the book theme; README "The course website") ---
 # The lectures run in quick mode with QUICK=1, else in full mode when CUDA is there and quick mode when not;
@@ -144,7 +148,7 @@ site-setup: $(SITE_SETUP)
 
 site: site-setup
 	@$(PY) site/build.py --out $(SITE_OUT) --work $(SITE_WORK) \
-		--mode $(if $(QUICK),quick,auto) --timeout $(LECTURE_TIMEOUT) \
+		--mode $(if $(QUICK),quick,auto) --timeout $(or $(LECTURE_TIMEOUT),900) \
 		--hub-url "$(SITE_HUB)" --repository "$(SITE_REPO)" --branch "$(SITE_BRANCH)" $(SITE_ARGS)
 
 # --- the course's JupyterHub (course/hub/) and the browser tests ---

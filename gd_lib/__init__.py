@@ -16,7 +16,8 @@ import torch
 
 __version__ = "0.1.0"
 
-__all__ = ["device", "quick_mode", "seed_everything", "__version__"]
+__all__ = ["device", "quick_mode", "step_scale", "step_budget", "mode_summary", "seed_everything",
+           "__version__"]
 
 
 def device() -> torch.device:
@@ -39,6 +40,52 @@ def quick_mode(quick: bool | None = None) -> bool:
     if quick is not None:
         return bool(quick)
     return os.environ.get("GD_QUICK", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def step_scale() -> float:
+    """The factor ``GD_STEP_SCALE`` (default 1) applies to full-mode step counts.
+
+    ``GD_STEP_SCALE=0.01`` runs every lecture in full mode (full-size models, data, widths,
+    sweeps) with its training loops cut to 1 % of their steps: the full-mode code paths,
+    plotting included, run on a CPU in minutes, with numbers that mean nothing. Quick mode
+    ignores it. Raises ``ValueError`` unless it is a number in (0, 1].
+    """
+    raw = os.environ.get("GD_STEP_SCALE", "").strip()
+    if not raw:
+        return 1.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = float("nan")
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"Invalid GD_STEP_SCALE: {raw!r}; expected a number in (0, 1]")
+    return scale
+
+
+def step_budget(quick_steps: int, full_steps: int, quick: bool | None = None, *, minimum: int = 1) -> int:
+    """How many steps a loop runs: ``quick_steps`` in quick mode, else ``full_steps`` scaled by
+    :func:`step_scale` (rounded up, at least ``minimum``: e.g. one evaluation interval, so that
+    a shortened run still records what its plot needs).
+
+    Every experiment's full-mode step counts go through here, so that ``GD_STEP_SCALE`` shortens
+    them all and nothing else.
+    """
+    if quick_mode(quick):
+        return int(quick_steps)
+    import math
+
+    return max(int(minimum), math.ceil(int(full_steps) * step_scale()))
+
+
+def mode_summary(quick: bool | None = None) -> str:
+    """One line naming the mode a lecture runs in (printed at its top)."""
+    if quick_mode(quick):
+        return "quick mode (GD_QUICK=1): a small faithful version, seconds on a CPU"
+    scale = step_scale()
+    if scale < 1.0:
+        return (f"full mode with steps scaled by GD_STEP_SCALE={scale:g}: a check that the full-mode code runs; "
+                "its numbers are not meaningful")
+    return "full mode: the original scale, meant for a GPU"
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -170,3 +170,79 @@ def test_sgd_stalls_at_the_predicted_noise_floor_and_diverges_above_the_critical
     # the floor grows with the lr
     floors = [result["predicted_floor"][lr] for lr in lrs if lr < critical]
     assert floors == sorted(floors)
+
+
+# --- stability limits of GD, heavy ball and Nesterov (the Rosenbrock figure's explanation) --------
+
+def _torch_run(method: str, curvature: float, lr: float, momentum: float, steps: int) -> float:
+    """|x_T| of torch.optim.SGD (the reference, not the library) on f = λ x²/2 from x = 1."""
+    x = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+    kwargs = {} if method == "SGD" else {"momentum": momentum, "nesterov": method == "Nesterov"}
+    opt = torch.optim.SGD([x], lr=lr, **kwargs)
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * curvature * x.square()).sum().backward()
+        opt.step()
+        if float(x.detach().abs()) > 1e6:  # diverging: stop before it overflows to inf and nan
+            break
+    return float(x.detach().abs())
+
+
+@pytest.mark.parametrize("momentum", [0.5, 0.9])
+@pytest.mark.parametrize("method", ["SGD", "momentum", "Nesterov"])
+def test_stability_limits_separate_converging_from_diverging_torch_runs(method, momentum):
+    curvature = 7.3
+    limit = adaptive.stability_limits(curvature, momentum)[method]
+    # 3 % inside the limit the spectral radius is < 1 by a margin that 3000 steps turn into a
+    # decay by orders of magnitude; 3 % outside it grows by orders of magnitude
+    assert _torch_run(method, curvature, 0.97 * limit, momentum, 3000) < 1e-3
+    assert _torch_run(method, curvature, 1.03 * limit, momentum, 3000) > 1e3
+
+
+def test_stability_limits_closed_forms_and_spectral_radius_agree():
+    limits = adaptive.stability_limits(1.0, 0.9)
+    # the closed forms of the lecture: 2, 2(1 + μ), 2(1 + μ)/(1 + 2μ)
+    assert limits == pytest.approx({"SGD": 2.0, "momentum": 3.8, "Nesterov": 3.8 / 2.8}, rel=1e-15)
+    # Nesterov's limit is below GD's for every μ > 0 (the lecture's point), above it never
+    for mu in (0.1, 0.5, 0.99):
+        lim = adaptive.stability_limits(1.0, mu)
+        assert lim["Nesterov"] < lim["SGD"] < lim["momentum"]
+    for method, h in limits.items():
+        assert adaptive.iteration_spectral_radius(method, 0.999 * h, 0.9) < 1.0
+        assert adaptive.iteration_spectral_radius(method, 1.001 * h, 0.9) > 1.0
+    with pytest.raises(ValueError, match="momentum"):
+        adaptive.stability_limits(1.0, 1.0)
+
+
+@pytest.mark.slow
+def test_rosenbrock_at_lr_0_003_momentum_converges_nesterov_diverges_sgd_hovers():
+    lam = adaptive.hessian_top_eigenvalue_rosenbrock(1.0, 1.0)
+    limits = adaptive.stability_limits(lam, 0.9)
+    assert limits["Nesterov"] < limits["SGD"] < 0.003 < limits["momentum"]
+    result = adaptive.trajectories_2d("rosenbrock", lr=0.003, steps=3000,
+                                      optimizers=("SGD", "momentum", "Nesterov"))
+    # heavy ball: stable at the minimum, converges (measured f = 1e-11 after 800 steps)
+    assert result["steps_to_neighbourhood"]["momentum"] is not None
+    assert result["losses"]["momentum"][-1] < 1e-8
+    # Nesterov: unstable at the minimum (0.003 > 2.2 x its limit), diverges
+    assert result["diverged"]["Nesterov"]
+    # GD: unstable at the minimum; it hovers where the valley's top curvature is 2/η
+    # (measured: median 0.96 x 2/η over steps 1500-3000, x never above 0.80)
+    path = result["paths"]["SGD"]
+    assert not result["diverged"]["SGD"] and result["steps_to_neighbourhood"]["SGD"] is None
+    late = np.array([adaptive.hessian_top_eigenvalue_rosenbrock(x, y) for x, y in path[len(path) // 2:]])
+    assert np.median(late) == pytest.approx(2 / 0.003, rel=0.10)
+    assert path[len(path) // 2:, 0].max() < 0.9
+
+
+@pytest.mark.slow
+def test_rosenbrock_between_nesterovs_and_gds_limits_only_nesterov_cannot_settle():
+    # lr 0.0015: above Nesterov's limit (0.00135), below GD's (0.0020) and heavy ball's;
+    # measured after 800 steps: momentum f = 2.9e-6, Nesterov 9.2e-4 (oscillating near the minimum)
+    result = adaptive.trajectories_2d("rosenbrock", lr=0.0015, steps=800, optimizers=("momentum", "Nesterov"))
+    assert not result["diverged"]["Nesterov"]
+    assert result["losses"]["momentum"][-1] < 1e-4
+    assert result["losses"]["Nesterov"][-1] > 100 * result["losses"]["momentum"][-1]
+    # below every limit (lr 0.0012) both settle (measured 2.6e-5 and 2.8e-5)
+    result = adaptive.trajectories_2d("rosenbrock", lr=0.0012, steps=800, optimizers=("momentum", "Nesterov"))
+    assert result["losses"]["momentum"][-1] < 1e-4 and result["losses"]["Nesterov"][-1] < 1e-4

@@ -154,3 +154,44 @@ def test_plot_norm_ball_step_draws_the_ball_and_both_vectors(balls):
     assert tuple(entry["gradient"]) in points and tuple(entry["step"]) in points
     assert len(ax.texts) == 2 and ax.get_title() == "ℓ∞"
     plt.close(fig)
+
+
+# --- Prodigy without EMA (lecture 2, section 4) ------------------------------------------------
+
+@pytest.mark.parametrize("lr", [1.0, 0.5])
+def test_prodigy_without_ema_is_sign_descent_with_a_step_that_grows_by_one_plus_lr(lr):
+    result = geometry.prodigy_without_ema_is_sign_descent(steps=60, lr=lr)
+    # the reference is a plain loop of x <- x - γ d sign(g), d = max(d, <g, x0 - x>/||g||_1):
+    # the same arithmetic up to reordered sums (float64) and ε = 1e-30 in Prodigy's denominator
+    assert result["max_param_difference"] < 1e-12
+    d = result["d"]
+    assert (np.diff(d) >= 0).all()                      # d is a running maximum
+    assert d[0] == result["d0"]                          # at x = x0 the estimate is 0
+    # escape velocity: while the gradient keeps its signs, d̂_k = γ Σ_{i<k} d_i, which overtakes
+    # d after a step or two and from then on d_{k+1} = (1 + γ) d_k exactly (measured: steps 2-13
+    # at γ = 1, 4-... at γ = 0.5); a relative 1e-9 covers the float sums
+    np.testing.assert_allclose(d[5:11] / d[4:10], 1 + lr, rtol=1e-9)
+    # ... and once steps overshoot, it stops growing (measured: constant over the last 43 of 60)
+    assert (d[-10:] == d[-1]).all() and d[-1] > 1e3 * result["d0"]
+    assert result["losses"][-1] < 0.5 * result["losses"][0]
+
+
+# --- Theorem 4.3 with unequal masses (lecture 2, section 7) ------------------------------------
+
+@pytest.mark.parametrize("masses", [(1, 1, 1), (1, 2, 1), (1, 1, 4)])
+def test_modular_dualization_shares_the_step_by_mass(masses):
+    result = geometry.modular_norm_of_mlp(masses=masses)
+    # the theorem's prediction for a chain of sensitivity-1 modules: t_i = μ_i / μ, each linear
+    # layer contributing a weight and a bias atom of its mass (computed here from the masses alone)
+    expected = [m / (2 * sum(masses)) for m in masses for _ in range(2)]
+    np.testing.assert_allclose(result["target_norms"], expected, rtol=1e-12)
+    # the dualized step has each atom at its target norm, modular norm 1, and attains the dual
+    # norm (float64 round-off over a few matrix products)
+    np.testing.assert_allclose(result["atom_step_norms"], expected, rtol=1e-10)
+    assert result["step_norm"] == pytest.approx(1.0, rel=1e-10)
+    assert result["inner"] == pytest.approx(result["dual_norm"], rel=1e-10)
+
+
+def test_modular_norm_of_mlp_rejects_a_wrong_number_of_masses():
+    with pytest.raises(ValueError, match="masses"):
+        geometry.modular_norm_of_mlp(masses=(1, 2))

@@ -208,3 +208,142 @@ def test_helpers_draw_on_a_given_axes():
     fig, ax = plt.subplots()
     out_fig, out_ax = plotting.plot_curves({"a": [1.0, 2.0]}, ax=ax, logy=False)
     assert out_fig is fig and out_ax is ax
+
+
+# --- the course style and the figure check ---------------------------------------------------
+
+@pytest.fixture
+def course_style():
+    with matplotlib.rc_context():
+        plotting.use_course_style()
+        yield
+
+
+def test_course_style_sets_dpi_layout_fonts_and_palette(course_style):
+    fig, ax = plt.subplots()
+    assert fig.dpi >= 150
+    assert type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    assert matplotlib.rcParams["font.size"] >= 12
+    lines = [ax.plot([0, 1], [0, i])[0] for i in range(len(plotting.PALETTE) + 1)]
+    colours = [matplotlib.colors.to_hex(line.get_color()).upper() for line in lines]
+    assert colours[: len(plotting.PALETTE)] == [c.upper() for c in plotting.PALETTE]
+    # the series after the palette's end repeat a colour with another dash
+    assert colours[-1] == colours[0] and lines[-1].get_linestyle() != lines[0].get_linestyle()
+
+
+def labelled_axes():
+    fig, ax = plt.subplots()
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    return fig, ax
+
+
+def test_figure_problems_passes_a_good_figure(course_style):
+    fig, ax = labelled_axes()
+    ax.plot([0, 1, 2], [3, 2, 1], label="sgd")
+    ax.plot([0, 1, 2], [3, 1, 0.5], label="adam")
+    ax.axhline(1.0, color="k", linestyle=":")  # a reference line is not a series
+    plotting.legend_outside(ax)
+    assert plotting.figure_problems(fig) == []
+
+
+def test_figure_problems_flags_the_style_missing():
+    with matplotlib.rc_context({"figure.dpi": 100, "figure.constrained_layout.use": False}):
+        fig, ax = labelled_axes()
+        ax.plot([0, 1], [1, 0])
+        problems = plotting.figure_problems(fig)
+    assert any(p.startswith("dpi 100") for p in problems)
+    assert any("not constrained" in p for p in problems)
+
+
+def test_figure_problems_flags_missing_axis_labels(course_style):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    ax.set_xlabel("step")
+    assert plotting.figure_problems(fig) == ["axes 0: the y axis has no label"]
+
+
+def test_figure_problems_accepts_labels_shared_with_a_panel(course_style):
+    fig, axes = plt.subplots(1, 2, sharey=True)
+    for ax in axes:
+        ax.plot([0, 1], [1, 0])
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("loss")  # the right panel shares the left one's y axis
+    assert plotting.figure_problems(fig) == []
+    fig, axes = plt.subplots(1, 2)  # not shared: each needs its own
+    for ax in axes:
+        ax.plot([0, 1], [1, 0])
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("loss")
+    assert plotting.figure_problems(fig) == ["axes 1: the y axis has no label"]
+
+
+def test_figure_problems_flags_series_without_a_legend(course_style):
+    fig, ax = labelled_axes()
+    ax.plot([0, 1, 2], [3, 2, 1], label="sgd")
+    ax.plot([0, 1, 2], [3, 1, 0.5], label="adam")
+    assert plotting.figure_problems(fig) == ["axes 0 ('loss'): 2 series share the axes, 2 of them not named in a legend"]
+    plotting.figure_legend(fig)  # a figure legend names them too
+    assert plotting.figure_problems(fig) == []
+
+
+def test_figure_problems_flags_a_legend_over_data(course_style):
+    fig, ax = labelled_axes()
+    x = np.linspace(0, 1, 50)
+    ax.plot(x, x, label="up")
+    ax.plot(x, 1 - x, label="down")
+    ax.legend(loc="center")  # both lines cross the centre
+    assert plotting.figure_problems(fig) == ["axes 0 ('loss'): the legend covers data (use plotting.legend_outside)"]
+    ax.legend(loc="upper center")  # between the two lines' upper ends: nothing under it
+    ax.set_ylim(0, 1.6)
+    assert plotting.figure_problems(fig) == []
+
+
+def test_figure_problems_flags_overlapping_panels_and_unlabelled_colour_bars(course_style):
+    fig = plt.figure()
+    a = fig.add_axes([0.1, 0.1, 0.6, 0.6])
+    b = fig.add_axes([0.4, 0.4, 0.5, 0.5])
+    for ax in (a, b):
+        ax.plot([0, 1], [0, 1])
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    image = a.imshow(np.eye(3))
+    fig.colorbar(image, ax=b)
+    problems = plotting.figure_problems(fig)
+    assert any("overlap" in p for p in problems)
+    assert any("colour bar without a label" in p for p in problems)
+
+
+def test_every_helper_draws_a_figure_that_passes_the_check(course_style):
+    a = np.linspace(-1, 1, 9)
+    plane = np.add.outer(a ** 2, a ** 2) + 0.1
+    figures = [
+        plotting.plot_trajectories_2d(rosenbrock, {"gd": np.array([[-1.5, 2.0], [0.0, 0.5]]),
+                                                   "adam": np.array([[-1.5, 2.0], [0.5, 0.3]])},
+                                      resolution=30, minimum=(1, 1))[0],
+        plotting.plot_curves({"sgd": [1.0, 0.5, 0.25], "adam": [1.0, 0.1, 0.01]})[0],
+        plotting.plot_landscape_1d(a, {"train": a ** 2, "test": a ** 2 + 1}, mark_points=(0.0,))[0],
+        plotting.plot_landscape_contour(a, a, plane, points={"init": (0.0, 0.0), "end": (0.5, 0.5)})[0],
+        plotting.plot_landscape_surface(a, a, plane)[0],
+        plotting.plot_coord_check(fake_coord_check(), "activation_l1")[0],
+        plotting.plot_heatmaps({"A": np.eye(3), "B": -np.eye(3)}, colorbar_label="entry")[0],
+        plotting.plot_performance_profiles([1.0, 2.0, 4.0], {"a": [0.5, 1.0, 1.0], "b": [0.0, 0.5, 1.0]})[0],
+        plotting.plot_lr_sweep(2.0 ** np.arange(-4, 0), {64: [3.0, 1.0, 2.0, 4.0], 256: [2.0, 0.5, 3.0, 5.0]})[0],
+        plotting.plot_norm_ball_step(np.stack([np.cos(a * np.pi), np.sin(a * np.pi)], 1), [1.0, 0.0], [-1.0, 0.0])[0],
+    ]
+    for fig in figures:
+        assert plotting.figure_problems(fig) == [], fig.axes[0].get_title()
+
+
+def test_plot_trajectory_grid_draws_one_path_per_panel(course_style):
+    paths = {f"opt{k}": np.array([[-1.5, 2.0], [0.1 * k, 0.5], [1.0, 1.0]]) for k in range(5)}
+    fig, axes = plotting.plot_trajectory_grid(rosenbrock, paths, resolution=30, minimum=(1, 1), ncols=3,
+                                              titles={"opt0": "first"})
+    assert axes.shape == (2, 3)
+    used = [ax for ax in axes.flat if ax.axison]
+    assert len(used) == 5 and not axes.flat[5].axison
+    for k, ax in enumerate(used):
+        np.testing.assert_array_equal(ax.get_lines()[0].get_xydata(), paths[f"opt{k}"])
+        assert len(contour_sets(ax)) == 1
+    assert used[0].get_title() == "first" and used[1].get_title() == "opt1"
+    assert plotting.figure_problems(fig) == []

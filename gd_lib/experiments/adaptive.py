@@ -1,10 +1,13 @@
 r"""Lecture 1, SGD and the zoo of adaptive methods: the experiments behind the figures.
 
-Four experiments, each a function returning plain numbers and arrays:
+Five experiments, each a function returning plain numbers and arrays:
 
 * :func:`trajectories_2d` — SGD, momentum, Nesterov, AdaGrad, RMSProp, Adam, AdamW, Lion and
   sign descent on the Rosenbrock function or on a 2-D ill-conditioned quadratic (the paths,
   losses, and the first step inside a ball around the minimum).
+* :func:`stability_limits`, :func:`iteration_spectral_radius` — the largest stable learning rate
+  of gradient descent, heavy ball and Nesterov (torch's forms) on a quadratic of curvature λ,
+  in closed form and as the spectral radius of each method's linear iteration.
 * :func:`gd_threshold` — full-batch gradient descent on linear least squares
   :math:`\ell(w) = \frac1{2n}\|Xw - y\|^2` diverges exactly when :math:`\eta > 2/L`,
   :math:`L = \lambda_{\max}(X^\top X/n)`; measured by bisection and on an lr grid.
@@ -58,7 +61,7 @@ __all__ = [
     "OPTIMIZERS_2D", "make_optimizer", "rosenbrock_problem", "quadratic_2d", "objective_2d", "trajectories_2d",
     "hessian_top_eigenvalue_rosenbrock", "QUADRATIC_LRS", "gd_threshold", "sgd_second_moment_operator",
     "sgd_critical_lr", "predicted_noise_floor", "sgd_noise_floor", "correlated_quadratic",
-    "ggt_vs_diagonal",
+    "ggt_vs_diagonal", "stability_limits", "iteration_spectral_radius", "stability_diagram",
 ]
 
 #: The optimizers of the lecture's figures, in legend order.
@@ -198,7 +201,7 @@ def trajectories_2d(problem: str = "rosenbrock", lr: float | dict = 0.003, steps
     if problem == "rosenbrock":
         value_and_grad, minimum = rosenbrock_problem()
         start = tuple(ROSENBROCK_START if start is None else start)
-        steps = steps or (800 if quick else 3000)
+        steps = steps or gd_lib.step_budget(800, 3000, quick)
     elif problem == "quadratic":
         q = quadratic_2d(condition_number, angle_degrees)
 
@@ -208,7 +211,7 @@ def trajectories_2d(problem: str = "rosenbrock", lr: float | dict = 0.003, steps
 
         minimum = tuple(q.x_star.tolist())
         start = tuple((-2.0, 2.0) if start is None else start)
-        steps = steps or (200 if quick else 500)
+        steps = steps or gd_lib.step_budget(200, 500, quick)
     else:
         raise ValueError(f"Invalid problem: {problem!r}; expected 'rosenbrock' or 'quadratic'")
     lrs = dict(lr) if isinstance(lr, dict) else {name: float(lr) for name in optimizers}
@@ -221,6 +224,65 @@ def trajectories_2d(problem: str = "rosenbrock", lr: float | dict = 0.003, steps
         "diverged": {n: r["diverged"] for n, r in runs.items()},
         "minimum": minimum, "start": start, "lr": lrs, "steps": steps, "radius": radius,
     }
+
+
+# ---------------------------------------------------------------------------
+# Stability of GD, heavy ball and Nesterov on a quadratic
+# ---------------------------------------------------------------------------
+
+def stability_limits(curvature: float, momentum: float = 0.9) -> dict:
+    r"""The largest stable learning rate on :math:`f(x) = \tfrac\lambda2 x^2` (λ = ``curvature``)
+    of gradient descent, heavy ball and Nesterov, in torch's forms (``gd_lib.optim.SGD``).
+
+    With :math:`h = \eta\lambda` and μ = ``momentum`` each method is a linear recursion:
+
+    * GD: :math:`x_{t+1} = (1 - h)x_t`, stable iff :math:`|1 - h| < 1`, i.e. :math:`\eta < 2/\lambda`;
+    * heavy ball (:math:`b_t = \mu b_{t-1} + g_t`, :math:`x_{t+1} = x_t - \eta b_t`):
+      :math:`x_{t+1} = (1 + \mu - h)x_t - \mu x_{t-1}`, characteristic polynomial
+      :math:`z^2 - (1 + \mu - h)z + \mu`; both roots inside the unit circle iff
+      :math:`|1 + \mu - h| < 1 + \mu` (and μ < 1), i.e. :math:`\eta < 2(1 + \mu)/\lambda`;
+    * Nesterov (:math:`x_{t+1} = x_t - \eta(g_t + \mu b_t)`): in :math:`(x_t, \eta b_{t-1})` the
+      iteration matrix is :math:`\begin{pmatrix}1 - h(1+\mu) & -\mu^2\\ h & \mu\end{pmatrix}`, with
+      characteristic polynomial :math:`z^2 - (1+\mu)(1-h)z + \mu(1-h)`; the Schur–Cohn conditions
+      :math:`|\mu(1-h)| < 1`, :math:`(1+\mu)|1-h| < 1 + \mu(1-h)` give
+      :math:`\eta < \frac{2(1+\mu)}{(1+2\mu)\lambda}` — *below* GD's limit for μ > 0.
+
+    Returns ``{"SGD": lr, "momentum": lr, "Nesterov": lr}``.
+    """
+    if not (curvature > 0 and math.isfinite(curvature)):
+        raise ValueError(f"Invalid curvature: {curvature!r}; expected a finite number > 0")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"Invalid momentum: {momentum!r}; expected a number in [0, 1)")
+    mu = float(momentum)
+    return {"SGD": 2.0 / curvature, "momentum": 2.0 * (1 + mu) / curvature,
+            "Nesterov": 2.0 * (1 + mu) / ((1 + 2 * mu) * curvature)}
+
+
+def iteration_spectral_radius(method: str, h: float, momentum: float = 0.9) -> float:
+    r"""The spectral radius of one method's iteration on :math:`f = \tfrac\lambda2 x^2` at
+    :math:`h = \eta\lambda` (see :func:`stability_limits`): the factor by which the error
+    eventually shrinks (< 1) or grows (> 1) per step."""
+    mu = float(momentum)
+    if method == "SGD":
+        M = np.array([[1.0 - h]])
+    elif method == "momentum":
+        M = np.array([[1.0 + mu - h, -mu], [1.0, 0.0]])                  # (x_t, x_{t-1})
+    elif method == "Nesterov":
+        M = np.array([[1.0 - h * (1 + mu), -mu * mu], [h, mu]])            # (x_t, η b_{t-1})
+    else:
+        raise ValueError(f"Invalid method: {method!r}; expected 'SGD', 'momentum' or 'Nesterov'")
+    return float(np.abs(np.linalg.eigvals(M)).max())
+
+
+def stability_diagram(momentum: float = 0.9, h_max: float = 4.5, points: int = 451) -> dict:
+    """Spectral radius against :math:`h = \\eta\\lambda` for GD, heavy ball and Nesterov.
+
+    Returns ``{"h": array, "radius": {method: array}, "limits": {method: h at which the radius
+    crosses 1}}`` (the limits of :func:`stability_limits` at λ = 1)."""
+    h = np.linspace(0.0, h_max, points)
+    radius = {m: np.array([iteration_spectral_radius(m, float(v), momentum) for v in h])
+              for m in ("SGD", "momentum", "Nesterov")}
+    return {"h": h, "radius": radius, "limits": stability_limits(1.0, momentum), "momentum": momentum}
 
 
 #: Learning rates for the quadratic of :func:`quadratic_2d` (L = 1): 1/L-ish for the SGD family,
@@ -272,7 +334,7 @@ def gd_threshold(quick: bool | None = None, *, steps: int | None = None, bisecti
     "initial_loss", "curves": {lr: losses per step}}``.
     """
     quick = gd_lib.quick_mode(quick)
-    steps = steps or (300 if quick else 1000)
+    steps = steps or gd_lib.step_budget(300, 1000, quick, minimum=50)
     problem = _least_squares(quick)
     L = problem.L
     initial_loss = float(problem.loss(torch.zeros(problem.X.shape[1], dtype=torch.float64)))
@@ -410,7 +472,7 @@ def sgd_noise_floor(quick: bool | None = None, *, batch_size: int = 1, lr_fracti
     "batch_size", "noise"}``.
     """
     quick = gd_lib.quick_mode(quick)
-    steps = steps or (1000 if quick else 5000)
+    steps = steps or gd_lib.step_budget(1000, 5000, quick, minimum=20)
     runs = runs or (32 if quick else 256)
     problem = _sgd_least_squares()
     critical = sgd_critical_lr(problem.X, batch_size)
@@ -492,7 +554,7 @@ def ggt_vs_diagonal(quick: bool | None = None, *, dim: int = 10, correlation: fl
     "sweep": {method: {lr: final}}, "condition_number", "dim", "correlation", "steps"}``.
     """
     quick = gd_lib.quick_mode(quick)
-    steps = steps or (100 if quick else 300)
+    steps = steps or gd_lib.step_budget(100, 300, quick, minimum=10)
     lr_grid = list(lr_grid) if lr_grid is not None else [10.0 ** (k / 2) for k in range(-4, 2)]
     q = correlated_quadratic(dim, correlation, seed)
     curves, best_lr, final, sweep = {}, {}, {}, {}

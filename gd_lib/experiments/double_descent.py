@@ -18,13 +18,26 @@ Two instances, both from :mod:`gd_lib.data.double_descent`:
   features ``P_0..P_D``; ``D + 1`` features, so the threshold is ``D + 1 = n``.
 
 A ridge penalty ``λ‖a‖²`` (:func:`random_features_curve` with ``ridge > 0``)
-removes the peak: the solution's norm can no longer explode.
+removes the peak: the solution's norm can no longer explode. With the SVD
+``Φ = Σ_i s_i u_i v_iᵀ``, the minimum-norm fit is ``a = Σ_i (u_iᵀy / s_i) v_i``: at
+``P = n`` the smallest ``s_i`` is close to 0 and ``‖a‖`` blows up; ridge replaces ``1/s_i``
+by ``s_i / (s_i² + λn) ≤ 1/(2√(λn))``, so ``‖a‖ ≤ ‖y‖ / (2√(λn))`` for every ``P``.
+
+Why the peak sits at ``P = n`` can be computed exactly in the "weak features" model
+(:func:`weak_features_risk`, :func:`weak_features_curve`; Belkin, Hsu & Xu 2020):
+Gaussian inputs, a linear target, a learner that sees only ``P`` of the ``D``
+coordinates. The expected test risk is ``s²(1 + P/(n − P − 1))`` below the threshold and
+``‖β_T‖²(1 − n/P) + s²(1 + n/(P − n − 1))`` above it, infinite in between.
 
 References:
     M. Belkin, D. Hsu, S. Ma, S. Mandal. Reconciling modern machine-learning practice and the
     classical bias–variance trade-off. PNAS 2019.
     S. Mei, A. Montanari. The generalization error of random features regression. 2019.
     P. Nakkiran et al. Deep double descent: where bigger models and more data hurt. ICLR 2020.
+    M. Belkin, D. Hsu, J. Xu. Two models of double descent for weak features. SIAM J. Math. Data
+    Sci. 2020 (arXiv 2019).
+    T. Hastie, A. Montanari, S. Rosset, R. Tibshirani. Surprises in high-dimensional ridgeless
+    least squares interpolation. Ann. Statist. 2022 (arXiv 2019).
 """
 from __future__ import annotations
 
@@ -35,7 +48,8 @@ import gd_lib
 from gd_lib.data import (legendre_features, min_norm_least_squares, polynomial_regression,
                          random_features_regression, random_relu_features)
 
-__all__ = ["fit_and_test", "random_features_curve", "polynomial_curve", "peak"]
+__all__ = ["fit_and_test", "random_features_curve", "polynomial_curve", "peak", "weak_features_risk",
+           "weak_features_curve"]
 
 
 def fit_and_test(features_train: torch.Tensor, y_train: torch.Tensor, features_test: torch.Tensor,
@@ -88,7 +102,7 @@ def random_features_curve(quick: bool | None = None, *, n_train: int = 100, inpu
         step = 10 if quick else 5
         num_features = np.arange(step, (3 if quick else 4) * n_train + 1, step)
     num_features = np.asarray(num_features, dtype=int)
-    seeds = (4 if quick else 20) if seeds is None else seeds
+    seeds = (4 if quick else 10) if seeds is None else seeds
     def fit(seed, data, P):
         # the same W for train and test: one feature map per (seed, P)
         F_train = random_relu_features(data.X_train, P, seed=1000 + seed)
@@ -101,6 +115,12 @@ def random_features_curve(quick: bool | None = None, *, n_train: int = 100, inpu
     out["median_test_mse"] = np.median(out["test_mse"], axis=0)
     out["threshold"] = n_train
     out["noise_variance"] = noise ** 2
+    out["ridge"] = ridge
+    if ridge > 0:
+        # ‖a‖ ≤ ‖y‖ / (2 √(λ n)) for every P: s / (s² + λn) is largest at s = √(λn)
+        y_norms = np.array([float(random_features_regression(n_train, 1000, input_dim, noise=noise,
+                                                             seed=seed).y_train.norm()) for seed in range(seeds)])
+        out["norm_bound"] = y_norms / (2 * np.sqrt(ridge * n_train))
     return out
 
 
@@ -130,3 +150,68 @@ def peak(x, y) -> dict:
     """Where ``y`` is largest: ``{"x": x[i], "index": i, "value": y[i]}``."""
     i = int(np.argmax(np.asarray(y)))
     return {"x": float(np.asarray(x)[i]), "index": i, "value": float(np.asarray(y)[i])}
+
+
+def weak_features_risk(num_features, n_train: int, signal_used, signal_unused, noise_variance: float) -> np.ndarray:
+    r"""Expected test risk of the minimum-norm least-squares fit on ``P`` of ``D`` Gaussian features.
+
+    The model (Belkin, Hsu & Xu 2020, Theorem 1): ``x ~ N(0, I_D)``, ``y = xᵀβ + σε``; the learner
+    uses the coordinates ``T`` (``|T| = P``) only, ``a = X_T⁺ y``. With ``s² = ‖β_{T^c}‖² + σ²``
+    (``signal_unused + noise_variance``: what the learner cannot fit acts as noise) and
+    ``‖β_T‖²`` = ``signal_used``, the risk ``E[(y − x_Tᵀa)²]`` of a fresh point is
+
+    .. math::
+
+        s^2 \Big(1 + \frac{P}{n - P - 1}\Big) \quad (P \le n - 2), \qquad
+        \|\beta_T\|^2 \Big(1 - \frac nP\Big) + s^2 \Big(1 + \frac{n}{P - n - 1}\Big) \quad (P \ge n + 2),
+
+    and infinite for ``|P − n| ≤ 1``. Derivation: below ``n``, ``a − β_T = (X_TᵀX_T)^{-1} X_Tᵀ η``
+    and ``E[(X_TᵀX_T)^{-1}] = I/(n − P − 1)`` (the inverse-Wishart mean); above ``n``,
+    ``a − β_T = −(I − Π) β_T + X_T⁺ η`` with ``Π`` the projection on the ``n``-dimensional row
+    space of ``X_T`` (``E‖(I − Π)β_T‖² = (1 − n/P)‖β_T‖²``) and ``E tr (X_T X_Tᵀ)^{-1} = n/(P − n − 1)``.
+    ``signal_used`` and ``signal_unused`` may be arrays (one value per ``P``).
+    """
+    P = np.asarray(num_features, dtype=float)
+    s2 = np.asarray(signal_unused, dtype=float) + noise_variance
+    used = np.broadcast_to(np.asarray(signal_used, dtype=float), P.shape)
+    s2 = np.broadcast_to(s2, P.shape)
+    risk = np.full(P.shape, np.inf)
+    under, over = P <= n_train - 2, P >= n_train + 2
+    risk[under] = s2[under] * (1 + P[under] / (n_train - P[under] - 1))
+    risk[over] = used[over] * (1 - n_train / P[over]) + s2[over] * (1 + n_train / (P[over] - n_train - 1))
+    return risk
+
+
+def weak_features_curve(quick: bool | None = None, *, n_train: int = 40, total_features: int = 160,
+                        noise: float = 0.5, num_features=None, seeds: int | None = None) -> dict:
+    """Monte-Carlo check of :func:`weak_features_risk`: the risk of ``a = X_T⁺ y`` for each ``P``.
+
+    ``β_j = 1/√D`` (unit signal spread evenly), so ``‖β_T‖² = P/D``. The risk of each fit is
+    computed exactly for a fresh Gaussian point, ``‖a − β_T‖² + ‖β_{T^c}‖² + σ²``, so the only
+    randomness is the training set. Returns ``{"num_features", "risk" (seeds × P), "mean_risk",
+    "standard_error", "predicted_risk", "threshold"}``.
+    """
+    quick = gd_lib.quick_mode(quick)
+    seeds = (200 if quick else 1000) if seeds is None else seeds
+    D = total_features
+    num_features = np.arange(2, D + 1, 2) if num_features is None else np.asarray(num_features, dtype=int)
+    beta = torch.full((D,), 1.0 / np.sqrt(D), dtype=torch.float64)
+    X = torch.stack([torch.randn(n_train, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+                     for seed in range(seeds)])                                     # (seeds, n, D)
+    eps = torch.randn(seeds, n_train, generator=torch.Generator().manual_seed(seeds), dtype=torch.float64)
+    y = X @ beta + noise * eps                                                       # (seeds, n)
+    risks = np.empty((seeds, len(num_features)))
+    for j, P in enumerate(num_features):
+        # a = X_T⁺ y for every seed at once: (X_TᵀX_T)^{-1} X_Tᵀ y below n, X_Tᵀ (X_T X_Tᵀ)^{-1} y above
+        XT = X[:, :, :P]
+        if P <= n_train:
+            a = torch.linalg.solve(XT.mT @ XT, XT.mT @ y.unsqueeze(-1)).squeeze(-1)   # (seeds, P)
+        else:
+            a = (XT.mT @ torch.linalg.solve(XT @ XT.mT, y.unsqueeze(-1))).squeeze(-1)
+        # E[(y − x_Tᵀa)²] = ‖a − β_T‖² + ‖β_{T^c}‖² + σ² for a fresh x ~ N(0, I)
+        risks[:, j] = (((a - beta[:P]) ** 2).sum(-1) + (beta[P:] ** 2).sum() + noise ** 2).numpy()
+    used = num_features / D
+    return {"num_features": num_features, "risk": risks, "mean_risk": risks.mean(axis=0),
+            "standard_error": risks.std(axis=0, ddof=1) / np.sqrt(seeds),
+            "predicted_risk": weak_features_risk(num_features, n_train, used, 1 - used, noise ** 2),
+            "threshold": n_train, "noise_variance": noise ** 2}

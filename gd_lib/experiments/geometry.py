@@ -43,6 +43,7 @@ from gd_lib.linalg import (CUBIC_COEFFICIENTS, MUON_QUINTIC_COEFFICIENTS, newton
                            newton_schulz_scalar_map, polar_factor)
 
 __all__ = [
+    "prodigy_without_ema_is_sign_descent",
     "SLICES", "norm_ball_slices", "singular_values_of_steps", "adam_without_ema_is_sign_descent",
     "shampoo_without_accumulation_is_polar", "newton_schulz_convergence", "muon_vs_adamw",
     "modular_norm_of_mlp",
@@ -211,14 +212,14 @@ def shampoo_without_accumulation_is_polar(shape: tuple[int, int] = (6, 4), seed:
 
 def newton_schulz_convergence(shape: tuple[int, int] = (32, 16), iterations: int = 20,
                               condition_number: float = 100.0, seed: int = 0) -> dict:
-    r"""Singular values of the Newton–Schulz iterates :math:`X_k` (``gd_lib.linalg.newton_schulz``
-    with ``steps = k``) for the cubic coefficients (1.5, −0.5, 0), which converge to
+    r"""Singular values of the Newton–Schulz iterates :math:`X_t` (``gd_lib.linalg.newton_schulz``
+    with ``steps = t``) for the cubic coefficients (1.5, −0.5, 0), which converge to
     :math:`UV^\top`, and Muon's quintic ones, which only bring every σ into a band around 1.
 
-    G has singular values spaced geometrically over ``condition_number``; float64 throughout.
-    Returns ``{"cubic": {"singular_values": (iterations+1, k), "distance": (iterations+1,)},
-    "quintic": {...}, "scalar_grid": x in [0, 1], "scalar_maps": {name: p∘…∘p(x) after 5 steps}}``,
-    where distance is ‖X_k − U Vᵀ‖_F / √k.
+    G has rank r = min(m, n) and singular values spaced geometrically over ``condition_number``;
+    float64 throughout. Returns ``{"cubic": {"singular_values": (iterations+1, r), "distance":
+    (iterations+1,)}, "quintic": {...}, "scalar_grid": x in [0, 1], "scalar_maps": {name: p∘…∘p(x)
+    after 5 steps}}``, where distance is ‖X_t − U Vᵀ‖_F / √r (the RMS error per singular value).
     """
     gen = torch.Generator().manual_seed(seed)
     m, n = shape
@@ -281,7 +282,7 @@ def muon_vs_adamw(quick: bool | None = None, *, target: float = 0.002, width: in
     ...}, "curves": {label: (eval steps, train losses)}, "target", "steps"}``.
     """
     quick = gd_lib.quick_mode(quick)
-    steps = steps or (200 if quick else 1000)
+    steps = steps or gd_lib.step_budget(200, 1000, quick, minimum=10)
     data = gd_lib.data.load_digits()
     results, curves = {"adamw": {}, "muon": {}}, {}
     for lr in adamw_lrs:
@@ -310,14 +311,16 @@ def muon_vs_adamw(quick: bool | None = None, *, target: float = 0.002, width: in
 # The modular norm
 # ---------------------------------------------------------------------------
 
-def modular_norm_of_mlp(widths: Sequence[int] = (16, 32, 32, 8), seed: int = 0) -> dict:
+def modular_norm_of_mlp(widths: Sequence[int] = (16, 32, 32, 8), seed: int = 0,
+                        masses: Sequence[float] | None = None) -> dict:
     r"""The modular norm of an MLP (``nn.Sequential`` of Linear and ReLU, float64) and the
     dualized gradient (``gd_lib.geometry.modular``).
 
-    Returns the atoms' names, their masses and target norms :math:`t_i` (how the unit step is
-    shared among the layers), the modular norm ‖w‖_M of the weights, the dual norm ‖G‖_M* of a
-    gradient, and for :math:`\Delta = \mathrm{dualize}(G)`: ‖Δ‖_M (= 1) and ⟨G, Δ⟩ (= ‖G‖_M*);
-    also the per-atom RMS→RMS norms of Δ's weight matrices.
+    ``masses``: one mass per linear layer, given to its weight and to its bias atom (default:
+    all 1, ``modular.from_sequential``). Returns the atoms' names, their masses and target norms
+    :math:`t_i` (how the unit step is shared among the layers), the modular norm ‖w‖_M of the
+    weights, the dual norm ‖G‖_M* of a gradient, and for :math:`\Delta = \mathrm{dualize}(G)`:
+    ‖Δ‖_M (= 1) and ⟨G, Δ⟩ (= ‖G‖_M*); also the per-atom norms of Δ (each equals its target norm).
     """
     gen = torch.Generator().manual_seed(seed)
     layers: list[nn.Module] = []
@@ -329,7 +332,21 @@ def modular_norm_of_mlp(widths: Sequence[int] = (16, 32, 32, 8), seed: int = 0) 
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=_DT) / math.sqrt(p.shape[-1]))
-    tree = modular.from_sequential(net)
+    if masses is None:
+        tree = modular.from_sequential(net)
+    else:
+        masses = [float(m) for m in masses]
+        if len(masses) != len(widths) - 1:
+            raise ValueError(f"got {len(masses)} masses for {len(widths) - 1} linear layers")
+        parts: list = []
+        linear = iter(masses)
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                mass = next(linear)
+                parts.append(modular.Linear.of(layer, mass) + modular.Bias.of(layer, mass))
+            else:
+                parts.append(modular.ReLU())
+        tree = modular.sequential(*parts)
     X = torch.randn(64, widths[0], generator=gen, dtype=_DT)
     loss = net(X).square().mean()
     weights = tree.bound_weights()
@@ -343,3 +360,63 @@ def modular_norm_of_mlp(widths: Sequence[int] = (16, 32, 32, 8), seed: int = 0) 
         "step_norm": float(tree.norm(delta)), "inner": float(sum((g * d).sum() for g, d in zip(grads, delta))),
         "atom_step_norms": [float(a.weight_norm(d)) for a, d in zip(atoms, delta)],
     }
+
+
+# ---------------------------------------------------------------------------
+# Prodigy without EMA: sign descent with a learned step size
+# ---------------------------------------------------------------------------
+
+def prodigy_without_ema_is_sign_descent(steps: int = 60, lr: float = 1.0, d0: float = 1e-6,
+                                        seed: int = 0) -> dict:
+    r"""Prodigy with β1 = β2 = 0 (so β3 = √β2 = 0) against sign descent with a learned step, on
+    the tanh MLP of :func:`adam_without_ema_is_sign_descent` (float64).
+
+    Without moving averages, :math:`v = d^2 g^2` and Prodigy's step is
+    :math:`\gamma\, d_k\, g/(|g| + \epsilon) \to \gamma\, d_k\, \mathrm{sign}(g)` (ε = 1e-30 here):
+    **sign descent** — steepest descent under the max-of-max norm — whose step size
+    :math:`\gamma d_k` is learned: with no memory (β3 = 0) the estimate is
+
+    .. math::
+        \hat d_k = \frac{\langle g_k,\, x_0 - x_k\rangle}{\|g_k\|_1}, \qquad
+        d_k = \max(d_{k-1}, \hat d_k)
+
+    (``gd_lib.optim.prodigy.prodigy_estimate_d`` with growth_rate = ∞). By Hölder,
+    :math:`\hat d_k \le \|x_0 - x_k\|_\infty`: d never exceeds the distance travelled in the norm
+    of the step. While the gradient keeps its signs, :math:`x_0 - x_k = \gamma\sum_{i<k} d_i\,
+    \mathrm{sign}(g)` and :math:`\hat d_k = \gamma\sum_{i<k} d_i`: d grows by the factor
+    :math:`1 + \gamma` per step (Bernstein & Newhouse's "escape velocity"); once steps overshoot
+    and signs flip, the correlation falls and d stops growing.
+
+    The reference is a plain loop written from these two formulas (``x ← x − γ d_k sign(g_k)``).
+    Returns ``{"d": d_k per step, "losses", "losses_reference", "max_param_difference", "steps",
+    "lr", "d0"}``.
+    """
+    model_p, X, y = _tanh_mlp_and_batch(seed)
+    model_r, _, _ = _tanh_mlp_and_batch(seed)
+    prodigy = optim.Prodigy(model_p.parameters(), lr=lr, betas=(0.0, 0.0), eps=1e-30, d0=d0)
+    loss_fn = nn.CrossEntropyLoss()
+    x0 = [p.detach().clone() for p in model_r.parameters()]
+    d = d0
+    ds, losses, losses_ref, max_diff = [], [], [], 0.0
+    for _ in range(steps):
+        prodigy.zero_grad()
+        loss = loss_fn(model_p(X), y)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        prodigy.step()
+        ds.append(float(prodigy.param_groups[0]["d"]))
+        # the reference: d̂ = <g, x0 - x>/||g||_1, d = max(d, d̂), x <- x - γ d sign(g)
+        params = list(model_r.parameters())
+        loss_r = loss_fn(model_r(X), y)
+        grads = torch.autograd.grad(loss_r, params)
+        losses_ref.append(float(loss_r.detach()))
+        with torch.no_grad():
+            inner = sum(float((g * (a - p)).sum()) for g, a, p in zip(grads, x0, params))
+            l1 = sum(float(g.abs().sum()) for g in grads)
+            d = max(d, inner / l1)
+            for p, g in zip(params, grads):
+                p.sub_(lr * d * torch.sign(g))
+        for pp, pr in zip(model_p.parameters(), model_r.parameters()):
+            max_diff = max(max_diff, float((pp.detach() - pr.detach()).abs().max()))
+    return {"d": np.asarray(ds), "losses": np.asarray(losses), "losses_reference": np.asarray(losses_ref),
+            "max_param_difference": max_diff, "steps": steps, "lr": lr, "d0": d0}
