@@ -496,14 +496,15 @@ def plot_landscape_surface(alphas, betas, losses, *, log: bool = False, cmap: st
 
 def plot_coord_check(result: Mapping, stat: str = "activation_l1", *, steps: Sequence[int] | None = None,
                      layers: Sequence[str] | None = None, logy: bool = True, axes=None,
-                     title: str | None = None):
+                     title: str | None = None, layer_labels: Mapping[str, str] | None = None):
     """The coordinate check of :func:`gd_lib.mup.coord_check`: one panel per
     step, width on a log axis, one line per layer (as in Yang et al. 2022,
     Figure 5). Flat lines mean the parametrization is width-stable.
 
     ``stat`` is one of ``activation_l1``, ``activation_rms``, ``update_l1``,
     ``update_rms``; ``steps`` defaults to every step (step 0 is skipped for
-    the ``update_*`` stats, which are 0 there).
+    the ``update_*`` stats, which are 0 there); ``layer_labels`` renames layers in the legend
+    (e.g. ``{"layers.0": "input"}``).
     """
     values = np.asarray(result[stat], dtype=float)
     widths = np.asarray(result["widths"], dtype=float)
@@ -522,7 +523,8 @@ def plot_coord_check(result: Mapping, stat: str = "activation_l1", *, steps: Seq
         fig = axes[0].figure
     for ax, t in zip(axes, steps):
         for li in layer_index:
-            ax.plot(widths, values[:, li, t], marker="o", markersize=3, label=all_layers[li])
+            ax.plot(widths, values[:, li, t], marker="o", markersize=3,
+                    label=(layer_labels or {}).get(all_layers[li], all_layers[li]))
         ax.set_xscale("log", base=2)
         if logy:
             ax.set_yscale("log")
