@@ -166,9 +166,14 @@ def _axis_shows_values(ax, which: str) -> bool:
 
 def _series(ax) -> list:
     """The data series of ``ax``: lines of two or more distinct points and labelled scatters,
-    without reference lines (horizontal or vertical, e.g. ``axhline``)."""
+    without reference lines (horizontal or vertical, e.g. ``axhline``) and error-bar caps."""
+    from matplotlib.container import ErrorbarContainer
+
+    caps = {id(cap) for c in ax.containers if isinstance(c, ErrorbarContainer) for cap in c.lines[1]}
     out = []
     for line in ax.get_lines():
+        if id(line) in caps:
+            continue  # an error bar's caps belong to its series
         xy = np.asarray(line.get_xydata(), dtype=float)
         xy = xy[np.isfinite(xy).all(axis=1)] if xy.ndim == 2 else xy
         if len(xy) < 2 or not line.get_visible():
