@@ -128,6 +128,7 @@ def test_full_mode_logs_go_to_a_user_writable_place(monkeypatch, tmp_path):
 
     package = Path(gd_lib.__file__).resolve().parents[1]
     monkeypatch.delenv("GD_ALGOPERF_LOGS", raising=False)
+    monkeypatch.delenv("GD_STEP_SCALE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert exp.default_log_dir() == tmp_path / "cache" / "guided-descent" / "algoperf"
     monkeypatch.delenv("XDG_CACHE_HOME")
@@ -136,6 +137,9 @@ def test_full_mode_logs_go_to_a_user_writable_place(monkeypatch, tmp_path):
     assert package not in default.resolve().parents
     monkeypatch.setenv("GD_ALGOPERF_LOGS", str(tmp_path / "logs"))
     assert exp.default_log_dir() == tmp_path / "logs"
+    # a shortened run never shares (and so never resumes) the full run's logs
+    monkeypatch.setenv("GD_STEP_SCALE", "0.01")
+    assert exp.default_log_dir() == tmp_path / "logs" / "step-scale-0.01"
 
 
 # The README of github.com/mlcommons/submissions_algorithms, "Leaderboard Version: 0.5", typed in

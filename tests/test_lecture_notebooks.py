@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -138,7 +139,10 @@ def test_the_content_check_fails_a_thin_lecture():
 def executed(path: Path, quick: bool) -> notebooks.Execution:
     """One execution per lecture and mode, shared by the checks below (pytest-xdist's loadfile
     keeps them on one worker)."""
-    run = notebooks.execute_notebook(path, quick=quick, step_scale=None if quick else STEP_SCALE)
+    # a fresh folder for logs a lecture keeps between runs (lecture 6's benchmark): never resume old ones
+    logs = tempfile.mkdtemp(prefix="gd-lecture-logs-")
+    run = notebooks.execute_notebook(path, quick=quick, step_scale=None if quick else STEP_SCALE,
+                                     env={"GD_ALGOPERF_LOGS": logs})
     mode = "quick mode" if quick else f"full mode, steps x {STEP_SCALE:g}"
     print(f"{path.name}: {run.seconds:.1f} s in {mode} (per-cell timeout {run.timeout} s)")
     return run

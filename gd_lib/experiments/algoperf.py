@@ -144,12 +144,18 @@ def rescore(fragile_time_on_c: float) -> dict:
 def default_log_dir() -> Path:
     """Where the full-mode live benchmark keeps its logs (a rerun resumes them): ``GD_ALGOPERF_LOGS``
     if set, else ``$XDG_CACHE_HOME/guided-descent/algoperf`` (``~/.cache/...``) — a place the user
-    can write, never the installed package's folder (read-only on a hub)."""
+    can write, never the installed package's folder (read-only on a hub). Runs with
+    ``GD_STEP_SCALE`` below 1 use a subfolder of their own, so that a shortened run is never
+    resumed as a full one."""
     explicit = os.environ.get("GD_ALGOPERF_LOGS", "").strip()
     if explicit:
-        return Path(explicit).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "guided-descent" / "algoperf"
+        folder = Path(explicit).expanduser()
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+        folder = Path(cache).expanduser() / "guided-descent" / "algoperf"
+    scale = gd_lib.step_scale()
+    # shortened runs (GD_STEP_SCALE < 1) keep their own logs: resuming must never mix budgets
+    return folder if scale == 1.0 else folder / f"step-scale-{scale:g}"
 
 
 def seconds_per_step(records: list[dict]) -> dict:
