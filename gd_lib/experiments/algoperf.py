@@ -196,7 +196,7 @@ def live_benchmark(quick: bool | None = None, out_dir=None) -> dict:
     quasirandom draws) on ``mlp_digits`` (and its held-out variant
     ``mlp_digits_tanh``) and ``cnn_digits``, external tuning with 2 trials, 1 study, quick step
     budgets, logs in a temporary folder. Full: ``sgd, adamw, shampoo, schedule_free_adamw`` on
-    every workload, 3 trials, full budgets (``GD_STEP_SCALE`` shortens them), logs kept in
+    every workload, 3 trials, full budgets (``GD_STEP_SCALE`` shortens them, and runs one trial), logs kept in
     ``out_dir`` (default :func:`default_log_dir`), so that a rerun resumes.
 
     Returns ``{"by_time": ..., "by_steps": ...}`` (each as :func:`hand_example`), plus
@@ -213,7 +213,8 @@ def live_benchmark(quick: bool | None = None, out_dir=None) -> dict:
     else:
         submissions = ["sgd", "adamw", "shampoo", "schedule_free_adamw"]
         workloads = None
-        trials = 3
+        # GD_STEP_SCALE < 1 checks that the full-mode code runs: one trial per workload is enough
+        trials = 3 if gd_lib.step_scale() == 1.0 else 1
 
     def run(folder):
         return run_benchmark(submissions, workloads, ruleset="external", trials=trials, studies=1,
