@@ -14,18 +14,21 @@ PYTEST_WORKERS ?= 2
 PYTEST_DIST ?= loadfile
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-gpu test-browser demo bench lectures release autograde feedback hub hub-setup hub-trial clean help
+.PHONY: setup test test-fast test-gpu test-browser demo bench lectures site site-setup release autograde feedback integrity report hub hub-setup hub-trial clean help
 
 help:
-	@echo "make setup      create $(VENV) and install gd_lib with the course and dev extras"
+	@echo "make setup      create $(VENV), install gd_lib with the course and dev extras, and bubblewrap (apt)"
 	@echo "make test       run every CPU test (notebooks in quick mode included)"
 	@echo "make test-fast  the quick inner-loop subset (no slow tests)"
 	@echo "make test-gpu   the GPU tests (-m gpu), on a machine with CUDA"
 	@echo "make test-browser  the browser tests (-m browser): installs Chromium, JupyterHub, the proxy"
+	@echo "make site       the course website in out/site/ (lectures executed, cached; QUICK=1 for quick mode)"
 	@echo "make hub        the course's JupyterHub for a class on this machine (see README)"
 	@echo "make hub-trial  the same hub to try out: shared passwords, a scratch course in out/hub"
 	@echo "make demo       the course pipeline end to end"
 	@echo "make bench      step-time benchmarks against torch.optim"
+	@echo "make integrity A=<assignment>  near-identical answers and near-copies of library source (no score changes)"
+	@echo "make report A=<assignment>  item analysis after grading: pass rate per check, classic mistakes, scores"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,7 +37,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[course,dev]"
 	touch $@
 
-setup: $(VENV)/.installed
+# bubblewrap builds the grading sandbox (autograder/bwrap.py): Debian's package, installed when missing.
+BWRAP ?= /usr/bin/bwrap
+$(BWRAP):
+	@if [ "$$(id -u)" != 0 ]; then echo "bubblewrap is missing: run 'apt-get install -y bubblewrap' as root" >&2; exit 1; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bubblewrap >/dev/null
+
+setup: $(VENV)/.installed $(BWRAP)
 
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
 define run_pytest
@@ -42,10 +52,10 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 endef
 
-test: $(SETUP)
+test: $(SETUP) site-setup
 	@GD_QUICK=1 MPLBACKEND=Agg $(call run_pytest,-n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) -m "not gpu and not browser")
 
-test-fast: $(SETUP)
+test-fast: $(SETUP) site-setup
 	@GD_QUICK=1 MPLBACKEND=Agg $(call run_pytest,-n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) -m "not gpu and not browser and not slow")
 
 test-gpu: $(SETUP)
@@ -83,6 +93,21 @@ feedback: $(SETUP)
 	$(PY) -m autograder feedback $(A)
 	$(PY) -m autograder export
 
+# The integrity report for the instructor: near-identical answers and near-copies of the library's
+# source, ranked, lines side by side, in course/reports/$(A)/integrity.html (changes no score).
+INTEGRITY_ARGS ?=
+integrity: $(SETUP)
+	@test -n "$(A)" || { echo "usage: make integrity A=<assignment>" >&2; exit 2; }
+	$(PY) -m autograder integrity $(A) $(INTEGRITY_ARGS)
+
+# The item analysis for the instructor, after grading: pass rate of each check across the class, the
+# classic mistakes diagnosed and how often, the score histogram, in course/reports/$(A)/report.html
+# (reads the grader's results and the gradebook; changes no score).
+REPORT_ARGS ?=
+report: $(SETUP)
+	@test -n "$(A)" || { echo "usage: make report A=<assignment>" >&2; exit 2; }
+	$(PY) -m autograder report $(A) $(REPORT_ARGS)
+
 # Execute every lecture (full mode; QUICK=1 for quick mode; STEP_SCALE=0.01 for full mode with its
 # training loops cut to 1 %) into out/lectures/ as HTML and executed notebooks, printing each one's
 # time. Each cell gets the timeout its notebook names for the mode (gd_lib.notebooks: minutes);
@@ -94,6 +119,37 @@ LECTURES ?= $(wildcard lectures/[0-9]*.ipynb)
 lectures: $(SETUP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m gd_lib.notebooks --out out/lectures $(if $(QUICK),--quick) \
 		$(if $(STEP_SCALE),--step-scale $(STEP_SCALE)) $(if $(LECTURE_TIMEOUT),--timeout $(LECTURE_TIMEOUT)) $(LECTURES)
+
+# --- the course website (site/: Sphinx + MyST-NB + the book theme; README "The course website") ---
+# The lectures run in quick mode with QUICK=1, else in full mode when CUDA is there and quick mode when not;
+# jupyter-cache (in $(SITE_WORK)/cache) keeps their outputs, so an unchanged lecture does not run again.
+SITE_OUT ?= out/site
+SITE_WORK ?= out/site-build
+# where the lectures' "open on the hub" links go: the hub, and the repository nbgitpuller pulls into it
+SITE_HUB ?= http://127.0.0.1:$(HUB_PORT)
+SITE_REPO ?= $(or $(shell git remote get-url origin 2>/dev/null),https://github.com/CHANGE-ME/guided-descent)
+SITE_BRANCH ?= main
+SITE_ARGS ?=
+SITE_MATHJAX := $(SITE_WORK)/npm/node_modules/mathjax/es5/tex-chtml-full.js
+SITE_SETUP := $(if $(NO_SETUP),,$(VENV)/.site-installed) $(SITE_MATHJAX)
+
+$(VENV)/.site-installed: pyproject.toml constraints.txt | $(SETUP)
+	$(PIP) install -q -c constraints.txt -e ".[course,dev,site]"
+	touch $@
+
+# MathJax from the npm registry, at the version site/package-lock.json pins, served by the site itself.
+$(SITE_MATHJAX): site/package.json site/package-lock.json
+	mkdir -p $(SITE_WORK)/npm
+	cp site/package.json site/package-lock.json $(SITE_WORK)/npm/
+	cd $(SITE_WORK)/npm && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+site-setup: $(SITE_SETUP)
+
+site: site-setup
+	@$(PY) site/build.py --out $(SITE_OUT) --work $(SITE_WORK) \
+		--mode $(if $(QUICK),quick,auto) --timeout $(or $(LECTURE_TIMEOUT),900) \
+		--hub-url "$(SITE_HUB)" --repository "$(SITE_REPO)" --branch "$(SITE_BRANCH)" $(SITE_ARGS)
 
 # --- the course's JupyterHub (course/hub/) and the browser tests ---
 # `make hub` runs the hub for a class on this machine: the machine's Unix accounts log in (PAM),
@@ -158,9 +214,12 @@ $(CHROMIUM):
 
 BROWSER_SCREENSHOTS ?= out/browser-screenshots
 BROWSER_TESTS := $(wildcard tests/test_browser_*.py)
+# The site's browser test reads the site `make site` built (quick mode: QUICK=1), with the same settings.
 test-browser: hub-setup $(CHROMIUM)
+	@$(MAKE) --no-print-directory site QUICK=1
 	@echo "browser screenshots: $(abspath $(BROWSER_SCREENSHOTS))"
 	@GD_QUICK=1 GD_BROWSER_REQUIRED=1 GD_CHROMIUM=$(CHROMIUM) GD_BROWSER_SCREENSHOTS=$(abspath $(BROWSER_SCREENSHOTS)) \
+		GD_SITE_DIR=$(abspath $(SITE_OUT)) GD_SITE_HUB_URL="$(SITE_HUB)" GD_SITE_REPOSITORY="$(SITE_REPO)" GD_SITE_BRANCH="$(SITE_BRANCH)" \
 		$(PY) -m pytest -m browser -s $(BROWSER_TESTS) $(PYTEST_ARGS); rc=$$?; \
 	echo "browser screenshots in $(abspath $(BROWSER_SCREENSHOTS)):"; \
 	find $(abspath $(BROWSER_SCREENSHOTS)) -name '*.png' 2>/dev/null | sort | sed 's|^$(abspath $(BROWSER_SCREENSHOTS))/|  |'; \

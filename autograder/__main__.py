@@ -5,15 +5,22 @@
     python -m autograder export [--to course/grades.csv]
     python -m autograder grade-shard A --shard K/N --out DIR     (one job of a cluster array)
     python -m autograder merge A --from DIR [DIR ...]             (collect the shards' results)
+    python -m autograder integrity A [--out DIR] [--threshold X]  (similar answers; changes no score)
+    python -m autograder report A [--out DIR]                     (item analysis; changes no score)
 
 ``autograde`` grades every submission in ``course/submitted/<student>/A/``:
-phase 1 runs each notebook sandboxed, in parallel (processes forked by one
-zygote that has imported the libraries), and decides its tests in this
-process; phase 2 hands the verdicts to ``nbgrader autograde`` which records
-them in the gradebook and writes ``course/autograded/``, for each student as
+phase 1 reads each notebook safely, runs it sandboxed (bubblewrap), in parallel
+(processes forked by zygotes that have imported the libraries), and decides its
+tests in this process; phase 2 hands the verdicts to ``nbgrader autograde`` which
+records them in the gradebook and writes ``course/autograded/``, for each student as
 soon as their notebooks are done, while the others still run. A rerun
 resumes: finished notebooks whose submission did not change are not run
 again (``--regrade`` forces it).
+
+Whatever a submission does, the others are graded and recorded. The exit status
+is the number of submissions that could not be graded normally (unreadable,
+broken the grader's channel, not recorded; at most 100), 0 when all were, and 2
+when the instructor's side is wrong (e.g. the source notebook fails its own tests).
 """
 from __future__ import annotations
 
@@ -25,8 +32,8 @@ import sys
 from pathlib import Path
 
 from .course import Course, GradingSetupError, is_current
-from .sandbox import GiB, Limits, isolation_mode
-from .zygote import Zygote, ZygoteError, preload_for
+from .sandbox import GiB, IsolationUnavailable, Limits, isolation_mode
+from .zygote import ZygoteError
 
 # autograder.grading (nbformat, hence jsonschema: seconds to import) is imported inside the
 # commands, after the zygote has started importing torch and gd_lib in parallel.
@@ -41,7 +48,26 @@ def _nbgrader(course: Course, *args: str, check: bool = True) -> subprocess.Comp
 
 def _limits(args) -> Limits:
     return Limits(cell_timeout_s=args.cell_timeout, notebook_timeout_s=args.notebook_timeout,
-                  memory_bytes=int(args.memory_gib * GiB), max_processes=args.max_processes)
+                  memory_bytes=int(args.memory_gib * GiB), max_processes=args.max_processes,
+                  work_bytes=int(args.work_gib * GiB))
+
+
+def _quiet_libraries() -> None:
+    """nbgrader's gradebook (SQLAlchemy) and traitlets warn about their own deprecations on every
+    student: nothing an instructor can act on."""
+    import logging
+    import warnings
+    warnings.filterwarnings("ignore", module="sqlalchemy")
+    warnings.filterwarnings("ignore", module="nbgrader")
+    warnings.filterwarnings("ignore", message=".*SQLAlchemy.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        from sqlalchemy import exc as sa_exc
+        warnings.filterwarnings("ignore", category=sa_exc.SAWarning)
+        warnings.filterwarnings("ignore", category=getattr(sa_exc, "MovedIn20Warning", sa_exc.SAWarning))
+    except ImportError:
+        pass
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
 
 
 def _detect_gpus(requested: int | None) -> int:
@@ -56,18 +82,29 @@ def _detect_gpus(requested: int | None) -> int:
         return 0
 
 
-def nbgrader_api(course: Course, limits: Limits | None = None):
-    """nbgrader's Python API with the course's configuration (one process for the whole class)."""
+def nbgrader_api(course: Course, limits: Limits | None = None, from_intake: bool = False,
+                 allow_reduced: bool = False):
+    """nbgrader's Python API with the course's configuration (one process for the whole class).
+    ``from_intake``: nbgrader reads the grader's assembled notebooks, never the raw submissions."""
+    _quiet_libraries()
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course.course_dir)).load_config()
-    if limits is not None:
-        config.ApplySandboxedResults.cell_timeout = limits.cell_timeout_s
-        config.ApplySandboxedResults.notebook_timeout = limits.notebook_timeout_s
-        config.ApplySandboxedResults.memory_gib = limits.memory_bytes / GiB
-        config.ApplySandboxedResults.max_processes = limits.max_processes
+    if from_intake:
+        config.CourseDirectory.submitted_directory = os.path.relpath(course.intake_dir, course.root)
+    config.NbGraderAPI.log_level = "ERROR"
+    config.Application.log_level = "ERROR"
+    for name in ("ApplySandboxedResults", "UseAssembledNotebook"):
+        section = config[name]
+        section.allow_reduced_isolation = allow_reduced
+        if limits is not None:
+            section.cell_timeout = limits.cell_timeout_s
+            section.notebook_timeout = limits.notebook_timeout_s
+            section.memory_gib = limits.memory_bytes / GiB
+            section.max_processes = limits.max_processes
+            section.work_gib = limits.work_bytes / GiB
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     coursedir = CourseDirectory(config=config)
     return NbGraderAPI(coursedir=coursedir, config=config)
@@ -77,21 +114,30 @@ class GradebookRecorder:
     """Phase 2: nbgrader autograde, with the sandboxed verdicts instead of its own execution.
     One nbgrader API object records every student, in this process."""
 
-    def __init__(self, course: Course, assignment: str, limits: Limits):
+    def __init__(self, course: Course, assignment: str, limits: Limits, allow_reduced: bool = False):
         self.assignment = assignment
-        self.api = nbgrader_api(course, limits)
+        self.api = nbgrader_api(course, limits, from_intake=True, allow_reduced=allow_reduced)
 
     def record(self, student: str, results=None) -> None:
-        outcome = self.api.autograde(self.assignment, student, force=True, create=True)
+        """Record one student (raises RuntimeError for that student alone when nbgrader fails)."""
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outcome = self.api.autograde(self.assignment, student, force=True, create=True)
         if not outcome.get("success"):
-            raise GradingSetupError(f"nbgrader autograde failed for {student}:\n"
-                                    f"{outcome.get('error', '')[-3000:]}\n{outcome.get('log', '')[-3000:]}")
+            raise RuntimeError(f"nbgrader autograde failed: {outcome.get('error', '')[-800:]}")
 
 
-def _record_in_gradebook(course: Course, assignment: str, students: list[str], limits: Limits) -> None:
+def _record_in_gradebook(course: Course, assignment: str, students: list[str], limits: Limits) -> dict[str, str]:
+    """Record each student; {student: why} for those nbgrader could not record."""
     recorder = GradebookRecorder(course, assignment, limits)
+    failures = {}
     for student in students:
-        recorder.record(student)
+        try:
+            recorder.record(student)
+        except Exception as err:  # noqa: BLE001 - one student's failure is that student's alone
+            failures[student] = str(err)
+    return failures
 
 
 def _ensure_released(course: Course, assignment: str) -> None:
@@ -108,55 +154,84 @@ def _ensure_released(course: Course, assignment: str) -> None:
     _nbgrader(course, "generate_assignment", assignment, "--force")
 
 
-def summary_table(results) -> str:
+def summary_table(results, refused: dict[str, str] | None = None) -> str:
     rows = [("student", "notebook", "score", "max", "seconds", "note")]
     for r in results:
-        rows.append((r.student, r.notebook, f"{r.score:g}", f"{r.max_score:g}", f"{r.seconds:.1f}", r.fatal or ""))
+        note = ("NOT GRADED NORMALLY: " if r.failed else "") + (r.fatal or "")
+        rows.append((r.student, r.notebook, f"{r.score:g}", f"{r.max_score:g}", f"{r.seconds:.1f}", note[:160]))
+    for name, why in (refused or {}).items():
+        rows.append((name, "-", "-", "-", "-", f"NOT GRADED: {why}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
+def _exit_status(failed: int) -> int:
+    return min(failed, 100)
+
+
 def cmd_autograde(args) -> int:
     course = Course.default()
     limits = _limits(args)
     students = args.student or course.students(args.assignment)
-    if not students:
+    refused = {} if args.student else course.refused_students(args.assignment)
+    if not students and not refused:
         print(f"no submissions in {course.submitted_dir}/*/{args.assignment}", file=sys.stderr)
         return 1
-    # the zygote imports torch, gd_lib, ... while this process loads nbformat and nbgrader
-    # (unless every result is up to date: then nothing runs and no zygote starts)
     sources = course.source_notebooks(args.assignment)
     stale = args.regrade or not all(is_current(course, args.assignment, s, src) for s in students for src in sources)
-    with Zygote(preload=preload_for(sources), start=stale) as zygote:
+    # the zygotes import torch, gd_lib, ... while this process loads nbformat and nbgrader
+    # (unless every result is up to date: then nothing runs and no zygote starts)
+    from .grading import close_session, open_session
+    session = open_session(course, args.assignment, allow_reduced=args.allow_reduced_isolation, start=stale)
+    try:
         from .grading import grade_class
 
         _ensure_released(course, args.assignment)
         gpus = _detect_gpus(args.gpus)
         mode, why = isolation_mode()
-        print(f"isolation: {mode} ({why})", file=sys.stderr)
-        recorder = GradebookRecorder(course, args.assignment, limits)
+        print(f"isolation: {session.isolation} ({why})", file=sys.stderr)
+        recorder = GradebookRecorder(course, args.assignment, limits, args.allow_reduced_isolation)
         # each student goes into the gradebook as soon as their notebooks are graded, while the
         # other students' notebooks run
         results = grade_class(course, args.assignment, students, workers=args.workers, limits=limits, gpus=gpus,
                               per_gpu=args.per_gpu, regrade=args.regrade, progress=not args.quiet,
-                              require_isolation=args.require_isolation, zygote=zygote,
-                              on_student_done=recorder.record)
-    print(summary_table(results))
-    return 0
+                              session=session, on_student_done=recorder.record)
+    finally:
+        close_session(session)
+    print(summary_table(results, refused))
+    failed = sum(1 for r in results if r.failed) + len(refused)
+    if failed:
+        print(f"{failed} submission(s) could not be graded normally (see the notes above); "
+              f"every other submission is graded and recorded", file=sys.stderr)
+    return _exit_status(failed)
 
 
 def cmd_feedback(args) -> int:
+    """Feedback for each graded student, one at a time: a student whose feedback fails is named,
+    the others get theirs."""
     course = Course.default()
-    proc = _nbgrader(course, "generate_feedback", args.assignment, "--force", check=False)
-    if proc.returncode != 0:
-        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-        return proc.returncode
+    api = nbgrader_api(course)
+    students = sorted(p.parent.name for p in course.autograded_dir.glob(f"*/{args.assignment}") if p.is_dir()
+                      and not p.is_symlink()) if course.autograded_dir.is_dir() else []
+    failures = {}
+    import warnings
+    for student in students:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                outcome = api.generate_feedback(args.assignment, student, force=True)
+                if not outcome.get("success"):
+                    failures[student] = (outcome.get("error") or "")[-500:]
+            except Exception as err:  # noqa: BLE001
+                failures[student] = f"{type(err).__name__}: {err}"
     folder = course.feedback_dir
     pages = sorted(folder.glob(f"*/{args.assignment}/*.html"))
     print(f"{len(pages)} feedback pages in {folder}")
-    return 0
+    for student, why in failures.items():
+        print(f"no feedback for {student}: {why}", file=sys.stderr)
+    return _exit_status(len(failures))
 
 
 def cmd_export(args) -> int:
@@ -184,15 +259,18 @@ def cmd_grade_shard(args) -> int:
     students = _shard(course.students(args.assignment), args.shard)
     results = grade_class(course, args.assignment, students, workers=args.workers, limits=_limits(args),
                           gpus=_detect_gpus(args.gpus), per_gpu=args.per_gpu, regrade=args.regrade,
-                          progress=not args.quiet, require_isolation=args.require_isolation)
+                          progress=not args.quiet, allow_reduced=args.allow_reduced_isolation)
     out = Path(args.out)
     for r in results:
         src = course.results_path(args.assignment, r.student, r.notebook)
         dest = out / args.assignment / r.student / src.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest)
+        assembled = course.intake_dir / r.student / args.assignment / f"{r.notebook}.ipynb"
+        if assembled.exists():
+            shutil.copy2(assembled, dest.parent / assembled.name)
     print(f"shard {args.shard}: {len(results)} notebooks graded into {out}")
-    return 0
+    return _exit_status(sum(1 for r in results if r.failed))
 
 
 def cmd_merge(args) -> int:
@@ -204,11 +282,30 @@ def cmd_merge(args) -> int:
             dest = course.results_path(args.assignment, path.parent.name, path.stem)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
+            assembled = path.with_suffix(".ipynb")
+            if assembled.exists():
+                target = course.intake_dir / path.parent.name / args.assignment / assembled.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(assembled, target)
             students.add(path.parent.name)
     _ensure_released(course, args.assignment)
-    _record_in_gradebook(course, args.assignment, sorted(students), _limits(args))
-    print(f"merged {len(students)} students' results into the gradebook")
-    return 0
+    failures = _record_in_gradebook(course, args.assignment, sorted(students), _limits(args))
+    print(f"merged {len(students) - len(failures)} students' results into the gradebook")
+    for student, why in failures.items():
+        print(f"not recorded: {student}: {why}", file=sys.stderr)
+    return _exit_status(len(failures))
+
+
+def cmd_integrity(args) -> int:
+    from .integrity import run
+
+    return run(Course.default(), args.assignment, out=args.out, threshold=args.threshold, progress=not args.quiet)
+
+
+def cmd_report(args) -> int:
+    from .report import run
+
+    return run(Course.default(), args.assignment, out=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,8 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--memory-gib", type=float, default=4.0, help="memory per submission")
         p.add_argument("--max-processes", type=int, default=256, help="processes/threads per submission")
         p.add_argument("--regrade", action="store_true", help="run again even where a result is up to date")
-        p.add_argument("--require-isolation", action="store_true",
-                       help="refuse to grade without the namespace sandbox (root on Linux)")
+        p.add_argument("--work-gib", type=float, default=1.0,
+                       help="writable space per submission, in memory (its /tmp and /dev/shm), GiB")
+        p.add_argument("--allow-reduced-isolation", action="store_true",
+                       help="grade even where the bubblewrap sandbox cannot be built (submissions then run "
+                            "with your permissions: only for trusted work)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("autograde", help="grade every submission of an assignment")
@@ -253,6 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     grading_options(p)
     p.add_argument("--from", dest="sources", nargs="+", required=True, help="the shards' result folders")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("integrity", help="report near-identical answers and near-copies of library source "
+                                         "(changes no score)")
+    p.add_argument("assignment")
+    p.add_argument("--out", default=None, help="folder for integrity.html and integrity.csv "
+                                               "(default: course/reports/<assignment>)")
+    p.add_argument("--threshold", type=float, default=None, help="flag pairs at or above this similarity "
+                                                                 "(0-1, default 0.5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_integrity)
+
+    p = sub.add_parser("report", help="item analysis after grading: pass rate of each check, classic mistakes, "
+                                      "score histogram (changes no score)")
+    p.add_argument("assignment")
+    p.add_argument("--out", default=None, help="folder for report.html and checks.csv "
+                                               "(default: course/reports/<assignment>)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -262,7 +379,7 @@ def main(argv=None) -> int:
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     try:
         return args.func(args)
-    except (GradingSetupError, ZygoteError, FileNotFoundError, ValueError) as err:
+    except (GradingSetupError, ZygoteError, IsolationUnavailable, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -1,9 +1,9 @@
 """The process that runs a notebook's cells, one at a time, for the grader.
 
 It reads one JSON command per line from the command pipe
-(``{"index": i, "code": "..."}``), runs the code in an IPython shell (so
+(``{"index": i, "nonce": "...", "code": "..."}``), runs the code in an IPython shell (so
 magics and display work as in a kernel), and writes one JSON line per cell
-to the result pipe: ``{"index": i, "ok": bool, "error": str | None,
+to the result pipe: ``{"index": i, "nonce": "...", "ok": bool, "error": str | None,
 "captures": [...]}`` with the values recorded by :func:`autograder.checks.check`.
 The first line it writes, before any cell runs, is ``{"ready": true, "uid": ...}``.
 
@@ -27,7 +27,7 @@ def _format_error(result) -> str | None:
     return f"{type(err).__name__}: {err}"[:2000]
 
 
-def serve(cmd_fd: int, res_fd: int) -> int:
+def serve(cmd_fd: int, res_fd: int, max_reply_bytes: int | None = None) -> int:
     """Run the cells sent on ``cmd_fd``, one reply per cell on ``res_fd``, until end of input."""
     commands = os.fdopen(cmd_fd, "r", encoding="utf-8")
     results = os.fdopen(res_fd, "w", encoding="utf-8")
@@ -67,9 +67,14 @@ def serve(cmd_fd: int, res_fd: int) -> int:
             os._exit(0)  # a process forked by the cell: only the runner itself talks to the grader
         sys.stdout.flush()
         sys.stderr.flush()
-        reply = {"index": msg["index"], "ok": result.success, "error": _format_error(result),
-                 "captures": checks.drain()}
-        results.write(json.dumps(reply) + "\n")
+        reply = {"index": msg["index"], "nonce": msg["nonce"], "ok": result.success,
+                 "error": _format_error(result), "captures": checks.drain()}
+        text = json.dumps(reply)
+        if max_reply_bytes and len(text) >= max_reply_bytes:  # too much recorded: the values are dropped
+            reply["captures"] = [{"name": c["name"], "value": {"kind": "unsupported", "type": "too large to record"}}
+                                 for c in reply["captures"]][:1000]
+            text = json.dumps(reply)
+        results.write(text + "\n")
         results.flush()
     return 0
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 
 
 class GradingSetupError(RuntimeError):
@@ -60,6 +60,11 @@ class Course:
     def cache_dir(self) -> Path:
         return self.course_dir / ".autograder"
 
+    @property
+    def intake_dir(self) -> Path:
+        """The assembled notebooks nbgrader records (phase 2 reads these, never the raw submissions)."""
+        return self.cache_dir / "intake"
+
     def results_path(self, assignment: str, student: str, notebook: str) -> Path:
         return self.cache_dir / "results" / assignment / student / f"{notebook}.json"
 
@@ -71,25 +76,26 @@ class Course:
         return notebooks
 
     def students(self, assignment: str) -> list[str]:
-        if not self.submitted_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.submitted_dir.iterdir() if (p / assignment).is_dir())
+        """The students with a submission folder for ``assignment`` (plain folders with safe names)."""
+        from .intake import student_folders
+        return student_folders(str(self.submitted_dir), assignment)[0]
 
-    def secret_paths(self) -> list[Path]:
-        """Hidden from every sandbox: the instructor's notebooks and the whole nbgrader course
-        folder (gradebook, every submission, autograded copies, feedback, caches) — of this
-        course and of the repository the grader is installed from, if that is another one."""
-        repo = Path(__file__).resolve().parents[1]
-        paths = [self.source_dir, self.course_dir, repo / "solutions", repo / "course"]
-        unique = []
-        for p in paths:
-            if p.exists() and p.resolve() not in {u.resolve() for u in unique}:
-                unique.append(p)
-        return unique
+    def refused_students(self, assignment: str) -> dict[str, str]:
+        """Entries of the submission folder that are not graded, and why (links, unsafe names)."""
+        from .intake import student_folders
+        return student_folders(str(self.submitted_dir), assignment)[1]
 
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def grading_digest(source: Path) -> str:
+    """What a stored verdict depends on from the instructor's side: the source notebook and the
+    catalogue of classic mistakes beside it."""
+    catalogue = Path(source).parent / "mistakes.json"
+    extra = catalogue.read_bytes() if catalogue.exists() else b""
+    return hashlib.sha256(Path(source).read_bytes() + b"\0" + extra).hexdigest()
 
 
 @dataclass
@@ -104,10 +110,12 @@ class NotebookResult:
     fatal: str | None
     cells: dict = field(default_factory=dict)      # grade_id -> CellVerdict as dict
     answer_errors: dict = field(default_factory=dict)  # grade_id of answer cell -> its error
+    failed: bool = False   # grading did not run normally (unreadable submission, broken channel, grader error)
 
     @property
     def score(self) -> float:
-        return sum(c["points"] for c in self.cells.values() if c["passed"])
+        """Partial credit: each cell's ``score`` (its full points when it passed)."""
+        return sum(c["points"] if c["passed"] else c.get("score", 0.0) for c in self.cells.values())
 
     @property
     def max_score(self) -> float:
@@ -126,12 +134,13 @@ def load_result(path: Path) -> NotebookResult | None:
 
 def is_current(course: Course, assignment: str, student: str, source: Path) -> bool:
     """Whether the stored result of this notebook is up to date (nothing would run)."""
+    from .intake import fingerprint
     try:
         reference = json.loads((course.cache_dir / "reference" / assignment / f"{source.stem}.json").read_text())
     except (OSError, ValueError):
         return False
-    submitted = course.submitted_dir / student / assignment / source.name
     cached = load_result(course.results_path(assignment, student, source.stem))
     return (cached is not None and reference.get("version") == RESULTS_VERSION
-            and reference.get("sha256") == sha256_file(source) == cached.reference_sha256
-            and cached.submission_sha256 == (sha256_file(submitted) if submitted.exists() else "missing"))
+            and reference.get("sha256") == sha256_file(source) and cached.reference_sha256 == grading_digest(source)
+            and (course.intake_dir / student / assignment / source.name).exists()
+            and cached.submission_sha256 == fingerprint(str(course.submitted_dir), [student, assignment, source.name]))

@@ -1,39 +1,47 @@
-"""Run a notebook's cells in an isolated process, with limits, and collect what it recorded.
+"""Run a notebook's cells in a sandboxed process, with limits, and read what it recorded.
 
 Each run is a process of its own, forked by a zygote that has imported the
-libraries already (:mod:`autograder.zygote`). Isolation, where the machine
-allows it (root on Linux): new mount, PID, network and IPC namespaces (no network
-at all), every mount read-only, the secret paths hidden, a private writable
-working directory, a process-count and memory limit per submission (cgroups
-when writable, resource limits too), an unprivileged uid of its own and no
-capabilities (:mod:`autograder.sandbox_init`; where no other uid can be
-used, root without capabilities, and :func:`isolation_mode` says so).
-Elsewhere (e.g. an instructor's laptop without root) the cells still run in
-their own process with resource limits and time limits, and
-:func:`isolation_mode` says that isolation is reduced, so a grader can
-refuse to grade untrusted work that way (``--require-isolation``).
+libraries already (:mod:`autograder.zygote`), inside a bubblewrap sandbox
+(:mod:`autograder.bwrap`: nothing of the course, no network, one size-limited
+writable tmpfs; :mod:`autograder.confine`: an unprivileged uid, no capabilities,
+seccomp). The same sandbox is built when the grader runs as root (``make
+autograde``) and when it runs as the instructor's own user (the formgrader on a
+hub), through user namespaces. Where bubblewrap cannot build it, grading refuses
+(:class:`IsolationUnavailable`) unless the instructor asks for the reduced mode
+(``allow_reduced=True``, ``--allow-reduced-isolation``): a separate process with
+resource and time limits only.
 
-Time limits are enforced from outside: per cell and per notebook; a cell
-that overruns is killed with its whole process tree (the PID namespace dies
-with its first process).
+Everything the student's process sends back is untrusted input
+(:class:`Channel`): one reply per cell, bounded in size, strict in form, matched
+to the cell that was sent by its index and a fresh nonce; anything else ends that
+notebook's run with a clear message, never the grader. The process's own output
+goes through a pipe of which the grader keeps the last ``max_output_bytes``:
+nothing a submission prints reaches the host's disk.
+
+Time limits are enforced from outside: per cell and per notebook; a cell that
+overruns is killed with the whole sandbox.
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
 import signal
-import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
+from . import bwrap
 from .zygote import Zygote, ZygoteError, zygote_env
 
 GiB = 1 << 30
+MiB = 1 << 20
+
+
+class IsolationUnavailable(RuntimeError):
+    """The sandbox cannot be built here and the reduced mode was not asked for."""
 
 
 @dataclass(frozen=True)
@@ -45,15 +53,21 @@ class Limits:
     max_processes: int = 256
     max_open_files: int = 1024
     max_file_bytes: int = 1 * GiB
-    max_output_bytes: int = 2 << 20   # what is kept of the notebook's own stdout/stderr
+    work_bytes: int = 1 * GiB          # everything a run may write (its tmpfs: /tmp and /dev/shm)
+    max_output_bytes: int = 2 * MiB    # what is kept of the notebook's own stdout/stderr
+    max_reply_bytes: int = 96 * MiB    # one cell's reply on the result channel
+    cpus: float = 1.0                  # CPU cores a run may use at once (where cgroups allow)
 
     def __post_init__(self):
         for name in ("cell_timeout_s", "notebook_timeout_s", "startup_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r}; expected a number > 0")
-        for name in ("memory_bytes", "max_processes", "max_open_files", "max_file_bytes"):
+        for name in ("memory_bytes", "max_processes", "max_open_files", "max_file_bytes", "work_bytes",
+                     "max_output_bytes", "max_reply_bytes"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r}; expected an integer >= 1")
+        if not self.cpus >= 0.01:
+            raise ValueError(f"Invalid cpus: {self.cpus!r}; expected a number >= 0.01")
 
 
 @dataclass
@@ -68,38 +82,38 @@ class CellResult:
 class NotebookRun:
     cells: dict[int, CellResult]
     fatal: str | None               # why the run stopped early, if it did
-    isolation: str
+    isolation: str                  # "bwrap", "process" (reduced) or "trusted" (the reference run)
     seconds: float
     output_tail: str = ""
     uid: int | None = None          # the user the cells ran as (reported before any cell ran)
+    violation: bool = False         # the run broke the channel's rules (counted as a grading failure)
 
 
-@lru_cache(maxsize=1)
 def isolation_mode() -> tuple[str, str]:
-    """("namespaces", what) when the full sandbox is available here, else ("process", why not).
-    ``what`` also says as whom submissions run: an unprivileged uid of their own where the
-    machine allows it, else root without capabilities, and why."""
+    """("bwrap", how) when the sandbox can be built here, else ("process", why not)."""
     if sys.platform != "linux":
-        return "process", "not Linux: no namespaces"
-    if os.geteuid() != 0:
-        return "process", "not running as root: namespaces, read-only mounts and cgroups are unavailable"
-    probe = subprocess.run([sys.executable, "-m", "autograder.sandbox_init", "--probe"],
-                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    try:
-        info = json.loads(probe.stdout)
-    except ValueError:
-        return "process", f"the namespace probe failed: {probe.stderr.strip()[-300:]}"
-    if not info.get("namespaces"):
-        return "process", f"new namespaces are not permitted here: {info.get('why', '')[:200]}"
-    return "namespaces", ("mount, PID, network and IPC namespaces; read-only file system; no capabilities; "
-                          + info["user"])
+        return "process", "not Linux: no bubblewrap sandbox"
+    ok, how = bwrap.probe()
+    return ("bwrap", how) if ok else ("process", how)
+
+
+def require_isolation(allow_reduced: bool) -> str:
+    """The isolation grading will use; raises :class:`IsolationUnavailable` when only the reduced
+    mode is possible and ``allow_reduced`` is false."""
+    mode, why = isolation_mode()
+    if mode != "bwrap" and not allow_reduced:
+        raise IsolationUnavailable(
+            f"the grading sandbox cannot be built here: {why}. Submissions would run with your own "
+            "permissions (reading and writing everything you can). Install bubblewrap and allow user "
+            "namespaces, or pass --allow-reduced-isolation to grade in the reduced mode anyway.")
+    return mode
 
 
 # --- cgroups (v1 here; v2 where unified) ----------------------------------------------------
 
 def _cgroup_roots() -> dict[str, Path]:
     roots = {}
-    for controller in ("pids", "memory"):
+    for controller in ("pids", "memory", "cpu"):
         path = Path("/sys/fs/cgroup") / controller
         if path.is_dir() and os.access(path, os.W_OK):
             roots[controller] = path
@@ -107,19 +121,25 @@ def _cgroup_roots() -> dict[str, Path]:
 
 
 class Cgroups:
-    """Per-submission cgroups for the process count and memory; empty where unavailable."""
+    """Per-submission cgroups for the process count, memory (tmpfs pages included) and CPU (at most
+    ``limits.cpus`` cores, so that a fork bomb cannot starve the other submissions graded beside it);
+    empty where the grader may not make them (then memory is bounded by the address-space limit)."""
 
     def __init__(self, limits: Limits):
         self.paths: dict[str, Path] = {}
         if os.geteuid() != 0:
             return
+        import uuid
         name = f"gd_autograder/{uuid.uuid4().hex[:12]}"
         for controller, root in _cgroup_roots().items():
             path = root / name
             try:
                 path.mkdir(parents=True)
                 if controller == "pids":
-                    (path / "pids.max").write_text(str(limits.max_processes))
+                    (path / "pids.max").write_text(str(limits.max_processes + 8))  # + bubblewrap's own
+                elif controller == "cpu":
+                    (path / "cpu.cfs_period_us").write_text("100000")
+                    (path / "cpu.cfs_quota_us").write_text(str(int(100000 * limits.cpus)))
                 else:
                     (path / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
                     swap = path / "memory.memsw.limit_in_bytes"
@@ -158,9 +178,8 @@ class Cgroups:
 
     def close(self) -> None:
         for path in self.paths.values():
-            procs = path / "cgroup.procs"
             try:
-                for pid in procs.read_text().split():
+                for pid in (path / "cgroup.procs").read_text().split():
                     try:
                         os.kill(int(pid), signal.SIGKILL)
                     except ProcessLookupError:
@@ -170,98 +189,209 @@ class Cgroups:
             self._remove(path)
 
 
-# --- running the cells --------------------------------------------------------------------
+# --- the result channel: untrusted input --------------------------------------------------------
 
-class _LineReader:
-    def __init__(self, fd: int, limit: int = 512 << 20):
-        self.fd, self.buf, self.limit = fd, b"", limit
+class ChannelViolation(ValueError):
+    """The student's process broke the channel's rules."""
+
+
+#: the only keys of a reply, and their types
+_REPLY_TYPES = {"index": int, "nonce": str, "ok": bool, "error": (str, type(None)), "captures": list}
+MAX_CAPTURES = 1000
+MAX_NAME_CHARS = 200
+MAX_ERROR_CHARS = 2000
+
+
+def _depth_ok(line: bytes, limit: int) -> bool:
+    """Whether the JSON text nests at most ``limit`` deep (counted before parsing, strings skipped)."""
+    depth, in_string, escaped = 0, False, False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def parse_reply(line: bytes, index: int, nonce: str, trusted: bool = False) -> dict:
+    """The reply to cell ``index`` sent with ``nonce``, checked against the channel's schema
+    (raises :class:`ChannelViolation`). Recorded values are checked later, one by one, where
+    they are compared (:func:`autograder.checks.compare`): a bad one fails its own check only."""
+    from .checks import MAX_DEPTH
+    if not _depth_ok(line, MAX_DEPTH + 6):
+        raise ChannelViolation("a reply nested deeper than the grader reads")
+    try:
+        reply = json.loads(line)
+    except (ValueError, RecursionError) as err:
+        raise ChannelViolation(f"a reply that is not JSON ({type(err).__name__})") from None
+    if not isinstance(reply, dict) or set(reply) != set(_REPLY_TYPES):
+        raise ChannelViolation("a reply of the wrong form")
+    for key, types in _REPLY_TYPES.items():
+        if type(reply[key]) not in (types if isinstance(types, tuple) else (types,)):
+            raise ChannelViolation(f"a reply whose {key!r} has the wrong type")
+    if reply["index"] != index or reply["nonce"] != nonce:
+        raise ChannelViolation(f"a reply that does not answer cell {index}")
+    captures = reply["captures"]
+    if len(captures) > MAX_CAPTURES:
+        raise ChannelViolation(f"more than {MAX_CAPTURES} recorded values in one cell")
+    keys = {"name", "value", "rtol", "atol", "about"} if trusted else {"name", "value"}  # the reference's own
+    for cap in captures:
+        if (not isinstance(cap, dict) or not {"name", "value"} <= set(cap) <= keys or type(cap["name"]) is not str
+                or len(cap["name"]) > MAX_NAME_CHARS or not isinstance(cap["value"], dict)):
+            raise ChannelViolation("a recorded value of the wrong form")
+    if reply["error"] is not None:
+        reply["error"] = reply["error"][:MAX_ERROR_CHARS]
+    return reply
+
+
+class Channel:
+    """The grader's end of a run: the result pipe (replies), the output pipe (kept tail) and the
+    run's socket (its exit), read together with deadlines."""
+
+    def __init__(self, res_r: int, out_r: int, job, limits: Limits):
+        self.res_r, self.out_r, self.job, self.limits = res_r, out_r, job, limits
+        self.buf = b""
+        self.tail = bytearray()
+        self.res_open = self.out_open = True
+
+    def _read_output(self) -> None:
+        chunk = os.read(self.out_r, 1 << 20)
+        if not chunk:
+            self.out_open = False
+            return
+        self.tail += chunk
+        if len(self.tail) > 2 * self.limits.max_output_bytes:
+            del self.tail[:len(self.tail) - self.limits.max_output_bytes]
 
     def readline(self, deadline: float) -> bytes | None:
-        """A line, b"" at end of file, or None when the deadline passes first."""
+        """The next line on the result pipe; b"" when the process ended (or closed the pipe),
+        None when the deadline passed first."""
         while b"\n" not in self.buf:
+            if not self.res_open:
+                return b""
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            ready, _, _ = select.select([self.fd], [], [], min(remaining, 1.0))
-            if not ready:
-                continue
-            chunk = os.read(self.fd, 1 << 20)
-            if not chunk:
-                return b""
-            self.buf += chunk
-            if len(self.buf) > self.limit:
-                raise ValueError("the notebook wrote more than the grader reads on its result channel")
+            watched = [self.res_r] + ([self.out_r] if self.out_open else []) + \
+                      ([self.job.sock] if self.job is not None and self.job.status is None and not self.job.error else [])
+            ready, _, _ = select.select(watched, [], [], min(remaining, 1.0))
+            if self.out_r in ready:
+                self._read_output()
+            if self.job is not None and self.job.sock in ready:
+                self.job.wait(0)  # reads the exit status: the runner is gone
+                if self.job.status is not None or self.job.error:
+                    self._drain_results()
+                    if b"\n" not in self.buf:
+                        return b""
+            if self.res_r in ready:
+                chunk = os.read(self.res_r, 1 << 20)
+                if not chunk:
+                    self.res_open = False
+                    continue
+                self.buf += chunk
+                if len(self.buf) > self.limits.max_reply_bytes:
+                    raise ChannelViolation(f"a reply larger than {self.limits.max_reply_bytes // MiB} MiB")
         line, _, self.buf = self.buf.partition(b"\n")
         return line
 
+    def _drain_results(self) -> None:
+        """What the runner wrote before it ended (its children may hold the pipe open)."""
+        while select.select([self.res_r], [], [], 0)[0]:
+            chunk = os.read(self.res_r, 1 << 20)
+            if not chunk:
+                self.res_open = False
+                return
+            self.buf += chunk
+            if len(self.buf) > self.limits.max_reply_bytes:
+                raise ChannelViolation(f"a reply larger than {self.limits.max_reply_bytes // MiB} MiB")
 
-def _base_env(mode: str, extra: dict[str, str]) -> dict[str, str]:
+    def expect_nothing_more(self) -> None:
+        """Nothing may follow a reply before the next command is sent."""
+        if self.buf:
+            raise ChannelViolation("more than one reply to one cell")
+
+    def finish_output(self) -> str:
+        while self.out_open and select.select([self.out_r], [], [], 0)[0]:
+            self._read_output()
+        return bytes(self.tail[-self.limits.max_output_bytes:]).decode("utf-8", "replace")
+
+
+# --- running the cells --------------------------------------------------------------------
+
+def _run_env(mode: str, extra: dict[str, str], home: str) -> dict[str, str]:
     """A run's whole environment: the zygote's (threads, plotting, quick mode, the GPU slot)
-    plus the grading mode and ``extra``."""
-    env = {**zygote_env(), "GD_GRADER_MODE": mode}
+    plus its home and ``extra``."""
+    env = {**zygote_env(mode), "HOME": home, "TMPDIR": home, "IPYTHONDIR": f"{home}/.ipython",
+           "MPLCONFIGDIR": f"{home}/.matplotlib", "USER": "student", "LOGNAME": "student"}
     env.update(extra)
     return env
 
 
-def run_cells(cells: list[tuple[int, str]], *, mode: str, workdir: Path, limits: Limits,
-              hide: list[str] = (), env: dict[str, str] | None = None, sandbox: bool = True,
-              gpu: bool = False, log_path: Path | None = None, zygote: Zygote | None = None) -> NotebookRun:
+def run_cells(cells: list[tuple[int, str]], *, mode: str, limits: Limits, workdir: Path | None = None,
+              data_dir: Path | None = None, env: dict[str, str] | None = None, isolation: str = "bwrap",
+              gpu: bool = False, zygote: Zygote | None = None) -> NotebookRun:
     """Run ``cells`` (index, code) in order in a fresh process; see the module docstring.
 
-    The process is forked by ``zygote`` (:mod:`autograder.zygote`), which has imported the
-    libraries already; without one, a zygote that preloads nothing is started for this run.
-    ``sandbox=False`` runs trusted code (the instructor's reference run) with the time limits only.
+    ``isolation``: "bwrap" (the sandbox; ``data_dir``'s files are copied into its working
+    directory), "process" (the reduced mode: ``workdir`` on the host, resource limits only) or
+    "trusted" (the instructor's reference run: ``workdir``, time limits only). The process is
+    forked by ``zygote``; without one, a zygote that preloads nothing is started for this run.
     """
     if zygote is None:
-        with Zygote(preload=()) as own:
-            return run_cells(cells, mode=mode, workdir=workdir, limits=limits, hide=hide, env=env,
-                             sandbox=sandbox, gpu=gpu, log_path=log_path, zygote=own)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o700)
-    isolation, _ = isolation_mode() if sandbox else ("trusted", "")
-    extra = dict(env or {})
-    cgroups = None
-    log_path = log_path or (workdir.parent / f".{workdir.name}.log")
-    job_config = {"mode": isolation, "workdir": str(workdir), "gpu": gpu,
+        with Zygote(preload=(), mode=mode, sandbox=isolation == "bwrap") as own:
+            return run_cells(cells, mode=mode, limits=limits, workdir=workdir, data_dir=data_dir, env=env,
+                             isolation=isolation, gpu=gpu, zygote=own)
+    job_config = {"mode": isolation, "gpu": gpu, "max_reply_bytes": limits.max_reply_bytes,
                   "limits": {"max_open_files": limits.max_open_files, "max_file_bytes": limits.max_file_bytes,
                              "address_space_bytes": None if gpu else limits.memory_bytes,
                              "max_processes": limits.max_processes}}
-    if isolation == "namespaces":
+    cgroups = None
+    if isolation == "bwrap":
         cgroups = Cgroups(limits)
-        job_config["limits"]["nproc"] = limits.max_processes  # the submission's own uid: its processes only
-        job_config.update(hide=[str(p) for p in hide], cgroups=[str(p) for p in cgroups.paths.values()])
-        home = {"HOME": "/tmp/work", "TMPDIR": "/tmp/work", "IPYTHONDIR": "/tmp/work/.ipython",
-                "MPLCONFIGDIR": "/tmp/work/.matplotlib", **extra}
+        if "memory" in cgroups.paths:
+            job_config["limits"]["address_space_bytes"] = None  # the cgroup counts what matters
+        job_config["limits"]["nproc"] = limits.max_processes
+        job_config.update(cgroups=[str(p) for p in cgroups.paths.values()], work_bytes=limits.work_bytes,
+                          data_dir=str(data_dir) if data_dir else None)
+        home = "/tmp/work"
     else:
-        home = {"HOME": str(workdir), "TMPDIR": str(workdir), "IPYTHONDIR": str(workdir / ".ipython"),
-                "MPLCONFIGDIR": str(workdir / ".matplotlib"), **extra}
-    job_config["env"] = _base_env(mode, home)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(workdir, 0o700)
+        job_config["workdir"] = str(workdir)
+        home = str(workdir)
+    job_config["env"] = _run_env(mode, dict(env or {}), home)
     cmd_r, cmd_w = os.pipe()
     res_r, res_w = os.pipe()
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    out_r, out_w = os.pipe()
     job = None
     try:
-        job = zygote.spawn(job_config, [cmd_r, res_w, log_fd])  # waits for the zygote's imports, once
+        job = zygote.spawn(job_config, [cmd_r, res_w, out_w])  # waits for the zygote's imports, once
         start = time.monotonic()
     except ZygoteError as err:
         spawn_error, start = str(err), time.monotonic()
     finally:
-        for fd in (cmd_r, res_w, log_fd):
+        for fd in (cmd_r, res_w, out_w):
             os.close(fd)
 
     results: dict[int, CellResult] = {}
     fatal = None
     uid = None
-    reader = _LineReader(res_r)
+    violation = False
+    channel = Channel(res_r, out_r, job, limits)
     commands = os.fdopen(cmd_w, "w", encoding="utf-8")
     notebook_deadline = start + limits.notebook_timeout_s
-
-    def kill():
-        if job is not None:
-            job.kill()
-        if cgroups:
-            cgroups.close()
 
     def died_message(when: str) -> str:
         status = job.wait(timeout=5) if job is not None else None
@@ -273,59 +403,55 @@ def run_cells(cells: list[tuple[int, str]], *, mode: str, workdir: Path, limits:
         return f"the notebook's process ended (exit status {code}) {when}"
 
     try:
-        ready = None if job is None else reader.readline(
-            min(notebook_deadline, time.monotonic() + limits.startup_timeout_s))
         if job is None:
             fatal = f"the grading process did not start: {spawn_error}"
-        elif not ready:
-            fatal = "the grading process did not start" if ready == b"" else "the grading process timed out starting"
-            job.started(timeout=5)  # picks up the zygote's or the supervisor's error, if any
-            if job.error:
-                fatal += f": {job.error}"
         else:
-            try:
-                uid = json.loads(ready).get("uid")
-            except (ValueError, AttributeError):
-                uid = None
-            for index, code in cells:
-                now = time.monotonic()
-                if now >= notebook_deadline:
-                    fatal = f"the notebook exceeded its total time limit of {limits.notebook_timeout_s:g} s"
-                    break
+            ready = channel.readline(min(notebook_deadline, time.monotonic() + limits.startup_timeout_s))
+            if not ready:
+                job.started(timeout=5)  # picks up the zygote's or the supervisor's error, if any
+                fatal = "the grading process did not start" if ready == b"" else "the grading process timed out starting"
+                if job.error:
+                    fatal += f": {job.error}"
+                elif channel.tail:
+                    fatal += f": {channel.finish_output()[-1500:]}"
+            else:
                 try:
-                    commands.write(json.dumps({"index": index, "code": code}) + "\n")
-                    commands.flush()
-                except (BrokenPipeError, OSError):
-                    fatal = died_message(f"before cell {index}")
-                    break
-                deadline = min(now + limits.cell_timeout_s, notebook_deadline)
-                line = reader.readline(deadline)
-                if line is None:
-                    limit = "its time limit" if deadline < notebook_deadline else "the notebook's total time limit"
-                    results[index] = CellResult(index, "timeout", f"the cell did not finish within {limit} "
-                                                f"({min(limits.cell_timeout_s, limits.notebook_timeout_s):g} s)")
-                    fatal = f"cell {index} timed out; the cells after it did not run"
-                    break
-                if line == b"":
-                    fatal = died_message(f"while running cell {index}")
-                    results[index] = CellResult(index, "died", fatal)
-                    break
-                try:
-                    reply = json.loads(line)
-                    if not isinstance(reply, dict) or reply.get("index") != index:
-                        raise ValueError("reply for another cell")
-                    captures = reply.get("captures", [])
-                    if not isinstance(captures, list):
-                        raise ValueError("malformed captures")
+                    hello = json.loads(ready)
+                    uid = hello.get("uid") if isinstance(hello, dict) and type(hello.get("uid")) is int else None
                 except ValueError:
-                    fatal = "the notebook wrote to the grader's result channel; grading stopped there"
-                    results[index] = CellResult(index, "error", fatal)
-                    break
-                status = "ok" if reply.get("ok") is True else "error"
-                error = reply.get("error") if isinstance(reply.get("error"), str) else None
-                results[index] = CellResult(index, status, error, captures)
-    except ValueError as err:
-        fatal = str(err)
+                    uid = None
+                for index, code in cells:
+                    now = time.monotonic()
+                    if now >= notebook_deadline:
+                        fatal = f"the notebook exceeded its total time limit of {limits.notebook_timeout_s:g} s"
+                        break
+                    nonce = secrets.token_hex(16)
+                    try:
+                        channel.expect_nothing_more()
+                        commands.write(json.dumps({"index": index, "nonce": nonce, "code": code}) + "\n")
+                        commands.flush()
+                    except (BrokenPipeError, OSError):
+                        fatal = died_message(f"before cell {index}")
+                        break
+                    deadline = min(now + limits.cell_timeout_s, notebook_deadline)
+                    line = channel.readline(deadline)
+                    if line is None:
+                        limit = "its time limit" if deadline < notebook_deadline else "the notebook's total time limit"
+                        results[index] = CellResult(index, "timeout", f"the cell did not finish within {limit} "
+                                                    f"({min(limits.cell_timeout_s, limits.notebook_timeout_s):g} s)")
+                        fatal = f"cell {index} timed out; the cells after it did not run"
+                        break
+                    if line == b"":
+                        fatal = died_message(f"while running cell {index}")
+                        results[index] = CellResult(index, "died", fatal)
+                        break
+                    reply = parse_reply(line, index, nonce, trusted=isolation == "trusted")
+                    status = "ok" if reply["ok"] else "error"
+                    results[index] = CellResult(index, status, reply["error"], reply["captures"])
+    except ChannelViolation as err:
+        violation = True
+        fatal = (f"grading stopped: the notebook's process broke the grader's result channel ({err}); "
+                 "a notebook must not write to it")
     finally:
         try:
             commands.close()
@@ -333,18 +459,15 @@ def run_cells(cells: list[tuple[int, str]], *, mode: str, workdir: Path, limits:
             pass
         if job is not None and fatal is None:
             job.wait(timeout=5)  # it ends on its own once the commands are closed
-        kill()
+        if job is not None:
+            job.kill()
+        if cgroups:
+            cgroups.close()
+        tail = channel.finish_output()
         if job is not None:
             job.close()
         os.close(res_r)
+        os.close(out_r)
     for index, _ in cells:
         results.setdefault(index, CellResult(index, "not_run", fatal or "not run"))
-    tail = b""
-    try:
-        with open(log_path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - limits.max_output_bytes))
-            tail = fh.read()
-    except OSError:
-        pass
-    return NotebookRun(results, fatal, isolation, time.monotonic() - start, tail.decode("utf-8", "replace"), uid)
+    return NotebookRun(results, fatal, isolation, time.monotonic() - start, tail, uid, violation)

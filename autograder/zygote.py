@@ -3,41 +3,50 @@
 Starting a Python process and importing torch, ``gd_lib`` and IPython takes
 seconds of CPU, and torch's first optimizer step imports ``torch._dynamo``
 and sympy (seconds more): far more than the cells of a typical submission.
-The grader therefore starts one *zygote* process (trusted code only) that
-imports those modules and takes the first optimizer step once, then waits
-for requests. For every notebook run it forks:
+The grader therefore starts *zygote* processes (trusted code only) that import
+those modules and take a first optimizer step once, then wait for requests:
+one for the instructor's reference runs (the whole library) and one for the
+students' runs, which never loads the library code the assignment asks the
+students to write (:mod:`autograder.forbidden`) and has its grading mode fixed
+before :mod:`autograder.checks` is imported. For every notebook run it forks:
 
-``supervisor`` (one per run, root, in a session of its own)
-    enters new mount, PID, network and IPC namespaces
-    (:func:`autograder.sandbox_init.unshare_namespaces`), forks the runner,
-    tells the grader both process ids, waits for the runner and reports its
-    exit status, then waits until the grader has cleaned up (killing the
-    process group) before it exits, so that its ids are never reused while
-    the grader may still signal them.
-``runner`` (PID 1 of the new namespaces)
-    joins the submission's cgroups, builds the sandbox and drops to an
-    unprivileged uid of its own (:func:`autograder.sandbox_init.enter`),
-    takes the run's environment, and serves the cells
-    (:func:`autograder.cell_runner.serve`). It never returns into the
-    zygote's code: it ends with ``os._exit``.
+``supervisor`` (one per run, in a session of its own, outside the sandbox's PID namespace)
+    joins the run's cgroups (where the grader may make them), starts
+    bubblewrap (:mod:`autograder.bwrap`), which builds the sandbox and runs a
+    *holder* process in it, waits until the sandbox is ready, enters its
+    namespaces (:func:`autograder.confine.join`), forks the runner, tells the grader
+    the process ids, waits for the runner and reports its exit status, then waits
+    until the grader has cleaned up before it exits. Its exit ends bubblewrap
+    (``--die-with-parent``), hence the sandbox and every process in it.
+``runner`` (born inside the sandbox's PID namespace)
+    sets its resource limits, drops to an unprivileged uid of its own where the
+    grader is root, drops every capability and loads a seccomp filter
+    (:func:`autograder.confine.drop_privileges`), copies the assignment's data files
+    into its working directory, takes the run's environment, and serves the cells
+    (:func:`autograder.cell_runner.serve`). It never returns into the zygote's
+    code: it ends with ``os._exit``.
+
+Without bubblewrap (only when the instructor asks for the reduced mode) the runner
+is a plain child with resource limits.
 
 Fork safety: the zygote runs single-threaded (``OMP_NUM_THREADS=1``, no
 thread pool started, checked before it serves) and never initializes CUDA
 (``PYTORCH_NVML_BASED_CUDA_CHECK=1``, checked too), so a forked runner can
-use the GPU named by its own ``CUDA_VISIBLE_DEVICES``. A zygote that cannot
-guarantee this says so and the grader uses one that preloads nothing.
+use the GPU named by its own ``CUDA_VISIBLE_DEVICES``; joining namespaces needs a
+single-threaded process too. A zygote that cannot guarantee this says so and
+the grader uses one that preloads nothing.
 
 Each runner gets a copy of the zygote's memory, which holds only the
 imported libraries: the zygote never reads solutions, the gradebook or any
-submission, and every file descriptor but the run's own pipes is closed in
-the supervisor. What one submission changes (monkeypatched modules, for
+submission, and every file descriptor but the run's own is closed in the
+supervisor. What one submission changes (monkeypatched modules, for
 instance) lives in its own copy and disappears with it.
 
 Protocol: the grader sends each request on a ``SOCK_SEQPACKET`` socket as
 one JSON message (the run's configuration) with four descriptors attached
 (SCM_RIGHTS): the run's own socket, the command pipe's read end, the result
-pipe's write end and the log file. The supervisor answers on the run's
-socket: ``{"pid", "runner"}``, then ``{"status"}`` (or ``{"error"}``).
+pipe's write end and the output pipe's write end. The supervisor answers on
+the run's socket: ``{"pid", "runner", "sandbox"}``, then ``{"status"}`` (or ``{"error"}``).
 """
 from __future__ import annotations
 
@@ -45,6 +54,7 @@ import importlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,7 +63,7 @@ import tempfile
 import threading
 import time
 
-from . import sandbox_init
+from . import bwrap, confine
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -61,6 +71,14 @@ PR_SET_CHILD_SUBREAPER = 36
 PRELOAD = ("numpy", "torch", "gd_lib", "gd_lib.optim", "IPython.core.interactiveshell", "autograder.checks",
            "autograder.cell_runner")
 
+# What every run needs whatever it preloads (the cell runner): imported by every zygote.
+RUNNER_MODULES = ("autograder.checks", "autograder.cell_runner", "IPython.core.interactiveshell")
+
+# Submissions of a grader running as root run as uid = gid = SANDBOX_UID_BASE + k, k unique among the
+# runs at the same time on this machine: ids no account uses, so a submission owns nothing outside
+# its sandbox, and per-user limits (RLIMIT_NPROC) count its own processes only.
+SANDBOX_UID_BASE = int(os.environ.get("GD_SANDBOX_UID_BASE", "1900000000"))
+SANDBOX_UID_SLOTS = 100_000
 
 # The zygote starts in the folder holding this package, so that it imports the same autograder
 # and gd_lib as the grader (not whatever an editable install of the environment points to).
@@ -104,12 +122,23 @@ class ZygoteError(RuntimeError):
 
 def _warm_up() -> None:
     """Do once what torch does lazily on the first optimizer step (imports torch._dynamo and
-    sympy, seconds of CPU); on tiny CPU tensors, so no thread pool starts."""
+    sympy, seconds of CPU); with an optimizer of its own (the library's may be forbidden), on tiny
+    CPU tensors, so no thread pool starts."""
     import torch
+
+    class _WarmUp(torch.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {})
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.add_(p.grad)
+
     p = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
     p.grad = torch.ones_like(p)
-    for opt in (torch.optim.SGD([p], lr=0.1, momentum=0.9), torch.optim.Adam([p], lr=0.1)):
-        opt.step()
+    _WarmUp([p]).step()
 
 
 def _thread_count() -> int:
@@ -142,7 +171,7 @@ def _claim_uid_slot(taken: set[int]) -> tuple[int, int] | None:
     slot and the descriptor holding its lock (``flock``, released if this process dies)."""
     import fcntl
     folder = _uid_lock_dir()
-    for slot in range(sandbox_init.SANDBOX_UID_SLOTS):
+    for slot in range(SANDBOX_UID_SLOTS):
         if slot in taken:
             continue
         fd = os.open(os.path.join(folder, str(slot)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -154,43 +183,60 @@ def _claim_uid_slot(taken: set[int]) -> tuple[int, int] | None:
     return None
 
 
-def _process_limits(limits: dict) -> None:
-    """Resource limits for a run without namespaces (a separate process is all there is)."""
-    import resource
-    for res, value in [(resource.RLIMIT_NOFILE, limits.get("max_open_files")),
-                       (resource.RLIMIT_FSIZE, limits.get("max_file_bytes")), (resource.RLIMIT_CORE, 0),
-                       (resource.RLIMIT_AS, limits.get("address_space_bytes"))]:
-        if value is not None:
-            try:
-                resource.setrlimit(res, (int(value), int(value)))
-            except (ValueError, OSError):
-                pass
-    try:  # without a PID namespace, count this user's processes: the ones running now plus the budget
-        running = sum(1 for d in os.listdir("/proc") if d.isdigit())
-        resource.setrlimit(resource.RLIMIT_NPROC, (running + int(limits["max_processes"]),) * 2)
-    except (KeyError, ValueError, OSError):
-        pass
+def gpu_groups() -> list[int]:
+    """The groups that open the NVIDIA devices where these are closed to other users (e.g.
+    ``video`` with mode 0660): an unprivileged run needs them to use its GPU."""
+    import stat
+    groups = set()
+    for name in os.listdir("/dev") if os.path.isdir("/dev") else []:
+        if name.startswith("nvidia"):
+            st = os.stat(os.path.join("/dev", name))
+            if stat.S_ISCHR(st.st_mode) and (st.st_mode & 0o006) != 0o006 and st.st_mode & 0o060 == 0o060:
+                groups.add(st.st_gid)
+    return sorted(groups - {0})
 
 
-def _run(job: dict, cmd_r: int, res_w: int, log_fd: int, plan, uid) -> None:
-    """The runner: build the sandbox, then serve the cells. Never returns."""
+DATA_DIR_IN_SANDBOX = "/run/grader/data"
+
+
+def _copy_data(work: str) -> None:
+    """The assignment's data files (bound read-only into the sandbox) into the working directory."""
+    if not os.path.isdir(DATA_DIR_IN_SANDBOX):
+        return
+    for entry in os.listdir(DATA_DIR_IN_SANDBOX):
+        if entry.endswith(".ipynb") or entry in (".ipynb_checkpoints", "__pycache__"):
+            continue
+        src, dst = os.path.join(DATA_DIR_IN_SANDBOX, entry), os.path.join(work, entry)
+        if os.path.isdir(src) and not os.path.islink(src):
+            shutil.copytree(src, dst, symlinks=True)
+        elif os.path.isfile(src) and not os.path.islink(src):
+            shutil.copyfile(src, dst)
+
+
+def _run(job: dict, cmd_r: int, res_w: int, out_w: int, uid: int | None) -> None:
+    """The runner: leave the zygote's state behind, confine itself, then serve the cells. Never returns."""
     code = 70
     try:
-        sandbox_init.prctl(sandbox_init.PR_SET_PDEATHSIG, signal.SIGKILL)
+        confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
+        os.dup2(out_w, 1)
+        os.dup2(out_w, 2)
         os.close(devnull)
-        os.close(log_fd)
-        work = job["workdir"]
-        if job["mode"] == "namespaces":
-            work = sandbox_init.enter(job, plan, uid)
-            sandbox_init.prctl(sandbox_init.PR_SET_PDEATHSIG, signal.SIGKILL)  # a change of user clears it
+        os.close(out_w)
+        limits = job["limits"]
+        if job["mode"] == "bwrap":
+            confine.set_limits(limits)
+            confine.drop_privileges(uid, job.get("gpu_groups", []) if uid is not None else ())
+            confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)  # a change of user clears it
+            work = "/tmp/work"
+            os.mkdir(work, 0o700)
+            _copy_data(work)
         else:
+            work = job["workdir"]
             if job["mode"] == "process":
-                _process_limits(job["limits"])
-            os.chdir(work)
+                _process_limits(limits)
+        os.chdir(work)
         os.environ.clear()
         os.environ.update({k: v.replace("/tmp/work", work) for k, v in job["env"].items()})
         import tempfile as tempfile_module
@@ -198,7 +244,7 @@ def _run(job: dict, cmd_r: int, res_w: int, log_fd: int, plan, uid) -> None:
         sys.path[0] = work  # as in a kernel started in the notebook's folder
         sys.argv = [""]
         from autograder import cell_runner
-        code = cell_runner.serve(cmd_r, res_w)
+        code = cell_runner.serve(cmd_r, res_w, max_reply_bytes=job.get("max_reply_bytes"))
     except BaseException:  # noqa: B902 - whatever happens, this process must not go back to the zygote's loop
         import traceback
         traceback.print_exc()
@@ -210,12 +256,88 @@ def _run(job: dict, cmd_r: int, res_w: int, log_fd: int, plan, uid) -> None:
             os._exit(code)
 
 
-def _supervise(job: dict, fds: list[int], plan, uid, zygote_pid: int) -> None:
-    """The supervisor: namespaces, the runner, its exit status. Never returns."""
+def _process_limits(limits: dict) -> None:
+    """Resource limits for a run without a sandbox (the reduced mode: a separate process is all there is)."""
+    lim = dict(limits)
+    try:  # without a PID namespace, count this user's processes: the ones running now plus the budget
+        lim["nproc"] = sum(1 for d in os.listdir("/proc") if d.isdigit()) + int(limits["max_processes"])
+    except (KeyError, ValueError, OSError):
+        lim.pop("nproc", None)
+    confine.set_limits(lim)
+
+
+def _read_all(fd: int, deadline: float, limit: int = 1 << 16) -> bytes:
+    data = b""
+    while len(data) < limit:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise TimeoutError("bubblewrap did not answer in time")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+# The sandbox's first process (PID 1 of its namespace: bubblewrap's --as-pid-1, so that nothing in the
+# sandbox can kill it): says it is ready, reaps the orphans of the run, and keeps the namespaces alive
+# until the supervisor (the writer of its stdin) is gone.
+HOLDER = """
+import os, select, sys
+os.write(int(sys.argv[1]), b"r")
+os.close(int(sys.argv[1]))
+while True:
+    if select.select([0], [], [], 1.0)[0] and not os.read(0, 1):
+        break
     try:
-        sock_fd, cmd_r, res_w, log_fd = fds
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+"""
+
+
+def _start_sandbox(job: dict, view: bwrap.View, unprivileged: bool) -> int:
+    """Start bubblewrap with the holder; the outer pid of the sandbox's first process, once ready."""
+    ready_r, ready_w = os.pipe()
+    info_r, info_w = os.pipe()
+    hold_r, hold_w = os.pipe()  # the holder's stdin: this process keeps the write end until it exits
+    args = bwrap.command(view, work_bytes=job["work_bytes"], data_dir=job.get("data_dir"), gpu=job.get("gpu", False),
+                         unprivileged=unprivileged, info_fd=info_w,
+                         holder=[os.path.realpath(sys.executable), "-I", "-S", "-c", HOLDER, str(ready_w)])
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdin=hold_r, stdout=subprocess.DEVNULL, stderr=err, pass_fds=(ready_w, info_w),
+                            close_fds=True)
+    for fd in (ready_w, info_w, hold_r):
+        os.close(fd)
+    deadline = time.monotonic() + 60
+    try:
+        info = _read_all(info_r, deadline)
+        ready = _read_all(ready_r, deadline, limit=1)
+    except TimeoutError as error:
+        proc.kill()
+        raise OSError(str(error))
+    finally:
+        os.close(info_r)
+        os.close(ready_r)
+    if ready != b"r" or not info:
+        proc.wait()
+        err.seek(0)
+        raise OSError(f"bubblewrap could not build the sandbox: {err.read().decode(errors='replace')[-1500:]}")
+    return int(json.loads(info)["child-pid"])
+
+
+def _join_cgroups(paths: list[str]) -> None:
+    for path in paths:
+        with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+            fh.write(str(os.getpid()))
+
+
+def _supervise(job: dict, fds: list[int], view, uid, zygote_pid: int) -> None:
+    """The supervisor: the sandbox, the runner, its exit status. Never returns."""
+    try:
+        sock_fd, cmd_r, res_w, out_w = fds
         os.setsid()
-        sandbox_init.prctl(sandbox_init.PR_SET_PDEATHSIG, signal.SIGKILL)
+        confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != zygote_pid:
             os._exit(1)
         for name in os.listdir("/proc/self/fd"):  # the zygote's descriptors go, the run's own four stay
@@ -227,19 +349,22 @@ def _supervise(job: dict, fds: list[int], plan, uid, zygote_pid: int) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         sock = socket.socket(fileno=sock_fd)
-        if job["mode"] == "namespaces":
+        sandbox_pid = None
+        if job["mode"] == "bwrap":
             try:
-                sandbox_init.unshare_namespaces()
+                _join_cgroups(job.get("cgroups", []))
+                sandbox_pid = _start_sandbox(job, view, unprivileged=os.geteuid() != 0)
+                confine.join(confine.open_namespaces(sandbox_pid))
             except OSError as err:
-                sock.send(json.dumps({"error": f"could not enter the namespaces: {err}"}).encode())
+                sock.send(json.dumps({"error": f"could not build the sandbox: {err}"}).encode())
                 os._exit(1)
         runner = os.fork()
         if runner == 0:
             sock.close()
-            _run(job, cmd_r, res_w, log_fd, plan, uid)
-        for fd in (cmd_r, res_w, log_fd):
+            _run(job, cmd_r, res_w, out_w, uid)
+        for fd in (cmd_r, res_w, out_w):
             os.close(fd)
-        sock.send(json.dumps({"pid": os.getpid(), "runner": runner}).encode())
+        sock.send(json.dumps({"pid": os.getpid(), "runner": runner, "sandbox": sandbox_pid}).encode())
         _, status = os.waitpid(runner, 0)
         sock.send(json.dumps({"status": status}).encode())
         sock.recv(16)  # until the grader is done with this run's process ids
@@ -258,14 +383,20 @@ def _refuse(fds: list[int], why: str) -> None:
         os.close(fd)
 
 
-def serve(control: socket.socket, preload: list[str]) -> None:
-    """The zygote's main loop (see the module docstring)."""
+def serve(control: socket.socket, preload: list[str], settings: dict) -> None:
+    """The zygote's main loop (see the module docstring). ``settings``: ``forbidden`` (modules the
+    runs must not have, :mod:`autograder.forbidden`), ``stub_dir`` (where their stubs are written for
+    the sandbox), ``visible`` (extra top-level modules the sandbox shows)."""
+    from . import forbidden as forbidden_module
+
     zygote_pid = os.getpid()
-    sandbox_init.prctl(sandbox_init.PR_SET_PDEATHSIG, signal.SIGKILL)  # the grader's death ends it
+    confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)  # the grader's death ends it
     # a runner whose supervisor was killed first is reparented here and reaped below
-    sandbox_init.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    confine.prctl(PR_SET_CHILD_SUBREAPER, 1)
     failed = []
-    for name in preload:
+    stubs = [forbidden_module.Forbidden(**f) for f in settings.get("forbidden", [])]
+    forbidden_module.install(stubs)  # before any import: the originals are never loaded here
+    for name in dict.fromkeys([*preload, *RUNNER_MODULES]):
         try:
             importlib.import_module(name)
         except Exception as err:  # the notebook will hit the same error in its own cell
@@ -275,14 +406,22 @@ def serve(control: socket.socket, preload: list[str]) -> None:
             _warm_up()
         except Exception as err:
             failed.append(f"warm-up: {type(err).__name__}: {err}")
+    view = None
+    if settings.get("sandbox"):
+        overlays, caches, empty = forbidden_module.write_stubs(stubs, settings["stub_dir"]) if stubs else ({}, [], "")
+        view = bwrap.View.of_this_process(overlays=overlays, empty_dirs=caches, empty_dir_source=empty,
+                                          extra_modules=settings.get("visible", ()))
     hazards = _fork_hazards()
-    plan, why = sandbox_init.user_plan()
+    unprivileged_uids = os.geteuid() == 0
     sys.stdout.flush()
     sys.stderr.flush()
     control.send(json.dumps({"ready": not hazards, "hazards": hazards, "failed": failed,
                              "preloaded": sorted(m for m in preload if m in sys.modules),
-                             "user": sandbox_init.user_description(plan, why),
-                             "unprivileged": plan is not None}).encode())
+                             "forbidden": [f.module for f in stubs],
+                             "visible_packages": sorted({e for es in (view.site_dirs.values() if view else [])
+                                                         for e in es}),
+                             "user": ("an unprivileged uid of its own per run" if unprivileged_uids
+                                      else "the grader's own user, in a user namespace without capabilities")}).encode())
     if hazards:
         return
     claims: dict[int, tuple[int, int]] = {}  # supervisor pid -> (uid slot, its lock)
@@ -309,8 +448,11 @@ def serve(control: socket.socket, preload: list[str]) -> None:
         if hazards:
             _refuse(fds, "the zygote cannot fork safely any more: " + "; ".join(hazards))
             continue
+        if job["mode"] == "bwrap" and view is None:
+            _refuse(fds, "this zygote was started without a sandbox view")
+            continue
         claim = uid = None
-        if job["mode"] == "namespaces" and plan is not None:
+        if job["mode"] == "bwrap" and unprivileged_uids:
             try:
                 claim = _claim_uid_slot({slot for slot, _ in claims.values()})
             except OSError as err:
@@ -319,11 +461,13 @@ def serve(control: socket.socket, preload: list[str]) -> None:
             if claim is None:
                 _refuse(fds, "every sandbox uid is in use")
                 continue
-            uid = sandbox_init.SANDBOX_UID_BASE + claim[0]
+            uid = SANDBOX_UID_BASE + claim[0]
+            if job.get("gpu"):
+                job["gpu_groups"] = gpu_groups()
         pid = os.fork()
         if pid == 0:
             control.close()
-            _supervise(job, fds, plan, uid, zygote_pid)
+            _supervise(job, fds, view, uid, zygote_pid)
         if claim is not None:
             claims[pid] = claim
         for fd in fds:
@@ -332,10 +476,12 @@ def serve(control: socket.socket, preload: list[str]) -> None:
 
 # --- the grader's side ----------------------------------------------------------------------------
 
-def zygote_env() -> dict[str, str]:
-    """The zygote's environment: what matters at import time (threads, CUDA checks) set as the
-    runs will have it. Each run replaces the whole environment with its own."""
+def zygote_env(mode: str = "student") -> dict[str, str]:
+    """The zygote's environment: what matters at import time (threads, CUDA checks, the grading
+    mode, read once when :mod:`autograder.checks` is imported) set as the runs will have it. Each
+    run replaces the whole environment with its own."""
     env = {
+        "GD_GRADER_MODE": mode,
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "MPLBACKEND": "Agg",
@@ -347,7 +493,7 @@ def zygote_env() -> dict[str, str]:
         "TQDM_DISABLE": "1",
         "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
     }
-    for key in ("CUDA_VISIBLE_DEVICES", "GD_DEVICE", "GD_SANDBOX_USER", "GD_SANDBOX_UID_BASE"):
+    for key in ("CUDA_VISIBLE_DEVICES", "GD_DEVICE", "GD_SANDBOX_UID_BASE"):
         if key in os.environ:
             env[key] = os.environ[key]
     return env
@@ -359,7 +505,8 @@ class Job:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.pid: int | None = None      # the supervisor (leader of the run's process group)
-        self.runner: int | None = None   # the process serving the cells (PID 1 of its namespaces)
+        self.runner: int | None = None   # the process serving the cells
+        self.sandbox: int | None = None  # the sandbox's first process (its death ends every process in it)
         self.status: int | None = None   # the runner's wait status, once it ended
         self.error: str | None = None
 
@@ -376,6 +523,7 @@ class Job:
         data = json.loads(msg)
         if "pid" in data:
             self.pid, self.runner = int(data["pid"]), int(data["runner"])
+            self.sandbox = int(data["sandbox"]) if data.get("sandbox") else None
         if "status" in data:
             self.status = int(data["status"])
         if "error" in data:
@@ -397,15 +545,17 @@ class Job:
         return self.status
 
     def kill(self) -> None:
-        """Kill the run's processes (the runner's death ends its PID namespace)."""
+        """Kill the run's processes: the sandbox's first process (the PID namespace dies with it),
+        the runner, and the supervisor's process group (bubblewrap dies with its parent)."""
         if not self.started(timeout=10):
             return  # the supervisor never started (or failed before forking the runner)
         self.wait(0)
-        if self.status is None and self.runner:
-            try:
-                os.kill(self.runner, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        for pid in (self.sandbox, self.runner if self.status is None else None):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         try:  # the supervisor and, without namespaces, whatever stayed in its process group
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -424,8 +574,15 @@ class Zygote:
     next spawn starts a new one.
     """
 
-    def __init__(self, preload=PRELOAD, startup_timeout_s: float = 600.0, start: bool = True):
+    def __init__(self, preload=PRELOAD, startup_timeout_s: float = 600.0, start: bool = True, *,
+                 mode: str = "student", forbidden=(), sandbox: bool = False, visible=()):
+        """``mode``: the grading mode of its runs ("student" or "reference"); ``forbidden``: the
+        :class:`autograder.forbidden.Forbidden` modules its runs never load; ``sandbox``: its runs
+        go into bubblewrap sandboxes (the view is computed once it has imported everything)."""
         self.preload = list(dict.fromkeys(preload))
+        self.mode = mode
+        self.settings = {"forbidden": [f.__dict__ for f in forbidden], "sandbox": sandbox,
+                         "visible": list(visible)}
         self.startup_timeout_s = startup_timeout_s
         self.info: dict = {}
         self._lock = threading.Lock()
@@ -438,9 +595,11 @@ class Zygote:
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._stderr = tempfile.TemporaryFile()
-        env = {**zygote_env(), "HOME": self._home.name}
+        env = {**zygote_env(self.mode), "HOME": self._home.name}
+        settings = {**self.settings, "stub_dir": os.path.join(self._home.name, "stubs")}
         self._proc = subprocess.Popen([sys.executable, "-m", "autograder.zygote", str(theirs.fileno()),
-                                       json.dumps(self.preload)], pass_fds=(theirs.fileno(),), cwd=_PACKAGE_ROOT,
+                                       json.dumps(self.preload), json.dumps(settings)],
+                                      pass_fds=(theirs.fileno(),), cwd=_PACKAGE_ROOT,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
                                       env=env)
         theirs.close()
@@ -478,7 +637,7 @@ class Zygote:
 
     def spawn(self, job: dict, fds: list[int]) -> Job:
         """Start one run; ``fds``: the command pipe's read end, the result pipe's write end and
-        the log file (the caller closes its copies)."""
+        the output pipe's write end (the caller closes its copies)."""
         with self._lock:
             for attempt in (1, 2):
                 self._ensure_ready()
@@ -518,7 +677,8 @@ class Zygote:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     control = socket.socket(fileno=int(argv[0]))
-    serve(control, json.loads(argv[1]) if len(argv) > 1 else list(PRELOAD))
+    serve(control, json.loads(argv[1]) if len(argv) > 1 else list(PRELOAD),
+          json.loads(argv[2]) if len(argv) > 2 else {})
     return 0
 
 

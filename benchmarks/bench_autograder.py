@@ -7,6 +7,11 @@ kernel, one after another). Reported: wall time of each and the ratio,
 measured in one run; both must give the same scores. Also the CPU time each
 used (all their processes) and the machine's load average during each, since
 other work on a shared machine inflates wall times.
+
+Then the sandbox's own cost per submission: the same one-cell notebook run
+repeatedly from one zygote in the bubblewrap sandbox and in the reduced mode
+(a plain forked process), alternating; the difference of the medians is what
+the sandbox adds to each submission.
 """
 from __future__ import annotations
 
@@ -106,3 +111,34 @@ def main(args) -> None:
     ], ["grader", "seconds", "cpu seconds", "load avg", "ratio"]))
     print(f"same scores from both: {same}; 1-minute load average of the machine during each run "
           f"(mean of start and end; above {workers} means other work shared the cores)")
+    sandbox_overhead(repeats=5 if args.quick else 20)
+
+
+def sandbox_overhead(repeats: int) -> None:
+    """Median wall time of a one-cell run in the bubblewrap sandbox and in the reduced mode, alternating."""
+    import statistics
+
+    from autograder.sandbox import Limits, isolation_mode, run_cells
+    from autograder.zygote import Zygote
+
+    if isolation_mode()[0] != "bwrap":
+        print(f"sandbox overhead: not measured ({isolation_mode()[1]})")
+        return
+    times = {"bwrap": [], "process": []}
+    with Zygote(preload=("numpy", "torch", "gd_lib", "gd_lib.optim"), mode="student", sandbox=True) as zygote, \
+            tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats + 1):
+            for isolation in ("bwrap", "process"):
+                start = time.perf_counter()
+                run = run_cells([(0, "x = 1")], mode="student", limits=Limits(), isolation=isolation, zygote=zygote,
+                                workdir=Path(tmp) / f"{isolation}{i}" if isolation == "process" else None)
+                assert run.cells[0].status == "ok", run.output_tail
+                if i:  # the first round waits for the zygote's imports
+                    times[isolation].append(time.perf_counter() - start)
+    b, p = statistics.median(times["bwrap"]), statistics.median(times["process"])
+    print(table([{"run of one cell": "bubblewrap sandbox", "median ms": f"{1000 * b:.0f}",
+                  "spread ms": f"{1000 * min(times['bwrap']):.0f}-{1000 * max(times['bwrap']):.0f}"},
+                 {"run of one cell": "reduced mode (forked process only)", "median ms": f"{1000 * p:.0f}",
+                  "spread ms": f"{1000 * min(times['process']):.0f}-{1000 * max(times['process']):.0f}"}],
+                ["run of one cell", "median ms", "spread ms"]))
+    print(f"the sandbox adds {1000 * (b - p):.0f} ms per submission ({repeats} runs each, alternating)")

@@ -120,7 +120,7 @@ class NewtonResult(NamedTuple):
 
 
 def inverse_root_newton(A: torch.Tensor, p: int, eps: float = 0.0, *, max_iterations: int = 100,
-                        tolerance: float | None = 1e-6) -> NewtonResult:
+                        tolerance: float | None = 1e-6, max_error_ratio: float | None = 1.0) -> NewtonResult:
     r"""Inverse p-th root :math:`X \approx (A + \varepsilon I)^{-1/p}` by the coupled Newton iteration.
 
     Only matrix products, so it runs well on a GPU and in a batch. With
@@ -136,9 +136,16 @@ def inverse_root_newton(A: torch.Tensor, p: int, eps: float = 0.0, *, max_iterat
     p+1`, which guarantees convergence for SPD ``A`` (Higham 2008, Thm 7.12; Guo & Higham
     2006). The iteration stops once :math:`\max_{ij}|M - I|_{ij} \le` ``tolerance`` for every
     matrix of the batch or after ``max_iterations`` (distributed Shampoo's
-    ``_matrix_inverse_root_newton``, defaults from its ``CoupledNewtonConfig``).
+    ``_matrix_inverse_root_newton``, defaults from its ``CoupledNewtonConfig``). A matrix
+    whose error, once below 0.1, no longer shrinks (new error ≥ ``max_error_ratio`` × old; 1.0
+    by default) keeps its previous iterate and stops: rounding has taken over, e.g. at
+    max|M - I| ≈ 2.4e-7 in float32, which a tolerance below it never reaches. (Scalable
+    Shampoo, Anil et al. 2020, and pytorch_optimizer's ``compute_power_schur_newton`` stop when
+    the error grows by more than 1.2×, with tolerance 1e-3; a float32 plateau never grows, so
+    their guard would run on to ``max_iterations`` there.)
     ``tolerance=None`` runs exactly ``max_iterations`` steps without reading the error back
-    to the host (no device sync). Relative error of ``X`` is about ``tolerance / p``.
+    to the host (no device sync, no divergence check). Relative error of ``X`` is about
+    ``tolerance / p``.
     """
     _check_square(A)
     if isinstance(p, bool) or not isinstance(p, int) or p < 1:
@@ -153,17 +160,32 @@ def inverse_root_newton(A: torch.Tensor, p: int, eps: float = 0.0, *, max_iterat
     X = z.pow(-alpha) * identity
     M = z * A_ridge
     error = (M - identity).abs().amax(dim=(-2, -1))
+    stopped = torch.zeros_like(error, dtype=torch.bool)  # matrices whose error grew: frozen
     iterations = 0
     while iterations < max_iterations:
-        if tolerance is not None and not bool((error > tolerance).any()):
+        if tolerance is not None and not bool(((error > tolerance) & ~stopped).any()):
             break
         iterations += 1
         # M' <- (1 - α) I + α M
         M_prime = alpha * M + (1 - alpha) * identity
         # X <- X M';  M <- M'^p M
-        X = X @ M_prime
-        M = torch.linalg.matrix_power(M_prime, p) @ M
-        error = (M - identity).abs().amax(dim=(-2, -1))
+        X_new = X @ M_prime
+        M_new = torch.linalg.matrix_power(M_prime, p) @ M
+        error_new = (M_new - identity).abs().amax(dim=(-2, -1))
+        if tolerance is None or max_error_ratio is None:
+            X, M, error = X_new, M_new, error_new
+            continue
+        # once in the region of fast convergence (error < 0.1; the first iterations may grow
+        # the error, e.g. 0.59 -> 0.88 -> 0.77 -> ... -> 1e-16 for a 4×4 matrix of condition 100),
+        # a matrix whose error stopped shrinking keeps its last iterate and stops; others go on
+        newly = (error_new >= max_error_ratio * error) & (error < 0.1) & ~stopped
+        if not bool((newly | stopped).any()):
+            X, M, error = X_new, M_new, error_new  # the usual case: no matrix frozen
+            continue
+        stopped = stopped | newly
+        keep = stopped[..., None, None]
+        X, M = torch.where(keep, X, X_new), torch.where(keep, M, M_new)
+        error = torch.where(stopped, error, error_new)
     return NewtonResult(X, M, iterations, error)
 
 
@@ -233,6 +255,39 @@ def polar_factor(G: torch.Tensor) -> torch.Tensor:
     return U @ Vh
 
 
+def fast_bfloat16_matmul(device: torch.device | str) -> bool:
+    """Whether bfloat16 matrix products run natively on ``device``, and so faster than float32.
+
+    True on CUDA and on CPUs with AVX512-BF16 or AMX. On other CPUs (AVX2 only, e.g. the
+    course's 2-core machines) oneDNN emulates bfloat16 products: a 256×1024 Newton–Schulz
+    step measured about 55× slower than in float32 there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:  # private helpers of torch.cpu (torch >= 2.3); without them, assume no native bfloat16
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def muon_newton_schulz_dtype(device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.dtype:
+    """Muon's default Newton–Schulz dtype for a ``dtype`` tensor on ``device``.
+
+    bfloat16 (the references') on CUDA, and on CPUs with native bfloat16 products except for
+    float64 tensors, which stay float64 on a CPU (exact references in tests and assignments,
+    as :func:`default_newton_schulz_dtype`); float32 on other CPUs.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16
+    if dtype == torch.float64:
+        return torch.float64
+    return torch.bfloat16 if fast_bfloat16_matmul(device) else torch.float32
+
+
 def default_newton_schulz_dtype(G: torch.Tensor) -> torch.dtype:
     """bfloat16 on CUDA (as Muon runs it); on CPU float64 stays float64, anything else float32."""
     if G.is_cuda:
@@ -254,6 +309,41 @@ def newton_schulz_scalar_map(x, steps: int = 5,
     return x
 
 
+def newton_schulz_iterations(X: torch.Tensor, steps: int = 5,
+                             coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
+                             eps: float = 1e-7) -> torch.Tensor:
+    """The Newton–Schulz loop of :func:`newton_schulz` on a wide ``X`` (rows ≤ cols), in ``X``'s dtype.
+
+    ``X ← X / (‖X‖_F + eps)``, then ``steps`` times ``A = X Xᵀ``, ``B = b A + c A²``,
+    ``X ← a X + B X``. Each scale-and-add is folded into the product (``addmm`` /
+    ``baddbmm``: ``B = addmm(A, A, A, beta=b, alpha=c)``, ``X = addmm(X, B, X, beta=a)``), as
+    ``torch.optim.Muon`` does: two kernels per step instead of five, and in bfloat16 one
+    rounding per product. Batches (ndim > 2) are flattened to one ``(n, rows, cols)`` batch.
+    Returns a new tensor of ``X``'s shape and dtype; Muon keeps it in the compute dtype.
+    """
+    a, b, c = coefficients
+    shape = X.shape
+    # X₀ = X / ‖X‖_F: spectral norm ≤ Frobenius norm, so every σ ≤ 1
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
+    if X.ndim == 2:
+        product, product_add = torch.mm, torch.addmm
+    else:
+        X = X.reshape(-1, shape[-2], shape[-1])
+        product, product_add = torch.bmm, torch.baddbmm
+    for _ in range(steps):
+        # A = X Xᵀ
+        A = product(X, X.mT)
+        if c != 0:
+            # B = b A + c A²
+            B = product_add(A, A, A, beta=b, alpha=c)
+            # X <- a X + B X
+            X = product_add(X, B, X, beta=a)
+        else:
+            # X <- a X + b A X   (cubic: B = b A)
+            X = product_add(X, A, X, beta=a, alpha=b)
+    return X.reshape(shape)
+
+
 def newton_schulz(G: torch.Tensor, steps: int = 5,
                   coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS, *,
                   dtype: torch.dtype | None = None, eps: float = 1e-7) -> torch.Tensor:
@@ -267,7 +357,8 @@ def newton_schulz(G: torch.Tensor, steps: int = 5,
         X_k+1 = a X_k + B X_k          # = p(X Xᵀ) X, i.e. σ -> p(σ) for every singular value
 
     so after ``steps`` steps ``X = U diag(p∘…∘p(σ/‖G‖_F)) Vᵀ`` with the same U, V
-    as G. A tall G is transposed first so that A is the smaller Gram matrix.
+    as G. A tall G is transposed first so that A is the smaller Gram matrix. The loop is
+    :func:`newton_schulz_iterations` (scale-and-add folded into ``addmm``).
 
     Args:
         G: a matrix, or a batch of matrices (leading dims are batch dims).
@@ -275,7 +366,8 @@ def newton_schulz(G: torch.Tensor, steps: int = 5,
         coefficients: (a, b, c); ``MUON_QUINTIC_COEFFICIENTS`` (default) or
             ``CUBIC_COEFFICIENTS`` (c = 0 skips the A² product).
         dtype: compute dtype; default bfloat16 on CUDA, float32 on CPU (float64
-            inputs on CPU stay float64, for tests).
+            inputs on CPU stay float64, for tests). :class:`gd_lib.optim.Muon` passes
+            its own ``ns_dtype`` (bfloat16 by default, as the references).
         eps: added to the Frobenius norm, so that G = 0 maps to 0.
 
     Returns:
@@ -284,7 +376,7 @@ def newton_schulz(G: torch.Tensor, steps: int = 5,
     With the Muon coefficients and 5 steps, the output's singular values lie in
     about [0.68, 1.21] for every σ ≥ 0.003 ‖G‖_F (see ``newton_schulz_scalar_map``);
     it is *not* U Vᵀ, and Muon does not need it to be. With the cubic coefficients
-    and enough steps it converges to U Vᵀ.
+    and enough steps it converges to U Vᵀ (:func:`polar_factor`, the exact reference).
 
     References: Bernstein & Newhouse, "Old Optimizer, New Norm" (arXiv:2409.20325),
     App. on Newton–Schulz; Jordan et al., "Muon" (kellerjordan.github.io/posts/muon),
@@ -294,20 +386,11 @@ def newton_schulz(G: torch.Tensor, steps: int = 5,
         raise ValueError(f"newton_schulz needs a matrix (ndim >= 2), got shape {tuple(G.shape)}")
     if steps < 0:
         raise ValueError(f"Invalid steps: {steps!r}; expected an integer >= 0")
-    a, b, c = coefficients
     X = G.to(dtype or default_newton_schulz_dtype(G))
     transposed = G.size(-2) > G.size(-1)
     if transposed:
         X = X.mT
-    # X₀ = G / ‖G‖_F: spectral norm ≤ Frobenius norm, so every σ ≤ 1
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
-    for _ in range(steps):
-        # A = X Xᵀ
-        A = X @ X.mT
-        # B = b A + c A²
-        B = b * A + c * (A @ A) if c != 0 else b * A
-        # X <- a X + B X
-        X = a * X + B @ X
+    X = newton_schulz_iterations(X, steps, coefficients, eps)
     if transposed:
         X = X.mT
     return X.to(G.dtype)

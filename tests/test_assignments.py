@@ -44,103 +44,22 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and p.name[:2].isdigit())
 
 # --- the classic bugs -------------------------------------------------------------------------------
-# assignment -> {bug name: (answer cell grade_id, [(old, new), ...] substitutions in its solution
-#                           code, graded cells that must fail)}
-BUGS: dict[str, dict[str, tuple[str, list[tuple[str, str]], set[str]]]] = {
-    "01_first_order": {
-        # Adam without the bias correction 1/(1 - beta^t): wrong from the first step
-        "adam_no_bias_correction": ("adam_step", [("m_hat = m / (1 - beta1 ** t)", "m_hat = m"),
-                                                  ("v_hat = v / (1 - beta2 ** t)", "v_hat = v")],
-                                    {"test_adam_step_public", "test_adam_step_hidden"}),
-        # MyAdam never increments its step counter: 1 - beta^0 = 0, a division by zero
-        "my_adam_step_not_incremented": ("my_adam", [('state["step"] += 1\n', "")],
-                                         {"test_my_adam_public", "test_my_adam_hidden"}),
-        # Nesterov looks ahead with the previous buffer; the public tests have no Nesterov case
-        "nesterov_old_buffer": ("sgd_step", [("d = g + momentum * new_buf if nesterov else new_buf",
-                                              "d = g + momentum * (new_buf if buf is None else buf) if nesterov else new_buf")],
-                                {"test_sgd_step_hidden"}),
-    },
-    "02_geometry": {
-        # the dual of the max-entry norm is the l1 norm, not the max
-        "linf_dual_norm_is_max": ("linf_dual", [("return G.abs().sum(), torch.sign(G)",
-                                                 "return G.abs().max(), torch.sign(G)")],
-                                  {"test_linf_dual_public", "test_linf_dual_hidden"}),
-        # the dual of the spectral norm is the nuclear norm, not the spectral norm
-        "spectral_dual_norm_is_spectral": ("spectral_dual", [("return S.sum(), U @ Vh", "return S.max(), U @ Vh")],
-                                           {"test_spectral_dual_public", "test_spectral_dual_hidden"}),
-        # Newton-Schulz with the classic cubic coefficients whatever it is asked for
-        "newton_schulz_wrong_coefficients": ("newton_schulz", [("a, b, c = coefficients", "a, b, c = 1.5, -0.5, 0.0")],
-                                             {"test_newton_schulz_public", "test_newton_schulz_hidden"}),
-        # Muon without the sqrt(max(1, m/n)) shape factor (wrong on tall matrices only)
-        "muon_no_shape_scale": ("muon_step", [(" * max(1.0, rows / cols) ** 0.5", "")],
-                                {"test_muon_step_public", "test_muon_step_hidden"}),
-        # sign descent without the dual-norm step size sum_l ||G_l||_1
-        "sign_descent_without_dual_norm": ("theorem_4_1", [("eta = sum(G.abs().sum() for G in grads) / sharpness",
-                                                            "eta = 1.0 / sharpness")],
-                                           {"test_theorem_4_1_public", "test_theorem_4_1_hidden"}),
-    },
-    "03_curvature": {
-        # the first backward pass without create_graph: g has no graph, so "Hv" comes out as zeros
-        "hvp_without_create_graph": ("hvp", [("create_graph=True", "retain_graph=True")],
-                                     {"test_hvp_public", "test_hvp_hidden"}),
-        # ||Av|| instead of the Rayleigh quotient: loses the sign of a negative dominant eigenvalue
-        "power_iteration_norm_not_rayleigh": ("power_iteration", [("return torch.dot(v, matvec(v)), v",
-                                                                   "return matvec(v).norm(), v")],
-                                              {"test_power_iteration_public", "test_power_iteration_hidden"}),
-        # Lanczos' T without its off-diagonal betas: the answer is max alpha, not a Ritz value
-        "lanczos_without_off_diagonal": ("lanczos", [("T = torch.diag(alphas) + torch.diag(betas, 1) + torch.diag(betas, -1)",
-                                                      "T = torch.diag(alphas)")],
-                                         {"test_lanczos_public", "test_lanczos_hidden"}),
-        # KFAC's activation factor without the bias row of ones
-        "kfac_factors_without_bias_row": ("kfac_factors", [("if has_bias:", "if False:")],
-                                          {"test_kfac_factors_public", "test_kfac_factors_hidden"}),
-        # KFAC's gradient factor from the mean loss's gradient, not rescaled by N (G off by N^2)
-        "kfac_factors_wrong_batch_normalization": ("kfac_factors", [("g = N * grad_output", "g = grad_output")],
-                                                   {"test_kfac_factors_public", "test_kfac_factors_hidden"}),
-        # (A + eps I) ** -0.25 entrywise instead of the matrix power
-        "shampoo_entrywise_power": ("shampoo", [("eigenvalues, Q = torch.linalg.eigh(A)\n    return Q @ torch.diag((eigenvalues + eps) ** -0.25) @ Q.T",
-                                                 "return (A + eps * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)) ** -0.25")],
-                                    {"test_shampoo_public", "test_shampoo_hidden"}),
-    },
-    "04_training_toolkit": {
-        # the output layer's init scaled by 1/m_in (the constant-SP rule) instead of 1/sqrt(m_in)
-        "mup_output_init_one_over_width": ("mup_multipliers", [("weight = (1.0 / math.sqrt(m_in), 1.0 / m_in)",
-                                                                "weight = (1.0 / m_in, 1.0 / m_in)")],
-                                           {"test_mup_multipliers_public", "test_mup_multipliers_hidden"}),
-        # the coordinate check's loop never zeroes the gradients: they accumulate over steps
-        "coord_check_without_zero_grad": ("coord_check", [("optimizer.zero_grad(set_to_none=True)", "pass")],
-                                          {"test_coord_check_public", "test_coord_check_hidden"}),
-        # the cosine's clock one step ahead after the warmup
-        "cosine_off_by_one": ("warmup_cosine", [("min(step - warmup_steps, total_steps - warmup_steps)",
-                                                 "min(step - warmup_steps + 1, total_steps - warmup_steps)")],
-                              {"test_warmup_cosine_public", "test_warmup_cosine_hidden"}),
-        # the 1-sqrt cooldown written as sqrt(1 - s)
-        "wsd_sqrt_of_one_minus": ("wsd", [("g = 1.0 - math.sqrt(s)", "g = math.sqrt(1.0 - s)")],
-                                  {"test_wsd_public", "test_wsd_hidden"}),
-        # the EMA's bias correction dropped: early averages shrink towards zero
-        "ema_without_bias_correction": ("weight_ema", [("return {name: m / (1 - self.decay ** self.count) for name, m in self.average.items()}",
-                                                        "return {name: m.clone() for name, m in self.average.items()}")],
-                                        {"test_weight_ema_public", "test_weight_ema_hidden"}),
-    },
-    "05_benchmarking": {
-        # "reaches the target" with a strict inequality: an evaluation exactly at the target does not count
-        "trial_strict_inequality": ("trial_time_to_target", [('(value <= target) if direction == "min" else (value >= target)',
-                                                              '(value < target) if direction == "min" else (value > target)')],
-                                    {"test_trial_time_to_target_public", "test_trial_time_to_target_hidden"}),
-        # the study's time from the trial with the smallest time instead of the smallest evaluation index
-        "study_min_time_not_min_index": ("study_and_workload_time", [("hit[0] < best[0]", "hit[1] < best[1]")],
-                                         {"test_study_time_public", "test_study_time_hidden"}),
-        # the profile counts r < tau instead of r <= tau: the best submission is not counted at tau = 1
-        "profile_strict_inequality": ("performance_profiles", [("<= taus[:, None]", "< taus[:, None]")],
-                                      {"test_performance_profiles_public", "test_performance_profiles_hidden"}),
-        # the 4x rule also removes a time of exactly 4x the best
-        "four_times_rule_inclusive": ("four_times_rule", [("if t > 4.0 * best[w]", "if t >= 4.0 * best[w]")],
-                                      {"test_four_times_rule_public", "test_four_times_rule_hidden"}),
-        # the area under the profile not divided by tau_max - tau_min = 3
-        "score_not_divided_by_three": ("algoperf_score", [("return area / float(taus[-1] - taus[0])", "return area")],
-                                       {"test_algoperf_score_public", "test_algoperf_score_hidden"}),
-    },
-}
+# The catalogue is course data: solutions/<A>/mistakes.json (never released: course/nbgrader_config.py
+# ignores it), {bug name: {"cell": answer cell grade_id, "replace": [[old, new], ...] substitutions in
+# its solution code, "fails": graded cells that must fail, "says": the diagnosis the feedback gives,
+# "hidden": true when only hidden tests catch it on purpose}}. Here as
+# assignment -> {bug name: (answer cell grade_id, [(old, new), ...], {graded cells that must fail})}.
+def _load_bugs() -> dict[str, dict[str, tuple[str, list[tuple[str, str]], set[str]]]]:
+    bugs = {}
+    for assignment in ASSIGNMENTS:
+        path = ROOT / "solutions" / assignment / "mistakes.json"
+        data = json.loads(path.read_text()) if path.exists() else {}
+        bugs[assignment] = {name: (b["cell"], [tuple(r) for r in b["replace"]], set(b["fails"]))
+                            for name, b in data.items()}
+    return bugs
+
+
+BUGS = _load_bugs()
 
 GRADE_ARGS = ["--workers", "2", "--cell-timeout", "120", "--notebook-timeout", "600", "--quiet"]
 
@@ -177,15 +96,17 @@ def _regions(code: str, begin: str, end: str) -> list[str]:
     return lines
 
 
-def _released_form(code: str) -> str:
+def _released_form(code: str, markdown: bool = False) -> str:
     """What nbgrader's generate_assignment makes of a source cell: each solution region replaced by the
-    course's stub at the marker's indentation, each hidden-test region removed with its markers."""
+    course's stub at the marker's indentation (``YOUR ANSWER HERE`` in a markdown cell), each hidden-test region
+    removed with its markers."""
     out, mode = [], None
     for line in code.split("\n"):
         marker = line.strip()
         if marker == "### BEGIN SOLUTION":
             indent = line[: len(line) - len(line.lstrip())]
-            out += [indent + "# YOUR CODE HERE", indent + "raise NotImplementedError()"]
+            out += [indent + "YOUR ANSWER HERE"] if markdown else [indent + "# YOUR CODE HERE",
+                                                                    indent + "raise NotImplementedError()"]
             mode = "solution"
         elif marker == "### BEGIN HIDDEN TESTS":
             mode = "hidden"
@@ -254,7 +175,7 @@ def _cheat(assignment: str):
     source, nb = _read("solutions", assignment), _read("assignments", assignment)
     replace, first = {}, True
     for gid, cell in _by_id(source).items():
-        if not _meta(cell).get("solution"):
+        if not _meta(cell).get("solution") or cell.cell_type != "code":
             continue
         lines = [CHEAT_PRELUDE] if first else []
         first = False
@@ -263,7 +184,7 @@ def _cheat(assignment: str):
                          else f"class {name}(Anything):\n    pass")
         replace[gid] = "\n".join(lines)
     for cell in nb.cells:
-        if _meta(cell).get("solution"):
+        if _meta(cell).get("solution") and cell.cell_type == "code":
             cell.source = replace[_meta(cell)["grade_id"]]
     return nb
 
@@ -275,18 +196,107 @@ def _graded_cells(nb) -> dict[str, float]:
 
 # --- static checks of the released notebooks ------------------------------------------------------------
 
+def _hidden_flags() -> dict[str, dict[str, bool]]:
+    """assignment -> {bug: marked "hidden" (only hidden tests catch it, on purpose)}."""
+    out = {}
+    for assignment in ASSIGNMENTS:
+        path = ROOT / "solutions" / assignment / "mistakes.json"
+        data = json.loads(path.read_text()) if path.exists() else {}
+        out[assignment] = {name: bool(b.get("hidden")) for name, b in data.items()}
+    return out
+
+
+def _is_hidden_test(cell) -> bool:
+    return "### BEGIN HIDDEN TESTS" in cell.source
+
+
+def _question_tests(source, answer_id: str) -> dict[str, bool]:
+    """{graded test cell: is hidden} of the question whose answer cell is ``answer_id``: the graded test cells
+    between it and the next answer cell (how the grader groups a question's tests)."""
+    tests, inside = {}, False
+    for cell in source.cells:
+        meta = _meta(cell)
+        if meta.get("solution"):
+            inside = meta.get("grade_id") == answer_id
+        elif inside and meta.get("grade") and cell.cell_type == "code":
+            tests[meta["grade_id"]] = _is_hidden_test(cell)
+    return tests
+
+
+def _written_cells(nb) -> dict[str, float]:
+    """The answers in words: markdown answer cells graded by hand in the formgrader."""
+    return {_meta(c)["grade_id"]: float(_meta(c).get("points", 0) or 0) for c in nb.cells
+            if c.cell_type == "markdown" and _meta(c).get("solution") and _meta(c).get("grade")}
+
+
 def test_every_assignment_has_classic_bugs():
-    assert ASSIGNMENTS[0] == "01_first_order" and len(ASSIGNMENTS) >= 5, ASSIGNMENTS
-    assert set(BUGS) == set(ASSIGNMENTS), "every assignment needs its classic bugs in BUGS"
+    """Every assignment has at least 3 classic mistakes; each one changes its own question's answer and is caught by
+    that question's tests: by at least one public test, unless it is marked "hidden" on purpose (the grading test
+    below checks that the listed cells really fail)."""
+    assert ASSIGNMENTS[0] == "01_first_order" and len(ASSIGNMENTS) >= 7, ASSIGNMENTS
+    assert all(BUGS[a] for a in ASSIGNMENTS), "every assignment needs its classic bugs in solutions/<A>/mistakes.json"
+    hidden_flags = _hidden_flags()
     for assignment, bugs in BUGS.items():
         source = _read("solutions", assignment)
-        graded, answers = _graded_cells(source), {gid for gid, c in _by_id(source).items() if _meta(c).get("solution")}
-        assert len(bugs) >= 2, assignment
+        graded = _graded_cells(source)
+        answers = {gid for gid, c in _by_id(source).items() if _meta(c).get("solution") and c.cell_type == "code"}
+        assert len(bugs) >= 3, f"{assignment}: only {len(bugs)} classic mistakes"
         for bug, (gid, substitutions, failing) in bugs.items():
             assert gid in answers, f"{assignment}/{bug}: {gid} is not an answer cell"
             assert failing and failing <= set(graded), f"{assignment}/{bug}: unknown graded cells {failing - set(graded)}"
+            tests = _question_tests(source, gid)
+            assert failing <= set(tests), f"{assignment}/{bug}: fails {sorted(failing - set(tests))}, not its question's"
+            if not hidden_flags[assignment][bug]:
+                assert any(not tests[t] for t in failing), \
+                    f"{assignment}/{bug}: no public test of its question catches it (mark it hidden on purpose, or add one)"
             code = _solution_code(source, gid)
             assert all(old in code for old, _ in substitutions), f"{assignment}/{bug}: substitution does not apply"
+            for old, replacement in substitutions:
+                code = code.replace(old, replacement)
+            compile(code, f"{assignment}/{bug}", "exec")  # a mistake is wrong code that runs, not a syntax error
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_questions_beyond_code(assignment):
+    """At least two questions ask to derive, predict or interpret: answers in words (markdown answer cells graded
+    by hand, with a rubric in the source's solution region) or numbers/choices the student assigns (an answer cell
+    with no function or class in it), autograded."""
+    source = _read("solutions", assignment)
+    written = _written_cells(source)
+    numbers = [gid for gid, c in _by_id(source).items() if c.cell_type == "code" and _meta(c).get("solution")
+               and not re.search(r"^(def|class) ", c.source, re.M)]
+    assert len(written) + len(numbers) >= 2, f"{assignment}: written {sorted(written)}, predictions {numbers}"
+    for gid, points in written.items():
+        cell = _by_id(source)[gid]
+        meta = _meta(cell)
+        assert points > 0 and meta.get("task") is False and meta.get("locked") is False, f"{assignment}/{gid}: {meta}"
+        inside = "\n".join(_regions(cell.source, "### BEGIN SOLUTION", "### END SOLUTION"))
+        assert "Rubric" in inside and "Model answer" in inside, f"{assignment}/{gid}: the rubric and model answer " \
+                                                                 "belong in the solution region"
+    for gid in numbers:  # a prediction is checked by a hidden test of its question, never revealed by a public one
+        tests = _question_tests(source, gid)
+        assert tests and all(tests.values()), f"{assignment}/{gid}: a prediction's tests must all be hidden"
+
+
+LECTURE_REFERENCE = re.compile(r"`lectures/(\w+\.ipynb)`, section \"([^\"]+)\"")
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_theorems_point_to_course_material(assignment):
+    """Every "Theorem" an assignment cites is proved in a lecture it names by file and section title."""
+    source = _read("solutions", assignment)
+    text = "\n".join(c.source for c in source.cells if c.cell_type == "markdown")
+    if "Theorem" not in text:
+        return
+    assert "course notes" not in text, f"{assignment}: points to course notes that do not exist"
+    references = LECTURE_REFERENCE.findall(text)
+    assert references, f"{assignment}: cites a theorem without naming the lecture that proves it"
+    for lecture, section in references:
+        path = ROOT / "lectures" / lecture
+        assert path.exists(), f"{assignment}: {lecture} does not exist"
+        headings = [line.lstrip("#").strip() for c in nbformat.read(path, as_version=4).cells
+                    if c.cell_type == "markdown" for line in c.source.split("\n") if line.startswith("#")]
+        assert any(section in h for h in headings), f"{assignment}: no section {section!r} in {lecture}: {headings}"
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -345,7 +355,8 @@ def test_release_matches_source(assignment):
         sm, rm = _meta(s), _meta(r)
         for key in ("grade_id", "grade", "solution", "locked", "points"):
             assert sm.get(key) == rm.get(key), f"{assignment}/{sm.get('grade_id')}: {key} differs"
-        expected = _released_form(s.source) if s.cell_type == "code" else s.source
+        expected = (_released_form(s.source) if s.cell_type == "code" else
+                    _released_form(s.source, markdown=True) if sm.get("solution") else s.source)
         assert r.source == expected, f"{assignment}/{sm.get('grade_id')}: the release is out of date (make release)"
         if r.cell_type == "code":
             assert r.outputs == [] and r.execution_count is None, f"{assignment}: released cells carry outputs"
@@ -399,6 +410,7 @@ def _grade(assignment: str, tmp_path: Path):
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_grading_scores_each_submission_exactly(assignment, tmp_path):
     results, totals, root, seconds = _grade(assignment, tmp_path)
+    name = _notebook_name(assignment)
     graded = _graded_cells(_read("solutions", assignment))
     full = sum(graded.values())
     per_notebook = {s: r["seconds"] for s, r in results.items()}
@@ -417,20 +429,57 @@ def test_grading_scores_each_submission_exactly(assignment, tmp_path):
         if got_failing != failing:
             messages = {gid: cells[gid]["message"][:300] for gid in got_failing ^ failing}
             problems.append(f"{student}: failed {sorted(got_failing)}, expected {sorted(failing)}: {messages}")
-        score = full - sum(graded[g] for g in failing)
-        if totals.get(student) != score:
-            problems.append(f"{student}: gradebook total {totals.get(student)} != {score}")
+        # partial credit: a failing cell keeps the points of its checks that passed, so the total is the sum of
+        # the cells' scores (each passing cell at full points, each failing one below them)
+        scores = {gid: (v["points"] if v["passed"] else v.get("score", 0.0)) for gid, v in cells.items()}
+        below = {gid for gid in failing if not scores[gid] < graded[gid]}
+        if below:
+            problems.append(f"{student}: cells {sorted(below)} fail but keep full points")
+        score = sum(scores.values())
+        if totals.get(student) is None or abs(totals[student] - score) > 1e-3:
+            problems.append(f"{student}: gradebook total {totals.get(student)} != {score} (sum of the cells' scores)")
+        if student.startswith("bug_") and not score < full:
+            problems.append(f"{student}: a classic bug keeps full marks")
         if results[student]["fatal"]:
             problems.append(f"{student}: fatal {results[student]['fatal']}")
+    # every classic mistake fails a public test of its question (unless marked hidden on purpose), and the
+    # feedback names it on at least one of its failing checks
+    source = _read("solutions", assignment)
+    hidden_flags, catalogue = _hidden_flags()[assignment], json.loads(
+        (ROOT / "solutions" / assignment / "mistakes.json").read_text())
+    for bug, (gid, _, _) in BUGS[assignment].items():
+        cells = results[f"bug_{bug}"]["cells"]
+        public = {t for t, hidden in _question_tests(source, gid).items() if not hidden}
+        if not hidden_flags[bug] and all(cells[t]["passed"] for t in public):
+            problems.append(f"bug_{bug}: passes every public test of its question {sorted(public)}")
+        named = {check.get("mistake") for cell in cells.values() for check in cell.get("checks", [])
+                 if not check["passed"]}
+        if catalogue[bug]["says"] not in named:
+            problems.append(f"bug_{bug}: the feedback does not name the mistake (it names {sorted(map(str, named))})")
     assert totals["correct"] == full and totals["blank"] == 0 and totals["cheat"] == 0
     assert not problems, "\n".join(problems)
 
-    # the blank notebook fails every cell through a clean verdict: its stubs raise NotImplementedError
+    # the blank notebook fails every cell through a clean verdict: its stubs raise NotImplementedError (a test of a
+    # number the student assigns finds the name undefined)
     blank = {gid: cell["message"] for gid, cell in results["blank"]["cells"].items()}
-    assert all("NotImplementedError" in message for message in blank.values()), blank
+    assert all("NotImplementedError" in message or "is not defined" in message for message in blank.values()), blank
+
+    # answers in words: kept from the student's notebook in the autograded one, left to the formgrader
+    written = _written_cells(source)
+    if written:
+        from nbgrader.api import Gradebook
+        autograded = nbformat.read(root / "course" / "autograded" / "correct" / assignment / name, as_version=4)
+        submitted = _by_id(_submission(assignment))
+        for gid in written:
+            assert _by_id(autograded)[gid].source == submitted[gid].source, f"{gid}: the written answer is lost"
+        with Gradebook(f"sqlite:///{root / 'course' / 'gradebook.db'}") as gradebook:
+            notebook = gradebook.find_submission_notebook(Path(name).stem, assignment, "correct")
+            assert notebook.needs_manual_grade, "the written answers must wait for the formgrader"
+            for gid in written:
+                grade = gradebook.find_grade(gid, Path(name).stem, assignment, "correct")
+                assert grade.needs_manual_grade and grade.max_score == written[gid], (gid, grade.max_score)
 
     # the release regenerated by nbgrader in the temporary root equals the committed one
-    name = _notebook_name(assignment)
     regenerated = nbformat.read(root / "assignments" / assignment / name, as_version=4)
     committed = _read("assignments", assignment)
     assert [(c.cell_type, c.source, _meta(c)) for c in regenerated.cells] == \

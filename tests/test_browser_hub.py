@@ -252,8 +252,12 @@ def _scenario(browser, hub, shot, timings, solution, points, total):
     submission.locator("td.autograde a").click()
     log = _close_success_modal(grader, timeout_ms=AUTOGRADE_TIMEOUT_MS)
     timings["autograde"] = time.perf_counter() - autograde_start
-    # the course's autograder decided the tests (nbgrader's own Execute step is replaced)
+    # the course's autograder decided the tests (nbgrader's own Execute step is replaced), in the full
+    # bubblewrap sandbox: the formgrader grades as the server's account, with the same isolation as make autograde
     assert "ApplySandboxedResults" in log, log[-3000:]
+    result = json.loads((hub["course"] / "course" / ".autograder" / "results" / ASSIGNMENT / STUDENT /
+                         f"{NOTEBOOK}.json").read_text())
+    assert result["isolation"] == "bwrap" and not result["failed"], result
     score = f"{points:g} / {total:g}"
     grader.locator("#main-table tr td.score", has_text=" / ").first.wait_for()  # the row, re-read from the gradebook
     shot(instructor, "autograded-score")

@@ -698,3 +698,38 @@ def test_state_dict_resume_with_conv_and_adam_fallback_is_bit_identical(cls):
     train(resumed, opt2, batches[5:])
     for a, b in zip(model.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+def test_eigh_path_reuses_damped_inverses_and_rebuilds_them_when_damping_changes():
+    """The eigh path builds Q diag(1/(d+γ)) Qᵀ once per refresh and damping (issue 17); its step
+    equals the rotation reference kfac_precondition_eigh, also after the damping changes."""
+    model = small_mlp()
+    g = torch.Generator().manual_seed(9)
+    opt = KFAC(model, lr=0.05, damping=1e-2, momentum=0.0, cov_update_freq=1, inv_update_freq=3)
+    layer_weight = model[0].weight if isinstance(model, nn.Sequential) else next(model.parameters())
+    built, bases = [], []
+    for t in range(6):
+        if t == 4:
+            opt.param_groups[0]["damping"] = 3e-2  # a damping schedule
+        X = torch.randn(16, 6, generator=g, dtype=DT)
+        y = torch.randint(0, 4, (16,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        before = layer_weight.detach().clone()
+        opt.step()
+        state = opt.state[layer_weight]
+        built.append(state["A_inv"])  # the tensor objects themselves: kept alive, compared by identity
+        bases.append(state["Q_A"])
+        # the step taken is -lr · (reference direction); reference from the stored eigendecomposition
+        gamma_A, gamma_G = kf.tikhonov_damping(opt.param_groups[0]["damping"], state["pi"])
+        grad = layer_weight.grad if model[0].bias is None else torch.cat(
+            [layer_weight.grad, model[0].bias.grad[:, None]], dim=1)
+        V = kf.kfac_precondition_eigh(grad, state["Q_A"], state["d_A"], state["Q_G"], state["d_G"], gamma_A, gamma_G)
+        # float64, two products against four: round-off ~1e-15 of the step
+        torch.testing.assert_close(before - layer_weight.detach(), 0.05 * V[:, :layer_weight.shape[1]],
+                                   rtol=0, atol=1e-12)
+    # rebuilt exactly when a refresh brought a new eigenbasis or the damping changed (t = 4)
+    for t in range(1, 6):
+        fresh = bases[t] is not bases[t - 1] or t == 4
+        assert (built[t] is not built[t - 1]) == fresh, t
+    assert sum(built[t] is built[t - 1] for t in range(1, 6)) >= 2  # and reused in between

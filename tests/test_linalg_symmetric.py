@@ -237,3 +237,29 @@ def test_qr_refresh_batched_equals_one_at_a_time():
         q, o = qr_power_iteration_refresh(As[b], Qs[b])
         assert torch.equal(o, order[b])
         assert torch.allclose(q, Q_new[b], atol=1e-13)
+
+
+def test_coupled_newton_stops_when_rounding_stops_the_error_shrinking():
+    """float32, condition 1e6: max|M - I| plateaus at ≈ 2.4e-7 and cannot reach 1e-7; without
+    the guard the iteration runs to max_iterations, with it it stops at the plateau."""
+    A = random_spd(64, 1e6, seed=11).float()
+    exact = inverse_root_eigh(A.double(), 4)
+    guarded = inverse_root_newton(A, 4, max_iterations=100, tolerance=1e-7)
+    unguarded = inverse_root_newton(A, 4, max_iterations=100, tolerance=1e-7, max_error_ratio=None)
+    assert unguarded.iterations == 100
+    assert guarded.iterations < 40
+    # the guarded root is as accurate as float32 allows (relative error ≲ 1e-3 at condition 1e6)
+    assert rel(guarded.X.double(), exact) < 1e-3
+    assert rel(guarded.X.double(), exact) <= 1.5 * rel(unguarded.X.double(), exact) + 1e-6
+
+
+def test_shampoo_newton_default_tolerance_is_the_references():
+    from gd_lib.optim import ShampooConfig
+    config = ShampooConfig(root_method="newton")
+    assert config.newton_tolerance == 1e-3 and config.newton_max_error_ratio == 1.0
+    A = random_spd(32, 1e3, seed=12)
+    loose = inverse_root_newton(A, 4, tolerance=config.newton_tolerance)
+    strict = inverse_root_newton(A, 4, tolerance=1e-6)
+    assert loose.iterations < strict.iterations
+    # τ = 1e-3 on max|M - I| gives ≈ τ/4 relative error in X
+    assert rel(loose.X, inverse_root_eigh(A, 4)) < 2.5e-4

@@ -110,7 +110,8 @@ def test_muon_matches_reference_rule_on_a_small_transformer():
     # the recipe: hidden matrices (qkv, proj, fc, out) on Muon; embeddings, head, LN, biases on AdamW
     names_on_muon = sorted(n for n, p in model.named_parameters() if id(p) in muon_ids)
     assert names_on_muon == sorted(f"blocks.{i}.{m}.weight" for i in range(2) for m in ("qkv", "proj", "fc", "out"))
-    opt = Muon(groups, lr=0.02, weight_decay=0.01, adam_lr=3e-3, adam_weight_decay=0.01)
+    # float32 Newton–Schulz, as the reference rule written above (the default is bfloat16)
+    opt = Muon(groups, lr=0.02, weight_decay=0.01, adam_lr=3e-3, adam_weight_decay=0.01, ns_dtype=torch.float32)
 
     twin_params = dict(twin.named_parameters())
     ref_state = {}
@@ -146,21 +147,24 @@ def test_muon_update_flattens_conv_weights_and_leaves_grad_alone():
     buf = torch.zeros_like(grad)
     ref_buf = torch.zeros_like(grad)
     for nesterov in (True, False):
-        out = muon_update(grad, buf, beta=0.9, ns_steps=5, nesterov=nesterov)
+        out = muon_update(grad, buf, beta=0.9, ns_steps=5, nesterov=nesterov, ns_dtype=torch.float32)
         assert torch.equal(grad, grad_before)
         p = torch.zeros_like(grad)
         reference_muon_step(p, grad, ref_buf, lr=-1.0, beta=0.9, nesterov=nesterov)  # p = +update
-        torch.testing.assert_close(out, p, rtol=0, atol=1e-6)  # float32 round-off
+        # float32 round-off; addmm folds the scale-and-add, so the rounding order differs from
+        # the reference's b*A + c*A@A: ~1e-6 per entry after 5 steps (entries of size ~0.3)
+        torch.testing.assert_close(out, p, rtol=0, atol=1e-5)
         assert out.shape == grad.shape
 
 
 def test_tall_matrix_update_is_scaled_by_sqrt_aspect_ratio():
     g = torch.Generator().manual_seed(4)
     grad = torch.randn(48, 12, generator=g, dtype=torch.float64)
-    out = muon_update(grad, torch.zeros_like(grad), beta=0.0, ns_steps=5, nesterov=False)
-    # with β = 0 the update is NS(G)·√(48/12) = 2·NS(G); NS on float64 stays float64
+    out = muon_update(grad, torch.zeros_like(grad), beta=0.0, ns_steps=5, nesterov=False, ns_dtype=torch.float64)
+    # with β = 0 the update is NS(G)·√(48/12) = 2·NS(G); NS asked in float64 stays float64
     torch.testing.assert_close(out, 2 * reference_newton_schulz5(grad.double()).double(), rtol=0, atol=1e-5)
-    wide = muon_update(grad.T.contiguous(), torch.zeros(12, 48, dtype=torch.float64), 0.0, 5, False)
+    wide = muon_update(grad.T.contiguous(), torch.zeros(12, 48, dtype=torch.float64), 0.0, 5, False,
+                       ns_dtype=torch.float64)
     torch.testing.assert_close(wide, out.T / 2, rtol=0, atol=1e-12)  # wide: scale 1
 
 
@@ -211,3 +215,139 @@ def test_muon_trains_the_transformer():
         first = loss.item() if first is None else first
     # memorizing one batch of 32 random tokens: from ~ln 13 = 2.56 to well below
     assert loss.item() < 0.5 * first and math.isfinite(loss.item())
+
+
+# --- issue 17: torch.optim.Muon's configuration, the reference package, named parameters ----
+
+def _two_layer_problem(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(16, 8, generator=g), torch.randn(16, 4, generator=g)]  # wide and tall
+    X = torch.randn(32, 8, generator=g)
+    return weights, X
+
+
+def _train(opt, params, X, steps=10):
+    for _ in range(steps):
+        opt.zero_grad()
+        # a loss whose gradients change from step to step, so that momentum and NS matter
+        h = torch.tanh(X @ params[0].T)
+        ((h @ params[1]) ** 2).mean().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("adjust_lr_fn", ["original", "match_rms_adamw"])
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_torch_style_configuration_reproduces_torch_optim_muon(adjust_lr_fn, nesterov):
+    weights, X = _two_layer_problem()
+    ours = [nn.Parameter(w.clone()) for w in weights]
+    theirs = [nn.Parameter(w.clone()) for w in weights]
+    opt = Muon(ours, lr=1e-2, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn,
+               ns_dtype=torch.bfloat16)
+    ref = torch.optim.Muon(theirs, lr=1e-2, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)
+    _train(opt, ours, X)
+    _train(ref, theirs, X)
+    for a, b, w in zip(ours, theirs, weights):
+        assert not torch.equal(a, w)
+        # the same bfloat16 kernels (addmm) in the same order: bit for bit
+        assert torch.equal(a, b)
+        torch.testing.assert_close(opt.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"], rtol=0, atol=0)
+
+
+def test_default_matches_kellerjordan_muon_package():
+    """The default (bfloat16 NS, update scaled by max(1, rows/cols)^½) against KellerJordan/Muon."""
+    muon_reference = pytest.importorskip("muon", reason="muon-optimizer (KellerJordan/Muon) is a dev dependency")
+    weights, X = _two_layer_problem(1)
+    ours = [nn.Parameter(w.clone()) for w in weights]
+    theirs = [nn.Parameter(w.clone()) for w in weights]
+    opt = Muon([{"params": ours, "use_muon": True}], lr=0.02, weight_decay=0.01, ns_dtype=torch.bfloat16)
+    ref = muon_reference.SingleDeviceMuonWithAuxAdam([{"params": theirs, "use_muon": True, "lr": 0.02,
+                                                       "weight_decay": 0.01}])
+    _train(opt, ours, X)
+    _train(ref, theirs, X)
+    for a, b, w in zip(ours, theirs, weights):
+        moved = float((a - w).abs().max())
+        assert moved > 0.05, moved
+        # both run NS in bfloat16; the reference rounds b*A, c*A@A and their sum separately where
+        # addmm rounds once, so each update differs by bfloat16 round-off compounded over 5 NS
+        # iterations (~2.5% of an entry of size ≤ 1): 10 steps × lr 0.02 × 2.5% = 5e-3 at most,
+        # a tenth of how far the weights moved
+        torch.testing.assert_close(a, b, rtol=0, atol=5e-3)
+
+
+def test_bfloat16_update_is_close_to_the_exact_polar_factor_direction():
+    """NS in bfloat16 still gives U S' Vᵀ with S' in Muon's band: compare with the SVD's U Vᵀ."""
+    from gd_lib.linalg import polar_factor
+    from gd_lib.optim.muon import muon_orthogonalize
+    g = torch.Generator().manual_seed(5)
+    G = torch.randn(32, 64, generator=g, dtype=torch.float64)
+    O = muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).double()
+    exact = polar_factor(G)
+    # singular values of O in U's basis: Uᵀ O V ≈ diag(S'), with S' in about [0.68, 1.21] for
+    # every σ ≥ 0.003‖G‖_F (the float64 band; bfloat16 adds ~1% of round-off, hence 0.6 / 1.3)
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    projected = U.T @ O @ Vh.T
+    diagonal = projected.diagonal()
+    assert float(diagonal.min()) > 0.6 and float(diagonal.max()) < 1.3
+    off_diagonal = projected - torch.diag(diagonal)
+    assert float(off_diagonal.abs().max()) < 0.05
+    # and the direction is the polar factor's: cosine similarity above 0.98
+    cosine = float((O * exact).sum() / (O.norm() * exact.norm()))
+    assert cosine > 0.98
+
+
+def test_float32_option_is_closer_to_the_polar_factor_than_bfloat16():
+    from gd_lib.linalg import newton_schulz, polar_factor
+    from gd_lib.optim.muon import muon_orthogonalize
+    g = torch.Generator().manual_seed(6)
+    G = torch.randn(24, 40, generator=g)
+    exact64 = newton_schulz(G.double(), 5, dtype=torch.float64)  # the same polynomial, exactly
+    err16 = float((muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).double() - exact64).abs().max())
+    err32 = float((muon_orthogonalize(G, 5, ns_dtype=torch.float32).double() - exact64).abs().max())
+    assert err32 < 1e-4 < err16
+    assert polar_factor(G).shape == G.shape
+
+
+def test_named_parameters_are_accepted():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    twin = copy.deepcopy(model)
+    opt = Muon(model.named_parameters(), lr=0.02)
+    ref = Muon(twin.parameters(), lr=0.02)
+    names = [n for g in opt.param_groups for n in g["param_names"]]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+    X = torch.randn(16, 6)
+    for m, o in ((model, opt), (twin, ref)):
+        for _ in range(3):
+            o.zero_grad()
+            m(X).pow(2).mean().backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    assert "param_names" in opt.state_dict()["param_groups"][0]
+
+
+def test_muon_options_are_validated():
+    W = nn.Parameter(torch.ones(4, 3))
+    with pytest.raises(ValueError, match="adjust_lr_fn"):
+        Muon([W], adjust_lr_fn="moonshot")
+    with pytest.raises(ValueError, match="ns_coefficients"):
+        Muon([W], ns_coefficients=(1.0, 2.0))
+    with pytest.raises(ValueError, match="ns_dtype"):
+        Muon([W], ns_dtype=torch.int32)
+    with pytest.raises(ValueError, match="eps"):
+        Muon([W], eps=-1.0)
+
+
+def test_default_newton_schulz_dtype_is_bfloat16_where_it_is_native():
+    from gd_lib.linalg import fast_bfloat16_matmul, muon_newton_schulz_dtype
+    from gd_lib.optim.muon import muon_orthogonalize
+    assert fast_bfloat16_matmul("cuda") and muon_newton_schulz_dtype("cuda") == torch.bfloat16
+    assert muon_newton_schulz_dtype("cuda", torch.float64) == torch.bfloat16  # as the references
+    native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    assert muon_newton_schulz_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
+    # float64 on a CPU stays float64 (exact references in tests and assignments)
+    assert muon_newton_schulz_dtype("cpu", torch.float64) == torch.float64
+    G = torch.randn(8, 16)
+    assert muon_orthogonalize(G, 5).dtype == muon_newton_schulz_dtype("cpu")
+    assert muon_orthogonalize(G.double(), 5).dtype == torch.float64
+    assert muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).dtype == torch.bfloat16

@@ -72,7 +72,11 @@ def make_optimizer(name: str, model: torch.nn.Module, process_group=None) -> tor
     rotated. See the module docstring for why.
     """
     if name == "muon":
-        return Muon(model.parameters(), lr=0.02, adam_lr=3e-3, process_group=process_group)
+        # float32 Newton–Schulz: the lecture compares sharded and single-process runs at float32
+        # rounding; bfloat16 (Muon's default since issue 17) would round their 1e-7 differences
+        # to bfloat16 steps
+        return Muon(model.parameters(), lr=0.02, adam_lr=3e-3, ns_dtype=torch.float32,
+                    process_group=process_group)
     if name == "shampoo":
         return Shampoo(model.parameters(), lr=3e-3, grafting="adam", betas=(0.9, 0.999), epsilon=1e-6,
                        max_preconditioner_dim=1024, precondition_frequency=2, process_group=process_group)
@@ -286,7 +290,7 @@ def _scaling_run(name, steps, width, depth, process_group, device) -> dict:
     X = torch.randn(8, width, device=device)
     Y = torch.randn(8, width, device=device)
     if name == "muon":
-        optimizer = Muon(model.parameters(), lr=0.01, process_group=process_group)
+        optimizer = Muon(model.parameters(), lr=0.01, ns_dtype=torch.float32, process_group=process_group)
     elif name == "shampoo":
         optimizer = Shampoo(model.parameters(), lr=1e-3, grafting="adam", epsilon=1e-8,
                             process_group=process_group)

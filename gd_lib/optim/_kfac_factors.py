@@ -287,6 +287,16 @@ def kfac_precondition_eigh(grad: Tensor, Q_A: Tensor, d_A: Tensor, Q_G: Tensor, 
     return Q_G @ rotated @ Q_A.T
 
 
+def damped_inverse_from_eigh(d: Tensor, Q: Tensor, gamma) -> Tensor:
+    r""":math:`(M + \gamma I)^{-1} = Q\,\mathrm{diag}\big(1/(d + \gamma)\big)\,Q^\top` from :math:`M = Q\,\mathrm{diag}(d)\,Q^\top`.
+
+    Built once per refresh (and again only when the damping changes), it turns
+    :func:`kfac_precondition_eigh`'s four products per step into two
+    (:func:`kfac_precondition_inverse`), as ASDL's K-FAC does.
+    """
+    return (Q / (d + gamma)) @ Q.T
+
+
 def damped_inverse(M: Tensor, gamma) -> Tensor:
     r""":math:`(M + \gamma I)^{-1}` of a PSD factor by Cholesky (``torch.linalg.cholesky`` + ``cholesky_inverse``)."""
     eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)

@@ -73,3 +73,22 @@ def params_with_grad(params: Iterable[torch.Tensor], optimizer_name: str) -> lis
         reject_sparse(p, optimizer_name)
         out.append(p)
     return out
+
+
+def check_unsupported_flags(optimizer_name: str, **flags) -> None:
+    """torch.optim's implementation flags gd_lib has no path for (``fused``, ``capturable``, ...).
+
+    ``False`` and ``None`` ask for nothing and are accepted, so that configuration-driven code
+    written for torch.optim runs unchanged; ``True`` raises ``ValueError`` naming the flag.
+    """
+    for name, value in flags.items():
+        if value:
+            raise ValueError(
+                f"Invalid {name}={value!r}: gd_lib's {optimizer_name} has no {name} implementation; "
+                f"pass {name}=False or leave it out (the foreach path is gd_lib's fast path)")
+
+
+def check_tensor_lr(lr) -> None:
+    """A tensor learning rate must hold one element (torch.optim's rule)."""
+    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+        raise ValueError(f"Invalid lr: a tensor lr must have 1 element, got shape {tuple(lr.shape)}")

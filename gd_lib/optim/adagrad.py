@@ -17,9 +17,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
 from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
 from ._groups import advance_steps, evaluate_closure, groups_with_grads
-from ._validation import check_nonnegative
+from ._validation import check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["Adagrad", "adagrad_update", "adagrad_update_foreach"]
 
@@ -92,7 +93,7 @@ def adagrad_update_foreach(params: list[Tensor], grads: list[Tensor], state_sums
     torch._foreach_addcdiv_(params, g, std, neg_clrs)
 
 
-class Adagrad(torch.optim.Optimizer):
+class Adagrad(Optimizer):
     """Adagrad (Duchi, Hazan & Singer 2011); see :func:`adagrad_update`.
 
     Args:
@@ -110,9 +111,14 @@ class Adagrad(torch.optim.Optimizer):
     Sparse gradients are supported (per-tensor path), as in torch.optim.Adagrad.
     """
 
+    _scalar_tensor_keys = ("step",)  # scalar tensors, as in torch.optim
+
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
                  initial_accumulator_value: float = 0, eps: float = 1e-10,
-                 foreach: bool | None = None, *, maximize: bool = False):
+                 foreach: bool | None = None, *, maximize: bool = False, differentiable: bool = False,
+                 fused: bool | None = None):
+        check_unsupported_flags("Adagrad", differentiable=differentiable, fused=fused)
+        check_tensor_lr(lr)
         check_nonnegative("lr", lr)
         check_nonnegative("lr_decay", lr_decay)
         check_nonnegative("weight_decay", weight_decay)
@@ -120,7 +126,7 @@ class Adagrad(torch.optim.Optimizer):
         check_nonnegative("eps", eps)
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-                        maximize=maximize)
+                        maximize=maximize, differentiable=False, fused=None)
         super().__init__(params, defaults)
 
     @staticmethod

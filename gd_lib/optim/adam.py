@@ -15,9 +15,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
 from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
 from ._groups import advance_steps, evaluate_closure, groups_with_grads
-from ._validation import check_betas, check_nonnegative
+from ._validation import check_betas, check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["Adam", "AdamW", "adam_update", "adam_update_foreach"]
 
@@ -117,7 +118,7 @@ def adam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: lis
     torch._foreach_addcdiv_(params, exp_avgs, denoms, neg_step_sizes)
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(Optimizer):
     """Adam (Kingma & Ba 2015), optionally AMSGrad and decoupled weight decay; see :func:`adam_update`.
 
     Args:
@@ -137,16 +138,23 @@ class Adam(torch.optim.Optimizer):
     ``exp_avg_sq`` (v) and, with AMSGrad, ``max_exp_avg_sq``.
     """
 
+    _scalar_tensor_keys = ("step",)  # scalar tensors, as in torch.optim
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
-                 foreach: bool | None = None, maximize: bool = False,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
                  decoupled_weight_decay: bool = False):
+        check_unsupported_flags(type(self).__name__, capturable=capturable,
+                                differentiable=differentiable, fused=fused)
+        check_tensor_lr(lr)
         check_nonnegative("lr", lr)
         check_betas(betas)
         check_nonnegative("eps", eps)
         check_nonnegative("weight_decay", weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize, foreach=foreach,
+                        amsgrad=amsgrad, maximize=maximize, foreach=foreach, capturable=False,
+                        differentiable=False, fused=None,
                         decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
@@ -189,11 +197,16 @@ class AdamW(Adam):
 
     Same arguments as :class:`Adam` with ``decoupled_weight_decay=True`` and torch's AdamW
     default ``weight_decay=1e-2``: each step shrinks θ by the factor (1 - γλ) before the
-    Adam update, instead of adding λθ to the gradient.
+    Adam update, instead of adding λθ to the gradient. Loading an Adam state dict keeps it
+    AdamW (decoupled decay), as torch.optim.AdamW does.
     """
+
+    _forced_group_values = {"decoupled_weight_decay": True}
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False, foreach: bool | None = None):
+                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
-                         maximize=maximize, decoupled_weight_decay=True)
+                         maximize=maximize, capturable=capturable, differentiable=differentiable,
+                         fused=fused, decoupled_weight_decay=True)

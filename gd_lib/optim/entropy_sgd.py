@@ -43,6 +43,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
+from ._foreach import as_real
 from ._validation import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 
 __all__ = ["EntropySGD", "langevin_step", "local_entropy_step"]
@@ -73,7 +75,7 @@ def local_entropy_step(param: Tensor, x: Tensor, mu: Tensor, *, lr: float, gamma
     param.copy_(x).add_(x - mu, alpha=-lr * gamma)
 
 
-class EntropySGD(torch.optim.Optimizer):
+class EntropySGD(Optimizer):
     """Entropy-SGD (Chaudhari et al. 2017, Algorithm 1); needs a closure.
 
     Each ``step(closure)`` runs ``langevin_steps`` SGLD steps (one closure call each,
@@ -170,10 +172,12 @@ class EntropySGD(torch.optim.Optimizer):
                     active.add(p)
                     # γ_t = γ0 (1 + γ1)^t
                     gamma = group["gamma"] * (1 + group["scoping"]) ** state["step"]
-                    # ξ ~ N(0, I) from the optimizer's generator
-                    xi = torch.randn(p.shape, generator=self.generator, dtype=p.dtype,
+                    # ξ ~ N(0, I) from the optimizer's generator; complex parameters as their
+                    # real view (real and imaginary parts are coordinates with unit variance)
+                    x = as_real(p)
+                    xi = torch.randn(x.shape, generator=self.generator, dtype=x.dtype,
                                      device=self.generator.device).to(p.device)
-                    langevin_step(p, p.grad, x_saved[p], mu[p], xi, gamma=gamma,
+                    langevin_step(x, as_real(p.grad), as_real(x_saved[p]), as_real(mu[p]), xi, gamma=gamma,
                                   langevin_lr=group["langevin_lr"], noise=group["noise"],
                                   alpha=group["alpha"])
         # x <- x - ηγ (x - μ)
@@ -183,6 +187,6 @@ class EntropySGD(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 gamma = group["gamma"] * (1 + group["scoping"]) ** state["step"]
-                local_entropy_step(p, x_saved[p], mu[p], lr=group["lr"], gamma=gamma)
+                local_entropy_step(p, x_saved[p], mu[p], lr=float(group["lr"]), gamma=gamma)
                 state["step"] += 1
         return first_loss

@@ -33,6 +33,20 @@ algorithm prescribes; ε is therefore a real hyperparameter here, not a tiny saf
 (Other implementations drop the complement, e.g. the authors' PyTorch version applies only
 the pseudo-inverse, or rescale it, e.g. TensorFlow's ``GGTOptimizer`` by 1/σ_min.)
 
+Numerics (why the defaults now descend on torch's standard test problem): the r×r trick
+squares the conditioning of the window, and a step of lr 1e-3 changes the gradient little,
+so :math:`\sigma_i^2/\sigma_1^2` of the directions in which successive gradients differ is
+about 1e-7, the resolution of float32. Computed in float32 (as before issue 17), those
+directions fell under the rounding tolerance and joined the complement, scaled by
+1/ε = 1e4 instead of 1/σ ≈ 1e2: with the defaults, 20 steps on torch's
+``test_forloop_goes_right_direction`` problem raised the loss (149.2 → 150.5 with
+``torch.manual_seed(0)``, a jump at step 4). The
+method is fixed, not the defaults: the Gram matrix, the eigenproblem, the projections and
+the difference :math:`\tilde g - G V c` (which cancels to the complement before the
+division by ε) are computed in float64 whatever the parameters' dtype, so the tolerance
+drops only directions with :math:`G v = 0` to float64 rounding. Gradients and momentum
+are still stored in the parameters' dtype.
+
 Map to the code: r -> ``window``, (β1, β2) -> ``betas``, η -> ``lr``, g̃ -> per-tensor
 slices ``state["momentum_buffer"]``; the raw (undecayed) gradients are kept in a ring
 buffer ``state["window"]`` (r × numel, one slice per tensor) with their partial Gram
@@ -47,6 +61,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
+from ._foreach import as_real
 from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, check_positive, check_positive_int, \
     params_with_grad, reject_sparse
@@ -73,26 +89,28 @@ def ggt_direction(window: list[Tensor], gram: Tensor, momentum: list[Tensor], de
         c &= \mathrm{diag}\!\big(\tfrac{1}{\sigma_i(\sigma_i+\epsilon)}\big)\, V^\top G^\top \tilde g \\
         u &= \big(\tilde g - G V c\big) / \epsilon
     """
+    # everything below in float64: see "Numerics" in the module docstring
+    decay, gram = decay.double(), gram.double()
     # G^T G = D K D
     gtg = decay[:, None] * gram * decay[None, :]
-    # G^T G = V Σ² V^T   (float64 for the small eigenproblem)
-    sigma_sq, V = torch.linalg.eigh(gtg.double())
-    # eigenvalues at rounding level are zero: those directions belong to the complement
-    tol = sigma_sq.abs().max() * gtg.shape[0] * torch.finfo(gtg.dtype).eps
+    # G^T G = V Σ² V^T
+    sigma_sq, V = torch.linalg.eigh(gtg)
+    # eigenvalues at float64 rounding level are zero: G v = 0 there, no direction of x at all
+    tol = sigma_sq.abs().max() * gtg.shape[0] * torch.finfo(torch.float64).eps
     keep = sigma_sq > tol
     sigma = sigma_sq[keep].sqrt()
     V = V[:, keep]
     # G^T g̃ = D Σ_i W_i g̃_i
-    gt_m = decay.double() * sum(W.double() @ m.double() for W, m in zip(window, momentum))
+    gt_m = decay * sum(W.double() @ m.double() for W, m in zip(window, momentum))
     # c = diag(1 / (σ (σ + ε))) V^T G^T g̃
     c = (V.T @ gt_m) / (sigma * (sigma + eps))
     # G V c = Σ_i W_i^T (D V c), per tensor
-    coef = (decay.double() * (V @ c)).to(gram.dtype)
-    # u = (g̃ - G V c) / ε
-    return [(m - W.T @ coef) / eps for W, m in zip(window, momentum)]
+    coef = decay * (V @ c)
+    # u = (g̃ - G V c) / ε   (the difference cancels to the complement: float64 before / ε)
+    return [((m.double() - W.double().T @ coef) / eps).to(m.dtype) for W, m in zip(window, momentum)]
 
 
-class GGT(torch.optim.Optimizer):
+class GGT(Optimizer):
     """GGT (Agarwal et al. 2019, Algorithm 1): windowed full-matrix AdaGrad; see :func:`ggt_direction`.
 
     All parameters of a group are preconditioned jointly (one flattened vector), as in the
@@ -155,16 +173,18 @@ class GGT(torch.optim.Optimizer):
                         state["gram"][slot, :] = 0
                         state["gram"][:, slot] = 0
                     continue
+                # complex parameters as their real view: x is the vector of real coordinates
+                x, grad = as_real(p), as_real(p.grad)
                 if "window" not in state:
-                    state["window"] = torch.zeros(r, p.numel(), dtype=p.dtype, device=p.device)
-                    state["gram"] = torch.zeros(r, r, dtype=p.dtype, device=p.device)
-                    state["momentum_buffer"] = torch.zeros_like(p)
+                    state["window"] = torch.zeros(r, x.numel(), dtype=x.dtype, device=x.device)
+                    state["gram"] = torch.zeros(r, r, dtype=torch.float64, device=x.device)
+                    state["momentum_buffer"] = torch.zeros_like(x)
                 # g <- ∇f + λx
-                g = p.grad if group["weight_decay"] == 0 else p.grad.add(p, alpha=group["weight_decay"])
-                # window slot <- g ;  K[slot, :] = K[:, slot] = W g   (this tensor's share)
+                g = grad if group["weight_decay"] == 0 else grad.add(x, alpha=group["weight_decay"])
+                # window slot <- g ;  K[slot, :] = K[:, slot] = W g   (this tensor's share, float64)
                 W = state["window"]
                 W[slot].copy_(g.reshape(-1))
-                row = W @ W[slot]
+                row = W.double() @ W[slot].double()
                 state["gram"][slot, :] = row
                 state["gram"][:, slot] = row
                 # g̃ <- β1 g̃ + g
@@ -180,5 +200,6 @@ class GGT(torch.optim.Optimizer):
                                        group["eps"])
             # x <- x - η u
             for p, u in zip(params, directions):
-                p.add_(u.view_as(p), alpha=-group["lr"])
+                x = as_real(p)
+                x.add_(u.view_as(x), alpha=-float(group["lr"]))
         return loss

@@ -63,8 +63,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ._kfac_factors import (KroneckerLayer, activation_factor, damped_inverse, find_kronecker_layers,
-                            gradient_factor, gradient_matrix, kfac_precondition_eigh,
+from ._base import Optimizer
+from ._kfac_factors import (KroneckerLayer, activation_factor, damped_inverse, damped_inverse_from_eigh,
+                            find_kronecker_layers,
+                            gradient_factor, gradient_matrix,
                             kfac_precondition_inverse, kl_clip_scale, output_gradients, pi_correction,
                             psd_eigh, running_average_, split_gradient_matrix, tikhonov_damping)
 from ..distributed.work import WorkSharing
@@ -121,7 +123,7 @@ class KroneckerConfig:
             raise ValueError(f"Invalid pi_damping: {self.pi_damping!r}; expected True or False")
 
 
-class KFAC(torch.optim.Optimizer):
+class KFAC(Optimizer):
     r"""Kronecker-factored natural-gradient optimizer for Linear and Conv2d layers; see the module docstring.
 
     Args:
@@ -149,7 +151,9 @@ class KFAC(torch.optim.Optimizer):
     Param groups: the first holds the Kronecker-factored layers' weights and biases
     (``role="kronecker"``), the second every other trainable parameter (``role="fallback"``);
     empty groups are left out. State of a layer, in ``state[weight]``: ``step`` (int), ``A``,
-    ``G``, and ``Q_A, d_A, Q_G, d_G, pi`` (eigh) or ``A_inv, G_inv`` (cholesky); plus
+    ``G``, and ``Q_A, d_A, Q_G, d_G, pi`` (eigh; with ``A_inv, G_inv`` built from them at the
+    first step after each refresh, and ``inverse_damping``, the λ they were built with) or
+    ``A_inv, G_inv`` (cholesky); plus
     ``momentum_buffer`` per parameter.
 
     Usage (empirical Fisher)::
@@ -372,6 +376,9 @@ class KFAC(torch.optim.Optimizer):
     def _finish_refresh(self, state: dict) -> None:
         if self.config.inverse_method == "eigh":
             state["pi"] = self._pi(state)
+            # the damped inverses of the old eigendecomposition are stale
+            for key in ("A_inv", "G_inv", "inverse_damping"):
+                state.pop(key, None)
 
     def _refresh_all(self, due: list[tuple[KroneckerLayer, dict]], group: dict) -> None:
         """Refresh the layers ``due``; with a process group each rank inverts only the factors it owns."""
@@ -402,9 +409,15 @@ class KFAC(torch.optim.Optimizer):
 
     def _precondition(self, layer: KroneckerLayer, state: dict, grad: Tensor, group: dict) -> Tensor:
         if self.config.inverse_method == "eigh":
-            gamma_A, gamma_G = tikhonov_damping(group["damping"], state["pi"])
-            return kfac_precondition_eigh(grad, state["Q_A"], state["d_A"], state["Q_G"], state["d_G"],
-                                          gamma_A, gamma_G)
+            damping = float(group["damping"])
+            if state.get("inverse_damping") != damping:
+                # (A + γ_A I)⁻¹ = Q_A diag(1/(d_A + γ_A)) Q_Aᵀ, likewise G: once per refresh and
+                # damping; the step is then G_γ⁻¹ ∇W̄ A_γ⁻¹ (2 products, where the rotation into
+                # the eigenbasis and back of kfac_precondition_eigh, the reference, takes 4)
+                gamma_A, gamma_G = tikhonov_damping(damping, state["pi"])
+                state["A_inv"] = damped_inverse_from_eigh(state["d_A"], state["Q_A"], gamma_A)
+                state["G_inv"] = damped_inverse_from_eigh(state["d_G"], state["Q_G"], gamma_G)
+                state["inverse_damping"] = damping
         return kfac_precondition_inverse(grad, state["A_inv"], state["G_inv"])
 
     # -- the step ------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
+from ._foreach import as_real
 from ._groups import evaluate_closure
 from ._validation import check_betas, check_nonnegative, params_with_grad
 
@@ -49,7 +51,7 @@ def lion_update(param: Tensor, grad: Tensor, exp_avg: Tensor, *, lr: float, beta
     exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)
 
 
-class Lion(torch.optim.Optimizer):
+class Lion(Optimizer):
     """Lion (Chen et al. 2023, Algorithm 2); see :func:`lion_update`.
 
     Args:
@@ -78,6 +80,7 @@ class Lion(torch.optim.Optimizer):
                 state = self.state[p]
                 if "exp_avg" not in state:
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                lion_update(p, p.grad, state["exp_avg"], lr=group["lr"], beta1=beta1, beta2=beta2,
+                # complex parameters: the sign of real and imaginary parts separately (real view)
+                lion_update(as_real(p), as_real(p.grad), as_real(state["exp_avg"]), lr=float(group["lr"]), beta1=beta1, beta2=beta2,
                             weight_decay=group["weight_decay"])
         return loss

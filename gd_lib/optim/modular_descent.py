@@ -17,6 +17,7 @@ from torch import Tensor
 from gd_lib.geometry.modular import Module
 from gd_lib.linalg import newton_schulz, polar_factor
 
+from ._base import Optimizer
 from ._validation import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 
 __all__ = ["ModularDescent", "modular_descent_update"]
@@ -47,7 +48,7 @@ def modular_descent_update(grad: Tensor, momentum: Tensor | None, atom, target_n
     return target_norm * atom.dual_map(update, orthogonalize=orthogonalize)
 
 
-class ModularDescent(torch.optim.Optimizer):
+class ModularDescent(Optimizer):
     """Normalized descent in the modular norm of a network described by a modular tree.
 
     For every atom i (a weight tensor in ``module``) with gradient G_i::
@@ -111,7 +112,7 @@ class ModularDescent(torch.optim.Optimizer):
 
                 def orthogonalize(G, steps=steps):
                     return newton_schulz(G, steps)
-            lr, beta = group["lr"], group["momentum"]
+            lr, beta = float(group["lr"]), group["momentum"]
             for p in params_with_grad(group["params"], "ModularDescent"):
                 atom, target = self._atom_of[p]
                 state = self.state[p]

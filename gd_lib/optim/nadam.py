@@ -16,9 +16,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
 from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
 from ._groups import advance_steps, evaluate_closure, groups_with_grads
-from ._validation import check_betas, check_nonnegative
+from ._validation import check_betas, check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["NAdam", "nadam_update", "nadam_update_foreach", "momentum_schedule"]
 
@@ -122,7 +123,7 @@ def nadam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: li
                             [(-lr * mn) / (1.0 - pi * mn) for mn, pi in zip(mu_nexts, pis)])
 
 
-class NAdam(torch.optim.Optimizer):
+class NAdam(Optimizer):
     """NAdam (Dozat 2016), and NAdamW with ``decoupled_weight_decay=True``; see :func:`nadam_update`.
 
     Args:
@@ -142,10 +143,14 @@ class NAdam(torch.optim.Optimizer):
     ``exp_avg``, ``exp_avg_sq``.
     """
 
+    _scalar_tensor_keys = ("step", "mu_product")  # scalar tensors, as in torch.optim
+
     def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
-                 maximize: bool = False):
+                 maximize: bool = False, capturable: bool = False, differentiable: bool = False):
+        check_unsupported_flags("NAdam", capturable=capturable, differentiable=differentiable)
+        check_tensor_lr(lr)
         check_nonnegative("lr", lr)
         check_betas(betas)
         check_nonnegative("eps", eps)
@@ -154,7 +159,7 @@ class NAdam(torch.optim.Optimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
-                        foreach=foreach)
+                        foreach=foreach, capturable=False, differentiable=False)
         super().__init__(params, defaults)
 
     @staticmethod

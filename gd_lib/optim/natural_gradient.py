@@ -63,7 +63,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.optim import Optimizer
+from ._base import Optimizer
 
 from ..curvature import (CGResult, capture_outputs, conjugate_gradient, evaluate_keeping_graph, flatten,
                          fisher_vector_product_from_output_gradients, likelihood_of,
@@ -187,6 +187,6 @@ class NaturalGradient(Optimizer):
         directions = iter(unflatten(d, params))
         for group, ps in groups:
             for p in ps:
-                p.add_(next(directions), alpha=-group["lr"])
+                p.add_(next(directions), alpha=-float(group["lr"]))
                 self.state[p]["step"] += 1
         return loss.detach()

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
+from ._base import Optimizer
 
 from ..curvature import evaluate_keeping_graph, flatten, hessian_of_loss, unflatten
 from ._validation import check_nonnegative, params_with_grad
@@ -129,6 +129,9 @@ class Newton(Optimizer):
         params = [p for _, ps in groups for p in ps]
         if not params:
             return loss.detach()
+        if any(torch.is_complex(p) for p in params):
+            raise RuntimeError("Newton does not support complex parameters (its Hessian is of the real "
+                               "coordinates); optimize torch.view_as_real(p) as a real parameter instead")
         # g = ∇L, as the closure left it in p.grad
         g = flatten([p.grad for p in params])
         if not torch.isfinite(g).all():

@@ -39,6 +39,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
+from ._foreach import as_real
 from ._groups import evaluate_closure
 from ._validation import check_betas, check_in_range, check_nonnegative, check_positive, \
     check_positive_int, params_with_grad
@@ -126,7 +128,7 @@ def prodigy_update(param: Tensor, grad: Tensor, state: dict, *, d: float, dlr: f
         param.addcdiv_(grad, denom, value=-dlr * d)
 
 
-class Prodigy(torch.optim.Optimizer):
+class Prodigy(Optimizer):
     """Prodigy (Mishchenko & Defazio 2024): Adam with a learned step size d.
 
     Args (names and defaults of ``prodigyopt.Prodigy`` 1.1.2):
@@ -198,7 +200,7 @@ class Prodigy(torch.optim.Optimizer):
         beta3 = first["beta3"] if first["beta3"] is not None else math.sqrt(beta2)
         k = first["k"]
         d, d_max = first["d"], first["d_max"]
-        lr = max(group["lr"] for group in self.param_groups)
+        lr = max(float(group["lr"]) for group in self.param_groups)
         # η = d γ (× sqrt(1 - β2^{k+1}) / (1 - β1^{k+1}) with bias correction)
         bias_correction = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1)) \
             if first["use_bias_correction"] else 1
@@ -210,18 +212,19 @@ class Prodigy(torch.optim.Optimizer):
         d_denom = 0.0
         active = []
         for group in self.param_groups:
-            if group["lr"] not in (lr, 0.0):
+            if float(group["lr"]) not in (lr, 0.0):
                 raise RuntimeError("Prodigy: parameter groups may differ in lr only by lr=0 "
                                    "(frozen); the learned step d is shared")
             decay, d0 = group["weight_decay"], group["d0"]
-            for p in params_with_grad(group["params"], type(self).__name__):
-                grad = p.grad
+            for param in params_with_grad(group["params"], type(self).__name__):
+                # complex parameters as their real view (real and imaginary parts as coordinates)
+                p, grad = as_real(param), as_real(param.grad)
                 # g <- g + λx   (coupled weight decay; a new tensor, p.grad is untouched)
                 if decay != 0 and not group["decouple"]:
                     grad = grad.add(p, alpha=decay)
-                state = self._state(p, group, beta1)
+                state = self._state(param, p, group, beta1)
                 active.append((group, p, grad, state))
-                if group["lr"] > 0.0:
+                if float(group["lr"]) > 0.0:
                     dr, s_norm = prodigy_accumulate(
                         p, grad, state, d=d, d0=d0, dlr=dlr, beta1=beta1, beta2=beta2,
                         beta3=beta3, safeguard_warmup=group["safeguard_warmup"],
@@ -250,8 +253,9 @@ class Prodigy(torch.optim.Optimizer):
             group["k"] = k + 1
         return loss
 
-    def _state(self, p: Tensor, group: dict, beta1: float) -> dict:
-        state = self.state[p]
+    def _state(self, param: Tensor, p: Tensor, group: dict, beta1: float) -> dict:
+        """``param``'s state, created from ``p`` (its real view) at its first gradient."""
+        state = self.state[param]
         if "step" not in state:
             state["step"] = 0
             state["s"] = torch.zeros_like(p.flatten()[::group["slice_p"]])

@@ -16,9 +16,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
 from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
 from ._groups import advance_steps, evaluate_closure, groups_with_grads
-from ._validation import check_in_range, check_nonnegative
+from ._validation import check_in_range, check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["RMSprop", "rmsprop_update", "rmsprop_update_foreach"]
 
@@ -108,7 +109,7 @@ def rmsprop_update_foreach(params: list[Tensor], grads: list[Tensor], square_avg
         torch._foreach_addcdiv_(params, g, avg, value=-lr)
 
 
-class RMSprop(torch.optim.Optimizer):
+class RMSprop(Optimizer):
     """RMSprop (Tieleman & Hinton 2012), optionally centered and with momentum; see :func:`rmsprop_update`.
 
     Args:
@@ -127,16 +128,22 @@ class RMSprop(torch.optim.Optimizer):
     ``square_avg``, ``momentum_buffer`` (momentum > 0) and ``grad_avg`` (centered).
     """
 
+    _scalar_tensor_keys = ("step",)  # scalar tensors, as in torch.optim
+
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0, momentum: float = 0, centered: bool = False, *,
-                 foreach: bool | None = None, maximize: bool = False):
+                 weight_decay: float = 0, momentum: float = 0, centered: bool = False,
+                 capturable: bool = False, foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False):
+        check_unsupported_flags("RMSprop", capturable=capturable, differentiable=differentiable)
+        check_tensor_lr(lr)
         check_nonnegative("lr", lr)
         check_in_range("alpha", alpha, 0.0, 1.0, high_inclusive=True)
         check_nonnegative("eps", eps)
         check_nonnegative("weight_decay", weight_decay)
         check_nonnegative("momentum", momentum)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
-                        weight_decay=weight_decay, foreach=foreach, maximize=maximize)
+                        weight_decay=weight_decay, capturable=False, foreach=foreach, maximize=maximize,
+                        differentiable=False)
         super().__init__(params, defaults)
 
     @staticmethod

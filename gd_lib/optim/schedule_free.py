@@ -47,7 +47,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._foreach import buckets
+from ._base import Optimizer
+from ._foreach import as_real, buckets
 from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, params_with_grad
 
@@ -202,7 +203,7 @@ def _check_common(lr, weight_decay, warmup_steps, r, weight_lr_power) -> None:
     check_nonnegative("weight_lr_power", weight_lr_power)
 
 
-class _ScheduleFreeBase(torch.optim.Optimizer):
+class _ScheduleFreeBase(Optimizer):
     """The ``.train()`` / ``.eval()`` switch and the per-group averaging bookkeeping."""
 
     def _interpolation(self, group: dict) -> float:  # β of the group
@@ -234,6 +235,12 @@ class _ScheduleFreeBase(torch.optim.Optimizer):
                         p.lerp_(state["z"].to(p.device), 1 - beta)
                 group["train_mode"] = True
 
+    def add_param_group(self, param_group: dict) -> None:
+        """A group added mid-run starts in the mode of the others (its parameters have no z yet)."""
+        super().add_param_group(param_group)
+        if len(self.param_groups) > 1:
+            self.param_groups[-1]["train_mode"] = self.param_groups[0]["train_mode"]
+
     def _begin_step(self, closure):
         if not self.param_groups[0]["train_mode"]:
             raise RuntimeError(
@@ -245,7 +252,7 @@ class _ScheduleFreeBase(torch.optim.Optimizer):
     def _advance_average(group: dict) -> tuple[float, float]:
         """Update the group's averaging bookkeeping; returns (scheduled lr, c_{k+1})."""
         lr, group["lr_max"], group["weight_sum"], ckp1 = schedule_free_coefficients(
-            group["k"], group["lr"], warmup_steps=group["warmup_steps"], r=group["r"],
+            group["k"], float(group["lr"]), warmup_steps=group["warmup_steps"], r=group["r"],
             weight_lr_power=group["weight_lr_power"], lr_max=group["lr_max"],
             weight_sum=group["weight_sum"])
         group["scheduled_lr"] = lr  # for logging, as the package
@@ -295,7 +302,9 @@ class SGDScheduleFree(_ScheduleFreeBase):
                     self.state[p]["z"] = torch.clone(p, memory_format=torch.preserve_format)
             hyper = dict(lr=lr, momentum=group["momentum"], weight_decay=group["weight_decay"],
                          ckp1=ckp1)
-            lists = (params, [p.grad for p in params], [self.state[p]["z"] for p in params])
+            # complex parameters: real and imaginary parts as separate coordinates
+            lists = ([as_real(p) for p in params], [as_real(p.grad) for p in params],
+                     [as_real(self.state[p]["z"]) for p in params])
             if group["foreach"] and params:
                 for bucket in buckets(*lists):
                     sgd_schedule_free_update_foreach(*bucket, **hyper)
@@ -360,8 +369,10 @@ class AdamWScheduleFree(_ScheduleFreeBase):
             hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"],
                          weight_decay=group["weight_decay"], ckp1=ckp1,
                          bias_correction2=bias_correction2)
-            lists = (params, [p.grad for p in params], [self.state[p]["z"] for p in params],
-                     [self.state[p]["exp_avg_sq"] for p in params])
+            # complex parameters: real and imaginary parts as separate coordinates
+            lists = ([as_real(p) for p in params], [as_real(p.grad) for p in params],
+                     [as_real(self.state[p]["z"]) for p in params],
+                     [as_real(self.state[p]["exp_avg_sq"]) for p in params])
             if group["foreach"] and params:
                 for bucket in buckets(*lists):
                     adamw_schedule_free_update_foreach(*bucket, **hyper)

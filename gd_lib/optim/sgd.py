@@ -16,9 +16,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
 from ._foreach import apply_update, foreach_grads
 from ._groups import evaluate_closure, groups_with_grads
-from ._validation import check_in_range, check_nonnegative
+from ._validation import check_in_range, check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["SGD", "sgd_update", "sgd_update_foreach"]
 
@@ -104,7 +105,7 @@ def sgd_update_foreach(params: list[Tensor], grads: list[Tensor],
     return momentum_buffers
 
 
-class SGD(torch.optim.Optimizer):
+class SGD(Optimizer):
     """Stochastic gradient descent, optionally with momentum; see :func:`sgd_update`.
 
     Args:
@@ -124,7 +125,9 @@ class SGD(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None):
+                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None):
+        check_unsupported_flags("SGD", differentiable=differentiable, fused=fused)
+        check_tensor_lr(lr)
         check_nonnegative("lr", lr)
         check_nonnegative("momentum", momentum)
         check_in_range("dampening", dampening, 0.0, 1.0, high_inclusive=True)
@@ -133,7 +136,8 @@ class SGD(torch.optim.Optimizer):
             raise ValueError(f"Invalid nesterov=True with momentum={momentum!r}, "
                              f"dampening={dampening!r}; Nesterov needs momentum > 0 and dampening = 0")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize, foreach=foreach)
+                        nesterov=nesterov, maximize=maximize, foreach=foreach,
+                        differentiable=False, fused=None)
         super().__init__(params, defaults)
 
     @torch.no_grad()

@@ -78,6 +78,8 @@ from torch import Tensor
 
 from ..distributed.work import WorkSharing
 from ..linalg import inverse_root_eigh, inverse_root_newton
+from ._base import Optimizer
+from ._foreach import as_real
 from ._validation import (
     check_in_range,
     check_nonnegative,
@@ -114,7 +116,10 @@ class ShampooConfig:
     grafting: "none", "sgd", "adagrad" or "adam": whose step norm Shampoo takes, per block.
     grafting_beta2, grafting_epsilon: β and ε of the Adam/AdaGrad grafting accumulator.
     root_method: "eigh" (exact, default) or "newton" (coupled Newton iteration).
-    newton_max_iterations, newton_tolerance: for root_method="newton".
+    newton_max_iterations, newton_tolerance, newton_max_error_ratio: for root_method="newton": stop
+        once max|M - I| ≤ tolerance (1e-3, as scalable Shampoo and pytorch_optimizer; the
+        root's relative error is then about tolerance/4) or when the error stops shrinking
+        (new ≥ ratio × old, ratio 1.0; see :func:`gd_lib.linalg.inverse_root_newton`).
     merge_dims: merge adjacent small dimensions while their product ≤ max_preconditioner_dim.
     """
 
@@ -134,7 +139,8 @@ class ShampooConfig:
     grafting_epsilon: float = 1e-10
     root_method: str = "eigh"
     newton_max_iterations: int = 100
-    newton_tolerance: float = 1e-6
+    newton_tolerance: float = 1e-3
+    newton_max_error_ratio: float = 1.0
     merge_dims: bool = False
 
     def __post_init__(self):
@@ -167,6 +173,8 @@ class ShampooConfig:
             raise ValueError(f"Invalid root_method: {self.root_method!r}; expected one of {ROOT_METHODS}")
         check_positive_int("newton_max_iterations", self.newton_max_iterations)
         check_positive("newton_tolerance", self.newton_tolerance)
+        if not (isinstance(self.newton_max_error_ratio, (int, float)) and self.newton_max_error_ratio >= 1):
+            raise ValueError(f"Invalid newton_max_error_ratio: {self.newton_max_error_ratio!r}; expected a number >= 1")
 
     @property
     def first_preconditioned_step(self) -> int:
@@ -291,7 +299,8 @@ def update_statistics_(factors: list[Tensor], G: Tensor, beta2: float) -> None:
 
 
 def compute_inverse_roots(factors: list[Tensor], *, root: int, epsilon: float, bias_correction2: float,
-                          method: str, newton_max_iterations: int, newton_tolerance: float) -> list[Tensor]:
+                          method: str, newton_max_iterations: int, newton_tolerance: float,
+                          newton_max_error_ratio: float | None = 1.0) -> list[Tensor]:
     r""":math:`P_j = \big(L_j / (1-\beta_2^t) + \varepsilon I\big)^{-1/\text{root}}` for each (batched) statistic.
 
     Raises ``ValueError`` (mentioning "non-finite") if a statistic holds NaN or inf, as
@@ -310,7 +319,8 @@ def compute_inverse_roots(factors: list[Tensor], *, root: int, epsilon: float, b
             roots.append(inverse_root_eigh(A, root, epsilon))
         else:
             roots.append(inverse_root_newton(A, root, epsilon, max_iterations=newton_max_iterations,
-                                             tolerance=newton_tolerance).X)
+                                             tolerance=newton_tolerance,
+                                             max_error_ratio=newton_max_error_ratio).X)
     return roots
 
 
@@ -412,7 +422,7 @@ def inverse_root_of(state: dict, config: ShampooConfig, c: int, j: int) -> Tenso
     return compute_inverse_roots(
         [factors[j]], root=2 * len(factors), epsilon=config.epsilon, bias_correction2=_bias_correction2(state, config),
         method=config.root_method, newton_max_iterations=config.newton_max_iterations,
-        newton_tolerance=config.newton_tolerance)[0]
+        newton_tolerance=config.newton_tolerance, newton_max_error_ratio=config.newton_max_error_ratio)[0]
 
 
 def update_inverse_roots_(state: dict, config: ShampooConfig) -> None:
@@ -468,7 +478,7 @@ def apply_shampoo_step(param: Tensor, grad: Tensor, grad_blocks: list[Tensor], s
     param.add_(D, alpha=-lr)
 
 
-class Shampoo(torch.optim.Optimizer):
+class Shampoo(Optimizer):
     """Shampoo with grafting, blocking and momentum (distributed Shampoo's recipe, one device).
 
     Args:
@@ -482,6 +492,9 @@ class Shampoo(torch.optim.Optimizer):
     class of equally shaped blocks, one ``(n_blocks, d, d)`` tensor per mode),
     ``filtered_grad`` (β1 > 0), ``grafting_accumulator`` (AdaGrad/Adam grafting),
     ``momentum_buffer`` (momentum > 0). See :func:`shampoo_update` for the step.
+    Complex parameters are preconditioned as their ``torch.view_as_real`` twin (a trailing
+    mode of size 2); zero-size parameters are skipped. :meth:`state_dict` holds plain data
+    only (each group's config as a dict), so ``torch.load(weights_only=True)`` reads it.
 
     Data parallelism: with ``process_group`` (a ``torch.distributed`` group, e.g.
     ``dist.group.WORLD``; every rank must see the same gradients, as under DDP) the
@@ -514,6 +527,29 @@ class Shampoo(torch.optim.Optimizer):
         """This rank's :class:`~gd_lib.distributed.WorkLog` (``counts["inverse_root"]``)."""
         return self._sharing.log
 
+    def state_dict(self) -> dict:
+        """torch's state dict with each group's ``config`` as a plain dict of its fields.
+
+        Plain data (numbers, strings, tuples) only, so that ``torch.load(path)`` with its
+        default ``weights_only=True`` reads a Shampoo checkpoint; :meth:`load_state_dict`
+        rebuilds the :class:`ShampooConfig` (and checks it).
+        """
+        state_dict = super().state_dict()
+        for group in state_dict["param_groups"]:
+            if isinstance(group.get("config"), ShampooConfig):
+                group["config"] = dataclasses.asdict(group["config"])
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a state dict whose configs are plain dicts (or, from older saves, ShampooConfig)."""
+        groups = []
+        for group in state_dict["param_groups"]:
+            group = dict(group)
+            if isinstance(group.get("config"), dict):
+                group["config"] = ShampooConfig(**group["config"])
+            groups.append(group)
+        super().load_state_dict({**state_dict, "param_groups": groups})
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One Shampoo step for every parameter with a gradient; returns the closure's loss."""
@@ -526,11 +562,15 @@ class Shampoo(torch.optim.Optimizer):
         for group in self.param_groups:
             config: ShampooConfig = group["config"]
             for p in params_with_grad(group["params"], "Shampoo"):
+                if p.numel() == 0:
+                    continue  # a zero-size parameter: nothing to precondition or move
                 state = self.state[p]
+                # complex parameters as their real view (..., 2): Shampoo on the real twin
+                param = as_real(p)
                 if len(state) == 0:
-                    state.update(init_state(p, config))
-                grad, grad_blocks = accumulate_statistics(p, p.grad, state, config)
-                pending.append((p, grad, grad_blocks, state, group))
+                    state.update(init_state(param, config))
+                grad, grad_blocks = accumulate_statistics(param, as_real(p.grad), state, config)
+                pending.append((param, grad, grad_blocks, state, group))
         # 3. P_j <- (L_j / (1 - β2^t) + εI)^{-1/(2k)}: each rank computes the roots it owns, then all share
         self._update_inverse_roots([(state, group["config"]) for _, _, _, state, group in pending])
         # 4-8. filter, precondition, graft, decay, momentum, W <- W - η D

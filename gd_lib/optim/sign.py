@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
+from ._foreach import as_real
 from ._groups import evaluate_closure
 from ._validation import check_in_range, check_nonnegative, params_with_grad
 
@@ -65,7 +67,7 @@ def signum_update(param: Tensor, grad: Tensor, momentum_buffer: Tensor, *, lr: f
     param.add_(torch.sign(momentum_buffer), alpha=-lr)
 
 
-class SignSGD(torch.optim.Optimizer):
+class SignSGD(Optimizer):
     """Sign descent (Bernstein et al. 2018, Algorithm 1); see :func:`sign_sgd_update`.
 
     Args:
@@ -87,11 +89,12 @@ class SignSGD(torch.optim.Optimizer):
         loss = evaluate_closure(closure)
         for group in self.param_groups:
             for p in params_with_grad(group["params"], type(self).__name__):
-                sign_sgd_update(p, p.grad, lr=group["lr"], weight_decay=group["weight_decay"])
+                # complex parameters: real and imaginary parts as separate coordinates
+                sign_sgd_update(as_real(p), as_real(p.grad), lr=float(group["lr"]), weight_decay=group["weight_decay"])
         return loss
 
 
-class Signum(torch.optim.Optimizer):
+class Signum(Optimizer):
     """Sign of momentum (Bernstein et al. 2018, Algorithm 3); see :func:`signum_update`.
 
     Args:
@@ -118,6 +121,7 @@ class Signum(torch.optim.Optimizer):
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                signum_update(p, p.grad, state["momentum_buffer"], lr=group["lr"],
+                # complex parameters: real and imaginary parts as separate coordinates
+                signum_update(as_real(p), as_real(p.grad), as_real(state["momentum_buffer"]), lr=float(group["lr"]),
                               momentum=group["momentum"], weight_decay=group["weight_decay"])
         return loss

@@ -52,6 +52,8 @@ from torch import Tensor
 
 from ..distributed.work import WorkSharing
 from ..linalg import qr_power_iteration_refresh, symmetric_eigh
+from ._base import Optimizer
+from ._foreach import as_real
 from ._validation import (
     check_betas,
     check_in_range,
@@ -224,7 +226,7 @@ def soap_update(param: Tensor, grad: Tensor, state: dict, *, lr: float, betas: t
         refresh_eigenbases_(state, shape)
 
 
-class SOAP(torch.optim.Optimizer):
+class SOAP(Optimizer):
     """SOAP (Vyas et al. 2024): Adam in Shampoo's eigenbasis; see :func:`soap_update`.
 
     Args (names and defaults of the reference implementation, nikhilvyas/SOAP):
@@ -240,6 +242,9 @@ class SOAP(torch.optim.Optimizer):
         precondition_1d: give 1-D parameters a full L too (False).
         normalize_grads: rescale each step to unit RMS (False).
         correct_bias: Adam's bias correction (True).
+
+    Complex parameters are preconditioned as their ``torch.view_as_real`` twin (a trailing
+    mode of size 2), so a complex run equals the real one; zero-size parameters are skipped.
 
     State per parameter: ``step`` (int; 0 after the first, initialising call),
     ``exp_avg`` (in the eigenbasis), ``exp_avg_sq``, ``factors`` and ``eigenbases``
@@ -290,14 +295,18 @@ class SOAP(torch.optim.Optimizer):
         units = []  # (kind, state, mode j, shape): the eigendecompositions and refreshes due
         for group in self.param_groups:
             for p in params_with_grad(group["params"], "SOAP"):
+                if p.numel() == 0:
+                    continue  # a zero-size parameter: nothing to precondition or move
                 state = self.state[p]
-                shape = preconditioned_shape(p, group["merge_dims"], group["max_precond_dim"])
+                # complex parameters as their real view (..., 2): SOAP on the real twin
+                param, grad = as_real(p), as_real(p.grad)
+                shape = preconditioned_shape(param, group["merge_dims"], group["max_precond_dim"])
                 if len(state) == 0:
                     # first call: statistics and exact eigenbases only, no step
-                    state.update(init_statistics(p, p.grad, group))
+                    state.update(init_statistics(param, grad, group))
                     kind = "eigh"
                 else:
-                    soap_update(p, p.grad, state, lr=float(group["lr"]), betas=group["betas"],
+                    soap_update(param, grad, state, lr=float(group["lr"]), betas=group["betas"],
                                 shampoo_beta=_shampoo_beta(group), eps=group["eps"],
                                 weight_decay=group["weight_decay"],
                                 precondition_frequency=group["precondition_frequency"], shape=shape,

@@ -39,6 +39,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._base import Optimizer
+from ._foreach import as_real
 from ._groups import evaluate_closure
 from ._validation import check_betas, check_nonnegative, params_with_grad
 
@@ -104,7 +106,7 @@ def swats_sgd_step(param: Tensor, grad: Tensor, momentum_buffer: Tensor, *, sgd_
     param.add_(momentum_buffer, alpha=-(1 - beta1) * sgd_lr)
 
 
-class SWATS(torch.optim.Optimizer):
+class SWATS(Optimizer):
     """SWATS (Keskar & Socher 2017, Algorithm 1): Adam, then SGD with momentum β1.
 
     Args:
@@ -140,15 +142,16 @@ class SWATS(torch.optim.Optimizer):
         loss = evaluate_closure(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in params_with_grad(group["params"], type(self).__name__):
-                state = self.state[p]
+            for param in params_with_grad(group["params"], type(self).__name__):
+                state = self.state[param]
+                # complex parameters as their real view (real and imaginary parts as coordinates)
+                p, grad = as_real(param), as_real(param.grad)
                 if "step" not in state:
                     state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p),
                                  switch_step=0, sgd_lr=0.0, gamma=0.0)
                     state["lambda"] = 0.0
                 # k <- k + 1 ;  g <- ∇f + λw
                 state["step"] += 1
-                grad = p.grad
                 if group["weight_decay"] != 0:
                     grad = grad.add(p, alpha=group["weight_decay"])
                 if state["switch_step"] > 0:
@@ -156,7 +159,7 @@ class SWATS(torch.optim.Optimizer):
                                    beta1=beta1)
                     continue
                 p_k = swats_adam_step(p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                                      lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"])
+                                      lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"])
                 lam, gamma, switch = swats_lr_estimate(p_k, grad, state["lambda"], state["step"],
                                                        beta2=beta2, eps=group["eps"])
                 state["lambda"] = lam

@@ -31,6 +31,13 @@ class OptimizerSpec:
                  update and state as if it were absent) or "raise" (step raises)
     sparse_ok:   accepts sparse gradients
     model_kind:  "any" (parameter list suffices) or "mlp" (needs nn.Linear layers)
+    build_params: ``build_params(params, **overrides) -> Optimizer`` from a list of tensors,
+                 named parameters or param groups, as torch.optim classes are built; None
+                 where the optimizer needs a model or a module tree (KFAC, ModularDescent,
+                 NaturalGradient). Drives the contract tests of tests/test_optim_contract.py.
+    torch_cls:   torch.optim's class of the same algorithm, whose state dicts load both ways
+    complex_policy: "twin" (a complex parameter steps as its ``view_as_real`` twin) or
+                 "raise" (step raises an error that says "complex")
     """
 
     name: str
@@ -43,6 +50,9 @@ class OptimizerSpec:
     nan_policy: str = "isolate"
     sparse_ok: bool = False
     model_kind: str = "any"
+    build_params: Callable | None = None
+    torch_cls: type | None = None
+    complex_policy: str = "twin"
 
 
 def all_specs() -> list[OptimizerSpec]:
@@ -59,3 +69,20 @@ def all_specs() -> list[OptimizerSpec]:
 
 def params_of(model: torch.nn.Module):
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def params_builder(cls, after=None, **defaults):
+    """``build_params(params, **overrides)`` for ``cls`` with ``defaults``; ``after(opt)`` runs last."""
+    def build_params(params, **overrides):
+        opt = cls(params, **{**defaults, **overrides})
+        if after is not None:
+            after(opt)
+        return opt
+    return build_params
+
+
+def model_builder(build_params):
+    """``build(model, **overrides)`` from a ``build_params``: the model's trainable parameters."""
+    def build(model, **overrides):
+        return build_params(params_of(model), **overrides)
+    return build

@@ -14,29 +14,23 @@ import torch
 
 import gd_lib.optim as optim
 
-from . import OptimizerSpec, params_of
+from . import OptimizerSpec, model_builder, params_builder
 
 
-def _builder(cls, **defaults):
-    def build(model, **overrides):
-        return cls(params_of(model), **{**defaults, **overrides})
-    return build
-
-
-def _schedule_free_builder(cls, **defaults):
-    def build(model, **overrides):
-        opt = cls(params_of(model), **{**defaults, **overrides})
-        opt.train()
-        return opt
-    return build
-
-
-def _entropy_sgd_builder(**defaults):
-    def build(model, **overrides):
+def _entropy_sgd_params_builder(**defaults):
+    def build_params(params, **overrides):
         # a fixed seed: the resumed run in the state-dict test must see the same noise stream
         generator = torch.Generator().manual_seed(1234)
-        return optim.EntropySGD(params_of(model), generator=generator, **{**defaults, **overrides})
-    return build
+        return optim.EntropySGD(params, generator=generator, **{**defaults, **overrides})
+    return build_params
+
+
+def _spec(name, build_params, **fields):
+    return OptimizerSpec(name=name, build=model_builder(build_params), build_params=build_params, **fields)
+
+
+def _train_mode(opt):
+    opt.train()
 
 
 _LR_BAD = (({"lr": -0.1}, "lr"), ({"weight_decay": -1e-2}, "weight_decay"))
@@ -47,30 +41,26 @@ _BETAS_BAD = (
 )
 
 SPECS = [
-    OptimizerSpec(
-        name="Lion",
-        build=_builder(optim.Lion, lr=1e-3),
+    _spec(
+        "Lion", params_builder(optim.Lion, lr=1e-3),
         quadratic={"lr": 0.03},
         rosenbrock={"lr": 0.03},
         bad=_LR_BAD + _BETAS_BAD,
     ),
-    OptimizerSpec(
-        name="SignSGD",
-        build=_builder(optim.SignSGD, lr=1e-3),
+    _spec(
+        "SignSGD", params_builder(optim.SignSGD, lr=1e-3),
         quadratic={"lr": 0.03},
         rosenbrock={"lr": 2e-3},
         bad=_LR_BAD + (({"lr": float("nan")}, "lr"),),
     ),
-    OptimizerSpec(
-        name="Signum",
-        build=_builder(optim.Signum, lr=1e-3),
+    _spec(
+        "Signum", params_builder(optim.Signum, lr=1e-3),
         quadratic={"lr": 0.03},
         rosenbrock={"lr": 0.03},
         bad=_LR_BAD + (({"momentum": 1.0}, "momentum"), ({"momentum": -0.1}, "momentum")),
     ),
-    OptimizerSpec(
-        name="Prodigy",
-        build=_builder(optim.Prodigy),
+    _spec(
+        "Prodigy", params_builder(optim.Prodigy),
         quadratic={"lr": 1.0},
         rosenbrock={"lr": 1.0},
         bad=_LR_BAD + _BETAS_BAD + (
@@ -85,9 +75,8 @@ SPECS = [
         ),
         nan_policy="raise",
     ),
-    OptimizerSpec(
-        name="SGDScheduleFree",
-        build=_schedule_free_builder(optim.SGDScheduleFree, lr=0.1),
+    _spec(
+        "SGDScheduleFree", params_builder(optim.SGDScheduleFree, after=_train_mode, lr=0.1),
         quadratic={"lr": 0.01},
         rosenbrock={"lr": 0.01},
         bad=_LR_BAD + (
@@ -98,9 +87,8 @@ SPECS = [
             ({"weight_lr_power": -2.0}, "weight_lr_power"),
         ),
     ),
-    OptimizerSpec(
-        name="AdamWScheduleFree",
-        build=_schedule_free_builder(optim.AdamWScheduleFree, lr=0.01),
+    _spec(
+        "AdamWScheduleFree", params_builder(optim.AdamWScheduleFree, after=_train_mode, lr=0.01),
         quadratic={"lr": 0.1},
         rosenbrock={"lr": 0.3},
         bad=_LR_BAD + _BETAS_BAD + (
@@ -109,16 +97,14 @@ SPECS = [
             ({"warmup_steps": 2.5}, "warmup_steps"),
         ),
     ),
-    OptimizerSpec(
-        name="SWATS",
-        build=_builder(optim.SWATS, lr=1e-2),
+    _spec(
+        "SWATS", params_builder(optim.SWATS, lr=1e-2),
         quadratic={"lr": 0.1},
         rosenbrock={"lr": 0.3},
         bad=_LR_BAD + _BETAS_BAD + (({"eps": -1e-9}, "eps"),),
     ),
-    OptimizerSpec(
-        name="GGT",
-        build=_builder(optim.GGT, lr=1e-2, window=10, eps=1.0),
+    _spec(
+        "GGT", params_builder(optim.GGT, lr=1e-2, window=10, eps=1.0),
         quadratic={"lr": 0.03},
         rosenbrock={"lr": 0.03},
         bad=_LR_BAD + (
@@ -129,9 +115,8 @@ SPECS = [
         ),
         nan_policy="raise",
     ),
-    OptimizerSpec(
-        name="EntropySGD",
-        build=_entropy_sgd_builder(lr=1.0, langevin_steps=3, langevin_lr=0.01, gamma=1.0),
+    _spec(
+        "EntropySGD", _entropy_sgd_params_builder(lr=1.0, langevin_steps=3, langevin_lr=0.01, gamma=1.0),
         quadratic={"lr": 1.0, "langevin_steps": 5, "langevin_lr": 0.01, "gamma": 1.0},
         rosenbrock={"lr": 3.0, "langevin_steps": 5, "langevin_lr": 1e-3, "gamma": 1.0},
         bad=_LR_BAD[:1] + (

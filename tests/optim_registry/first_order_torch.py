@@ -8,15 +8,17 @@ report of issue #2 part A).
 """
 from __future__ import annotations
 
+import torch
+
 import gd_lib.optim as optim
 
-from . import OptimizerSpec, params_of
+from . import OptimizerSpec, model_builder, params_builder
 
 
-def _builder(cls, **defaults):
-    def build(model, **overrides):
-        return cls(params_of(model), **{**defaults, **overrides})
-    return build
+def _specs(name, cls, torch_cls, defaults, **fields):
+    build_params = params_builder(cls, **defaults)
+    return OptimizerSpec(name=name, build=model_builder(build_params), build_params=build_params,
+                         torch_cls=torch_cls, **fields)
 
 
 _LR_BAD = (({"lr": -0.1}, "lr"), ({"weight_decay": -1e-2}, "weight_decay"))
@@ -35,25 +37,22 @@ _SGD_BAD = _LR_BAD + (
 )
 
 SPECS = [
-    OptimizerSpec(
-        name="SGD",
-        build=_builder(optim.SGD, lr=0.1, momentum=0.9),
+    _specs(
+        "SGD", optim.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9),
         quadratic={"lr": 3e-3},
         rosenbrock={"lr": 1e-3},
         bad=_SGD_BAD,
         sparse_ok=True,
     ),
-    OptimizerSpec(
-        name="SGD-nesterov",
-        build=_builder(optim.SGD, lr=0.1, momentum=0.9, nesterov=True),
+    _specs(
+        "SGD-nesterov", optim.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True),
         quadratic={"lr": 3e-3},
         rosenbrock={"lr": 1e-3},
         bad=_SGD_BAD + (({"momentum": 0.0}, "nesterov"),),
         sparse_ok=True,
     ),
-    OptimizerSpec(
-        name="Adagrad",
-        build=_builder(optim.Adagrad, lr=0.1),
+    _specs(
+        "Adagrad", optim.Adagrad, torch.optim.Adagrad, dict(lr=0.1),
         quadratic={"lr": 0.3},
         rosenbrock={"lr": 2.0},
         bad=_LR_BAD + (
@@ -63,9 +62,8 @@ SPECS = [
         ),
         sparse_ok=True,
     ),
-    OptimizerSpec(
-        name="RMSprop",
-        build=_builder(optim.RMSprop, lr=1e-2),
+    _specs(
+        "RMSprop", optim.RMSprop, torch.optim.RMSprop, dict(lr=1e-2),
         quadratic={"lr": 1e-2},
         rosenbrock={"lr": 1e-2},
         bad=_LR_BAD + (
@@ -75,44 +73,38 @@ SPECS = [
             ({"momentum": -0.9}, "momentum"),
         ),
     ),
-    OptimizerSpec(
-        name="RMSprop-centered",
-        build=_builder(optim.RMSprop, lr=1e-2, centered=True, momentum=0.5),
+    _specs(
+        "RMSprop-centered", optim.RMSprop, torch.optim.RMSprop, dict(lr=1e-2, centered=True, momentum=0.5),
         quadratic={"lr": 1e-2},
         rosenbrock={"lr": 1e-2},
         bad=_LR_BAD + (({"alpha": 2.0}, "alpha"), ({"momentum": -0.1}, "momentum")),
     ),
-    OptimizerSpec(
-        name="Adam",
-        build=_builder(optim.Adam, lr=1e-2),
+    _specs(
+        "Adam", optim.Adam, torch.optim.Adam, dict(lr=1e-2),
         quadratic={"lr": 3e-2},
         rosenbrock={"lr": 0.1},
         bad=_ADAM_BAD,
     ),
-    OptimizerSpec(
-        name="Adam-amsgrad",
-        build=_builder(optim.Adam, lr=1e-2, amsgrad=True, weight_decay=1e-3),
+    _specs(
+        "Adam-amsgrad", optim.Adam, torch.optim.Adam, dict(lr=1e-2, amsgrad=True, weight_decay=1e-3),
         quadratic={"lr": 3e-2},
         rosenbrock={"lr": 0.1},
         bad=_ADAM_BAD,
     ),
-    OptimizerSpec(
-        name="AdamW",
-        build=_builder(optim.AdamW, lr=1e-2),
+    _specs(
+        "AdamW", optim.AdamW, torch.optim.AdamW, dict(lr=1e-2),
         quadratic={"lr": 3e-2},
         rosenbrock={"lr": 0.1},
         bad=_ADAM_BAD,
     ),
-    OptimizerSpec(
-        name="NAdam",
-        build=_builder(optim.NAdam, lr=1e-2),
+    _specs(
+        "NAdam", optim.NAdam, torch.optim.NAdam, dict(lr=1e-2),
         quadratic={"lr": 3e-2},
         rosenbrock={"lr": 0.1},
         bad=_ADAM_BAD + (({"momentum_decay": -4e-3}, "momentum_decay"),),
     ),
-    OptimizerSpec(
-        name="NAdamW",
-        build=_builder(optim.NAdam, lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
+    _specs(
+        "NAdamW", optim.NAdam, torch.optim.NAdam, dict(lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
         quadratic={"lr": 3e-2},
         rosenbrock={"lr": 0.1},
         bad=_ADAM_BAD + (({"momentum_decay": -4e-3}, "momentum_decay"),),

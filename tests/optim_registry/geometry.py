@@ -42,6 +42,9 @@ SPECS = [
     OptimizerSpec(
         name="Muon",
         build=build_muon,
+        # a plain list is split by ndim (matrices on Muon, the rest on AdamW)
+        build_params=lambda params, **overrides: Muon(params, **overrides),
+        complex_policy="raise",  # as torch.optim.Muon
         # Quadratic and Rosenbrock have only vector parameters: they exercise the AdamW side
         quadratic={"adam_lr": 0.05},
         rosenbrock={"adam_lr": 0.02},

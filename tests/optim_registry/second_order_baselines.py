@@ -41,6 +41,8 @@ SPECS = [
     OptimizerSpec(
         name="Newton",
         build=lambda model, **kw: Newton(params_of(model), **kw),
+        build_params=lambda params, **kw: Newton(params, **kw),
+        complex_policy="raise",
         quadratic={}, rosenbrock={}, steps=30,
         needs_closure=True, nan_policy="raise",
         bad=(({"lr": -1.0}, "lr"), ({"damping": -1.0}, "damping"), ({"damping": float("nan")}, "damping")),

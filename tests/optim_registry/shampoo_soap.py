@@ -4,27 +4,21 @@ from __future__ import annotations
 from gd_lib.optim.shampoo import Shampoo
 from gd_lib.optim.soap import SOAP
 
-from . import OptimizerSpec, params_of
+from . import OptimizerSpec, model_builder, params_builder
 
-
-def _shampoo(model, **overrides):
-    kwargs = dict(lr=0.05, grafting="adam", precondition_frequency=1, epsilon=1e-8)
-    kwargs.update(overrides)
-    return Shampoo(params_of(model), **kwargs)
-
-
-def _soap(model, **overrides):
-    # precondition_frequency=2 so that the 3- and 5-step runs of the generic tests cross
-    # several eigenbasis refreshes; precondition_1d so that vectors get a basis too
-    kwargs = dict(lr=0.05, precondition_frequency=2, precondition_1d=True)
-    kwargs.update(overrides)
-    return SOAP(params_of(model), **kwargs)
+_shampoo_params = params_builder(Shampoo, lr=0.05, grafting="adam", precondition_frequency=1, epsilon=1e-8)
+_shampoo = model_builder(_shampoo_params)
+# precondition_frequency=2 so that the 3- and 5-step runs of the generic tests cross
+# several eigenbasis refreshes; precondition_1d so that vectors get a basis too
+_soap_params = params_builder(SOAP, lr=0.05, precondition_frequency=2, precondition_1d=True)
+_soap = model_builder(_soap_params)
 
 
 SPECS = [
     OptimizerSpec(
         name="Shampoo",
         build=_shampoo,
+        build_params=_shampoo_params,
         quadratic=dict(lr=0.1),
         rosenbrock=dict(lr=0.05),
         bad=(
@@ -48,6 +42,7 @@ SPECS = [
     OptimizerSpec(
         name="SOAP",
         build=_soap,
+        build_params=_soap_params,
         quadratic=dict(lr=0.1, weight_decay=0.0),
         rosenbrock=dict(lr=0.05, weight_decay=0.0),
         bad=(
