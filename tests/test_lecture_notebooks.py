@@ -7,9 +7,10 @@
 * Slow: each lecture runs top to bottom in quick mode (the time is printed against the 90 s
   budget of the lectures issues, not asserted: speed is measured, not tested); every figure it
   renders passes :func:`gd_lib.plotting.figure_problems`; its exported HTML renders its tables
-  and shows a static figure in every widget cell (:func:`gd_lib.notebooks.html_problems`). And each
-  lecture runs in full mode with its training loops cut short (``GD_STEP_SCALE``), so that the
-  full-mode code paths, plotting included, run in CI.
+  and shows a static figure in every widget cell (:func:`gd_lib.notebooks.html_problems`). The run of
+  every lecture in full mode with its training loops cut short (``GD_STEP_SCALE``) is in
+  ``tests/test_lecture_full_mode.py`` (its own file, so that pytest-xdist's loadfile runs it on
+  another worker).
 
 The claims each lecture makes are asserted separately, by tests that call the same
 ``gd_lib.experiments`` functions.
@@ -174,11 +175,3 @@ def test_exported_html_renders_tables_and_widget_figures(path):
     assert run.error is None, f"{path.name}: {run.error}"
     problems = notebooks.html_problems(notebooks.export_html(run.nb), run.nb)
     assert not problems, f"{path.name}:\n" + "\n".join(problems)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", lectures_for("full_short"))
-def test_full_mode_code_paths_run_with_steps_cut_short(path):
-    run = executed(path, False)
-    assert run.error is None, f"{path.name} (full mode, GD_STEP_SCALE={STEP_SCALE:g}): {run.error}"
-    assert not run.figure_problems, f"{path.name}:\n" + "\n".join(run.figure_problems)
