@@ -166,9 +166,14 @@ def _axis_shows_values(ax, which: str) -> bool:
 
 def _series(ax) -> list:
     """The data series of ``ax``: lines of two or more distinct points and labelled scatters,
-    without reference lines (horizontal or vertical, e.g. ``axhline``)."""
+    without reference lines (horizontal or vertical, e.g. ``axhline``) and error-bar caps."""
+    from matplotlib.container import ErrorbarContainer
+
+    caps = {id(cap) for c in ax.containers if isinstance(c, ErrorbarContainer) for cap in c.lines[1]}
     out = []
     for line in ax.get_lines():
+        if id(line) in caps:
+            continue  # an error bar's caps belong to its series
         xy = np.asarray(line.get_xydata(), dtype=float)
         xy = xy[np.isfinite(xy).all(axis=1)] if xy.ndim == 2 else xy
         if len(xy) < 2 or not line.get_visible():
@@ -496,14 +501,15 @@ def plot_landscape_surface(alphas, betas, losses, *, log: bool = False, cmap: st
 
 def plot_coord_check(result: Mapping, stat: str = "activation_l1", *, steps: Sequence[int] | None = None,
                      layers: Sequence[str] | None = None, logy: bool = True, axes=None,
-                     title: str | None = None):
+                     title: str | None = None, layer_labels: Mapping[str, str] | None = None):
     """The coordinate check of :func:`gd_lib.mup.coord_check`: one panel per
     step, width on a log axis, one line per layer (as in Yang et al. 2022,
     Figure 5). Flat lines mean the parametrization is width-stable.
 
     ``stat`` is one of ``activation_l1``, ``activation_rms``, ``update_l1``,
     ``update_rms``; ``steps`` defaults to every step (step 0 is skipped for
-    the ``update_*`` stats, which are 0 there).
+    the ``update_*`` stats, which are 0 there); ``layer_labels`` renames layers in the legend
+    (e.g. ``{"layers.0": "input"}``).
     """
     values = np.asarray(result[stat], dtype=float)
     widths = np.asarray(result["widths"], dtype=float)
@@ -522,7 +528,8 @@ def plot_coord_check(result: Mapping, stat: str = "activation_l1", *, steps: Seq
         fig = axes[0].figure
     for ax, t in zip(axes, steps):
         for li in layer_index:
-            ax.plot(widths, values[:, li, t], marker="o", markersize=3, label=all_layers[li])
+            ax.plot(widths, values[:, li, t], marker="o", markersize=3,
+                    label=(layer_labels or {}).get(all_layers[li], all_layers[li]))
         ax.set_xscale("log", base=2)
         if logy:
             ax.set_yscale("log")

@@ -39,6 +39,34 @@ def test_multiplier_table_matches_table_3_by_hand():
     assert rows["layers.0.weight"]["role"] == "vector" and rows["layers.0.weight"]["lr_mult"] == 1.0
 
 
+# the lecture's one table (std multipliers on torch's SP draw; Adam lr multipliers), by hand from
+# section 1's argument: m = 16 at width 1024, sqrt(m) = 4
+LECTURE_TABLE = {
+    "layers.0.weight": (1.0, 1.0), "layers.0.bias": (1.0, 1.0),
+    "layers.1.weight": (1.0, 1 / 16), "layers.1.bias": (4.0, 1.0),
+    "layers.2.weight": (1 / 4, 1 / 16), "layers.2.bias": (4.0, 1.0),
+}
+
+
+def test_the_lecture_table_is_the_library_table():
+    rows = {r["name"]: r for r in exp.multiplier_table(1024)}
+    assert set(rows) == set(LECTURE_TABLE)
+    for name, (std, lr) in LECTURE_TABLE.items():
+        # powers of 2 and their square roots: exact in float64 up to sqrt's last-bit rounding
+        assert rows[name]["init_mult"] == pytest.approx(std, rel=1e-12), name
+        assert rows[name]["lr_mult"] == pytest.approx(lr, rel=1e-12), name
+    # the same rules at another width: m = 64
+    rows = {r["name"]: r for r in exp.multiplier_table(4096)}
+    assert rows["layers.1.bias"]["init_mult"] == pytest.approx(8.0) and rows["layers.2.weight"]["init_mult"] == \
+        pytest.approx(1 / 8) and rows["layers.1.weight"]["lr_mult"] == pytest.approx(1 / 64)
+
+
+def test_the_sgd_column_of_exercise_1():
+    rows = {r["name"]: r["lr_mult"] for r in exp.multiplier_table(1024, optimizer="sgd")}
+    assert rows == pytest.approx({"layers.0.weight": 16.0, "layers.0.bias": 16.0, "layers.1.weight": 1.0,
+                                  "layers.1.bias": 16.0, "layers.2.weight": 1 / 16, "layers.2.bias": 1.0})
+
+
 def test_coordinate_check_is_flat_in_width_under_mup(coord):
     assert list(coord["widths"]) == [64, 256, 1024] and coord["steps"] == 5
     update = coord["growth"]["mup"]["update"]        # [layer, t = 1..5], width 1024 over width 64

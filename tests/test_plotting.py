@@ -347,3 +347,16 @@ def test_plot_trajectory_grid_draws_one_path_per_panel(course_style):
         assert len(contour_sets(ax)) == 1
     assert used[0].get_title() == "first" and used[1].get_title() == "opt1"
     assert plotting.figure_problems(fig) == []
+
+
+def test_figure_problems_counts_error_bars_with_their_series(course_style):
+    fig, ax = labelled_axes()
+    for k, label in enumerate(("a", "b")):
+        ax.bar(np.arange(3) + 0.4 * k, [1.0, 2.0, 1.5], width=0.4, yerr=[[0.1, 0.2, 0.1], [0.3, 0.1, 0.2]],
+               capsize=3, label=label)
+    plotting.legend_outside(ax)
+    assert plotting.figure_problems(fig) == []
+    fig, ax = labelled_axes()
+    ax.errorbar([0, 1, 2], [1, 2, 3], yerr=0.1, capsize=3)
+    ax.errorbar([0, 1, 2], [3, 2, 1], yerr=0.1, capsize=3)
+    assert plotting.figure_problems(fig) == ["axes 0 ('loss'): 2 series share the axes, 2 of them not named in a legend"]

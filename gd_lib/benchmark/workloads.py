@@ -49,7 +49,11 @@ class MiniWorkload:
     description: str = ""
 
     def steps(self, quick: bool) -> int:
-        return self.quick_steps if quick else self.full_steps
+        """The step budget: ``quick_steps``, or ``full_steps`` scaled by ``GD_STEP_SCALE``
+        (:func:`gd_lib.step_budget`; at least two evaluations)."""
+        import gd_lib
+
+        return gd_lib.step_budget(self.quick_steps, self.full_steps, quick, minimum=2 * self.eval_every)
 
     def target_reached(self, metric: float) -> bool:
         if metric != metric:  # NaN

@@ -3,7 +3,8 @@ r"""Lecture 3, Curvature: the experiments behind the figures.
 * :func:`curvature_matrices` — the exact Hessian, GGN, Fisher and empirical Fisher of a small
   tanh network with a cross-entropy loss (``gd_lib.curvature``), side by side.
 * :func:`kronecker_approximations` — one layer's block of the GGN (= the Fisher, for
-  cross-entropy) and its KFAC, EKFAC and Shampoo approximations, with relative Frobenius errors.
+  cross-entropy) and its KFAC, EKFAC, Shampoo and SOAP approximations, with relative Frobenius
+  errors.
 * :func:`hessian_spectrum` — the Hessian's eigenvalues from Lanczos (Ritz values and the
   spectral-density weights of stochastic Lanczos quadrature) next to the exact ones.
 * :func:`sharpness_during_training` — full-batch gradient descent's sharpness
@@ -30,10 +31,15 @@ The approximations (all from the same :math:`\hat g_{n,c}`, :math:`\bar a_n`):
   \otimes(Q_A^\top\bar a)^{2}`, the Frobenius-optimal diagonal in that basis — so its error is
   never larger than KFAC's;
 * **Shampoo** (Gupta et al. 2018; read as an approximation of F by Morwani et al. 2024):
-  :math:`F \approx L\otimes R/\mathrm{tr}(F)` with :math:`L = \frac1N\sum\Gamma\Gamma^\top`,
+  :math:`F \approx \hat F = L\otimes R/\mathrm{tr}(F)` with :math:`L = \frac1N\sum\Gamma\Gamma^\top`,
   :math:`R = \frac1N\sum\Gamma^\top\Gamma`, :math:`\Gamma_{n,c} = \hat g_{n,c}\bar a_n^\top`
-  (Shampoo preconditions with :math:`(L\otimes R)^{-1/4}`, i.e. with this approximation to the
-  power −1/2 up to scale; the trace normalisation makes :math:`\mathrm{tr}` match).
+  (the trace normalisation makes :math:`\mathrm{tr}` match). Shampoo preconditions with
+  :math:`L^{-1/4}\otimes R^{-1/4} = (L\otimes R)^{-1/4} = \mathrm{tr}(F)^{-1/4}\hat F^{-1/4}`: this
+  approximation to the power −1/4 (checked as ``"shampoo_is_fisher_to_the_minus_quarter"``);
+* **SOAP** (Vyas et al. 2024): Adam run in Shampoo's eigenbasis, i.e. EKFAC's construction on
+  Shampoo's factors: the basis :math:`Q_L\otimes Q_R`, and the exact second moments
+  :math:`s = \frac1N\sum_{n,c}(Q_L^\top\hat g)^{2}\otimes(Q_R^\top\bar a)^{2}` in it — the
+  Frobenius-optimal diagonal in that basis, so its error is never larger than Shampoo's.
 
 References:
     Martens & Grosse (2015), ICML; George et al. (2018), NeurIPS; Gupta, Koren & Singer (2018), ICML;
@@ -159,14 +165,26 @@ def _bar_order(layer: nn.Linear, start_weight: int, start_bias: int) -> torch.Te
     return torch.cat(rows)
 
 
+def _pinv_quarter(M: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
+    """M^{-1/4} of a symmetric PSD matrix on its range (eigenvalues below rtol·λ_max count as 0)."""
+    lam, Q = torch.linalg.eigh(M)
+    keep = lam > rtol * lam.max()
+    powered = torch.where(keep, lam.clamp_min(rtol * lam.max()) ** -0.25, torch.zeros_like(lam))
+    return (Q * powered) @ Q.T
+
+
 def kronecker_approximations(quick: bool | None = None, layer_index: int = 0, seed: int = 0) -> dict:
-    r"""One layer's exact GGN block and its KFAC, EKFAC and Shampoo approximations (module docstring).
+    r"""One layer's exact GGN block and its KFAC, EKFAC, Shampoo and SOAP approximations (module docstring).
 
     The block is taken from ``gd_lib.curvature.ggn_matrix`` and reordered to row-major
     vec([W, b]); the per-pair formula :math:`\frac1N\sum_{n,c}(\hat g\otimes\bar a)(\hat g\otimes\bar a)^\top`
     is returned as ``"block_from_factors"`` for comparison. Returns numpy matrices ``"exact"``,
-    ``"KFAC"``, ``"EKFAC"``, ``"Shampoo"``, the factors ``"A"``, ``"G"``, and
-    ``"errors": {name: ‖approx − exact‖_F / ‖exact‖_F}``.
+    ``"KFAC"``, ``"EKFAC"``, ``"Shampoo"``, ``"SOAP"``, the factors ``"A"``, ``"G"``, ``"L"``, ``"R"``,
+    ``"errors": {name: ‖approx − exact‖_F / ‖exact‖_F}``, and two identities:
+    ``"shampoo_is_fisher_to_the_minus_quarter"`` (relative distance between
+    :math:`L^{-1/4}\otimes R^{-1/4}` and :math:`\mathrm{tr}(F)^{-1/4}\hat F^{-1/4}`) and
+    ``"kfac_solve_by_factors_error"`` (relative distance between :math:`(G\otimes A)^{-1}\mathrm{vec}(V)`
+    and :math:`\mathrm{vec}(G^{-1}VA^{-1})`, damped by δ = 1e-3 of the mean eigenvalues).
     """
     gd_lib.quick_mode(quick)
     model, X, y = small_network(seed=seed)
@@ -199,14 +217,35 @@ def kronecker_approximations(quick: bool | None = None, layer_index: int = 0, se
     L = torch.einsum("nc,nci,ncj->ij", a_norm2.unsqueeze(1).expand(N, C), g, g) / N
     R = torch.einsum("nc,ni,nj->ij", g_norm2, a[:, 0], a[:, 0]) / N
     shampoo = torch.kron(L.contiguous(), R.contiguous()) / torch.trace(exact)
+    # SOAP: Shampoo's eigenbasis Q_L ⊗ Q_R, second moments s = (1/N) Σ_{n,c} (Q_Lᵀĝ)² ⊗ (Q_Rᵀā)²
+    d_L, Q_L = psd_eigh(L)
+    d_R, Q_R = psd_eigh(R)
+    s_soap = C * eigenbasis_second_moment(a_pairs, g_pairs, Q_R, Q_L)
+    Q_soap = torch.kron(Q_L, Q_R)
+    soap = (Q_soap * s_soap.reshape(-1)) @ Q_soap.T
 
     def rel(M):
         return float((M - exact).norm() / exact.norm())
 
-    approximations = {"KFAC": kfac, "EKFAC": ekfac, "Shampoo": shampoo}
+    # Shampoo's preconditioner L^{-1/4} ⊗ R^{-1/4} against F̂^{-1/4}, F̂ = L ⊗ R / tr F (eigh of the block)
+    # (pseudo-inverse roots, on the ranges: the output layer's L is singular, its ĝ sum to 0)
+    preconditioner = torch.kron(_pinv_quarter(L), _pinv_quarter(R))
+    scaled = torch.trace(exact) ** -0.25 * _pinv_quarter(shampoo)
+    # KFAC's preconditioning by two small solves: (G ⊗ A)^{-1} vec(V) = vec(G^{-1} V A^{-1}) (damped by δ)
+    delta = 1e-3 * float(torch.trace(G) / G.shape[0] + torch.trace(A) / A.shape[0])
+    G_d = G + delta * torch.eye(G.shape[0], dtype=G.dtype)
+    A_d = A + delta * torch.eye(A.shape[0], dtype=A.dtype)
+    V = torch.randn(G.shape[0], A.shape[0], generator=torch.Generator().manual_seed(seed), dtype=G.dtype)
+    by_kron = torch.linalg.solve(torch.kron(G_d, A_d), V.reshape(-1)).reshape(V.shape)
+    by_factors = torch.linalg.solve(G_d, torch.linalg.solve(A_d, V.T).T)   # G^{-1} V A^{-1} (A symmetric)
+
+    approximations = {"KFAC": kfac, "EKFAC": ekfac, "Shampoo": shampoo, "SOAP": soap}
     return {"exact": exact.numpy(), "block_from_factors": from_factors.numpy(),
             **{k: v.numpy() for k, v in approximations.items()}, "A": A.numpy(), "G": G.numpy(),
+            "L": L.numpy(), "R": R.numpy(),
             "errors": {k: rel(v) for k, v in approximations.items()},
+            "shampoo_is_fisher_to_the_minus_quarter": float((preconditioner - scaled).norm() / scaled.norm()),
+            "kfac_solve_by_factors_error": float((by_kron - by_factors).norm() / by_kron.norm()),
             "layer": f"layers.{layer_index}", "shape": tuple(layer.weight.shape)}
 
 
@@ -220,7 +259,7 @@ def hessian_spectrum(quick: bool | None = None, *, iterations: int | None = None
     ``"iterations"``, ``"dim"``.
     """
     quick = gd_lib.quick_mode(quick)
-    iterations = iterations or (40 if quick else 80)
+    iterations = iterations or (40 if quick else 80)  # Lanczos steps: not a training loop, not scaled
     data = gd_lib.data.load_digits()
     X, y = data.X_train[:256].double(), data.y_train[:256]
     gen = torch.Generator().manual_seed(seed)
@@ -249,8 +288,8 @@ def sharpness_during_training(quick: bool | None = None, *, lrs: Sequence[float]
     Returns ``{lr: {"steps", "sharpness", "loss" (per step), "two_over_lr"}}`` plus ``"lrs"``.
     """
     quick = gd_lib.quick_mode(quick)
-    steps = steps or (600 if quick else 3000)
     every = every or (20 if quick else 10)
+    steps = steps or gd_lib.step_budget(600, 3000, quick, minimum=3 * every)
     data = gd_lib.data.load_digits()
     X = data.X_train[:128].double()
     Y = torch.nn.functional.one_hot(data.y_train[:128], 10).double()

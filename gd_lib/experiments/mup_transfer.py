@@ -64,7 +64,11 @@ def _shapes(width: int) -> dict:
 
 def multiplier_table(width: int = 1024, optimizer: str = "adam") -> list[dict]:
     """One row per parameter of the width-``width`` MLP: its μP role and its init and
-    learning-rate multipliers against the base width 64 (:func:`gd_lib.mup.mup_table`)."""
+    learning-rate multipliers against the base width 64 (:func:`gd_lib.mup.mup_table`).
+
+    ``init_mult`` multiplies the *standard deviation* of torch's (SP) initialization of that
+    tensor (the variance is multiplied by its square); ``lr_mult`` multiplies Adam's learning
+    rate."""
     model = make_mlp(width)
     return mup.mup_table(model, _shapes(BASE_WIDTH), optimizer, delta_model=_shapes(2 * BASE_WIDTH))
 
@@ -105,7 +109,7 @@ def base_width_equals_sp(quick: bool | None = None, *, lr: float = 1e-2, steps: 
             "quick": quick}
 
 
-def coordinate_check(quick: bool | None = None, *, lr: float = 1e-2, steps: int = 5) -> dict:
+def coordinate_check(quick: bool | None = None, *, lr: float = 1e-2, steps: int | None = None) -> dict:
     """The coordinate check (:func:`gd_lib.mup.coord_check`) under SP and μP with Adam.
 
     Returns ``{"sp": result, "mup": result, "growth": {p: {"activation": [l, t],
@@ -116,8 +120,9 @@ def coordinate_check(quick: bool | None = None, *, lr: float = 1e-2, steps: int 
     ``t = 0..steps`` (``activation``). Layers: input, hidden, output.
     """
     quick = gd_lib.quick_mode(quick)
+    steps = steps or gd_lib.step_budget(5, 5, quick)
     widths = [64, 256, 1024] if quick else [64, 128, 256, 512, 1024, 2048, 4096]
-    seeds = (0, 1) if quick else (0, 1, 2, 3)
+    seeds = (0, 1) if quick else (0, 1, 2, 3) if gd_lib.step_scale() == 1.0 else (0,)  # one seed when cut short
     x, y = random_labels(64)
     out: dict = {"widths": np.array(widths), "layers": list(LAYERS), "steps": steps, "growth": {}}
     for parametrization in ("sp", "mup"):
@@ -132,7 +137,7 @@ def coordinate_check(quick: bool | None = None, *, lr: float = 1e-2, steps: int 
     return out
 
 
-def lr_transfer(quick: bool | None = None, *, steps: int = 10) -> dict:
+def lr_transfer(quick: bool | None = None, *, steps: int | None = None) -> dict:
     """Learning-rate sweeps of Adam at several widths, under SP and μP (:func:`gd_lib.mup.lr_sweep`).
 
     Full-batch Adam on 128 random-label examples for ``steps`` steps; learning
@@ -140,10 +145,11 @@ def lr_transfer(quick: bool | None = None, *, steps: int = 10) -> dict:
     "lrs", "widths", "grid_steps_moved": {p: max − min of the best lr's grid index}}``.
     """
     quick = gd_lib.quick_mode(quick)
+    steps = steps or gd_lib.step_budget(10, 10, quick)
     widths = [64, 256, 1024] if quick else [64, 128, 256, 512, 1024, 2048, 4096]
     exponents = range(-10, -1) if quick else range(-13, -1)
     lrs = [2.0 ** k for k in exponents]
-    seeds = (0,) if quick else (0, 1, 2)
+    seeds = (0,) if quick else (0, 1, 2) if gd_lib.step_scale() == 1.0 else (0,)  # one seed when cut short
     x, y = random_labels(128)
     out: dict = {"lrs": np.array(lrs), "widths": np.array(widths), "steps": steps, "grid_steps_moved": {}}
     for parametrization in ("sp", "mup"):
