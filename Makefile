@@ -72,12 +72,13 @@ bench: $(SETUP)
 ASSIGNMENTS := $(notdir $(wildcard solutions/[0-9]*))
 A ?=
 AUTOGRADE_ARGS ?=
-NBGRADER := cd course && PATH="$(abspath $(VENV))/bin:$$PATH" $(abspath $(PY)) -m nbgrader
+NBGRADER := PATH="$(abspath $(VENV))/bin:$$PATH" $(abspath $(PY)) -m nbgrader
 
 # Regenerate the student notebooks in assignments/ from solutions/ (all, or A=<assignment>).
+# nbgrader runs from course/ (its config) in a subshell per assignment: the loop stays in the root.
 release: $(SETUP)
 	@for a in $(if $(A),$(A),$(ASSIGNMENTS)); do \
-		echo "releasing $$a"; $(NBGRADER) generate_assignment $$a --force --log-level=WARN || exit 1; \
+		echo "releasing $$a"; (cd course && $(NBGRADER) generate_assignment $$a --force --log-level=WARN) || exit 1; \
 	done
 
 # Grade every submission in course/submitted/<student>/$(A)/ into the gradebook (sandboxed, parallel).
