@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import sysconfig
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -103,7 +104,10 @@ def test_the_tests_run_in_the_locked_environment():
     """make setup installed the lock: every installed package the lock names has the locked version,
     and every package of the set-up (.[course,dev]) is installed (packages a developer added by hand
     and the lock does not name are left out of this check)."""
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    # the environment's own site-packages: other entries of sys.path may carry vendored copies
+    # (setuptools puts its _vendor folder there)
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=site)}
     differ = {name: (installed[name], pinned) for name, pinned in CPU_LOCK.items()
               if name in installed and installed[name] != pinned}
     assert not differ, f"installed != locked (run make setup): {differ}"
