@@ -7,6 +7,7 @@
   packages only that build needs;
 - one version, written in ``pyproject.toml``, read by ``gd_lib`` and named in ``CHANGELOG.md``.
 """
+
 from __future__ import annotations
 
 import re
@@ -65,9 +66,13 @@ GPU_LOCK = read_lock("requirements-gpu-lock.txt")
 
 # --- the support claimed is the support tested ---------------------------------------------------
 
+
 def test_python_claimed_is_the_python_ci_runs():
-    claimed = sorted(Version(c.rsplit("::", 1)[1].strip()) for c in PROJECT["classifiers"]
-                     if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c))
+    claimed = sorted(
+        Version(c.rsplit("::", 1)[1].strip())
+        for c in PROJECT["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    )
     running = Version(f"{sys.version_info.major}.{sys.version_info.minor}")
     assert claimed == [running], f"classifiers claim {claimed}; CI runs {running}"
     assert PROJECT["requires-python"] == f">={running}", "the floor of requires-python is the Python CI runs"
@@ -84,6 +89,7 @@ def test_torch_floor_is_the_torch_ci_runs():
 
 
 # --- the locks ------------------------------------------------------------------------------------
+
 
 def test_cpu_lock_pins_every_requirement_of_pyproject_in_its_range():
     extras = locked_extras()
@@ -108,8 +114,11 @@ def test_the_tests_run_in_the_locked_environment():
     # (setuptools puts its _vendor folder there)
     site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=site)}
-    differ = {name: (installed[name], pinned) for name, pinned in CPU_LOCK.items()
-              if name in installed and installed[name] != pinned}
+    differ = {
+        name: (installed[name], pinned)
+        for name, pinned in CPU_LOCK.items()
+        if name in installed and installed[name] != pinned
+    }
     assert not differ, f"installed != locked (run make setup): {differ}"
     missing = [str(r) for r in requirements(["course", "dev"]) if canonicalize_name(r.name) not in installed]
     assert not missing, missing
@@ -122,8 +131,11 @@ def test_gpu_lock_is_the_cpu_lock_with_torch_cuda_build():
     assert added and all(CUDA_ONLY.match(name) for name in added), sorted(added)
     assert any(name.startswith("nvidia-") for name in added), "a CUDA build needs NVIDIA's libraries"
     assert not set(CPU_LOCK) - set(GPU_LOCK)
-    moved = {name: (CPU_LOCK[name], GPU_LOCK[name]) for name in CPU_LOCK
-             if name != "torch" and CPU_LOCK[name] != GPU_LOCK[name]}
+    moved = {
+        name: (CPU_LOCK[name], GPU_LOCK[name])
+        for name in CPU_LOCK
+        if name != "torch" and CPU_LOCK[name] != GPU_LOCK[name]
+    }
     assert not moved, moved
 
 
@@ -151,9 +163,12 @@ def test_lock_reader_sees_a_drift(tmp_path, monkeypatch):
 
 # --- one version ---------------------------------------------------------------------------------
 
+
 def test_version_is_written_once_and_named_in_the_changelog():
     assert gd_lib.__version__ == PROJECT["version"] == metadata.version("guided-descent")
-    sources = [p for p in (ROOT / "gd_lib").rglob("*.py") if re.search(r"__version__\s*=\s*['\"]\d+\.\d+", p.read_text())]
+    sources = [
+        p for p in (ROOT / "gd_lib").rglob("*.py") if re.search(r"__version__\s*=\s*['\"]\d+\.\d+", p.read_text())
+    ]
     assert not sources, f"a version written in the source: {sources}"
     changelog = (ROOT / "CHANGELOG.md").read_text()
     released = re.findall(r"^## \[(\d[^\]]*)\]", changelog, flags=re.M)

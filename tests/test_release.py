@@ -4,6 +4,7 @@ A scratch copy of the course (Makefile, packaging files, ``course/``, ``solution
 checkout's ``.venv`` through a symbolic link and no ``assignments/`` at all; ``make release`` with
 no ``A=`` must then write every ``assignments/<A>`` again, equal to the committed one.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,16 @@ def _scratch_course(tmp_path: Path) -> Path:
     for name in COPIED_FILES:
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, scratch / name)
-    ignore = shutil.ignore_patterns("submitted", "autograded", "feedback", "gradebook.db", ".autograder",
-                                    "released_solutions", "reports", "__pycache__")
+    ignore = shutil.ignore_patterns(
+        "submitted",
+        "autograded",
+        "feedback",
+        "gradebook.db",
+        ".autograder",
+        "released_solutions",
+        "reports",
+        "__pycache__",
+    )
     for name in COPIED_DIRS:
         shutil.copytree(ROOT / name, scratch / name, ignore=ignore, copy_function=shutil.copy2)
     (scratch / ".venv").symlink_to(Path(sys.prefix))
@@ -40,8 +49,9 @@ def _scratch_course(tmp_path: Path) -> Path:
 
 def _make(scratch: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV_DROPPED}
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=scratch, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=scratch, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def _cells(path: Path) -> list[tuple]:
@@ -61,17 +71,23 @@ def test_make_release_without_A_regenerates_every_assignment(tmp_path):
     proc = _make(scratch, "release")
 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert [line for line in proc.stdout.splitlines() if line.startswith("releasing ")] == \
-        [f"releasing {a}" for a in ASSIGNMENTS]
+    assert [line for line in proc.stdout.splitlines() if line.startswith("releasing ")] == [
+        f"releasing {a}" for a in ASSIGNMENTS
+    ]
     for assignment in ASSIGNMENTS:
-        committed = sorted(p.relative_to(ROOT / "assignments") for p in (ROOT / "assignments" / assignment).rglob("*")
-                           if p.is_file())
-        released = sorted(p.relative_to(scratch / "assignments")
-                          for p in (scratch / "assignments" / assignment).rglob("*") if p.is_file())
+        committed = sorted(
+            p.relative_to(ROOT / "assignments") for p in (ROOT / "assignments" / assignment).rglob("*") if p.is_file()
+        )
+        released = sorted(
+            p.relative_to(scratch / "assignments")
+            for p in (scratch / "assignments" / assignment).rglob("*")
+            if p.is_file()
+        )
         assert released == committed, assignment
         for rel in committed:
-            assert _cells(scratch / "assignments" / rel) == _cells(ROOT / "assignments" / rel), \
+            assert _cells(scratch / "assignments" / rel) == _cells(ROOT / "assignments" / rel), (
                 f"{rel}: the committed release differs from what make release writes (run make release)"
+            )
 
 
 def test_make_release_stops_at_an_unknown_assignment(tmp_path):

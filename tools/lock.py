@@ -18,6 +18,7 @@ is what ``pyproject.toml`` claims and CI tests.
 After a refresh: ``make setup`` installs the new lock, ``make test`` must pass with it, then commit
 both files (README, "A reproducible environment").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "guided-descent"
 # Wheel platforms of the GPU set-up: manylinux x86_64, every glibc baseline up to 2.28 (torch's own).
-GPU_PLATFORMS = (["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"]
-                 + [f"manylinux_2_{minor}_x86_64" for minor in range(5, 29)])
+GPU_PLATFORMS = ["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"] + [
+    f"manylinux_2_{minor}_x86_64" for minor in range(5, 29)
+]
 # The GPU lock is resolved for the interpreter CI runs (its full version: some packages want 3.11.5 or later).
 GPU_PYTHON = platform.python_version()
 # Packages that only torch's CUDA build needs (the GPU lock may add these and nothing else).
@@ -66,8 +68,19 @@ def resolve(requirements: list[str], *, pip_args: list[str], env: dict[str, str]
     """What ``pip install requirements`` would install into an empty environment: ``{name: version}``."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-               "--report", str(report), *pip_args, *requirements]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            *pip_args,
+            *requirements,
+        ]
         subprocess.run(cmd, check=True, cwd=ROOT, env=env)
         installs = json.loads(report.read_text())["install"]
     return {canonical(item["metadata"]["name"]): item["metadata"]["version"] for item in installs}
@@ -75,9 +88,11 @@ def resolve(requirements: list[str], *, pip_args: list[str], env: dict[str, str]
 
 def write_lock(path: Path, pins: dict[str, str], what: str) -> None:
     today = datetime.date.today().isoformat()
-    header = [f"# {what}",
-              f"# Written by `make lock` (tools/lock.py) on {today} with pip {version('pip')}; do not edit by hand.",
-              f"# Exact versions for CPython {GPU_PYTHON} on Linux x86_64, what CI tests (no environment markers)."]
+    header = [
+        f"# {what}",
+        f"# Written by `make lock` (tools/lock.py) on {today} with pip {version('pip')}; do not edit by hand.",
+        f"# Exact versions for CPython {GPU_PYTHON} on Linux x86_64, what CI tests (no environment markers).",
+    ]
     lines = [f"{name}=={pins[name]}" for name in sorted(pins)]
     path.write_text("\n".join(header + lines) + "\n")
 
@@ -87,8 +102,10 @@ def lock_cpu(extras: str, constraints: Path, torch: str) -> dict[str, str]:
     pins.pop(PROJECT, None)
     cuda = sorted(name for name in pins if CUDA_ONLY.match(name))
     if cuda or "+cpu" not in pins.get("torch", ""):
-        raise SystemExit(f"pip resolved torch {pins.get('torch')} with {cuda}: no CPU build of torch is "
-                         "reachable here (see constraints.txt and README, 'A reproducible environment')")
+        raise SystemExit(
+            f"pip resolved torch {pins.get('torch')} with {cuda}: no CPU build of torch is "
+            "reachable here (see constraints.txt and README, 'A reproducible environment')"
+        )
     pins["pip"] = version("pip")  # make setup installs the locked pip first
     return pins
 
@@ -99,8 +116,16 @@ def lock_gpu(cpu: dict[str, str]) -> dict[str, str]:
     requirements = [f"{name}=={pinned}" for name, pinned in cpu.items() if name not in ("torch", "pip")]
     requirements.append(f"torch=={torch_version}")
     platform_args = [arg for p in GPU_PLATFORMS for arg in ("--platform", p)]
-    pip_args = ["--only-binary=:all:", *platform_args, "--python-version", GPU_PYTHON,
-                "--implementation", "cp", "--abi", "cp" + "".join(GPU_PYTHON.split(".")[:2])]
+    pip_args = [
+        "--only-binary=:all:",
+        *platform_args,
+        "--python-version",
+        GPU_PYTHON,
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp" + "".join(GPU_PYTHON.split(".")[:2]),
+    ]
     # without this machine's pip configuration: its find-links may hold a CPU wheel of torch
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PIP_CONFIG_FILE"] = os.devnull
@@ -124,7 +149,9 @@ def check_agree(cpu: dict[str, str], gpu: dict[str, str]) -> list[str]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--extras", default="course,dev,hub", help="extras of the project to lock (default: %(default)s)")
+    parser.add_argument(
+        "--extras", default="course,dev,hub", help="extras of the project to lock (default: %(default)s)"
+    )
     parser.add_argument("--constraints", type=Path, default=ROOT / "constraints.txt")
     parser.add_argument("--torch", default="torch==2.13.0", help="torch's requirement (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "requirements-lock.txt")
@@ -139,11 +166,17 @@ def main(argv=None) -> None:
     if problems:
         raise SystemExit("the GPU resolution moved packages other than torch's CUDA ones:\n  " + "\n  ".join(problems))
     write_lock(args.out, cpu, f"The CPU set-up of `make setup`: torch's CPU build and .[{args.extras}].")
-    write_lock(args.gpu_out, gpu, "The GPU set-up of environment.yml: requirements-lock.txt with torch's CUDA "
-               "build from PyPI and the packages it needs.")
+    write_lock(
+        args.gpu_out,
+        gpu,
+        "The GPU set-up of environment.yml: requirements-lock.txt with torch's CUDA "
+        "build from PyPI and the packages it needs.",
+    )
     added = sorted(set(gpu) - set(cpu))
-    print(f"wrote {args.out.name} ({len(cpu)} packages) and {args.gpu_out.name} ({len(gpu)} packages: "
-          f"torch {gpu['torch']} and {', '.join(added)})")
+    print(
+        f"wrote {args.out.name} ({len(cpu)} packages) and {args.gpu_out.name} ({len(gpu)} packages: "
+        f"torch {gpu['torch']} and {', '.join(added)})"
+    )
 
 
 if __name__ == "__main__":
