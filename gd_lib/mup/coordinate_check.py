@@ -49,13 +49,20 @@ def _default_optimizer_cls(family: str):
     return torch.optim.Adam if family == "adam" else torch.optim.SGD
 
 
-def _family(family: str, optimizer: str | None) -> str:
-    """``family``, or ``optimizer``, its former name, where a caller still passes that."""
-    if optimizer is None:
-        return family
-    if family != "adam" and family != optimizer:
-        raise ValueError(f"family={family!r} and optimizer={optimizer!r} (its former name) disagree")
-    return optimizer
+def _check_run(family: str, optimizer: str | None, parametrization: str, steps: int, seeds) -> tuple[str, list]:
+    """The checked arguments of a run: the family (``optimizer`` is its former name, still accepted)
+    and the seeds as a list."""
+    if optimizer is not None:
+        if family != "adam" and family != optimizer:
+            raise ValueError(f"family={family!r} and optimizer={optimizer!r} (its former name) disagree")
+        family = optimizer
+    check_parametrization(parametrization)
+    check_family(family)
+    check_int("steps", steps, 1)
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("Invalid seeds: []; expected at least one seed")
+    return family, seeds
 
 
 def _record_output(outputs: dict[str, torch.Tensor], name: str):
@@ -121,14 +128,8 @@ def coord_check(
     name). Plot it with
     :func:`gd_lib.plotting.plot_coord_check`.
     """
-    family = _family(family, optimizer)
-    check_parametrization(parametrization)
-    check_family(family)
-    check_int("steps", steps, 1)
+    family, seeds = _check_run(family, optimizer, parametrization, steps, seeds)
     widths = [int(w) for w in widths]
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds must not be empty")
     optimizer_cls = optimizer_cls or _default_optimizer_cls(family)
     base_shapes, delta_shapes = _reference_shapes(make_model, base_width)
     stat_names = ("activation_l1", "activation_rms", "update_l1", "update_rms")
@@ -236,11 +237,8 @@ def lr_sweep(
     name). Plot it with
     :func:`gd_lib.plotting.plot_lr_sweep`.
     """
-    family = _family(family, optimizer)
-    check_parametrization(parametrization)
-    check_family(family)
-    check_int("steps", steps, 1)
-    widths, lrs, seeds = [int(w) for w in widths], [float(x) for x in lrs], list(seeds)
+    family, seeds = _check_run(family, optimizer, parametrization, steps, seeds)
+    widths, lrs = [int(w) for w in widths], [float(x) for x in lrs]
     optimizer_cls = optimizer_cls or _default_optimizer_cls(family)
     base_shapes, delta_shapes = _reference_shapes(make_model, base_width)
     loss = np.zeros((len(widths), len(lrs)))
