@@ -14,10 +14,10 @@ PYTEST_WORKERS ?= 2
 PYTEST_DIST ?= loadfile
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-gpu test-browser demo bench lectures site site-setup release autograde feedback integrity report hub hub-setup hub-trial clean help
+.PHONY: setup test test-fast test-gpu test-browser demo bench lint lock lectures site site-setup release autograde feedback integrity report hub hub-setup hub-trial clean help
 
 help:
-	@echo "make setup      create $(VENV), install gd_lib with the course and dev extras, and bubblewrap (apt)"
+	@echo "make setup      create $(VENV) at the locked versions (requirements-lock.txt) with gd_lib, the course and dev extras, and bubblewrap (apt)"
 	@echo "make test       run every CPU test (notebooks in quick mode included)"
 	@echo "make test-fast  the quick inner-loop subset (no slow tests)"
 	@echo "make test-gpu   the GPU tests (-m gpu), on a machine with CUDA"
@@ -27,14 +27,19 @@ help:
 	@echo "make hub-trial  the same hub to try out: shared passwords, a scratch course in out/hub"
 	@echo "make demo       the course pipeline end to end"
 	@echo "make bench      step-time benchmarks against torch.optim"
+	@echo "make lint       ruff: lint and format check (the same as the pre-commit hooks)"
+	@echo "make lock       refresh requirements-lock.txt and requirements-gpu-lock.txt from pyproject.toml"
 	@echo "make integrity A=<assignment>  near-identical answers and near-copies of library source (no score changes)"
 	@echo "make report A=<assignment>  item analysis after grading: pass rate per check, classic mistakes, scores"
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# Every package at the version of requirements-lock.txt (pip included): what CI passed with.
+LOCK := requirements-lock.txt
+PIP_LOCKED := $(PIP) install -q -c constraints.txt -c $(LOCK)
+$(VENV)/.installed: pyproject.toml constraints.txt $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt "$(TORCH_SPEC)"
-	$(PIP) install -q -c constraints.txt -e ".[course,dev]"
+	$(PIP_LOCKED) --upgrade pip
+	$(PIP_LOCKED) "$(TORCH_SPEC)"
+	$(PIP_LOCKED) -e ".[course,dev]"
 	touch $@
 
 # bubblewrap builds the grading sandbox (autograder/bwrap.py): Debian's package, installed when missing.
@@ -70,16 +75,28 @@ demo: $(SETUP)
 bench: $(SETUP)
 	$(PY) -m benchmarks
 
+# Lint and format check (ruff, configured in pyproject.toml; .pre-commit-config.yaml runs the same).
+LINT_PATHS ?= .
+lint: $(SETUP)
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
+
+# Refresh both locks from the ranges of pyproject.toml (tools/lock.py; README "A reproducible
+# environment"), then `make setup` installs them and `make test` must pass before they are committed.
+lock: $(SETUP)
+	$(PY) tools/lock.py --torch "$(TORCH_SPEC)"
+
 # --- the course: release, autograde, feedback (nbgrader, course/nbgrader_config.py) ---
 ASSIGNMENTS := $(notdir $(wildcard solutions/[0-9]*))
 A ?=
 AUTOGRADE_ARGS ?=
-NBGRADER := cd course && PATH="$(abspath $(VENV))/bin:$$PATH" $(abspath $(PY)) -m nbgrader
+NBGRADER := PATH="$(abspath $(VENV))/bin:$$PATH" $(abspath $(PY)) -m nbgrader
 
 # Regenerate the student notebooks in assignments/ from solutions/ (all, or A=<assignment>).
+# nbgrader runs from course/ (its config) in a subshell per assignment: the loop stays in the root.
 release: $(SETUP)
 	@for a in $(if $(A),$(A),$(ASSIGNMENTS)); do \
-		echo "releasing $$a"; $(NBGRADER) generate_assignment $$a --force --log-level=WARN || exit 1; \
+		echo "releasing $$a"; (cd course && $(NBGRADER) generate_assignment $$a --force --log-level=WARN) || exit 1; \
 	done
 
 # Grade every submission in course/submitted/<student>/$(A)/ into the gradebook (sandboxed, parallel).
@@ -173,8 +190,8 @@ HUB_ENV = GD_HUB_AUTH="$(HUB_AUTH)" GD_HUB_SPAWNER="$(HUB_SPAWNER)" GD_HUB_IP="$
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
 # JupyterHub and Playwright (the hub extra), pinned with torch's constraints like everything else.
-$(VENV)/.hub-installed: pyproject.toml constraints.txt | $(SETUP)
-	$(PIP) install -q -c constraints.txt -e ".[course,dev,hub]"
+$(VENV)/.hub-installed: pyproject.toml constraints.txt $(LOCK) | $(SETUP)
+	$(PIP_LOCKED) -e ".[course,dev,hub]"
 	touch $@
 
 # configurable-http-proxy from the npm registry, at the version course/hub/package-lock.json pins.

@@ -10,11 +10,15 @@ to the paper it comes from. Sub-packages:
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 
 import torch
 
-__version__ = "0.1.0"
+try:  # the version is written once, in pyproject.toml; installing gd_lib (make setup) records it
+    __version__ = importlib.metadata.version("guided-descent")
+except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = ["device", "quick_mode", "step_scale", "step_budget", "mode_summary", "seed_everything",
            "__version__"]

@@ -30,3 +30,9 @@ def check_number(name: str, value, low: float = -math.inf, high: float = math.in
     if not ok:
         lb, rb = ("[" if low_inclusive else "("), ("]" if high_inclusive else ")")
         raise ValueError(f"Invalid {name}: {value!r}; expected a finite number in {lb}{low}, {high}{rb}")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """``value`` must be one of ``choices``."""
+    if not any(value == choice for choice in choices):
+        raise ValueError(f"Invalid {name}: {value!r}; expected one of {', '.join(map(repr, choices))}")

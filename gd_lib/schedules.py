@@ -13,13 +13,13 @@ and the same object drives any optimizer through :class:`ScheduleLR`, a
 ``torch.optim.lr_scheduler.LRScheduler`` (one schedule, or one per param group,
 each multiplying that group's initial lr)::
 
-    scheduler = ScheduleLR(optimizer, s)   # or as_scheduler(s, optimizer)
+    scheduler = ScheduleLR(optimizer, s)
     for batch in data:
         loss(batch).backward(); optimizer.step(); scheduler.step()
 
 Multiply by a number for an absolute schedule: ``3e-4 * Cosine(1000)``.
 
-Composition: :func:`join` (alias :func:`sequence`) runs schedules one after
+Composition: :func:`join` runs schedules one after
 the other at given boundaries, each restarted at its boundary (as optax's
 ``join_schedules``); :func:`with_warmup` puts a linear warmup in front of any
 schedule.
@@ -51,8 +51,8 @@ from gd_lib._checks import check_int as _check_int, check_number
 
 __all__ = [
     "Schedule", "Constant", "LinearWarmup", "Cosine", "WarmupStableDecay", "StepDecay", "MultiStep",
-    "Exponential", "InverseSqrt", "Cyclic", "OneCycle", "Join", "Scaled", "join", "sequence",
-    "with_warmup", "warmup_cosine", "ScheduleLR", "as_scheduler", "DECAY_SHAPES",
+    "Exponential", "InverseSqrt", "Cyclic", "OneCycle", "Join", "Scaled", "join",
+    "with_warmup", "warmup_cosine", "ScheduleLR", "DECAY_SHAPES",
 ]
 
 
@@ -428,9 +428,6 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Join:
     return Join(tuple(schedules), tuple(boundaries))
 
 
-sequence = join
-
-
 @dataclass(frozen=True)
 class Scaled(Schedule):
     """``η(t) = factor · s(t)``; ``3e-4 * schedule`` builds one."""
@@ -496,8 +493,3 @@ class ScheduleLR(LRScheduler):
                 for base_lr, schedule in zip(self.base_lrs, self.schedules)]
 
     _get_closed_form_lr = get_lr
-
-
-def as_scheduler(schedule: Schedule | Sequence[Schedule], optimizer: torch.optim.Optimizer) -> ScheduleLR:
-    """``ScheduleLR(optimizer, schedule)``."""
-    return ScheduleLR(optimizer, schedule)

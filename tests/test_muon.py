@@ -51,7 +51,7 @@ def reference_adamw_step(p, grad, state, lr=3e-4, betas=(0.9, 0.95), eps=1e-10, 
     p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
 
 
-# --- a small transformer (gd_lib.models comes with a later issue) --------------------------
+# --- a small transformer, written here so that the test does not move with gd_lib.models ---
 
 class Block(nn.Module):
     def __init__(self, d: int, heads: int):

@@ -210,9 +210,9 @@ def test_param_groups_work_with_gd_lib_optimizers():
 # μP at the base width is SP
 # ----------------------------------------------------------------------------
 
-def _train(model, groups, optimizer, x, y, loss_fn, steps=5):
-    cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
-    opt = cls(groups, momentum=0.9) if optimizer == "sgd" else cls(groups)
+def _train(model, groups, family, x, y, loss_fn, steps=5):
+    cls = torch.optim.Adam if family == "adam" else torch.optim.SGD
+    opt = cls(groups, momentum=0.9) if family == "sgd" else cls(groups)
     for _ in range(steps):
         opt.zero_grad()
         loss_fn(model(x), y).backward()
@@ -227,29 +227,29 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("family", ["adam", "sgd"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_mup_at_base_width_equals_sp_exactly(case, optimizer):
+def test_mup_at_base_width_equals_sp_exactly(case, family):
     make, data, loss_fn, sp_init = CASES[case]
     x, y = data()
     base, delta = shapes_of(make, 64), shapes_of(make, 128)
-    lr = 1e-2 if optimizer == "adam" else 0.05
+    lr = 1e-2 if family == "adam" else 0.05
 
     torch.manual_seed(0)
     sp = make(64)
-    sp_groups = mup.mup_param_groups(sp, base, optimizer, lr, parametrization="sp")
+    sp_groups = mup.mup_param_groups(sp, base, family, lr, parametrization="sp")
     torch.manual_seed(0)
     mu = make(64)
     mup.set_base_shapes(mu, base, delta, sp_init=sp_init)
-    mu_groups = mup.mup_param_groups(mu, base, optimizer, lr, delta_model=delta)
+    mu_groups = mup.mup_param_groups(mu, base, family, lr, delta_model=delta)
 
     # the delta model marks the width dims as infinite, yet every multiplier is 1
-    assert any(r["role"] == "hidden" for r in mup.mup_table(mu, base, optimizer, delta))
+    assert any(r["role"] == "hidden" for r in mup.mup_table(mu, base, family, delta))
     assert [g["lr"] for g in mu_groups] == [g["lr"] for g in sp_groups] == [lr]
     for p, q in zip(sp.parameters(), mu.parameters()):
         assert torch.equal(p, q)
-    _train(sp, sp_groups, optimizer, x, y, loss_fn)
-    _train(mu, mu_groups, optimizer, x, y, loss_fn)
+    _train(sp, sp_groups, family, x, y, loss_fn)
+    _train(mu, mu_groups, family, x, y, loss_fn)
     for p, q in zip(sp.parameters(), mu.parameters()):
         assert torch.equal(p, q)
 
@@ -290,8 +290,8 @@ def test_bad_arguments_raise():
     base = shapes_of(course_mlp, 64)
     with pytest.raises(ValueError, match="parametrization"):
         mup.mup_param_groups(model, base, parametrization="ntk")
-    with pytest.raises(ValueError, match="optimizer"):
-        mup.mup_param_groups(model, base, optimizer="lamb")
+    with pytest.raises(ValueError, match="family"):
+        mup.mup_param_groups(model, base, family="lamb")
     with pytest.raises(ValueError, match="lr"):
         mup.mup_param_groups(model, base, lr=-1.0)
     with pytest.raises(ValueError, match="sp_init"):
@@ -341,7 +341,7 @@ def test_coord_check_flat_under_mup_and_growing_under_sp():
     ratios = {}
     for parametrization in ("mup", "sp"):
         r = mup.coord_check(course_mlp, widths, x, y, base_width=64, parametrization=parametrization,
-                            optimizer="adam", lr=1e-2, steps=5, seeds=(0, 1), module_names=layers)
+                            family="adam", lr=1e-2, steps=5, seeds=(0, 1), module_names=layers)
         ratios[parametrization] = (mup.growth_ratio(r, "activation_l1"),
                                    mup.growth_ratio(r, "update_l1")[:, 1:])
     act, upd = ratios["mup"]
@@ -387,7 +387,7 @@ def test_optimal_adam_lr_transfers_under_mup_and_drifts_under_sp():
     best = {}
     for parametrization in ("mup", "sp"):
         r = mup.lr_sweep(course_mlp, widths, lrs, x, y, base_width=64, parametrization=parametrization,
-                         optimizer="adam", steps=15)
+                         family="adam", steps=15)
         best[parametrization] = r["best_index"]
         assert np.isfinite(r["loss"][:, 0]).all()
     # μP: the best lr moves by at most one grid step from width 64 to 1024
@@ -395,3 +395,43 @@ def test_optimal_adam_lr_transfers_under_mup_and_drifts_under_sp():
     # SP: the best lr falls with width, by at least 3 grid steps (8x) from 64 to 1024
     assert best["sp"][0] - best["sp"][-1] >= 3, best
     assert np.all(np.diff(best["sp"]) <= 0), best
+
+
+# ----------------------------------------------------------------------------
+# the package's seams and its names
+# ----------------------------------------------------------------------------
+
+# every name gd_lib/mup.py exported before it became a package, and where each lives now
+SEAMS = {
+    "shapes": ["InfDim", "InfShape", "zip_infshape", "get_infshapes"],
+    "readout": ["MuReadout"],
+    "rules": ["PARAMETRIZATIONS", "OPTIMIZER_FAMILIES", "ROLES", "SP_INITS", "ParamInfo", "parameter_role",
+              "parameter_infos", "init_multiplier", "lr_multiplier", "weight_decay_multiplier", "set_base_shapes",
+              "mup_param_groups", "mup_table", "attention_scale"],
+    "coordinate_check": ["coord_stats", "coord_check", "growth_ratio", "lr_sweep"],
+}
+
+
+def test_every_former_name_is_importable_from_gd_lib_mup_and_lives_in_its_seam():
+    import importlib
+
+    for seam, names in SEAMS.items():
+        module = importlib.import_module(f"gd_lib.mup.{seam}")
+        for name in names:
+            assert name in mup.__all__, name
+            assert getattr(mup, name) is getattr(module, name), (seam, name)
+    exported = {name for names in SEAMS.values() for name in names}
+    assert set(mup.__all__) - exported == {"parameter_shapes"}
+
+
+def test_family_keeps_its_former_keyword_in_the_coordinate_check():
+    """``optimizer=`` (the former name of ``family``) gives the same run; a disagreement raises."""
+    x, y = classification_data()
+    kwargs = dict(base_width=64, steps=1, module_names=["layers.1"])
+    new = mup.coord_check(course_mlp, [64], x, y, family="sgd", lr=0.1, **kwargs)
+    old = mup.coord_check(course_mlp, [64], x, y, optimizer="sgd", lr=0.1, **kwargs)
+    assert new["family"] == old["family"] == old["optimizer"] == "sgd"
+    np.testing.assert_array_equal(new["update_l1"], old["update_l1"])
+    assert new["update_l1"][0, 0, 1] > 0
+    with pytest.raises(ValueError, match="disagree"):
+        mup.lr_sweep(course_mlp, [64], [0.1], x, y, family="sgd", optimizer="adam", base_width=64, steps=1)

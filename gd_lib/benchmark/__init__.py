@@ -1,5 +1,9 @@
 """AlgoPerf-style benchmarking of training algorithms.
 
+A topic of the course (lecture 6, assignment 5): how fast an optimizer *trains* to a target, scored
+by AlgoPerf's rules. Not to be confused with the top-level ``benchmarks/`` (``make bench``), which
+measures how fast the course's own code runs, for its maintainers.
+
 - :mod:`gd_lib.benchmark.scoring`: time-to-target, performance profiles and
   the AlgoPerf v0.5 score, from evaluation logs (EVALS.csv) and workload
   targets (WORKLOADS.csv).

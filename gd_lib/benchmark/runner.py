@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from gd_lib.schedules import as_scheduler
+from gd_lib.schedules import ScheduleLR
 
 from .scoring import Evaluation, ScoreResult, Workload, score_submissions, write_evaluations
 from .search import sample_search_space
@@ -79,7 +79,7 @@ def run_trial(submission: Submission, workload: MiniWorkload, hparams: dict, see
     model = problem.model
     total_steps = workload.steps(quick) * budget_multiplier
     optimizer, schedule = submission.build(model, hparams, total_steps)
-    scheduler = as_scheduler(schedule, optimizer) if schedule is not None else None
+    scheduler = ScheduleLR(optimizer, schedule) if schedule is not None else None
     train_set_mode = getattr(optimizer, "train", None) if submission.uses_eval_mode else None
 
     evals: list[dict] = []

@@ -34,9 +34,16 @@ with identical gradients on every rank (``shard=False``) the runs match bitwise.
 
 Quick mode: CPU processes with gloo, the 32-8-32-8-32 MLP, batch 64, 20 steps. Full mode: the
 same code on GPUs with nccl when there is one GPU per rank, 4 times wider, batch 512, 200 steps.
+
+The module is also ``torchrun``'s entry point (:func:`main`): every rank trains the demo's model
+with each optimizer under DDP, and rank 0 prints each rank's share of the expensive work and the
+final loss (docs/distributed.md)::
+
+    torchrun --standalone --nproc_per_node=2 -m gd_lib.experiments.distributed --device cpu
 """
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -46,13 +53,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 import gd_lib
-from gd_lib.distributed import launch
+from gd_lib.distributed import init_from_env, launch
 from gd_lib.models import MLP
 from gd_lib.optim import EKFAC, KFAC, SOAP, Muon, Shampoo
 
 __all__ = ["OPTIMIZERS", "WORK_KINDS", "make_optimizer", "train", "demo_worker", "run_demo", "work_scaling",
            "work_scaling_worker", "weight_shapes", "demo_settings", "rounding_sensitivity",
-           "gpu_per_rank"]
+           "gpu_per_rank", "main"]
 
 OPTIMIZERS = ("muon", "shampoo", "soap", "kfac")
 
@@ -353,3 +360,31 @@ def work_scaling(quick: bool | None = None, names=OPTIMIZERS, world_sizes=(1, 2,
         for world in world_sizes:
             out["ratio"][name][world] = max(out["work_seconds"][name][world]) / base
     return out
+
+
+def main(argv=None) -> None:
+    """``torchrun``'s entry point: this rank's part of the demo, for every optimizer (module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="torchrun --standalone --nproc_per_node=N -m gd_lib.experiments.distributed",
+        description="Every rank trains the lecture's model with Muon, Shampoo, SOAP and KFAC under DDP, each "
+                    "optimizer given the default process group; rank 0 prints each rank's share of the "
+                    "expensive work and the loss. See docs/distributed.md.")
+    parser.add_argument("--device", choices=["auto", "cpu"], default="auto",
+                        help="cpu: CPU processes with gloo even where there are GPUs")
+    parser.add_argument("--quick", action="store_true", help="the small quick-mode model")
+    args = parser.parse_args(argv)
+    rank, world, device = init_from_env("gloo" if args.device == "cpu" else None)
+    settings = demo_settings(args.quick or device.type == "cpu")
+    for name in OPTIMIZERS:
+        result = train(name, **settings, process_group=dist.group.WORLD, device=device)
+        counts = [None] * world
+        dist.all_gather_object(counts, sum(result["work"]["counts"].values()))
+        if rank == 0:
+            print(f"{name:8s} {world} ranks, work per rank {counts}, loss {result['losses'][0]:.4f} -> "
+                  f"{result['losses'][-1]:.4f}", flush=True)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()
