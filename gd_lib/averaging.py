@@ -52,13 +52,27 @@ __all__ = ["ema_update_", "mean_update_", "WeightAverager", "EMA", "Polyak", "SW
 
 @torch.no_grad()
 def ema_update_(average: torch.Tensor, new: torch.Tensor, decay: float) -> torch.Tensor:
-    """``m ← β m + (1 − β) w``, i.e. ``m.lerp_(w, 1 − β)`` (β = ``decay``)."""
+    """``m ← β m + (1 − β) w``, i.e. ``m.lerp_(w, 1 − β)`` (β = ``decay``).
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.averaging import ema_update_
+        >>> ema_update_(torch.tensor([0.0]), torch.tensor([1.0]), decay=0.9)  # 0.9 * 0 + 0.1 * 1
+        tensor([0.1000])
+    """
     return average.lerp_(new, 1.0 - decay)
 
 
 @torch.no_grad()
 def mean_update_(average: torch.Tensor, new: torch.Tensor, count: int) -> torch.Tensor:
-    """``m_{n+1} = m_n + (w − m_n)/(n + 1)``: the mean of ``n`` = ``count`` items, one more added."""
+    """``m_{n+1} = m_n + (w − m_n)/(n + 1)``: the mean of ``n`` = ``count`` items, one more added.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.averaging import mean_update_
+        >>> mean_update_(torch.tensor([2.0]), torch.tensor([4.0]), count=1)  # the mean of 2 and 4
+        tensor([3.])
+    """
     return average.lerp_(new, 1.0 / (count + 1))
 
 
@@ -188,6 +202,17 @@ class EMA(WeightAverager):
       With ``p = γ = 1`` and ``β = 1``, ``β_n = 1 − 1/n`` and the EMA is the running mean (Polyak).
 
     ``decay = 0`` gives the raw weights.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.averaging import EMA
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> averager = EMA(model, decay=0.5)
+        >>> for w in (1.0, 3.0):  # stand-ins for optimizer steps: the weight becomes w
+        ...     _ = model.weight.data.fill_(w)
+        ...     averager.update(model)
+        >>> averager.averaged()["weight"]  # m_1 = 1, then 0.5 * 1 + 0.5 * 3
+        tensor([[2.]])
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, *, debias: bool = False,
@@ -248,6 +273,17 @@ class LAWAEMA(EMA):
     """LAWA's EMA variant (AlgoPerf ``lawa_ema``): from step ``start``, every ``interval`` steps,
     ``m ← β m + (1 − β) w`` with ``m`` started at the first such iterate. This is :class:`EMA`
     with ``start`` and ``every = interval``.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.averaging import LAWAEMA
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> averager = LAWAEMA(model, decay=0.5, interval=2)
+        >>> for w in (1.0, 3.0, 5.0):  # stand-ins for optimizer steps: the weight becomes w
+        ...     _ = model.weight.data.fill_(w)
+        ...     averager.update(model)
+        >>> averager.averaged()["weight"]  # steps 1 and 3 (every 2nd): 0.5 * 1 + 0.5 * 5
+        tensor([[3.]])
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9, *, interval: int = 1, start: int = 0,
@@ -265,6 +301,17 @@ class SWA(WeightAverager):
     ``w̄_n = lerp(w̄_{n−1}, w_{t_n}, 1/n)`` (as ``torch.optim.swa_utils.AveragedModel``).
     With BatchNorm, recompute the statistics of the averaged net
     (``torch.optim.swa_utils.update_bn``) rather than averaging them.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.averaging import SWA
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> averager = SWA(model, start=2)
+        >>> for w in (1.0, 3.0, 5.0):  # stand-ins for optimizer steps: the weight becomes w
+        ...     _ = model.weight.data.fill_(w)
+        ...     averager.update(model)
+        >>> averager.averaged()["weight"]  # the mean of steps 2 and 3
+        tensor([[4.]])
     """
 
     def __init__(self, model: nn.Module, *, start: int = 0, every: int = 1,
@@ -298,6 +345,17 @@ class SWA(WeightAverager):
 class Polyak(SWA):
     """Polyak–Ruppert averaging: the running arithmetic mean of every iterate from ``start``
     (``SWA`` with ``every = 1``): ``w̄_n = (1/n) Σ_{i ≤ n} w_i``.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.averaging import Polyak
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> averager = Polyak(model)
+        >>> for w in (1.0, 3.0, 5.0):  # stand-ins for optimizer steps: the weight becomes w
+        ...     _ = model.weight.data.fill_(w)
+        ...     averager.update(model)
+        >>> averager.averaged()["weight"]  # the mean of every iterate
+        tensor([[3.]])
     """
 
     def __init__(self, model: nn.Module, *, start: int = 0, include_buffers: bool = False):
@@ -312,6 +370,17 @@ class LAWA(WeightAverager):
     average is ``w̄ = (1/k) Σ_{j=1}^{k} w^{(j)}`` over the queue, as in
     AlgoPerf's ``lawa`` submission (which keeps the raw weights before the
     queue fills: :attr:`has_average` is False until then).
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.averaging import LAWA
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> averager = LAWA(model, k=2)
+        >>> for w in (1.0, 3.0, 5.0):  # stand-ins for optimizer steps: the weight becomes w
+        ...     _ = model.weight.data.fill_(w)
+        ...     averager.update(model)
+        >>> averager.averaged()["weight"]  # the mean of the last 2
+        tensor([[4.]])
     """
 
     def __init__(self, model: nn.Module, k: int = 5, *, interval: int = 1, start: int = 0,
@@ -350,5 +419,20 @@ class LAWA(WeightAverager):
 
 
 def averaged_weights(model: nn.Module, averager: WeightAverager):
-    """``with averaged_weights(model, averager):`` — evaluate with the average, then restore exactly."""
+    """``with averaged_weights(model, averager):`` — evaluate with the average, then restore exactly.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.averaging import Polyak, averaged_weights
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> averager = Polyak(model)
+        >>> for w in (1.0, 3.0):  # stand-ins for optimizer steps: the weight becomes w
+        ...     _ = model.weight.data.fill_(w)
+        ...     averager.update(model)
+        >>> with averaged_weights(model, averager):
+        ...     print(model.weight.item())  # evaluate the average here
+        2.0
+        >>> model.weight.item()  # the raw weights are back
+        3.0
+    """
     return averager.swapped(model)

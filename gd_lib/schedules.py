@@ -104,7 +104,13 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Constant(Schedule):
-    """``η(t) = value``."""
+    """``η(t) = value``.
+
+    Examples:
+        >>> from gd_lib.schedules import Constant
+        >>> Constant(0.5)(10)
+        0.5
+    """
 
     value: float = 1.0
 
@@ -121,6 +127,11 @@ class LinearWarmup(Schedule):
 
     Rises linearly from ``start`` at ``t = 0`` to ``end`` at ``t = w``, then stays at
     ``end`` (torch's ``LinearLR(start_factor=start, end_factor=end, total_iters=w)``).
+
+    Examples:
+        >>> from gd_lib.schedules import LinearWarmup
+        >>> LinearWarmup(warmup_steps=4).values(6).tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     """
 
     warmup_steps: int
@@ -142,6 +153,12 @@ class Cosine(Schedule):
 
     Half a cosine from ``initial`` at ``t = 0`` to ``final`` at ``t = T``, then
     ``final`` (torch's ``CosineAnnealingLR`` with ``eta_min = final · base_lr``, up to ``T``).
+
+    Examples:
+        >>> from gd_lib.schedules import Cosine
+        >>> s = Cosine(total_steps=4, final=0.1)
+        >>> [round(s(t), 4) for t in range(6)]  # 0.1 + 0.9 * (1 + cos(pi t / 4)) / 2, then 0.1
+        [1.0, 0.8682, 0.55, 0.2318, 0.1, 0.1]
     """
 
     total_steps: int
@@ -184,6 +201,12 @@ class WarmupStableDecay(Schedule):
 
     where ``g`` is ``shape``: ``"linear"`` ``1 − s``, ``"cosine"`` ``½(1 + cos πs)``,
     ``"1-sqrt"`` ``1 − √s`` (Hägele et al., 2024).
+
+    Examples:
+        >>> from gd_lib.schedules import WarmupStableDecay
+        >>> s = WarmupStableDecay(total_steps=10, decay_steps=4, warmup_steps=2)
+        >>> s.values(11).tolist()  # up over 2 steps, flat, down linearly over the last 4
+        [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
     """
 
     total_steps: int
@@ -215,7 +238,13 @@ class WarmupStableDecay(Schedule):
 
 @dataclass(frozen=True)
 class StepDecay(Schedule):
-    """``η(t) = γ^⌊t / step_size⌋`` (torch's ``StepLR``)."""
+    """``η(t) = γ^⌊t / step_size⌋`` (torch's ``StepLR``).
+
+    Examples:
+        >>> from gd_lib.schedules import StepDecay
+        >>> StepDecay(step_size=2, gamma=0.5).values(5).tolist()
+        [1.0, 1.0, 0.5, 0.5, 0.25]
+    """
 
     step_size: int
     gamma: float = 0.1
@@ -230,7 +259,13 @@ class StepDecay(Schedule):
 
 @dataclass(frozen=True)
 class MultiStep(Schedule):
-    """``η(t) = γ^{#\\{m ∈ milestones : m ≤ t\\}}`` (torch's ``MultiStepLR``)."""
+    """``η(t) = γ^{#\\{m ∈ milestones : m ≤ t\\}}`` (torch's ``MultiStepLR``).
+
+    Examples:
+        >>> from gd_lib.schedules import MultiStep
+        >>> MultiStep(milestones=(2, 5), gamma=0.5).values(6).tolist()
+        [1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    """
 
     milestones: tuple[int, ...]
     gamma: float = 0.1
@@ -249,7 +284,13 @@ class MultiStep(Schedule):
 
 @dataclass(frozen=True)
 class Exponential(Schedule):
-    """``η(t) = γ^t`` (torch's ``ExponentialLR``)."""
+    """``η(t) = γ^t`` (torch's ``ExponentialLR``).
+
+    Examples:
+        >>> from gd_lib.schedules import Exponential
+        >>> Exponential(gamma=0.5).values(4).tolist()
+        [1.0, 0.5, 0.25, 0.125]
+    """
 
     gamma: float
 
@@ -266,6 +307,12 @@ class InverseSqrt(Schedule):
 
     Vaswani et al. (2017), eq. 3, ``lrate = d^{-1/2} min(t^{-1/2}, t w^{-3/2})``,
     divided by its peak ``(d w)^{-1/2}``; ``w`` = ``warmup_steps``.
+
+    Examples:
+        >>> from gd_lib.schedules import InverseSqrt
+        >>> s = InverseSqrt(warmup_steps=4)
+        >>> s(2), s(4), s(16)  # half way up, the peak, then sqrt(4 / 16)
+        (0.5, 1.0, 0.5)
     """
 
     warmup_steps: int
@@ -294,6 +341,11 @@ class Cyclic(Schedule):
 
     with ``σ = 1`` (``"triangular"``), ``σ = 2^{−(c−1)}`` (``"triangular2"``: the
     amplitude halves every cycle) or ``σ = γ^t`` (``"exp_range"``).
+
+    Examples:
+        >>> from gd_lib.schedules import Cyclic
+        >>> Cyclic(step_size_up=2, low=0.0, high=1.0).values(6).tolist()
+        [0.0, 0.5, 1.0, 0.5, 0.0, 0.5]
     """
 
     step_size_up: int
@@ -341,6 +393,12 @@ class OneCycle(Schedule):
     - ``anneal="linear"``: ``a + (b − a) · p``
 
     After ``T − 1`` the value stays at ``η_min`` (torch raises instead).
+
+    Examples:
+        >>> from gd_lib.schedules import OneCycle
+        >>> s = OneCycle(total_steps=10, anneal="linear")
+        >>> s(0), s(2), s(9)  # 1 / div_factor, the peak at pct_start * 10 - 1, then 1 / (25 * 1e4)
+        (0.04, 1.0, 4e-06)
     """
 
     total_steps: int
@@ -396,6 +454,12 @@ class Join(Schedule):
     ``η(t) = s_i(t − b_i)`` for ``b_i ≤ t < b_{i+1}`` (with ``b_0 = 0``,
     ``b_{n+1} = ∞``): each schedule restarts its own clock at its boundary, as
     optax's ``join_schedules``.
+
+    Examples:
+        >>> from gd_lib.schedules import Constant, Exponential, Join
+        >>> s = Join((Constant(1.0), Exponential(0.5)), boundaries=(2,))
+        >>> s.values(5).tolist()  # the exponential's clock starts at step 2
+        [1.0, 1.0, 1.0, 0.5, 0.25]
     """
 
     schedules: tuple[Schedule, ...]
@@ -424,13 +488,26 @@ class Join(Schedule):
 
 
 def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Join:
-    """:class:`Join` of ``schedules`` at ``boundaries`` (each restarted at its boundary)."""
+    """:class:`Join` of ``schedules`` at ``boundaries`` (each restarted at its boundary).
+
+    Examples:
+        >>> from gd_lib.schedules import Constant, join
+        >>> join([Constant(1.0), Constant(0.1)], boundaries=[3]).values(5).tolist()
+        [1.0, 1.0, 1.0, 0.1, 0.1]
+    """
     return Join(tuple(schedules), tuple(boundaries))
 
 
 @dataclass(frozen=True)
 class Scaled(Schedule):
-    """``η(t) = factor · s(t)``; ``3e-4 * schedule`` builds one."""
+    """``η(t) = factor · s(t)``; ``3e-4 * schedule`` builds one.
+
+    Examples:
+        >>> from gd_lib.schedules import Exponential
+        >>> s = 0.5 * Exponential(0.5)  # a Scaled schedule
+        >>> s.values(3).tolist()
+        [0.5, 0.25, 0.125]
+    """
 
     schedule: Schedule
     factor: float
@@ -447,6 +524,12 @@ def with_warmup(schedule: Schedule, warmup_steps: int, start: float = 0.0) -> Jo
 
     ``η(t) = start + (s(0) − start)·t/w`` for ``t < w``, ``s(t − w)`` after: the
     schedule's clock starts when the warmup ends.
+
+    Examples:
+        >>> from gd_lib.schedules import Exponential, with_warmup
+        >>> s = with_warmup(Exponential(0.5), warmup_steps=2)
+        >>> s.values(5).tolist()  # up to Exponential(0.5)(0) = 1, then its own clock
+        [0.0, 0.5, 1.0, 0.5, 0.25]
     """
     _check_int("warmup_steps", warmup_steps, 1)
     return Join((LinearWarmup(warmup_steps, start, schedule(0)), schedule), (warmup_steps,))
@@ -456,6 +539,12 @@ def warmup_cosine(total_steps: int, warmup_steps: int, final: float = 0.0) -> Jo
     """Linear warmup to 1 over ``warmup_steps`` then a cosine to ``final`` at ``total_steps``.
 
     The AlgoPerf baseline schedule: ``with_warmup(Cosine(total_steps − warmup_steps, 1, final), warmup_steps)``.
+
+    Examples:
+        >>> from gd_lib.schedules import warmup_cosine
+        >>> s = warmup_cosine(total_steps=6, warmup_steps=2)
+        >>> s(1), s(2), s(4), s(6)  # up to 1, then a cosine over the last 4 steps to 0
+        (0.5, 1.0, 0.5, 0.0)
     """
     _check_int("total_steps", total_steps, 2)
     _check_int("warmup_steps", warmup_steps, 1)
@@ -473,6 +562,17 @@ class ScheduleLR(LRScheduler):
     ``base_lr_g`` is the group's lr when the scheduler is created (torch's
     ``initial_lr``). Call ``scheduler.step()`` after ``optimizer.step()``, as for
     any torch scheduler; after ``t`` calls the lr is ``base_lr · η(t)``.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.schedules import Exponential, ScheduleLR
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        >>> scheduler = ScheduleLR(opt, Exponential(0.5))
+        >>> for _ in range(2):
+        ...     opt.step()
+        ...     scheduler.step()
+        >>> opt.param_groups[0]["lr"]  # 0.1 * 0.5 ** 2
+        0.025
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule | Sequence[Schedule],

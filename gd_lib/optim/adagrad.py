@@ -109,6 +109,16 @@ class Adagrad(Optimizer):
 
     State per parameter, as torch.optim.Adagrad: ``step`` (a scalar tensor) and ``sum`` (G).
     Sparse gradients are supported (per-tensor path), as in torch.optim.Adagrad.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import Adagrad
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = Adagrad([w], lr=0.1)
+        >>> (w ** 2).sum().backward()  # gradient 2w = (2, -4)
+        >>> opt.step()
+        >>> w.detach()  # first step g / sqrt(g^2) = sign(g)
+        tensor([ 0.9000, -1.9000])
     """
 
     _scalar_tensor_keys = ("step",)  # scalar tensors, as in torch.optim

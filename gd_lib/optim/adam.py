@@ -136,6 +136,16 @@ class Adam(Optimizer):
 
     State per parameter, as torch.optim.Adam: ``step`` (a scalar tensor), ``exp_avg`` (m),
     ``exp_avg_sq`` (v) and, with AMSGrad, ``max_exp_avg_sq``.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import Adam
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = Adam([w], lr=0.1)
+        >>> (w ** 2).sum().backward()  # gradient 2w = (2, -4)
+        >>> opt.step()
+        >>> w.detach()  # Adam's first step is lr * sign(g)
+        tensor([ 0.9000, -1.9000])
     """
 
     _scalar_tensor_keys = ("step",)  # scalar tensors, as in torch.optim
@@ -199,6 +209,16 @@ class AdamW(Adam):
     default ``weight_decay=1e-2``: each step shrinks θ by the factor (1 - γλ) before the
     Adam update, instead of adding λθ to the gradient. Loading an Adam state dict keeps it
     AdamW (decoupled decay), as torch.optim.AdamW does.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import AdamW
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = AdamW([w], lr=0.1, weight_decay=0.01)
+        >>> (w ** 2).sum().backward()  # gradient 2w = (2, -4)
+        >>> opt.step()
+        >>> w.detach()  # (1 - 0.1 * 0.01) w - 0.1 * sign(g)
+        tensor([ 0.8990, -1.8980])
     """
 
     _forced_group_values = {"decoupled_weight_decay": True}

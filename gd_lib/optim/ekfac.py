@@ -56,6 +56,22 @@ class EKFAC(KFAC):
 
     ``process_group`` (data parallelism): as KFAC's, and the batch value of ``s`` is averaged
     over the ranks before it is mixed in (each rank saw only its shard of the batch).
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import EKFAC
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(3, 2)
+        >>> x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+        >>> opt = EKFAC(model, lr=0.1, cov_update_freq=1, inv_update_freq=1)  # hooks model's Linear layers
+        >>> loss_fn = torch.nn.functional.cross_entropy
+        >>> first = loss_fn(model(x), y).item()
+        >>> for _ in range(10):
+        ...     opt.zero_grad()
+        ...     loss_fn(model(x), y).backward()
+        ...     opt.step()
+        >>> loss_fn(model(x), y).item() < first
+        True
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, momentum: float = 0.9,

@@ -98,6 +98,21 @@ class EntropySGD(Optimizer):
     by ``state_dict()`` under ``"generator_state"``. A NaN or infinite gradient raises
     (the next closure call would spread it to every parameter); the parameters are put
     back at x first.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import EntropySGD
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))  # loss 5
+        >>> opt = EntropySGD([w], lr=1.0, gamma=0.3, langevin_steps=5, generator=torch.Generator().manual_seed(0))
+        >>> def closure():  # Langevin steps evaluate the loss several times per step
+        ...     opt.zero_grad()
+        ...     loss = (w ** 2).sum()
+        ...     loss.backward()
+        ...     return loss
+        >>> for _ in range(20):
+        ...     _ = opt.step(closure)
+        >>> bool((w ** 2).sum() < 5 / 4)  # the loss fell to under a quarter
+        True
     """
 
     def __init__(self, params, lr: float = 1.0, langevin_steps: int = 20, langevin_lr: float = 0.1,

@@ -129,6 +129,18 @@ class GGT(Optimizer):
     State per parameter: ``window`` (r × numel), ``gram`` (r × r), ``momentum_buffer``;
     per group: ``step``. A NaN or infinite gradient raises (the preconditioner couples all
     parameters of the group, so it cannot be isolated).
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import GGT
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))  # loss 5
+        >>> opt = GGT([w], lr=0.02, window=5)
+        >>> for _ in range(20):
+        ...     opt.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     opt.step()
+        >>> bool((w ** 2).sum() < 5 / 2)  # the loss fell to under half
+        True
     """
 
     def __init__(self, params, lr: float = 1e-3, window: int = 100,

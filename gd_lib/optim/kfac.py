@@ -167,6 +167,22 @@ class KFAC(Optimizer):
         opt.zero_grad()
         opt.sample_fisher_gradients(out, likelihood="categorical")
         F.cross_entropy(out, y).backward(); opt.step()
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import KFAC
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(3, 2)
+        >>> x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+        >>> opt = KFAC(model, lr=0.1, cov_update_freq=1, inv_update_freq=1)  # hooks model's Linear layers
+        >>> loss_fn = torch.nn.functional.cross_entropy
+        >>> first = loss_fn(model(x), y).item()
+        >>> for _ in range(10):
+        ...     opt.zero_grad()
+        ...     loss_fn(model(x), y).backward()
+        ...     opt.step()
+        >>> loss_fn(model(x), y).item() < first
+        True
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, momentum: float = 0.9,

@@ -61,6 +61,16 @@ class Lion(Optimizer):
         weight_decay: decoupled λ ≥ 0 (default 0.0; 3-10x larger than AdamW's).
 
     State per parameter: ``exp_avg`` (m).
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import Lion
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = Lion([w], lr=0.1)
+        >>> (w ** 2).sum().backward()  # gradient 2w = (2, -4)
+        >>> opt.step()
+        >>> w.detach()  # w - 0.1 * sign(g)
+        tensor([ 0.9000, -1.9000])
     """
 
     def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),

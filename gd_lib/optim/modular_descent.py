@@ -71,6 +71,23 @@ class ModularDescent(Optimizer):
         orthogonalize: ``"newton_schulz"`` (default, Muon's quintic) or ``"svd"`` (exact U Vᵀ),
             used by Linear atoms.
         ns_steps: Newton–Schulz steps.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import ModularDescent
+        >>> from gd_lib.geometry.modular import from_sequential
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+        >>> opt = ModularDescent(from_sequential(model), lr=0.1)  # lr is each step's modular norm
+        >>> loss_fn = torch.nn.functional.cross_entropy
+        >>> first = loss_fn(model(x), y).item()
+        >>> for _ in range(10):
+        ...     opt.zero_grad()
+        ...     loss_fn(model(x), y).backward()
+        ...     opt.step()
+        >>> loss_fn(model(x), y).item() < first
+        True
     """
 
     def __init__(self, module: Module, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,

@@ -141,6 +141,18 @@ class NAdam(Optimizer):
 
     State per parameter, as torch.optim.NAdam: ``step``, ``mu_product`` (scalar tensors),
     ``exp_avg``, ``exp_avg_sq``.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import NAdam
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))  # loss 5
+        >>> opt = NAdam([w], lr=0.1)
+        >>> for _ in range(20):
+        ...     opt.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     opt.step()
+        >>> bool((w ** 2).sum() < 5 / 4)  # the loss fell to under a quarter
+        True
     """
 
     _scalar_tensor_keys = ("step", "mu_product")  # scalar tensors, as in torch.optim

@@ -108,6 +108,20 @@ class Newton(Optimizer):
             (``is_grads_batched``, the fast path) instead of one backward pass per row.
 
     ``step(closure)`` requires the closure; see the module docstring.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import Newton
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = Newton([w], lr=1.0, damping=0.0)
+        >>> def closure():  # a closure: Newton differentiates the loss twice
+        ...     opt.zero_grad()
+        ...     loss = ((w - torch.tensor([3.0, 4.0])) ** 2).sum()
+        ...     loss.backward()
+        ...     return loss
+        >>> _ = opt.step(closure)
+        >>> w.detach()  # one undamped Newton step solves a quadratic
+        tensor([3., 4.])
     """
 
     def __init__(self, params, lr: float = 1.0, damping: float = 1e-3, *, adaptive_damping: bool = False,

@@ -152,6 +152,18 @@ class Prodigy(Optimizer):
     :func:`prodigy_update` are the algorithm; the class loops over parameters.
     State: per group ``d``, ``d0``, ``d_max``, ``d_numerator``, ``d_denom``, ``d_hat``,
     ``k`` (steps); per parameter ``step``, ``s``, ``p0`` (x0), ``exp_avg``, ``exp_avg_sq``.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import Prodigy
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))  # 2.2 from the minimum
+        >>> opt = Prodigy([w], lr=1.0)  # d0 = 1e-6
+        >>> for _ in range(20):
+        ...     opt.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     opt.step()
+        >>> opt.param_groups[0]["d"] > 0.1  # its estimate of the distance grew by five orders
+        True
     """
 
     def __init__(self, params, lr: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),

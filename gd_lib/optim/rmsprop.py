@@ -126,6 +126,16 @@ class RMSprop(Optimizer):
 
     State per parameter, as torch.optim.RMSprop: ``step`` (counted, unused by the update),
     ``square_avg``, ``momentum_buffer`` (momentum > 0) and ``grad_avg`` (centered).
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import RMSprop
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = RMSprop([w], lr=0.01)
+        >>> (w ** 2).sum().backward()  # gradient 2w = (2, -4)
+        >>> opt.step()
+        >>> w.detach()  # v = 0.01 g^2: step 0.01 * g / (0.1 |g|) = 0.1 sign(g)
+        tensor([ 0.9000, -1.9000])
     """
 
     _scalar_tensor_keys = ("step",)  # scalar tensors, as in torch.optim

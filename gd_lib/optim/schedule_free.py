@@ -274,6 +274,20 @@ class SGDScheduleFree(_ScheduleFreeBase):
 
     State: per parameter ``z``; per group ``k`` (steps taken), ``train_mode``,
     ``weight_sum``, ``lr_max``, ``scheduled_lr``.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import SGDScheduleFree
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))  # loss 5
+        >>> opt = SGDScheduleFree([w], lr=0.1)
+        >>> opt.train()  # schedule-free optimizers have a train and an eval mode
+        >>> for _ in range(20):
+        ...     opt.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     opt.step()
+        >>> opt.eval()  # w is now the averaged point x, the one to evaluate
+        >>> bool((w ** 2).sum() < 5 / 4)  # the loss fell to under a quarter
+        True
     """
 
     def __init__(self, params, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0,
@@ -331,6 +345,20 @@ class AdamWScheduleFree(_ScheduleFreeBase):
 
     State: per parameter ``z`` and ``exp_avg_sq`` (v); per group ``k``, ``train_mode``,
     ``weight_sum``, ``lr_max``, ``scheduled_lr``.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import AdamWScheduleFree
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))  # loss 5
+        >>> opt = AdamWScheduleFree([w], lr=0.1)
+        >>> opt.train()  # schedule-free optimizers have a train and an eval mode
+        >>> for _ in range(20):
+        ...     opt.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     opt.step()
+        >>> opt.eval()  # w is now the averaged point x, the one to evaluate
+        >>> bool((w ** 2).sum() < 5 / 4)  # the loss fell to under a quarter
+        True
     """
 
     def __init__(self, params, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999),

@@ -121,6 +121,16 @@ class SGD(Optimizer):
             device and dtype and no gradient is sparse.
 
     State per parameter: ``momentum_buffer`` (only with momentum), as torch.optim.SGD.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import SGD
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = SGD([w], lr=0.1)
+        >>> (w ** 2).sum().backward()  # gradient 2w = (2, -4)
+        >>> opt.step()
+        >>> w.detach()  # w - 0.1 * 2w
+        tensor([ 0.8000, -1.6000])
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,

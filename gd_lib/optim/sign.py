@@ -76,6 +76,16 @@ class SignSGD(Optimizer):
         weight_decay: λ ≥ 0, an L2 penalty added to the gradient before the sign (default 0).
 
     No state.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import SignSGD
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = SignSGD([w], lr=0.1)
+        >>> (w ** 2).sum().backward()  # gradient 2w = (2, -4)
+        >>> opt.step()
+        >>> w.detach()  # w - 0.1 * sign(g)
+        tensor([ 0.9000, -1.9000])
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0):
@@ -104,6 +114,16 @@ class Signum(Optimizer):
         weight_decay: λ ≥ 0, an L2 penalty added to the gradient (default 0).
 
     State per parameter: ``momentum_buffer`` (m).
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import Signum
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = Signum([w], lr=0.1, momentum=0.9)
+        >>> (w ** 2).sum().backward()  # gradient 2w = (2, -4)
+        >>> opt.step()
+        >>> w.detach()  # sign of the momentum = sign(g) at the first step
+        tensor([ 0.9000, -1.9000])
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0):

@@ -256,6 +256,18 @@ class SOAP(Optimizer):
     ranks by :func:`gd_lib.distributed.assign_work`, computed by their owner only and
     all-gathered; everything else (statistics, moments, the rotations) stays replicated.
     ``work_log`` counts this rank's ``eigh`` and ``qr_refresh`` computations.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import SOAP
+        >>> w = torch.nn.Parameter(torch.tensor([[1.0, -2.0], [0.5, 3.0]]))  # loss 14.25
+        >>> opt = SOAP([w], lr=0.1, precondition_frequency=1)
+        >>> for _ in range(20):
+        ...     opt.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     opt.step()
+        >>> bool((w ** 2).sum() < 14.25 / 4)  # the loss fell to under a quarter
+        True
     """
 
     def __init__(self, params, lr: float = 3e-3, betas: tuple[float, float] = (0.95, 0.95),

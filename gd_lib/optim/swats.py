@@ -121,6 +121,16 @@ class SWATS(Optimizer):
     ``gamma`` (the last γ_k, 0.0 before any), ``switch_step`` (k at which it switched, 0 if it
     has not), ``sgd_lr`` (Λ, 0.0 before the switch) and, after it, ``momentum_buffer``.
     :meth:`switched` lists which tensors have switched.
+
+    Examples:
+        >>> import torch
+        >>> from gd_lib.optim import SWATS
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = SWATS([w], lr=0.1)
+        >>> (w ** 2).sum().backward()  # gradient 2w = (2, -4)
+        >>> opt.step()
+        >>> w.detach()  # SWATS starts as Adam: lr * sign(g)
+        tensor([ 0.9000, -1.9000])
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
