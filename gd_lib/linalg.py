@@ -35,8 +35,13 @@ def _check_square(A: torch.Tensor, name: str = "A") -> None:
         raise ValueError(f"{name} must be a (batch of) square matrix, got shape {tuple(A.shape)}")
 
 
-def _working_dtype(dtype: torch.dtype) -> torch.dtype:
-    """LAPACK/cuSOLVER have no half-precision kernels: compute those in float32."""
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to compute in for tensors of ``dtype``: float32 for half precision, else ``dtype``.
+
+    LAPACK/cuSOLVER have no half-precision kernels, and second-moment statistics (Gram matrices,
+    Kronecker factors) accumulated in float16/bfloat16 lose the small eigenvalues the
+    preconditioners invert: the decompositions here and Shampoo's and SOAP's statistics use it.
+    """
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
@@ -53,7 +58,7 @@ def symmetric_eigh(A: torch.Tensor, *, descending: bool = False) -> tuple[torch.
     the solver's opaque convergence error.
     """
     _check_square(A)
-    work = A.to(_working_dtype(A.dtype))
+    work = A.to(working_dtype(A.dtype))
     try:
         eigenvalues, Q = torch.linalg.eigh(work)
     except RuntimeError:
@@ -208,7 +213,7 @@ def qr_power_iteration_refresh(A: torch.Tensor, Q: torch.Tensor) -> tuple[torch.
     """
     _check_square(A)
     _check_square(Q, "Q")
-    work_dtype = _working_dtype(A.dtype)
+    work_dtype = working_dtype(A.dtype)
     A_w, Q_w = A.to(work_dtype), Q.to(work_dtype)
     AQ = A_w @ Q_w
     # λ̂ <- diag(Qᵀ A Q)

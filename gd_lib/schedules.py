@@ -47,26 +47,14 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from gd_lib._checks import check_int as _check_int, check_number
+from gd_lib._checks import check_in_range, check_nonnegative, check_positive
+from gd_lib._checks import check_int as _check_int
 
 __all__ = [
     "Schedule", "Constant", "LinearWarmup", "Cosine", "WarmupStableDecay", "StepDecay", "MultiStep",
     "Exponential", "InverseSqrt", "Cyclic", "OneCycle", "Join", "Scaled", "join",
     "with_warmup", "warmup_cosine", "ScheduleLR", "DECAY_SHAPES",
 ]
-
-
-def check_nonnegative(name: str, value) -> None:
-    check_number(name, value, 0.0)
-
-
-def check_positive(name: str, value) -> None:
-    check_number(name, value, 0.0, low_inclusive=False)
-
-
-def check_in_range(name: str, value, low: float, high: float, *, high_inclusive: bool = False,
-                   low_inclusive: bool = True) -> None:
-    check_number(name, value, low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
 
 
 def _check_step(step) -> int:

@@ -12,13 +12,14 @@
 """
 from __future__ import annotations
 
-from itertools import chain
+from itertools import chain, product
 
 import pytest
 import torch
 from torch import nn
 
-from gd_lib.optim.soap import SOAP, merged_shape
+from gd_lib.optim._kronecker import merge_small_dims
+from gd_lib.optim.soap import SOAP
 from test_shampoo import BASELINES, steps_to_target, train_digits
 
 DT = torch.float64
@@ -235,9 +236,40 @@ def test_one_dimensional_parameter_without_precondition_1d_is_adamw_like():
         assert torch.allclose(b.detach(), p, rtol=1e-13, atol=1e-15)
 
 
+def _reference_merge_dims(shape, max_precond_dim):
+    """The SOAP reference's ``merge_dims`` loop (nikhilvyas/SOAP), written out here."""
+    new_shape, current = [], 1
+    for d in shape:
+        if current * d > max_precond_dim:
+            if current > 1:
+                new_shape.append(current)
+                current = d
+            else:
+                new_shape.append(d)
+                current = 1
+        else:
+            current *= d
+    if current > 1 or not new_shape:
+        new_shape.append(current)
+    return tuple(new_shape)
+
+
+def test_merge_small_dims_is_the_soap_references_merge_rule():
+    """gd_lib.optim._kronecker merges as distributed Shampoo writes it (size-1 dimensions dropped,
+    neighbours multiplied); the SOAP reference writes a running product: the same shapes."""
+    sizes = [1, 2, 3, 7, 16, 64, 100, 1000, 1024, 1025, 5000]
+    checked = 0
+    for k in range(1, 5):
+        for shape in product(sizes, repeat=k):
+            for max_dim in (2, 7, 64, 1024, 10000):
+                assert merge_small_dims(shape, max_dim) == _reference_merge_dims(shape, max_dim), (shape, max_dim)
+                checked += 1
+    assert checked == 5 * sum(len(sizes) ** k for k in range(1, 5))
+
+
 @pytest.mark.parametrize("shape, max_dim, merged", [((4, 3, 2, 2), 10000, (48,)), ((4, 3, 2, 2), 6, (4, 6, 2))])
 def test_merge_dims_equals_soap_on_reshaped_parameter(shape, max_dim, merged):
-    assert merged_shape(shape, max_dim) == merged
+    assert merge_small_dims(shape, max_dim) == merged
     g = torch.Generator().manual_seed(3)
     init = torch.randn(*shape, generator=g, dtype=DT)
     target = torch.randn(*shape, generator=g, dtype=DT)

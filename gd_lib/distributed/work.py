@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -164,6 +164,40 @@ class WorkSharing:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.process_group)
             flat.div_(self.world_size)
             _unflatten_into(flat, same_dtype)
+
+    def compute_shared(self, units: Sequence, costs: Sequence[float],
+                       compute: Callable[[object], Sequence[Tensor]],
+                       allocate: Callable[[object], Sequence[Tensor]],
+                       kind: str | Callable[[object], str]) -> list[list[Tensor]]:
+        """Steps 2–4 for a list of units: the owner computes, the others allocate, then all share.
+
+        ``owners = self.owners(costs)``; this rank runs ``compute(unit)`` for the units it owns
+        and ``allocate(unit)`` (tensors of the same shapes, dtypes and order, any values: e.g.
+        ``torch.empty``, or a check that raises as the owner would, so that no rank waits for a
+        rank that failed) for the others; then :meth:`share` gives every rank the owners'
+        values. Returns ``results[i]``, the tensors of unit ``i``, identical on every rank.
+
+        ``kind`` names the work in :attr:`log`: a string times all of this rank's units in one
+        record (a CPU-time read is a system call, and under load each one can cost the thread
+        its core); a function of the unit gives each unit its own record and kind.
+        """
+        owners = self.owners(costs)
+        results: list[list[Tensor] | None] = [None] * len(units)
+        mine = [i for i, owner in enumerate(owners) if owner == self.rank]
+        if isinstance(kind, str):
+            if mine:
+                with self.log.record(kind, units=len(mine)):
+                    for i in mine:
+                        results[i] = list(compute(units[i]))
+        else:
+            for i in mine:
+                with self.log.record(kind(units[i])):
+                    results[i] = list(compute(units[i]))
+        for i, owner in enumerate(owners):
+            if owner != self.rank:
+                results[i] = list(allocate(units[i]))
+        self.share(results, owners)
+        return results
 
     def share(self, results: Sequence[list[Tensor]], owners: Sequence[int]) -> None:
         """Give every rank the owners' results, in place, every tensor contiguous.

@@ -12,11 +12,24 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from ._validation import params_with_grad
+from .._checks import params_with_grad
 
 
-def evaluate_closure(closure: Callable[[], Tensor] | None) -> Tensor | None:
-    """The closure's loss, computed with autograd on (``step`` runs under ``no_grad``); ``None`` without one."""
+def require_closure(closure: Callable[[], Tensor] | None, message: str) -> Callable[[], Tensor]:
+    """``closure``, or ``RuntimeError(message)`` when there is none (optimizers that re-evaluate the loss)."""
+    if closure is None:
+        raise RuntimeError(message)
+    return closure
+
+
+def evaluate_closure(closure: Callable[[], Tensor] | None, *, required: str | None = None) -> Tensor | None:
+    """The closure's loss, computed with autograd on (``step`` runs under ``no_grad``); ``None`` without one.
+
+    ``required``: for an optimizer that cannot step without a closure, the message of the
+    ``RuntimeError`` raised when there is none.
+    """
+    if required is not None:
+        require_closure(closure, required)
     if closure is None:
         return None
     with torch.enable_grad():

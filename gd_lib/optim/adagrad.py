@@ -20,7 +20,7 @@ from torch import Tensor
 from ._base import Optimizer
 from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
 from ._groups import advance_steps, evaluate_closure, groups_with_grads
-from ._validation import check_nonnegative, check_tensor_lr, check_unsupported_flags
+from .._checks import check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["Adagrad", "adagrad_update", "adagrad_update_foreach"]
 

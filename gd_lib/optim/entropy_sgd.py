@@ -45,7 +45,8 @@ from torch import Tensor
 
 from ._base import Optimizer
 from ._foreach import as_real
-from ._validation import check_in_range, check_nonnegative, check_positive_int, params_with_grad
+from ._groups import evaluate_closure, require_closure
+from .._checks import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 
 __all__ = ["EntropySGD", "langevin_step", "local_entropy_step"]
 
@@ -153,17 +154,15 @@ class EntropySGD(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One outer step (L closure calls); returns the loss at the starting point x."""
-        if closure is None:
-            raise RuntimeError("EntropySGD needs a closure: step(closure) re-evaluates the loss "
-                               "at every Langevin step")
+        require_closure(closure, "EntropySGD needs a closure: step(closure) re-evaluates the loss "
+                                 "at every Langevin step")
         # x' <- x ;  μ <- x   (x kept aside; the parameters themselves play x')
         x_saved = {p: p.detach().clone() for group in self.param_groups for p in group["params"]}
         mu = {p: x.clone() for p, x in x_saved.items()}
         first_loss = None
         active: set = set()
         for ell in range(max(g["langevin_steps"] for g in self.param_groups)):
-            with torch.enable_grad():
-                loss = closure()
+            loss = evaluate_closure(closure)
             if ell == 0:
                 first_loss = loss
             grads_ok = True

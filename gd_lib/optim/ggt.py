@@ -64,7 +64,7 @@ from torch import Tensor
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure
-from ._validation import check_in_range, check_nonnegative, check_positive, check_positive_int, \
+from .._checks import check_in_range, check_nonnegative, check_positive, check_positive_int, \
     params_with_grad, reject_sparse
 
 __all__ = ["GGT", "ggt_direction"]

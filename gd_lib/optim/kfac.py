@@ -64,13 +64,14 @@ import torch
 from torch import Tensor, nn
 
 from ._base import Optimizer
+from ._groups import evaluate_closure
 from ._kfac_factors import (KroneckerLayer, activation_factor, damped_inverse, damped_inverse_from_eigh,
                             find_kronecker_layers,
                             gradient_factor, gradient_matrix,
                             kfac_precondition_inverse, kl_clip_scale, output_gradients, pi_correction,
                             psd_eigh, running_average_, split_gradient_matrix, tikhonov_damping)
 from ..distributed.work import WorkSharing
-from ._validation import (check_betas, check_in_range, check_nonnegative, check_positive,
+from .._checks import (check_betas, check_in_range, check_nonnegative, check_positive,
                           check_positive_int, params_with_grad, reject_sparse)
 from .adam import adam_update
 from .sgd import sgd_update
@@ -402,21 +403,18 @@ class KFAC(Optimizer):
             for layer, state in due:
                 self._refresh(layer, state, group)
             return
-        sharing = self._sharing
         units = [(state, factor) for _, state in due for factor in ("A", "G")]
-        owners = sharing.owners([float(state[factor].shape[-1]) ** 3 for state, factor in units])
         kind = self.config.inverse_method
-        results = []
-        for (state, factor), owner in zip(units, owners):
-            M = state[factor]
-            if owner == sharing.rank:
-                with sharing.log.record(kind):
-                    results.append(list(self._invert_factor(state, group, factor)))
-            elif kind == "eigh":
-                results.append([M.new_empty(M.shape[-1]), torch.empty_like(M)])
-            else:
-                results.append([torch.empty_like(M)])
-        sharing.share(results, owners)
+
+        def allocate(unit):
+            M = unit[0][unit[1]]
+            if kind == "eigh":
+                return [M.new_empty(M.shape[-1]), torch.empty_like(M)]
+            return [torch.empty_like(M)]
+
+        results = self._sharing.compute_shared(
+            units, [float(state[factor].shape[-1]) ** 3 for state, factor in units],
+            lambda unit: self._invert_factor(unit[0], group, unit[1]), allocate, kind)
         for (state, factor), values in zip(units, results):
             for key, value in zip(self._inversion_keys(factor), values):
                 state[key] = value
@@ -441,10 +439,7 @@ class KFAC(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step: statistics, refresh, preconditioning, KL clip, SGD; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         try:
             for group in self.param_groups:
                 if group["role"] == "kronecker":

@@ -14,11 +14,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from gd_lib.geometry.modular import Module
-from gd_lib.linalg import newton_schulz, polar_factor
+from ..geometry.modular import Module
+from ..linalg import newton_schulz, polar_factor
 
 from ._base import Optimizer
-from ._validation import check_in_range, check_nonnegative, check_positive_int, params_with_grad
+from ._groups import evaluate_closure
+from .._checks import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 
 __all__ = ["ModularDescent", "modular_descent_update"]
 
@@ -117,10 +118,7 @@ class ModularDescent(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             if group["orthogonalize"] == "svd":
                 orthogonalize = polar_factor

@@ -3,7 +3,7 @@
 References:
     Jordan, Jin, Boza, You, Cesista, Newhouse & Bernstein (2024), "Muon: An optimizer for
     hidden layers in neural networks", kellerjordan.github.io/posts/muon; reference code
-    github.com/KellerJordan/Muon (``muon.py``: ``muon_update``, ``adam_update``,
+    github.com/KellerJordan/Muon (``muon.py``: ``muon_update``, ``adam_update`` (here :func:`adam_direction`),
     ``SingleDeviceMuonWithAuxAdam``), whose names, defaults and update rule this follows.
     Bernstein & Newhouse (2024), "Old Optimizer, New Norm: An Anthology", arXiv:2409.20325
     (why: spectral-norm steepest descent for hidden weight matrices).
@@ -33,19 +33,19 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from gd_lib.distributed.work import WorkSharing
-from gd_lib.linalg import (MUON_QUINTIC_COEFFICIENTS, muon_newton_schulz_dtype, newton_schulz_flops,
+from ..distributed.work import WorkSharing
+from ..linalg import (MUON_QUINTIC_COEFFICIENTS, muon_newton_schulz_dtype, newton_schulz_flops,
                            newton_schulz_iterations)
 
 from ._base import Optimizer
 from ._groups import evaluate_closure
-from ._validation import (check_betas, check_in_range, check_nonnegative, check_positive_int,
+from .._checks import (check_betas, check_in_range, check_nonnegative, check_positive_int,
                           params_with_grad)
 
 #: ``adjust_lr_fn`` values: None (the reference's update scale), or torch.optim.Muon's two
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
-__all__ = ["Muon", "muon_update", "muon_momentum_direction", "muon_orthogonalize", "adjusted_lr", "adam_update",
+__all__ = ["Muon", "muon_update", "muon_momentum_direction", "muon_orthogonalize", "adjusted_lr", "adam_direction",
            "muon_param_groups"]
 
 _MUON_KEYS = {"params", "param_names", "use_muon", "lr", "momentum", "nesterov", "ns_steps", "weight_decay",
@@ -135,8 +135,8 @@ def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float
     return lr
 
 
-def adam_update(grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
-                betas: tuple[float, float], eps: float) -> Tensor:
+def adam_direction(grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
+                   betas: tuple[float, float], eps: float) -> Tensor:
     """The reference's Adam direction (bias-corrected, ε outside the square root)::
 
         m ← β1 m + (1 − β1) g,   v ← β2 v + (1 − β2) g²
@@ -204,7 +204,7 @@ class Muon(Optimizer):
         O = muon_update(G, M, momentum, ns_steps, nesterov)
         W ← (1 − lr · weight_decay) W − lr · O
 
-    and an AdamW group (``use_muon=False``) steps W ← (1 − lr·wd) W − lr · adam_update(...).
+    and an AdamW group (``use_muon=False``) steps W ← (1 − lr·wd) W − lr · adam_direction(...).
     ``lr`` is in units of spectral norm per update (RMS→RMS up to the shape scale).
 
     Args:
@@ -354,27 +354,26 @@ class Muon(Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                     state["step"] = 0
                 state["step"] += 1
-                update = adam_update(p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                                     group["betas"], group["eps"])
+                update = adam_direction(p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                                        group["betas"], group["eps"])
                 _apply(p, update, lr, lr, weight_decay)
         if not pending:
             return loss
         # 2. O <- NS5(U): each rank orthogonalises the weights it owns, then all ranks share them
-        sharing = self._sharing
-        owners = sharing.owners([_ns_cost(update, group["ns_steps"]) for _, group, update in pending])
-        results = []
-        # one record for all of this rank's runs: a CPU-time read is a system call, and under
-        # load each one can cost the thread its core
-        with sharing.log.record("newton_schulz", units=sum(owner == sharing.rank for owner in owners)):
-            for (p, group, update), owner in zip(pending, owners):
-                if owner == sharing.rank:
-                    results.append([muon_orthogonalize(
-                        update, group["ns_steps"], ns_coefficients=group["ns_coefficients"], eps=group["eps"],
-                        ns_dtype=group["ns_dtype"], shape_scale=group["adjust_lr_fn"] is None)])
-                else:
-                    ns_dtype = group["ns_dtype"] or muon_newton_schulz_dtype(update.device, update.dtype)
-                    results.append([torch.empty(update.shape, dtype=ns_dtype, device=update.device)])
-        sharing.share(results, owners)
+        def orthogonalize(unit):
+            _, group, update = unit
+            return [muon_orthogonalize(update, group["ns_steps"], ns_coefficients=group["ns_coefficients"],
+                                       eps=group["eps"], ns_dtype=group["ns_dtype"],
+                                       shape_scale=group["adjust_lr_fn"] is None)]
+
+        def allocate(unit):
+            _, group, update = unit
+            ns_dtype = group["ns_dtype"] or muon_newton_schulz_dtype(update.device, update.dtype)
+            return [torch.empty(update.shape, dtype=ns_dtype, device=update.device)]
+
+        results = self._sharing.compute_shared(
+            pending, [_ns_cost(update, group["ns_steps"]) for _, group, update in pending],
+            orthogonalize, allocate, "newton_schulz")
         # 3. W <- (1 - lr·wd) W - lr' · O  (every rank, identical O; lr' = lr unless adjust_lr_fn)
         for (p, group, _), (orthogonal,) in zip(pending, results):
             lr = float(group["lr"])

@@ -64,12 +64,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 from ._base import Optimizer
+from ._groups import require_closure
 
 from ..curvature import (CGResult, capture_outputs, conjugate_gradient, evaluate_keeping_graph, flatten,
                          fisher_vector_product_from_output_gradients, likelihood_of,
                          true_fisher_vector_product, unflatten)
 from ..curvature.likelihood import Likelihood
-from ._validation import check_nonnegative, check_positive, check_positive_int, params_with_grad
+from .._checks import check_nonnegative, check_positive, check_positive_int, params_with_grad
 
 __all__ = ["NaturalGradient", "natural_gradient_direction"]
 
@@ -170,8 +171,7 @@ class NaturalGradient(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if closure is None:
-            raise RuntimeError("NaturalGradient needs a closure that recomputes the loss from the model outputs")
+        require_closure(closure, "NaturalGradient needs a closure that recomputes the loss from the model outputs")
         with capture_outputs(self.output_module) as captured:
             loss = evaluate_keeping_graph(closure)
         groups = [(group, params_with_grad(group["params"], "NaturalGradient")) for group in self.param_groups]

@@ -54,9 +54,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from ._base import Optimizer
+from ._groups import evaluate_closure, require_closure
 
 from ..curvature import evaluate_keeping_graph, flatten, hessian_of_loss, unflatten
-from ._validation import check_nonnegative, params_with_grad
+from .._checks import check_nonnegative, params_with_grad
 
 __all__ = ["Newton", "damped_newton_direction", "reduction_ratio", "levenberg_marquardt_update"]
 
@@ -136,8 +137,7 @@ class Newton(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if closure is None:
-            raise RuntimeError("Newton needs a closure that recomputes the loss (it differentiates it twice)")
+        require_closure(closure, "Newton needs a closure that recomputes the loss (it differentiates it twice)")
         loss = evaluate_keeping_graph(closure)
         groups = [(group, params_with_grad(group["params"], "Newton")) for group in self.param_groups]
         params = [p for _, ps in groups for p in ps]
@@ -169,8 +169,7 @@ class Newton(Optimizer):
             p.add_(delta_p)
         if self.adaptive_damping:
             # ρ = actual / predicted reduction; λ <- 3/2 λ or 2/3 λ
-            with torch.enable_grad():
-                new_loss = closure()
+            new_loss = evaluate_closure(closure)
             new_loss = float(new_loss.detach() if torch.is_tensor(new_loss) else new_loss)
             rho = reduction_ratio(float(loss.detach()), new_loss, g, H, delta)
             for group, ps in groups:

@@ -42,7 +42,7 @@ from torch import Tensor
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure
-from ._validation import check_betas, check_in_range, check_nonnegative, check_positive, \
+from .._checks import check_betas, check_in_range, check_nonnegative, check_positive, \
     check_positive_int, params_with_grad
 
 __all__ = ["Prodigy", "prodigy_accumulate", "prodigy_estimate_d", "prodigy_update"]

@@ -50,7 +50,7 @@ from torch import Tensor
 from ._base import Optimizer
 from ._foreach import as_real, buckets
 from ._groups import evaluate_closure
-from ._validation import check_in_range, check_nonnegative, params_with_grad
+from .._checks import check_in_range, check_nonnegative, params_with_grad
 
 __all__ = [
     "SGDScheduleFree", "AdamWScheduleFree", "schedule_free_coefficients",

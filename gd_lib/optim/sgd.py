@@ -19,7 +19,7 @@ from torch import Tensor
 from ._base import Optimizer
 from ._foreach import apply_update, foreach_grads
 from ._groups import evaluate_closure, groups_with_grads
-from ._validation import check_in_range, check_nonnegative, check_tensor_lr, check_unsupported_flags
+from .._checks import check_in_range, check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["SGD", "sgd_update", "sgd_update_foreach"]
 

@@ -77,10 +77,12 @@ import torch
 from torch import Tensor
 
 from ..distributed.work import WorkSharing
-from ..linalg import inverse_root_eigh, inverse_root_newton
+from ..linalg import inverse_root_eigh, inverse_root_newton, working_dtype
 from ._base import Optimizer
 from ._foreach import as_real
-from ._validation import (
+from ._groups import evaluate_closure
+from ._kronecker import gram_matrices, merge_small_dims, mode_products
+from .._checks import (
     check_in_range,
     check_nonnegative,
     check_positive,
@@ -88,7 +90,7 @@ from ._validation import (
     params_with_grad,
 )
 
-__all__ = ["Shampoo", "ShampooConfig", "BlockPlan", "make_block_plan", "mode_products", "shampoo_update",
+__all__ = ["Shampoo", "ShampooConfig", "BlockPlan", "make_block_plan", "shampoo_update",
            "accumulate_statistics", "update_inverse_roots_", "apply_shampoo_step"]
 
 GRAFTING_METHODS = ("none", "sgd", "adagrad", "adam")
@@ -198,21 +200,11 @@ class BlockPlan(NamedTuple):
 
 
 def preconditioner_shape(shape: Sequence[int], max_dim: int, merge_dims: bool) -> tuple[int, ...]:
-    """Drop size-1 dimensions (a scalar becomes ``(1,)``); optionally merge adjacent small ones.
-
-    Merging follows distributed Shampoo's ``merge_small_dims``: multiply neighbours while
-    the product stays ≤ ``max_dim``, e.g. ``(3, 3, 64) -> (576,)`` for ``max_dim=1024``.
-    """
-    squeezed = [d for d in shape if d != 1] or [1]
-    if not merge_dims:
-        return tuple(squeezed)
-    merged = [squeezed[0]]
-    for d in squeezed[1:]:
-        if merged[-1] * d <= max_dim:
-            merged[-1] *= d
-        else:
-            merged.append(d)
-    return tuple(merged)
+    """Drop size-1 dimensions (a scalar becomes ``(1,)``); with ``merge_dims``, merge adjacent small
+    ones (:func:`gd_lib.optim._kronecker.merge_small_dims`, distributed Shampoo's rule)."""
+    if merge_dims:
+        return merge_small_dims(shape, max_dim)
+    return tuple(d for d in shape if d != 1) or (1,)
 
 
 @lru_cache(maxsize=None)
@@ -247,47 +239,6 @@ def scatter_blocks(blocks: list[Tensor], plan: BlockPlan, out_shape: torch.Size)
 
 
 # --- the maths, on stacked blocks (n, d_1, ..., d_k) ---------------------------------
-
-def mode_products(X: Tensor, matrices: Sequence[Tensor | None], *, transpose: bool = False) -> Tensor:
-    r"""Multiply every mode of a batch of tensors by a matrix: :math:`X \times_1 A_1 \cdots \times_k A_k`.
-
-    ``X`` has shape ``(n, d_1, ..., d_k)`` and ``matrices[j]`` shape ``(n, d_j, d_j)`` (or
-    None: identity on that mode). Mode product :math:`(X \times_j A)_{\dots i \dots} =
-    \sum_l A_{il} X_{\dots l \dots}`; for a matrix, :math:`X \times_1 A \times_2 B = A X
-    B^\top`. ``transpose=True`` uses :math:`A_j^\top`. Shampoo: :math:`P_L G P_R`
-    (symmetric factors); SOAP: :math:`Q_L^\top G Q_R` (transpose) and back :math:`Q_L X Q_R^\top`.
-    """
-    n = X.shape[0]
-    for j, A in enumerate(matrices):
-        if A is None:
-            continue
-        mode = j + 1
-        # bring mode j last, multiply by Aᵀ from the right (= A on that mode), move it back
-        Xj = X.movedim(mode, -1)
-        moved_shape = Xj.shape
-        At = A if transpose else A.transpose(-1, -2)
-        Xj = torch.bmm(Xj.reshape(n, -1, moved_shape[-1]), At)
-        X = Xj.reshape(moved_shape).movedim(-1, mode)
-    return X
-
-
-def gram_matrices(G: Tensor, modes: Sequence[bool] | None = None) -> list[Tensor | None]:
-    r"""Per-mode Gram matrices :math:`G_{(j)} G_{(j)}^\top` of a batch ``G`` of shape ``(n, d_1..d_k)``.
-
-    :math:`G_{(j)}` is the mode-j unfolding (``d_j`` rows); for a matrix these are
-    :math:`G G^\top` and :math:`G^\top G`. ``modes[j] = False`` skips mode j (None there),
-    so that an unpreconditioned huge mode (a vocabulary) never forms its d x d Gram matrix.
-    """
-    n = G.shape[0]
-    out: list[Tensor | None] = []
-    for j in range(G.dim() - 1):
-        if modes is not None and not modes[j]:
-            out.append(None)
-            continue
-        unfolded = G.movedim(j + 1, 1).reshape(n, G.shape[j + 1], -1)
-        out.append(torch.bmm(unfolded, unfolded.transpose(1, 2)))
-    return out
-
 
 def update_statistics_(factors: list[Tensor], G: Tensor, beta2: float) -> None:
     r""":math:`L_j \leftarrow \beta_2 L_j + (1-\beta_2)\, G_{(j)} G_{(j)}^\top`, or the plain sum for β2 = 1."""
@@ -357,7 +308,7 @@ def graft_(shampoo_blocks: Tensor, grafting_blocks: Tensor) -> Tensor:
 def init_state(param: Tensor, config: ShampooConfig) -> dict:
     """Zero statistics (per block class and mode), inverse roots, and the first-order buffers."""
     plan = make_block_plan(tuple(param.shape), config.max_preconditioner_dim, config.merge_dims)
-    factor_dtype = torch.float32 if param.dtype in (torch.float16, torch.bfloat16) else param.dtype
+    factor_dtype = working_dtype(param.dtype)
     state: dict = {"step": 0, "factors": [], "inverse_roots": []}
     for block_shape, slices in plan.classes:
         n = len(slices)
@@ -565,10 +516,7 @@ class Shampoo(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One Shampoo step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         # 1-2. statistics L_j <- β2 L_j + (1 - β2) G_(j) G_(j)ᵀ for every parameter
         pending = []  # (param, grad, grad_blocks, state, group)
         for group in self.param_groups:
@@ -595,19 +543,16 @@ class Shampoo(Optimizer):
                  for c, roots in enumerate(state["inverse_roots"]) for j in range(len(roots))]
         if not units:
             return
-        sharing = self._sharing
-        owners = sharing.owners([_root_cost(state["inverse_roots"][c][j]) for state, _, c, j in units])
-        results = []
-        for (state, config, c, j), owner in zip(units, owners):
-            if owner == sharing.rank:
-                with sharing.log.record("inverse_root"):
-                    results.append([inverse_root_of(state, config, c, j)])
-            else:
-                # the owner raises on non-finite statistics; so does every other rank (no hang)
-                if not bool(torch.isfinite(state["factors"][c][j]).all()):
-                    inverse_root_of(state, config, c, j)
-                results.append([torch.empty_like(state["inverse_roots"][c][j])])
-        sharing.share(results, owners)
+        def allocate(unit):
+            state, config, c, j = unit
+            # the owner raises on non-finite statistics; so does every other rank (no hang)
+            if not bool(torch.isfinite(state["factors"][c][j]).all()):
+                inverse_root_of(state, config, c, j)
+            return [torch.empty_like(state["inverse_roots"][c][j])]
+
+        results = self._sharing.compute_shared(
+            units, [_root_cost(state["inverse_roots"][c][j]) for state, _, c, j in units],
+            lambda unit: [inverse_root_of(*unit)], allocate, "inverse_root")
         for (state, _, c, j), (root,) in zip(units, results):
             state["inverse_roots"][c][j].copy_(root)
 

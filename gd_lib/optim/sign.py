@@ -24,7 +24,7 @@ from torch import Tensor
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure
-from ._validation import check_in_range, check_nonnegative, params_with_grad
+from .._checks import check_in_range, check_nonnegative, params_with_grad
 
 __all__ = ["SignSGD", "Signum", "sign_sgd_update", "signum_update"]
 

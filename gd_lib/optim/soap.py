@@ -51,47 +51,29 @@ import torch
 from torch import Tensor
 
 from ..distributed.work import WorkSharing
-from ..linalg import qr_power_iteration_refresh, symmetric_eigh
+from ..linalg import qr_power_iteration_refresh, symmetric_eigh, working_dtype
 from ._base import Optimizer
 from ._foreach import as_real
-from ._validation import (
+from ._groups import evaluate_closure
+from ._kronecker import gram_matrices, merge_small_dims, mode_products
+from .._checks import (
     check_betas,
     check_in_range,
     check_nonnegative,
     check_positive_int,
     params_with_grad,
 )
-from .shampoo import gram_matrices, mode_products
 
-__all__ = ["SOAP", "soap_update", "merged_shape", "project", "project_back", "init_statistics",
+__all__ = ["SOAP", "soap_update", "preconditioned_shape", "project", "project_back", "init_statistics",
            "initial_eigenbasis", "refresh_eigenbases_", "apply_refreshed_eigenbases_"]
 
 
-def merged_shape(shape: Sequence[int], max_precond_dim: int) -> tuple[int, ...]:
-    """The reference's ``merge_dims``: multiply adjacent dimensions while the product ≤ ``max_precond_dim``.
-
-    Scanned left to right, a running product that would exceed the limit starts a new
-    dimension: ``(64, 32, 3, 3)`` with 10000 → ``(6144, 3)``; ``(2, 3, 4)`` → ``(24,)``.
-    """
-    new_shape: list[int] = []
-    current = 1
-    for d in shape:
-        if current * d > max_precond_dim:
-            if current > 1:
-                new_shape.append(current)
-                current = d
-            else:
-                new_shape.append(d)
-                current = 1
-        else:
-            current *= d
-    if current > 1 or not new_shape:
-        new_shape.append(current)
-    return tuple(new_shape)
-
-
 def preconditioned_shape(param: Tensor, merge_dims: bool, max_precond_dim: int) -> tuple[int, ...]:
-    return merged_shape(param.shape, max_precond_dim) if merge_dims and param.dim() > 1 else tuple(param.shape)
+    """The reference's rule: merged (:func:`gd_lib.optim._kronecker.merge_small_dims`) only with
+    ``merge_dims`` and for two or more dimensions, else the parameter's shape, size-1 dimensions kept."""
+    if merge_dims and param.dim() > 1:
+        return merge_small_dims(param.shape, max_precond_dim)
+    return tuple(param.shape)
 
 
 def project(X: Tensor, eigenbases: Sequence[Tensor | None], shape: tuple[int, ...]) -> Tensor:
@@ -109,15 +91,11 @@ def project_back(X: Tensor, eigenbases: Sequence[Tensor | None], shape: tuple[in
 
 def update_factors_(factors: Sequence[Tensor | None], G: Tensor, shape: tuple[int, ...], beta: float) -> None:
     r""":math:`L_j \leftarrow \beta L_j + (1-\beta)\, G_{(j)} G_{(j)}^\top` for the preconditioned modes."""
-    grams = gram_matrices(G.reshape(shape).unsqueeze(0).to(_factor_dtype(G.dtype)),
+    grams = gram_matrices(G.reshape(shape).unsqueeze(0).to(working_dtype(G.dtype)),
                           modes=[L is not None for L in factors])
     for L, gram in zip(factors, grams):
         if L is not None:
             L.lerp_(gram.squeeze(0), 1.0 - beta)
-
-
-def _factor_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def init_state(param: Tensor, grad: Tensor, group: dict) -> dict:
@@ -136,7 +114,7 @@ def init_statistics(param: Tensor, grad: Tensor, group: dict) -> dict:
         preconditioned = [False]
     else:
         preconditioned = [d <= group["max_precond_dim"] for d in shape]
-    dtype = _factor_dtype(param.dtype)
+    dtype = working_dtype(param.dtype)
     factors = [torch.zeros(d, d, dtype=dtype, device=param.device) if keep else None
                for d, keep in zip(shape, preconditioned)]
     # L <- (1 - β_s) G Gᵀ   (from zero)
@@ -299,10 +277,7 @@ class SOAP(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One SOAP step for every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         # 1. first call: statistics only; later calls: the SOAP step (the basis refresh waits)
         units = []  # (kind, state, mode j, shape): the eigendecompositions and refreshes due
         for group in self.param_groups:
@@ -336,26 +311,26 @@ class SOAP(Optimizer):
 
     def _compute_bases(self, units: list) -> None:
         """2. Q <- eigh(L) or qr(L Q): each rank computes the modes it owns, then all share; 3. install."""
-        sharing = self._sharing
-        owners = sharing.owners([float(state["factors"][j].shape[-1]) ** 3 for _, state, j, _ in units])
-        results = []
-        for (kind, state, j, _), owner in zip(units, owners):
+        def compute(unit):
+            kind, state, j, _ = unit
             L = state["factors"][j]
-            if owner == sharing.rank:
-                with sharing.log.record(kind):
-                    if kind == "eigh":
-                        results.append([initial_eigenbasis(L)])
-                    else:
-                        results.append(list(qr_power_iteration_refresh(L, state["eigenbases"][j])))
-                continue
+            if kind == "eigh":
+                return [initial_eigenbasis(L)]
+            return list(qr_power_iteration_refresh(L, state["eigenbases"][j]))
+
+        def allocate(unit):
+            kind, state, j, _ = unit
+            L = state["factors"][j]
             if not bool(torch.isfinite(L).all()):
                 symmetric_eigh(L)  # raises as the owner does, so that no rank waits for it
             if kind == "eigh":
-                results.append([torch.empty_like(L)])
-            else:
-                Q = state["eigenbases"][j]
-                results.append([torch.empty_like(Q), torch.empty(Q.shape[-1], dtype=torch.long, device=Q.device)])
-        sharing.share(results, owners)
+                return [torch.empty_like(L)]
+            Q = state["eigenbases"][j]
+            return [torch.empty_like(Q), torch.empty(Q.shape[-1], dtype=torch.long, device=Q.device)]
+
+        results = self._sharing.compute_shared(
+            units, [float(state["factors"][j].shape[-1]) ** 3 for _, state, j, _ in units],
+            compute, allocate, kind=lambda unit: unit[0])
         refreshes: dict[int, tuple[dict, tuple, list]] = {}
         for (kind, state, j, shape), result in zip(units, results):
             if kind == "eigh":

@@ -42,7 +42,7 @@ from torch import Tensor
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure
-from ._validation import check_betas, check_nonnegative, params_with_grad
+from .._checks import check_betas, check_nonnegative, params_with_grad
 
 __all__ = ["SWATS", "swats_adam_step", "swats_lr_estimate", "swats_sgd_step"]
 
