@@ -539,7 +539,7 @@ def plot_coord_check(result: Mapping, stat: str = "activation_l1", *, steps: Seq
     legend_outside(axes[-1])
     parametrization = result.get("parametrization")
     if title or parametrization:
-        fig.suptitle(title or f"{str(parametrization).upper()}, {result.get('optimizer', '')}")
+        fig.suptitle(title or f"{str(parametrization).upper()}, {result.get('family', '')}")
     return fig, axes
 
 

@@ -424,14 +424,14 @@ def test_every_former_name_is_importable_from_gd_lib_mup_and_lives_in_its_seam()
     assert set(mup.__all__) - exported == {"parameter_shapes"}
 
 
-def test_family_keeps_its_former_keyword_in_the_coordinate_check():
-    """``optimizer=`` (the former name of ``family``) gives the same run; a disagreement raises."""
+def test_the_family_names_the_multiplier_family_and_its_former_keyword_is_gone():
+    """``family`` is recorded in the result; ``optimizer=`` (its former name) is no longer accepted."""
     x, y = classification_data()
     kwargs = dict(base_width=64, steps=1, module_names=["layers.1"])
-    new = mup.coord_check(course_mlp, [64], x, y, family="sgd", lr=0.1, **kwargs)
-    old = mup.coord_check(course_mlp, [64], x, y, optimizer="sgd", lr=0.1, **kwargs)
-    assert new["family"] == old["family"] == old["optimizer"] == "sgd"
-    np.testing.assert_array_equal(new["update_l1"], old["update_l1"])
-    assert new["update_l1"][0, 0, 1] > 0
-    with pytest.raises(ValueError, match="disagree"):
-        mup.lr_sweep(course_mlp, [64], [0.1], x, y, family="sgd", optimizer="adam", base_width=64, steps=1)
+    result = mup.coord_check(course_mlp, [64], x, y, family="sgd", lr=0.1, **kwargs)
+    assert result["family"] == "sgd" and "optimizer" not in result
+    assert result["update_l1"][0, 0, 1] > 0
+    with pytest.raises(TypeError, match="optimizer"):
+        mup.coord_check(course_mlp, [64], x, y, optimizer="sgd", lr=0.1, **kwargs)
+    with pytest.raises(TypeError, match="optimizer"):
+        mup.lr_sweep(course_mlp, [64], [0.1], x, y, optimizer="adam", base_width=64, steps=1)

@@ -139,7 +139,7 @@ def fake_coord_check():
     upd = act.copy()
     upd[:, :, 0] = 0.0
     return {"widths": widths, "steps": steps, "layers": ["fc1", "fc2"],
-            "activation_l1": act, "update_l1": upd, "parametrization": "mup", "optimizer": "adam"}
+            "activation_l1": act, "update_l1": upd, "parametrization": "mup", "family": "adam"}
 
 
 def test_plot_coord_check(tmp_path):

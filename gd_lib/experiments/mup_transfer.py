@@ -127,7 +127,7 @@ def coordinate_check(quick: bool | None = None, *, lr: float = 1e-2, steps: int 
     out: dict = {"widths": np.array(widths), "layers": list(LAYERS), "steps": steps, "growth": {}}
     for parametrization in ("sp", "mup"):
         result = mup.coord_check(make_mlp, widths, x, y, base_width=BASE_WIDTH,
-                                 parametrization=parametrization, optimizer="adam", lr=lr,
+                                 parametrization=parametrization, family="adam", lr=lr,
                                  steps=steps, seeds=seeds, module_names=LAYERS)
         out[parametrization] = result
         out["growth"][parametrization] = {
@@ -154,7 +154,7 @@ def lr_transfer(quick: bool | None = None, *, steps: int | None = None) -> dict:
     out: dict = {"lrs": np.array(lrs), "widths": np.array(widths), "steps": steps, "grid_steps_moved": {}}
     for parametrization in ("sp", "mup"):
         result = mup.lr_sweep(make_mlp, widths, lrs, x, y, base_width=BASE_WIDTH,
-                              parametrization=parametrization, optimizer="adam", steps=steps, seeds=seeds)
+                              parametrization=parametrization, family="adam", steps=steps, seeds=seeds)
         out[parametrization] = result
         out["grid_steps_moved"][parametrization] = int(np.ptp(result["best_index"]))
     return out

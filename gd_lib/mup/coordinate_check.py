@@ -49,20 +49,15 @@ def _default_optimizer_cls(family: str):
     return torch.optim.Adam if family == "adam" else torch.optim.SGD
 
 
-def _check_run(family: str, optimizer: str | None, parametrization: str, steps: int, seeds) -> tuple[str, list]:
-    """The checked arguments of a run: the family (``optimizer`` is its former name, still accepted)
-    and the seeds as a list."""
-    if optimizer is not None:
-        if family != "adam" and family != optimizer:
-            raise ValueError(f"family={family!r} and optimizer={optimizer!r} (its former name) disagree")
-        family = optimizer
+def _check_run(family: str, parametrization: str, steps: int, seeds) -> list:
+    """Check the arguments of a run; the seeds as a list."""
     check_parametrization(parametrization)
     check_family(family)
     check_int("steps", steps, 1)
     seeds = list(seeds)
     if not seeds:
         raise ValueError("Invalid seeds: []; expected at least one seed")
-    return family, seeds
+    return seeds
 
 
 def _record_output(outputs: dict[str, torch.Tensor], name: str):
@@ -94,7 +89,6 @@ def coord_check(
     module_names: Sequence[str] | None = None,
     optimizer_cls=None,
     sp_init: str = "fan_in",
-    optimizer: str | None = None,
 ) -> dict:
     r"""Train ``make_model(width)`` for a few steps at each width and record
     how big each layer's output coordinates are (Yang et al. 2022, Section 5).
@@ -116,19 +110,17 @@ def coord_check(
     ``make_model(base_width)`` and the delta model ``make_model(2 * base_width)``,
     both built under a forked RNG. ``sp_init`` is passed to
     :func:`set_base_shapes`.
-    ``family`` picks the μP multiplier family (``"adam"`` or ``"sgd"``;
-    ``optimizer`` is its former name) and, unless ``optimizer_cls`` is given,
+    ``family`` picks the μP multiplier family (``"adam"`` or ``"sgd"``) and, unless ``optimizer_cls`` is given,
     the class (torch's Adam or SGD).
     ``module_names`` defaults to every leaf module.
 
     Returns a dict of numpy arrays: ``widths``, ``steps`` (0..steps),
     ``layers`` (names), ``loss[w, t]``, ``activation_l1``, ``activation_rms``,
     ``update_l1``, ``update_rms`` (each ``[w, l, t]``), plus
-    ``parametrization`` and ``family`` (also under ``optimizer``, its former
-    name). Plot it with
+    ``parametrization`` and ``family``. Plot it with
     :func:`gd_lib.plotting.plot_coord_check`.
     """
-    family, seeds = _check_run(family, optimizer, parametrization, steps, seeds)
+    seeds = _check_run(family, parametrization, steps, seeds)
     widths = [int(w) for w in widths]
     optimizer_cls = optimizer_cls or _default_optimizer_cls(family)
     base_shapes, delta_shapes = _reference_shapes(make_model, base_width)
@@ -190,7 +182,6 @@ def coord_check(
         loss=loss_sum / n,
         parametrization=parametrization,
         family=family,
-        optimizer=family,
     )
     return result
 
@@ -223,7 +214,6 @@ def lr_sweep(
     loss_fn: Callable = F.cross_entropy,
     optimizer_cls=None,
     sp_init: str = "fan_in",
-    optimizer: str | None = None,
 ) -> dict:
     """Training loss after ``steps`` full-batch steps, for every (width, lr).
 
@@ -233,11 +223,10 @@ def lr_sweep(
 
     Returns a dict: ``widths``, ``lrs``, ``loss[w, i]`` (mean over seeds of
     the final training loss), ``best_lr[w]``, ``best_index[w]``, plus
-    ``parametrization`` and ``family`` (also under ``optimizer``, its former
-    name). Plot it with
+    ``parametrization`` and ``family``. Plot it with
     :func:`gd_lib.plotting.plot_lr_sweep`.
     """
-    family, seeds = _check_run(family, optimizer, parametrization, steps, seeds)
+    seeds = _check_run(family, parametrization, steps, seeds)
     widths, lrs = [int(w) for w in widths], [float(x) for x in lrs]
     optimizer_cls = optimizer_cls or _default_optimizer_cls(family)
     base_shapes, delta_shapes = _reference_shapes(make_model, base_width)
@@ -264,7 +253,6 @@ def lr_sweep(
         "best_lr": np.array(lrs)[best_index],
         "parametrization": parametrization,
         "family": family,
-        "optimizer": family,
     }
 
 
