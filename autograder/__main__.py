@@ -22,6 +22,7 @@ is the number of submissions that could not be graded normally (unreadable,
 broken the grader's channel, not recorded; at most 100), 0 when all were, and 2
 when the instructor's side is wrong (e.g. the source notebook fails its own tests).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,14 +43,24 @@ from .zygote import ZygoteError
 def _nbgrader(course: Course, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # nbgrader calls alembic
-    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course.course_dir, env=env,
-                          check=check, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=course.course_dir,
+        env=env,
+        check=check,
+        capture_output=True,
+        text=True,
+    )
 
 
 def _limits(args) -> Limits:
-    return Limits(cell_timeout_s=args.cell_timeout, notebook_timeout_s=args.notebook_timeout,
-                  memory_bytes=int(args.memory_gib * GiB), max_processes=args.max_processes,
-                  work_bytes=int(args.work_gib * GiB))
+    return Limits(
+        cell_timeout_s=args.cell_timeout,
+        notebook_timeout_s=args.notebook_timeout,
+        memory_bytes=int(args.memory_gib * GiB),
+        max_processes=args.max_processes,
+        work_bytes=int(args.work_gib * GiB),
+    )
 
 
 def _quiet_libraries() -> None:
@@ -57,12 +68,14 @@ def _quiet_libraries() -> None:
     student: nothing an instructor can act on."""
     import logging
     import warnings
+
     warnings.filterwarnings("ignore", module="sqlalchemy")
     warnings.filterwarnings("ignore", module="nbgrader")
     warnings.filterwarnings("ignore", message=".*SQLAlchemy.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         from sqlalchemy import exc as sa_exc
+
         warnings.filterwarnings("ignore", category=sa_exc.SAWarning)
         warnings.filterwarnings("ignore", category=getattr(sa_exc, "MovedIn20Warning", sa_exc.SAWarning))
     except ImportError:
@@ -77,13 +90,13 @@ def _detect_gpus(requested: int | None) -> int:
         return 0  # no NVIDIA driver: no need to import torch here to learn that
     try:
         import torch
+
         return torch.cuda.device_count()
     except Exception:
         return 0
 
 
-def nbgrader_api(course: Course, limits: Limits | None = None, from_intake: bool = False,
-                 allow_reduced: bool = False):
+def nbgrader_api(course: Course, limits: Limits | None = None, from_intake: bool = False, allow_reduced: bool = False):
     """nbgrader's Python API with the course's configuration (one process for the whole class).
     ``from_intake``: nbgrader reads the grader's assembled notebooks, never the raw submissions."""
     _quiet_libraries()
@@ -121,6 +134,7 @@ class GradebookRecorder:
     def record(self, student: str, results=None) -> None:
         """Record one student (raises RuntimeError for that student alone when nbgrader fails)."""
         import warnings
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             outcome = self.api.autograde(self.assignment, student, force=True, create=True)
@@ -184,6 +198,7 @@ def cmd_autograde(args) -> int:
     # the zygotes import torch, gd_lib, ... while this process loads nbformat and nbgrader
     # (unless every result is up to date: then nothing runs and no zygote starts)
     from .grading import close_session, open_session
+
     session = open_session(course, args.assignment, allow_reduced=args.allow_reduced_isolation, start=stale)
     try:
         from .grading import grade_class
@@ -195,16 +210,29 @@ def cmd_autograde(args) -> int:
         recorder = GradebookRecorder(course, args.assignment, limits, args.allow_reduced_isolation)
         # each student goes into the gradebook as soon as their notebooks are graded, while the
         # other students' notebooks run
-        results = grade_class(course, args.assignment, students, workers=args.workers, limits=limits, gpus=gpus,
-                              per_gpu=args.per_gpu, regrade=args.regrade, progress=not args.quiet,
-                              session=session, on_student_done=recorder.record)
+        results = grade_class(
+            course,
+            args.assignment,
+            students,
+            workers=args.workers,
+            limits=limits,
+            gpus=gpus,
+            per_gpu=args.per_gpu,
+            regrade=args.regrade,
+            progress=not args.quiet,
+            session=session,
+            on_student_done=recorder.record,
+        )
     finally:
         close_session(session)
     print(summary_table(results, refused))
     failed = sum(1 for r in results if r.failed) + len(refused)
     if failed:
-        print(f"{failed} submission(s) could not be graded normally (see the notes above); "
-              f"every other submission is graded and recorded", file=sys.stderr)
+        print(
+            f"{failed} submission(s) could not be graded normally (see the notes above); "
+            f"every other submission is graded and recorded",
+            file=sys.stderr,
+        )
     return _exit_status(failed)
 
 
@@ -213,10 +241,18 @@ def cmd_feedback(args) -> int:
     the others get theirs."""
     course = Course.default()
     api = nbgrader_api(course)
-    students = sorted(p.parent.name for p in course.autograded_dir.glob(f"*/{args.assignment}") if p.is_dir()
-                      and not p.is_symlink()) if course.autograded_dir.is_dir() else []
+    students = (
+        sorted(
+            p.parent.name
+            for p in course.autograded_dir.glob(f"*/{args.assignment}")
+            if p.is_dir() and not p.is_symlink()
+        )
+        if course.autograded_dir.is_dir()
+        else []
+    )
     failures = {}
     import warnings
+
     for student in students:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -257,9 +293,18 @@ def cmd_grade_shard(args) -> int:
 
     course = Course.default()
     students = _shard(course.students(args.assignment), args.shard)
-    results = grade_class(course, args.assignment, students, workers=args.workers, limits=_limits(args),
-                          gpus=_detect_gpus(args.gpus), per_gpu=args.per_gpu, regrade=args.regrade,
-                          progress=not args.quiet, allow_reduced=args.allow_reduced_isolation)
+    results = grade_class(
+        course,
+        args.assignment,
+        students,
+        workers=args.workers,
+        limits=_limits(args),
+        gpus=_detect_gpus(args.gpus),
+        per_gpu=args.per_gpu,
+        regrade=args.regrade,
+        progress=not args.quiet,
+        allow_reduced=args.allow_reduced_isolation,
+    )
     out = Path(args.out)
     for r in results:
         src = course.results_path(args.assignment, r.student, r.notebook)
@@ -309,8 +354,9 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def grading_options(p):
@@ -323,11 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--memory-gib", type=float, default=4.0, help="memory per submission")
         p.add_argument("--max-processes", type=int, default=256, help="processes/threads per submission")
         p.add_argument("--regrade", action="store_true", help="run again even where a result is up to date")
-        p.add_argument("--work-gib", type=float, default=1.0,
-                       help="writable space per submission, in memory (its /tmp and /dev/shm), GiB")
-        p.add_argument("--allow-reduced-isolation", action="store_true",
-                       help="grade even where the bubblewrap sandbox cannot be built (submissions then run "
-                            "with your permissions: only for trusted work)")
+        p.add_argument(
+            "--work-gib",
+            type=float,
+            default=1.0,
+            help="writable space per submission, in memory (its /tmp and /dev/shm), GiB",
+        )
+        p.add_argument(
+            "--allow-reduced-isolation",
+            action="store_true",
+            help="grade even where the bubblewrap sandbox cannot be built (submissions then run "
+            "with your permissions: only for trusted work)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("autograde", help="grade every submission of an assignment")
@@ -354,21 +407,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="sources", nargs="+", required=True, help="the shards' result folders")
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("integrity", help="report near-identical answers and near-copies of library source "
-                                         "(changes no score)")
+    p = sub.add_parser(
+        "integrity", help="report near-identical answers and near-copies of library source (changes no score)"
+    )
     p.add_argument("assignment")
-    p.add_argument("--out", default=None, help="folder for integrity.html and integrity.csv "
-                                               "(default: course/reports/<assignment>)")
-    p.add_argument("--threshold", type=float, default=None, help="flag pairs at or above this similarity "
-                                                                 "(0-1, default 0.5)")
+    p.add_argument(
+        "--out", default=None, help="folder for integrity.html and integrity.csv (default: course/reports/<assignment>)"
+    )
+    p.add_argument(
+        "--threshold", type=float, default=None, help="flag pairs at or above this similarity (0-1, default 0.5)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_integrity)
 
-    p = sub.add_parser("report", help="item analysis after grading: pass rate of each check, classic mistakes, "
-                                      "score histogram (changes no score)")
+    p = sub.add_parser(
+        "report",
+        help="item analysis after grading: pass rate of each check, classic mistakes, "
+        "score histogram (changes no score)",
+    )
     p.add_argument("assignment")
-    p.add_argument("--out", default=None, help="folder for report.html and checks.csv "
-                                               "(default: course/reports/<assignment>)")
+    p.add_argument(
+        "--out", default=None, help="folder for report.html and checks.csv (default: course/reports/<assignment>)"
+    )
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -30,6 +30,7 @@ namespaces as an unprivileged user (user namespaces; ``--disable-userns``: none 
 be made inside); as root it makes them directly, and the run drops to an
 unprivileged uid of its own (:mod:`autograder.confine`).
 """
+
 from __future__ import annotations
 
 import json
@@ -85,23 +86,34 @@ def _normalize(name: str) -> str:
 class View:
     """The read-only part of the sandbox (the same for every run of a grading session)."""
 
-    prefixes: list[str]                            # interpreter folders bound whole (outside /usr)
-    site_dirs: dict[str, list[str]]                # site-packages folder -> the entries kept
-    package_dirs: list[str]                        # packages imported from elsewhere (editable installs)
-    overlays: dict[str, str] = field(default_factory=dict)   # original file -> stub file bound over it
-    empty_dirs: list[str] = field(default_factory=list)      # folders shown empty (forbidden bytecode)
+    prefixes: list[str]  # interpreter folders bound whole (outside /usr)
+    site_dirs: dict[str, list[str]]  # site-packages folder -> the entries kept
+    package_dirs: list[str]  # packages imported from elsewhere (editable installs)
+    overlays: dict[str, str] = field(default_factory=dict)  # original file -> stub file bound over it
+    empty_dirs: list[str] = field(default_factory=list)  # folders shown empty (forbidden bytecode)
     empty_dir_source: str = ""
 
     @classmethod
-    def of_this_process(cls, overlays: dict[str, str] | None = None, empty_dirs=(), empty_dir_source: str = "",
-                        extra_modules=()) -> "View":
+    def of_this_process(
+        cls, overlays: dict[str, str] | None = None, empty_dirs=(), empty_dir_source: str = "", extra_modules=()
+    ) -> View:
         """The view for runs forked from this process: what it has imported (plus ``extra_modules``'
         folders) stays visible, nothing else of the environments."""
         site_dirs = _site_dirs()
         stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
-        prefixes = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix, sys.prefix,
-                                                          sys.exec_prefix, os.path.dirname(sys.executable))
-                           if os.path.isdir(p)})
+        prefixes = sorted(
+            {
+                os.path.realpath(p)
+                for p in (
+                    sys.base_prefix,
+                    sys.base_exec_prefix,
+                    sys.prefix,
+                    sys.exec_prefix,
+                    os.path.dirname(sys.executable),
+                )
+                if os.path.isdir(p)
+            }
+        )
         top_level = {name.partition(".")[0] for name in list(sys.modules)} | set(extra_modules)
         kept: dict[str, set[str]] = {d: set() for d in site_dirs}
         package_dirs: set[str] = set()
@@ -123,6 +135,7 @@ class View:
                     package_dirs.add(location)
         try:
             from importlib.metadata import packages_distributions
+
             for top, dists in packages_distributions().items():
                 if _normalize(top) in visible_dists:
                     visible_dists.update(_normalize(d) for d in dists)
@@ -133,14 +146,19 @@ class View:
                 base = entry.split("-")[0] if entry.endswith((".dist-info", ".egg-info")) else entry
                 if entry.endswith(".libs"):
                     base = entry[:-5]
-                if ((entry.endswith((".dist-info", ".egg-info", ".libs")) and _normalize(base) in visible_dists)
-                        or entry.startswith(ALWAYS_VISIBLE_PREFIXES)):
+                if (
+                    entry.endswith((".dist-info", ".egg-info", ".libs")) and _normalize(base) in visible_dists
+                ) or entry.startswith(ALWAYS_VISIBLE_PREFIXES):
                     kept[site].add(entry)
         # the prefixes hold the site-packages folders: those are rebuilt from their kept entries
-        return cls(prefixes=[p for p in prefixes if not p.startswith("/usr/") and p != "/usr"],
-                   site_dirs={d: sorted(e for e in entries if not e.endswith(".pth")) for d, entries in kept.items()},
-                   package_dirs=sorted(package_dirs), overlays=dict(overlays or {}), empty_dirs=list(empty_dirs),
-                   empty_dir_source=empty_dir_source)
+        return cls(
+            prefixes=[p for p in prefixes if not p.startswith("/usr/") and p != "/usr"],
+            site_dirs={d: sorted(e for e in entries if not e.endswith(".pth")) for d, entries in kept.items()},
+            package_dirs=sorted(package_dirs),
+            overlays=dict(overlays or {}),
+            empty_dirs=list(empty_dirs),
+            empty_dir_source=empty_dir_source,
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -166,22 +184,45 @@ def _system_args() -> list[str]:
     return args
 
 
-def command(view: View, *, work_bytes: int, data_dir: str | None, gpu: bool, unprivileged: bool,
-            holder: list[str], info_fd: int) -> list[str]:
+def command(
+    view: View, *, work_bytes: int, data_dir: str | None, gpu: bool, unprivileged: bool, holder: list[str], info_fd: int
+) -> list[str]:
     """The ``bwrap`` command line of one run: the sandbox of the module docstring, whose first
     process runs ``holder`` (a process that only keeps the namespaces alive for the run)."""
     args = [bwrap_path() or "bwrap"]
     if unprivileged:
         args += ["--unshare-user", "--disable-userns"]
-    args += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-             "--hostname", "grader", "--die-with-parent", "--new-session", "--clearenv", "--as-pid-1",
-             "--info-fd", str(info_fd)]
+    args += [
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "grader",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--as-pid-1",
+        "--info-fd",
+        str(info_fd),
+    ]
     args += _system_args()
     # the one writable area: a tmpfs of work_bytes for /tmp (the working directory) and /dev/shm. Mounted
     # before the read-only folders, so that an interpreter or a course checked out under /tmp is bound
     # on top of it rather than hidden by it.
-    args += ["--size", str(int(work_bytes)), "--perms", "1777", "--tmpfs", "/tmp",
-             "--perms", "1777", "--dir", "/tmp/.shm"]
+    args += [
+        "--size",
+        str(int(work_bytes)),
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        "--perms",
+        "1777",
+        "--dir",
+        "/tmp/.shm",
+    ]
     made = {"/tmp"}
 
     def dirs_for(path):
@@ -211,8 +252,12 @@ def command(view: View, *, work_bytes: int, data_dir: str | None, gpu: bool, unp
         devices += sorted(n for n in os.listdir("/dev") if n.startswith("nvidia"))
     for name in devices:
         args += ["--dev-bind", "/dev/" + name, "/dev/" + name]
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
+    for link, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         args += ["--symlink", target, "/dev/" + link]
     args += ["--symlink", "/tmp/.shm", "/dev/shm", "--remount-ro", "/dev"]
     args += ["--proc", "/proc"]
@@ -221,8 +266,19 @@ def command(view: View, *, work_bytes: int, data_dir: str | None, gpu: bool, unp
     elif os.path.isdir("/sys/devices/system/cpu"):
         args += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
     if data_dir:
-        args += ["--perms", "0755", "--dir", "/run", "--perms", "0755", "--dir", "/run/grader",
-                 "--ro-bind", data_dir, "/run/grader/data"]
+        args += [
+            "--perms",
+            "0755",
+            "--dir",
+            "/run",
+            "--perms",
+            "0755",
+            "--dir",
+            "/run/grader",
+            "--ro-bind",
+            data_dir,
+            "/run/grader/data",
+        ]
     args += ["--remount-ro", "/", "--chdir", "/", "--", *holder]
     return args
 
@@ -241,8 +297,12 @@ def probe() -> tuple[bool, str]:
     except (OSError, subprocess.TimeoutExpired) as err:
         return False, f"bubblewrap did not run: {err}"
     if proc.returncode != 0:
-        hint = (" (user namespaces are disabled for unprivileged users here: "
-                "sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0)" if unprivileged else "")
+        hint = (
+            " (user namespaces are disabled for unprivileged users here: "
+            "sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0)"
+            if unprivileged
+            else ""
+        )
         return False, f"bubblewrap cannot create the sandbox: {proc.stderr.strip()[-300:]}{hint}"
     if unprivileged:
         return True, "bubblewrap with user namespaces (grading as an unprivileged user)"

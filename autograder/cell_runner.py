@@ -13,6 +13,7 @@ process that has imported the libraries already and calls :func:`serve`.
 In student mode this process runs inside the sandbox and everything it
 writes is treated as untrusted data by the grader.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,10 +35,9 @@ def serve(cmd_fd: int, res_fd: int, max_reply_bytes: int | None = None) -> int:
 
     os.environ.setdefault("MPLBACKEND", "Agg")
     from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
 
     from autograder import checks
-
-    from traitlets.config import Config
 
     config = Config()
     config.HistoryManager.enabled = False  # no history database (and no thread writing it)
@@ -48,6 +48,7 @@ def serve(cmd_fd: int, res_fd: int, max_reply_bytes: int | None = None) -> int:
     if fraction:
         try:
             import torch
+
             if torch.cuda.is_available():
                 torch.cuda.set_per_process_memory_fraction(float(fraction))
         except Exception as err:  # a GPU problem is reported through the cells that need it
@@ -67,12 +68,19 @@ def serve(cmd_fd: int, res_fd: int, max_reply_bytes: int | None = None) -> int:
             os._exit(0)  # a process forked by the cell: only the runner itself talks to the grader
         sys.stdout.flush()
         sys.stderr.flush()
-        reply = {"index": msg["index"], "nonce": msg["nonce"], "ok": result.success,
-                 "error": _format_error(result), "captures": checks.drain()}
+        reply = {
+            "index": msg["index"],
+            "nonce": msg["nonce"],
+            "ok": result.success,
+            "error": _format_error(result),
+            "captures": checks.drain(),
+        }
         text = json.dumps(reply)
         if max_reply_bytes and len(text) >= max_reply_bytes:  # too much recorded: the values are dropped
-            reply["captures"] = [{"name": c["name"], "value": {"kind": "unsupported", "type": "too large to record"}}
-                                 for c in reply["captures"]][:1000]
+            reply["captures"] = [
+                {"name": c["name"], "value": {"kind": "unsupported", "type": "too large to record"}}
+                for c in reply["captures"]
+            ][:1000]
             text = json.dumps(reply)
         results.write(text + "\n")
         results.flush()

@@ -36,6 +36,7 @@ strings, lists, tuples and dicts recursively), then values within
 Values travel as JSON with arrays in ``.npy`` form (``allow_pickle=False``):
 nothing the student's process writes is ever unpickled or executed.
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,13 +44,14 @@ import io
 import math
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 MODE_ENV = "GD_GRADER_MODE"
-MAX_ARRAY_BYTES = 64 * 2 ** 20  # a recorded value larger than this is refused, not transported
-MAX_DEPTH = 20                  # lists, tuples and dicts nested deeper are not recorded
+MAX_ARRAY_BYTES = 64 * 2**20  # a recorded value larger than this is refused, not transported
+MAX_DEPTH = 20  # lists, tuples and dicts nested deeper are not recorded
 _MODE = os.environ.get(MODE_ENV, "interactive")  # fixed at import (see the module docstring)
 
 # Captures recorded in this process, drained by the cell runner after each cell.
@@ -82,8 +84,15 @@ class _Reference:
 reference = _Reference()
 
 
-def check(name: str, value: Any, expected: Any | Callable[[], Any] = None, *, rtol: float = 1e-6,
-          atol: float = 1e-8, about: str | None = None) -> None:
+def check(
+    name: str,
+    value: Any,
+    expected: Any | Callable[[], Any] = None,
+    *,
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    about: str | None = None,
+) -> None:
     """Check ``value`` against ``expected`` (see the module docstring). ``expected`` may be a
     zero-argument callable, which is only called where the expected value is needed. ``about``
     says in words what the check's case is ("lr=0.1, weight_decay=0.01 after 3 steps"): the
@@ -106,8 +115,15 @@ def check(name: str, value: Any, expected: Any | Callable[[], Any] = None, *, rt
     if current == "reference":
         if problem is not None:
             raise CheckFailure(f"the reference solution fails its own check {name!r}: {problem}")
-        _captured.append({"name": name, "value": encoded_expected, "rtol": rtol, "atol": atol,
-                          **({"about": str(about)} if about else {})})
+        _captured.append(
+            {
+                "name": name,
+                "value": encoded_expected,
+                "rtol": rtol,
+                "atol": atol,
+                **({"about": str(about)} if about else {}),
+            }
+        )
         return
     if problem is not None:
         raise CheckFailure(f"{name}: {'for ' + about + ': ' if about else ''}{problem}")
@@ -121,6 +137,7 @@ def drain() -> list[dict]:
 
 
 # --- encoding -----------------------------------------------------------------------------
+
 
 def _array_payload(arr: np.ndarray) -> str:
     if arr.nbytes > MAX_ARRAY_BYTES:
@@ -151,13 +168,17 @@ def encode(value: Any, depth: int = 0) -> dict:
             data = data.float()
         if data.is_complex() or data.is_quantized or data.layout != torch.strided:
             return {"kind": "unsupported", "type": f"tensor with layout {tensor.layout} / {dtype}"}
-        return {"kind": "tensor", "dtype": dtype, "shape": list(tensor.shape), "device": tensor.device.type,
-                "data": _array_payload(data.numpy())}
+        return {
+            "kind": "tensor",
+            "dtype": dtype,
+            "shape": list(tensor.shape),
+            "device": tensor.device.type,
+            "data": _array_payload(data.numpy()),
+        }
     if t is np.ndarray:
         if value.dtype.hasobject:
             return {"kind": "unsupported", "type": "object array"}
-        return {"kind": "ndarray", "dtype": str(value.dtype), "shape": list(value.shape),
-                "data": _array_payload(value)}
+        return {"kind": "ndarray", "dtype": str(value.dtype), "shape": list(value.shape), "data": _array_payload(value)}
     if value is None:
         return {"kind": "none"}
     if t is bool:
@@ -247,8 +268,13 @@ def compare(got: dict, expected: dict, rtol: float, atol: float, path: str = "")
 def _check_array(enc: dict, arr: np.ndarray) -> np.ndarray:
     """``arr`` in the shape its description gives (0-dimensional values travel as one element)."""
     shape = enc["shape"]
-    if (arr.dtype.hasobject or arr.dtype.fields is not None or type(shape) is not list
-            or not all(type(n) is int and n >= 0 for n in shape) or len(shape) > 64):
+    if (
+        arr.dtype.hasobject
+        or arr.dtype.fields is not None
+        or type(shape) is not list
+        or not all(type(n) is int and n >= 0 for n in shape)
+        or len(shape) > 64
+    ):
         raise ValueError("array does not match its description")
     return arr.reshape(shape)
 
@@ -261,8 +287,10 @@ def _mismatch(expected: dict, got: dict, where: str) -> str:
         for key, label in (("shape", "shape"), ("dtype", "dtype"), ("device", "device")):
             if got.get(key) != expected.get(key):
                 show = (lambda v: _shape(v)) if key == "shape" else (lambda v: str(v))
-                return (f"your value{where} has {label} {show(got.get(key))} where {show(expected.get(key))} is "
-                        f"expected ({describe(expected)})")
+                return (
+                    f"your value{where} has {label} {show(got.get(key))} where {show(expected.get(key))} is "
+                    f"expected ({describe(expected)})"
+                )
     return f"expected {describe(expected)}{where}, got {describe(got)}"
 
 
@@ -272,8 +300,10 @@ def _array_difference(g: np.ndarray, e: np.ndarray, rtol: float, atol: float, wh
         if not bad.any():
             return None
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        return (f"your value{where} differs from the expected one in {int(bad.sum())} of {bad.size} entries "
-                f"(first at position {idx}: yours {_plain(g[idx])}, expected {_plain(e[idx])})")
+        return (
+            f"your value{where} differs from the expected one in {int(bad.sum())} of {bad.size} entries "
+            f"(first at position {idx}: yours {_plain(g[idx])}, expected {_plain(e[idx])})"
+        )
     g64, e64 = g.astype(np.float64), e.astype(np.float64)
     with np.errstate(invalid="ignore"):
         close = np.abs(g64 - e64) <= atol + rtol * np.abs(e64)
@@ -285,24 +315,35 @@ def _array_difference(g: np.ndarray, e: np.ndarray, rtol: float, atol: float, wh
         return None
     nan = np.isnan(g64) & ~np.isnan(e64)
     if nan.any():
-        return (f"your value{where} is NaN (not a number) in {int(nan.sum())} of {nan.size} entries where the expected "
-                "value is a number: look for a division by zero, the square root or log of a negative number, or "
-                "an overflow")
+        return (
+            f"your value{where} is NaN (not a number) in {int(nan.sum())} of {nan.size} entries where the expected "
+            "value is a number: look for a division by zero, the square root or log of a negative number, or "
+            "an overflow"
+        )
     inf = np.isinf(g64) & ~np.isinf(e64)
     if inf.any():
-        return (f"your value{where} is infinite in {int(inf.sum())} of {inf.size} entries where the expected value is "
-                "finite: look for a division by zero or an overflow")
+        return (
+            f"your value{where} is infinite in {int(inf.sum())} of {inf.size} entries where the expected value is "
+            "finite: look for a division by zero or an overflow"
+        )
     diff = np.abs(g64 - e64)
     largest = float(np.max(diff[bad]))
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
-    at = f" (first at position {idx}: yours {_plain(g[idx])}, expected {_plain(e[idx])})" if e.ndim else \
-        f" (yours {_plain(g.reshape(()))}, expected {_plain(e.reshape(()))})"
+    at = (
+        f" (first at position {idx}: yours {_plain(g[idx])}, expected {_plain(e[idx])})"
+        if e.ndim
+        else f" (yours {_plain(g.reshape(()))}, expected {_plain(e.reshape(()))})"
+    )
     scale = float(np.max(np.abs(e64))) if e64.size else 0.0
-    text = (f"your value{where} differs from the expected one by up to {largest:.2g} in {int(bad.sum())} of "
-            f"{bad.size} entries{at}; the test allows {atol:g} + {rtol:g}·|expected|")
+    text = (
+        f"your value{where} differs from the expected one by up to {largest:.2g} in {int(bad.sum())} of "
+        f"{bad.size} entries{at}; the test allows {atol:g} + {rtol:g}·|expected|"
+    )
     if scale and largest < 1e-4 * scale:
-        text += (". The difference is small compared with the values: often a small constant (such as ε), "
-                 "a term applied in another order, or another precision")
+        text += (
+            ". The difference is small compared with the values: often a small constant (such as ε), "
+            "a term applied in another order, or another precision"
+        )
     return text
 
 
@@ -339,8 +380,10 @@ def _compare(got: dict, expected: dict, rtol: float, atol: float, path: str = ""
             return None
         if math.isnan(g):
             return f"your value{where} is NaN (not a number); the expected value is {_plain(e)}"
-        return (f"your value{where} is {_plain(g)}, the expected value is {_plain(e)} (difference {abs(g - e):.2g}; "
-                f"the test allows {atol:g} + {rtol:g}·|expected|)")
+        return (
+            f"your value{where} is {_plain(g)}, the expected value is {_plain(e)} (difference {abs(g - e):.2g}; "
+            f"the test allows {atol:g} + {rtol:g}·|expected|)"
+        )
     if kind in ("list", "tuple"):
         if len(got["items"]) != len(expected["items"]):
             return f"expected {describe(expected)}{where}, got {describe(got)}"
@@ -351,7 +394,10 @@ def _compare(got: dict, expected: dict, rtol: float, atol: float, path: str = ""
         return None
     if kind == "dict":
         if set(got["items"]) != set(expected["items"]):
-            missing, extra = sorted(set(expected["items"]) - set(got["items"])), sorted(set(got["items"]) - set(expected["items"]))
+            missing, extra = (
+                sorted(set(expected["items"]) - set(got["items"])),
+                sorted(set(got["items"]) - set(expected["items"])),
+            )
             parts = ([f"missing keys {missing}"] if missing else []) + ([f"unexpected keys {extra}"] if extra else [])
             return f"your dictionary{where} has {' and '.join(parts)}"
         for k in expected["items"]:

@@ -24,6 +24,7 @@ a process that imported torch and the library once (seconds of CPU per submissio
 saved); a fork cannot be started by another program, but it can enter the
 namespaces another program set up.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -44,8 +45,7 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
-NAMESPACES = {"pid": CLONE_NEWPID, "mnt": CLONE_NEWNS, "net": CLONE_NEWNET, "ipc": CLONE_NEWIPC,
-              "uts": CLONE_NEWUTS}
+NAMESPACES = {"pid": CLONE_NEWPID, "mnt": CLONE_NEWNS, "net": CLONE_NEWNET, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS}
 
 
 def _check(ret: int, what: str) -> None:
@@ -103,14 +103,59 @@ def SCMP_ACT_ERRNO(err: int) -> int:  # noqa: N802 - libseccomp's name
 
 #: refused with EPERM: nothing a notebook needs, everything a sandbox escape or a kernel exploit likes
 DENIED_SYSCALLS = (
-    "unshare", "setns", "mount", "umount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree",
-    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "ptrace", "process_vm_readv",
-    "process_vm_writev", "kcmp", "keyctl", "add_key", "request_key", "bpf", "perf_event_open",
-    "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register", "init_module", "finit_module",
-    "delete_module", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "acct", "syslog",
-    "quotactl", "quotactl_fd", "lookup_dcookie", "open_by_handle_at", "name_to_handle_at", "personality",
-    "uselib", "vhangup", "fanotify_init", "setdomainname", "sethostname", "settimeofday", "clock_settime",
-    "clock_adjtime", "adjtimex", "pidfd_getfd",
+    "unshare",
+    "setns",
+    "mount",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "syslog",
+    "quotactl",
+    "quotactl_fd",
+    "lookup_dcookie",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "personality",
+    "uselib",
+    "vhangup",
+    "fanotify_init",
+    "setdomainname",
+    "sethostname",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "pidfd_getfd",
 )
 #: clone() is allowed without any of these flags; clone3() (flags in memory) answers ENOSYS,
 #: so that the C library falls back to clone()
@@ -118,8 +163,12 @@ _NAMESPACE_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | C
 
 
 class _ArgCmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
-                ("datum_b", ctypes.c_uint64)]
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
 
 
 SCMP_CMP_MASKED_EQ = 7
@@ -134,8 +183,13 @@ def _libseccomp():
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                           ctypes.POINTER(_ArgCmp)]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(_ArgCmp),
+    ]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
@@ -188,6 +242,7 @@ def _check_seccomp(ret: int, what: str) -> None:
 
 # --- privileges and limits ---------------------------------------------------------------------
 
+
 def drop_privileges(uid: int | None, groups: list[int] = ()) -> None:
     """Become ``uid`` (with the supplementary ``groups``) when given, empty every capability
     set and the bounding set, forbid gaining privileges (setuid programs), load the seccomp filter."""
@@ -208,10 +263,13 @@ def drop_privileges(uid: int | None, groups: list[int] = ()) -> None:
 
 def set_limits(limits: dict) -> None:
     """``limits``: max_open_files, max_file_bytes, address_space_bytes, nproc (None: unchanged)."""
-    for res, value in [(resource.RLIMIT_NOFILE, limits.get("max_open_files")),
-                       (resource.RLIMIT_FSIZE, limits.get("max_file_bytes")), (resource.RLIMIT_CORE, 0),
-                       (resource.RLIMIT_AS, limits.get("address_space_bytes")),
-                       (resource.RLIMIT_NPROC, limits.get("nproc"))]:
+    for res, value in [
+        (resource.RLIMIT_NOFILE, limits.get("max_open_files")),
+        (resource.RLIMIT_FSIZE, limits.get("max_file_bytes")),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_AS, limits.get("address_space_bytes")),
+        (resource.RLIMIT_NPROC, limits.get("nproc")),
+    ]:
         if value is not None:
             try:
                 resource.setrlimit(res, (int(value), int(value)))

@@ -3,6 +3,7 @@
 Kept apart from :mod:`autograder.grading` so that the command line can find
 out what needs grading (and start the zygote) before it imports nbformat.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,7 +26,7 @@ class Course:
     root: Path
 
     @classmethod
-    def default(cls) -> "Course":
+    def default(cls) -> Course:
         return cls(Path(os.environ.get("GD_COURSE_ROOT", Path(__file__).resolve().parents[1])).resolve())
 
     @property
@@ -78,11 +79,13 @@ class Course:
     def students(self, assignment: str) -> list[str]:
         """The students with a submission folder for ``assignment`` (plain folders with safe names)."""
         from .intake import student_folders
+
         return student_folders(str(self.submitted_dir), assignment)[0]
 
     def refused_students(self, assignment: str) -> dict[str, str]:
         """Entries of the submission folder that are not graded, and why (links, unsafe names)."""
         from .intake import student_folders
+
         return student_folders(str(self.submitted_dir), assignment)[1]
 
 
@@ -108,9 +111,9 @@ class NotebookResult:
     isolation: str
     seconds: float
     fatal: str | None
-    cells: dict = field(default_factory=dict)      # grade_id -> CellVerdict as dict
+    cells: dict = field(default_factory=dict)  # grade_id -> CellVerdict as dict
     answer_errors: dict = field(default_factory=dict)  # grade_id of answer cell -> its error
-    failed: bool = False   # grading did not run normally (unreadable submission, broken channel, grader error)
+    failed: bool = False  # grading did not run normally (unreadable submission, broken channel, grader error)
 
     @property
     def score(self) -> float:
@@ -135,12 +138,17 @@ def load_result(path: Path) -> NotebookResult | None:
 def is_current(course: Course, assignment: str, student: str, source: Path) -> bool:
     """Whether the stored result of this notebook is up to date (nothing would run)."""
     from .intake import fingerprint
+
     try:
         reference = json.loads((course.cache_dir / "reference" / assignment / f"{source.stem}.json").read_text())
     except (OSError, ValueError):
         return False
     cached = load_result(course.results_path(assignment, student, source.stem))
-    return (cached is not None and reference.get("version") == RESULTS_VERSION
-            and reference.get("sha256") == sha256_file(source) and cached.reference_sha256 == grading_digest(source)
-            and (course.intake_dir / student / assignment / source.name).exists()
-            and cached.submission_sha256 == fingerprint(str(course.submitted_dir), [student, assignment, source.name]))
+    return (
+        cached is not None
+        and reference.get("version") == RESULTS_VERSION
+        and reference.get("sha256") == sha256_file(source)
+        and cached.reference_sha256 == grading_digest(source)
+        and (course.intake_dir / student / assignment / source.name).exists()
+        and cached.submission_sha256 == fingerprint(str(course.submitted_dir), [student, assignment, source.name])
+    )

@@ -10,6 +10,7 @@
 Everything happens in ``--out`` (default ``out/demo/course``), so the real
 ``course/`` folder is never touched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,11 @@ def run_demo(out: Path, assignment: str = "01_first_order", workers: int = 2) ->
     (out / "course").mkdir(parents=True)
     shutil.copytree(ROOT / "solutions" / assignment, out / "solutions" / assignment)
     shutil.copy(ROOT / "course" / "nbgrader_config.py", out / "course" / "nbgrader_config.py")
-    env = {**os.environ, "GD_COURSE_ROOT": str(out),
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    env = {
+        **os.environ,
+        "GD_COURSE_ROOT": str(out),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    }
 
     def step(title, *cmd, cwd=out / "course"):
         print(f"==> {title}", flush=True)
@@ -44,17 +48,37 @@ def run_demo(out: Path, assignment: str = "01_first_order", workers: int = 2) ->
         print(f"    done in {time.perf_counter() - start:.1f} s", flush=True)
         return proc
 
-    step(f"1. release {assignment} (nbgrader generate_assignment)",
-         sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force", "--log-level=WARN")
+    step(
+        f"1. release {assignment} (nbgrader generate_assignment)",
+        sys.executable,
+        "-m",
+        "nbgrader",
+        "generate_assignment",
+        assignment,
+        "--force",
+        "--log-level=WARN",
+    )
     notebook = next((out / "assignments" / assignment).glob("*.ipynb")).name
     print("==> 2. two sample submissions: 'sample_correct' (the solution) and 'sample_blank' (as released)")
-    for student, source in [("sample_correct", out / "solutions" / assignment / notebook),
-                            ("sample_blank", out / "assignments" / assignment / notebook)]:
+    for student, source in [
+        ("sample_correct", out / "solutions" / assignment / notebook),
+        ("sample_blank", out / "assignments" / assignment / notebook),
+    ]:
         folder = out / "course" / "submitted" / student / assignment
         folder.mkdir(parents=True)
         shutil.copy(source, folder / notebook)
-    proc = step("3. autograde (sandboxed, parallel)", sys.executable, "-m", "autograder", "autograde", assignment,
-                "--workers", str(workers), "--quiet", cwd=ROOT)
+    proc = step(
+        "3. autograde (sandboxed, parallel)",
+        sys.executable,
+        "-m",
+        "autograder",
+        "autograde",
+        assignment,
+        "--workers",
+        str(workers),
+        "--quiet",
+        cwd=ROOT,
+    )
     print("\n".join("    " + line for line in proc.stdout.strip().splitlines()))
     step("4. feedback", sys.executable, "-m", "autograder", "feedback", assignment, cwd=ROOT)
     for page in sorted((out / "course" / "feedback").glob(f"*/{assignment}/*.html")):

@@ -21,6 +21,7 @@ algorithms for document fingerprinting", SIGMOD):
 The kept hashes with their token positions are a document's fingerprints; each
 token remembers its line in the original source, so a match maps back to lines.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -35,8 +36,7 @@ import numpy as np
 # Names a renaming cannot touch without breaking the code (so keeping them is informative).
 KEPT_NAMES = frozenset(dir(builtins)) | {"torch", "math", "np", "numpy", "nn", "F", "self", "cls"}
 
-_SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING,
-            tokenize.ENDMARKER}
+_SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING, tokenize.ENDMARKER}
 
 
 @dataclass
@@ -47,7 +47,7 @@ class NormalizedCode:
     tokens: list[str] = field(default_factory=list)
     first_lines: list[int] = field(default_factory=list)
     last_lines: list[int] = field(default_factory=list)
-    complete: bool = True   # False when the tokenizer stopped early (a syntax error): tokens up to it
+    complete: bool = True  # False when the tokenizer stopped early (a syntax error): tokens up to it
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -106,16 +106,16 @@ def normalize(source: str) -> NormalizedCode:
             if keyword.iskeyword(tok.string) or tok.string in KEPT_NAMES:
                 text = tok.string
             elif previous is not None and previous.type == tokenize.OP and previous.string == ".":
-                text = tok.string                       # attribute: x.addcmul_
+                text = tok.string  # attribute: x.addcmul_
             elif depth > 0 and following is not None and following.type == tokenize.OP and following.string == "=":
-                text = tok.string                       # keyword argument: value=
+                text = tok.string  # keyword argument: value=
             else:
                 text = "V"
         elif tok.type == tokenize.NUMBER:
             text = "N"
         elif tok.type == tokenize.STRING:
             if out.tokens and out.tokens[-1] == "S" and raw[i - 1].type == tokenize.STRING:
-                out.last_lines[-1] = tok.end[0]         # "a" "b" is one string
+                out.last_lines[-1] = tok.end[0]  # "a" "b" is one string
                 i += 1
                 continue
             text = "S"
@@ -143,7 +143,7 @@ def _token_id(text: str) -> int:
     return value
 
 
-_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)   # odd: the polynomial's base, 2^64 / golden ratio
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial's base, 2^64 / golden ratio
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -165,7 +165,7 @@ def kgram_hashes(tokens: list[str], k: int) -> list[int]:
         return []
     ids = np.fromiter((_token_id(t) for t in tokens), dtype=np.uint64, count=len(tokens))
     powers = np.ones(k, dtype=np.uint64)
-    with np.errstate(over="ignore"):      # arithmetic modulo 2^64 on purpose
+    with np.errstate(over="ignore"):  # arithmetic modulo 2^64 on purpose
         for j in range(k - 2, -1, -1):
             powers[j] = powers[j + 1] * _MULTIPLIER
         windows = np.lib.stride_tricks.sliding_window_view(ids, k)
@@ -209,12 +209,19 @@ class Fingerprints:
 
     code: NormalizedCode
     k: int
-    hashes: list[int]                  # hash of the k-gram starting at each token
-    kept: dict[int, list[int]]         # winnowed hash -> token positions where it starts
+    hashes: list[int]  # hash of the k-gram starting at each token
+    kept: dict[int, list[int]]  # winnowed hash -> token positions where it starts
 
     @classmethod
-    def of(cls, code: NormalizedCode, k: int, window: int, start: int = 0, stop: int | None = None,
-           hashes: list[int] | None = None) -> "Fingerprints":
+    def of(
+        cls,
+        code: NormalizedCode,
+        k: int,
+        window: int,
+        start: int = 0,
+        stop: int | None = None,
+        hashes: list[int] | None = None,
+    ) -> Fingerprints:
         """Fingerprints of ``code`` (or of its k-grams ``start..stop``, given precomputed hashes)."""
         all_hashes = kgram_hashes(code.tokens, k) if hashes is None else hashes
         stop = len(all_hashes) if stop is None else stop

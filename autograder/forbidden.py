@@ -24,6 +24,7 @@ real library (another zygote).
 An answer that calls the forbidden code therefore fails that question's tests,
 and the feedback says why.
 """
+
 from __future__ import annotations
 
 import ast
@@ -63,8 +64,10 @@ class ForbiddenObject:
 
 
 def message(qualname: str, question: str) -> str:
-    return (f"your code uses {qualname}, which is part of the library code that {question} asks you to write; "
-            f"it is not available while grading: write it yourself with torch operations")
+    return (
+        f"your code uses {qualname}, which is part of the library code that {question} asks you to write; "
+        f"it is not available while grading: write it yourself with torch operations"
+    )
 
 
 def refusing_class(name: str, qualname: str, question: str, bases: tuple) -> type:
@@ -75,13 +78,17 @@ def refusing_class(name: str, qualname: str, question: str, bases: tuple) -> typ
         raise ForbiddenLibraryUse(message(qualname, question))
 
     try:
-        return type(name, bases or (object,), {"__init__": __init__, "__new__": __new__, "__doc__": f"{qualname} "
-                                               "(not available while grading)"})
+        return type(
+            name,
+            bases or (object,),
+            {"__init__": __init__, "__new__": __new__, "__doc__": f"{qualname} (not available while grading)"},
+        )
     except TypeError:  # bases that cannot be combined this way: an object that refuses every use
         return ForbiddenObject(qualname, question)
 
 
 # --- stubs from the original's source (no import of the original) ----------------------------------
+
 
 def _is_literal(node: ast.AST) -> bool:
     try:
@@ -110,10 +117,12 @@ def stub_source(source: str, module: str, question: str) -> str:
         elif isinstance(node, ast.ClassDef):
             bases = ", ".join(ast.unparse(b) for b in node.bases if not isinstance(b, ast.Starred))
             qual = repr(f"{module}.{node.name}")
-            lines.append("try:\n"
-                         f"    {node.name} = _refusing_class({node.name!r}, {qual}, {q}, ({bases}{',' if bases else ''}))\n"
-                         "except Exception:\n"
-                         f"    {node.name} = _Refuse({qual}, {q})")
+            lines.append(
+                "try:\n"
+                f"    {node.name} = _refusing_class({node.name!r}, {qual}, {q}, ({bases}{',' if bases else ''}))\n"
+                "except Exception:\n"
+                f"    {node.name} = _Refuse({qual}, {q})"
+            )
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             lines.append(f"{node.name} = _Refuse({module + '.' + node.name!r}, {q})")
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -131,6 +140,7 @@ def stub_source(source: str, module: str, question: str) -> str:
 
 # --- locating modules without importing them --------------------------------------------------------
 
+
 def locate(module: str) -> str | None:
     """The source file of ``module`` (``None`` when there is none), found without executing
     the module or its parent packages."""
@@ -147,20 +157,21 @@ def locate(module: str) -> str | None:
 
 @dataclass(frozen=True)
 class Forbidden:
-    module: str       # e.g. "gd_lib.optim.adam"
-    path: str         # its source file
-    question: str     # e.g. "question 2 (adam_step)"
+    module: str  # e.g. "gd_lib.optim.adam"
+    path: str  # its source file
+    question: str  # e.g. "question 2 (adam_step)"
 
 
 def declared(source_notebooks) -> list[tuple[str, str]]:
     """(module, question) pairs declared by the answer cells of these source notebooks."""
     import json
     import re
+
     out = []
     for path in source_notebooks:
         with open(path, encoding="utf-8") as fh:
             nb = json.load(fh)
-        for module in ((nb.get("metadata", {}).get(METADATA_KEY) or {}).get("forbids") or []):
+        for module in (nb.get("metadata", {}).get(METADATA_KEY) or {}).get("forbids") or []:
             out.append((str(module), "this assignment"))
         heading = None
         for cell in nb.get("cells", []):
@@ -190,8 +201,11 @@ def expand(module: str) -> list[str]:
         raise ValueError(f"{module!r}: {package} is not a package with Python source here")
     folder = os.path.dirname(init)
     names = sorted(n[:-3] for n in os.listdir(folder) if n.endswith(".py") and not n.startswith("_"))
-    names += sorted(n for n in os.listdir(folder) if not n.startswith("_")
-                    and os.path.isfile(os.path.join(folder, n, "__init__.py")))
+    names += sorted(
+        n
+        for n in os.listdir(folder)
+        if not n.startswith("_") and os.path.isfile(os.path.join(folder, n, "__init__.py"))
+    )
     return [f"{package}.{n}" for n in names]
 
 

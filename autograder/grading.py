@@ -32,6 +32,7 @@ Phase 2 (:mod:`autograder.nbgrader_plugin`): ``nbgrader autograde`` reads the
 assembled notebooks, writes these verdicts as the cells' outputs and records the
 scores in the gradebook.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,6 +58,7 @@ from .zygote import Zygote, preload_for
 
 # --- assembling the notebook to run ---------------------------------------------------------
 
+
 def _meta(cell) -> dict:
     meta = cell.get("metadata", {}) if isinstance(cell, dict) else {}
     nbg = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
@@ -72,7 +74,7 @@ def _grade_id(cell) -> str | None:
 class PlannedCell:
     index: int
     code: str
-    role: str              # "solution", "test", "fixed", "extra"
+    role: str  # "solution", "test", "fixed", "extra"
     grade_id: str | None
     points: float = 0.0
 
@@ -90,8 +92,9 @@ def source_plan(source_nb) -> list[PlannedCell]:
     for cell in source_nb.cells:
         if cell.cell_type != "code":
             continue
-        plan.append(PlannedCell(len(plan), cell.source, _role(cell), _grade_id(cell),
-                                float(_meta(cell).get("points", 0) or 0)))
+        plan.append(
+            PlannedCell(len(plan), cell.source, _role(cell), _grade_id(cell), float(_meta(cell).get("points", 0) or 0))
+        )
     return plan
 
 
@@ -113,7 +116,7 @@ def merged_cells(source_nb, student_nb) -> list[tuple[object, str]]:
     answers: dict[str, str] = {}
     extras: dict[str | None, list] = {}
     anchor = None
-    for cell in (student_nb.cells if student_nb is not None else []):
+    for cell in student_nb.cells if student_nb is not None else []:
         gid = _grade_id(cell)
         if gid in source_ids:
             if gid in source_types and cell.cell_type == source_types[gid] and gid not in answers:
@@ -175,8 +178,9 @@ _reference_failures: dict[tuple[Path, str], str] = {}  # a failing source fails 
 _locks_lock = threading.Lock()
 
 
-def reference_captures(course: Course, assignment: str, notebook: Path, limits: Limits,
-                       zygote: Zygote | None = None) -> dict:
+def reference_captures(
+    course: Course, assignment: str, notebook: Path, limits: Limits, zygote: Zygote | None = None
+) -> dict:
     """{"sha256":..., "cells": {grade_id: [capture, ...]}} from the trusted source run (cached;
     computed once however many threads ask for it at the same time)."""
     digest = sha256_file(notebook)
@@ -210,16 +214,24 @@ def _reference_run(notebook: Path, digest: str, cache: Path, limits: Limits, zyg
         # the source folder's data files, as nbgrader releases them beside the notebook
         work = Path(tmp) / "work"
         shutil.copytree(notebook.parent, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-        run = run_cells([(c.index, c.code) for c in plan], mode="reference", workdir=work, isolation="trusted",
-                        limits=Limits(cell_timeout_s=max(limits.cell_timeout_s, 600),
-                                      notebook_timeout_s=max(limits.notebook_timeout_s, 3600)),
-                        zygote=zygote)
+        run = run_cells(
+            [(c.index, c.code) for c in plan],
+            mode="reference",
+            workdir=work,
+            isolation="trusted",
+            limits=Limits(
+                cell_timeout_s=max(limits.cell_timeout_s, 600), notebook_timeout_s=max(limits.notebook_timeout_s, 3600)
+            ),
+            zygote=zygote,
+        )
     cells: dict[str, list] = {}
     for c in plan:
         result = run.cells[c.index]
         if result.status != "ok":
-            raise GradingSetupError(f"{notebook.name}: the source notebook's cell {c.grade_id or c.index} "
-                                    f"fails: {result.error}\n{run.output_tail[-3000:]}")
+            raise GradingSetupError(
+                f"{notebook.name}: the source notebook's cell {c.grade_id or c.index} "
+                f"fails: {result.error}\n{run.output_tail[-3000:]}"
+            )
         if c.role == "test":
             names = [cap.get("name") for cap in result.captures]
             if not names:
@@ -237,10 +249,12 @@ def _reference_run(notebook: Path, digest: str, cache: Path, limits: Limits, zyg
 
 # --- classic mistakes: what each one records, run the way a student's notebook runs --------------
 
+
 def solution_text(code: str) -> str:
     """An answer cell of the source with its solution markers removed: what a correct student writes."""
-    return "\n".join(line for line in code.split("\n")
-                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+    return "\n".join(
+        line for line in code.split("\n") if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")
+    )
 
 
 def load_mistakes(source: Path) -> dict:
@@ -270,7 +284,7 @@ def _question_tests(source_nb, answer_id: str) -> set[str]:
 _mistake_locks: dict[Path, threading.Lock] = {}
 
 
-def mistake_captures(course: Course, assignment: str, source: Path, limits: Limits, session: "Session") -> dict:
+def mistake_captures(course: Course, assignment: str, source: Path, limits: Limits, session: Session) -> dict:
     """{test cell: {check: [{"mistake", "says", "value"}]}}: the values each classic mistake of the
     catalogue records, from the source's solution with the mistake's substitutions, run in the
     students' sandbox on the same inputs as every submission (only the cells its question needs).
@@ -279,6 +293,7 @@ def mistake_captures(course: Course, assignment: str, source: Path, limits: Limi
     if not catalogue:
         return {}
     import hashlib
+
     digest = hashlib.sha256(source.read_bytes() + json.dumps(catalogue, sort_keys=True).encode()).hexdigest()
     cache = course.cache_dir / "reference" / assignment / f"{source.stem}.mistakes.json"
     with _locks_lock:
@@ -289,8 +304,11 @@ def mistake_captures(course: Course, assignment: str, source: Path, limits: Limi
             if cached.get("sha256") == digest and cached.get("version") == RESULTS_VERSION:
                 return cached["cells"]
         source_nb = nbformat.read(source, as_version=4)
-        correct = {_grade_id(c): solution_text(c.source) for c in source_nb.cells
-                   if _role(c) == "solution" and c.cell_type == "code"}
+        correct = {
+            _grade_id(c): solution_text(c.source)
+            for c in source_nb.cells
+            if _role(c) == "solution" and c.cell_type == "code"
+        }
         release = course.release_dir / assignment
         out: dict[str, dict[str, list]] = {}
         for name, bug in catalogue.items():
@@ -314,7 +332,8 @@ def mistake_captures(course: Course, assignment: str, source: Path, limits: Limi
                     continue
                 for cap in run.cells[c.index].captures:
                     out.setdefault(c.grade_id, {}).setdefault(cap["name"], []).append(
-                        {"mistake": name, "says": str(bug.get("says", name)), "value": cap["value"]})
+                        {"mistake": name, "says": str(bug.get("says", name)), "value": cap["value"]}
+                    )
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"version": RESULTS_VERSION, "sha256": digest, "cells": out}))
@@ -324,12 +343,13 @@ def mistake_captures(course: Course, assignment: str, source: Path, limits: Limi
 
 # --- deciding -----------------------------------------------------------------------------
 
+
 @dataclass
 class CheckVerdict:
     name: str
     points: float
     passed: bool
-    message: str              # "" when passed
+    message: str  # "" when passed
     mistake: str | None = None  # the classic mistake the student's value matches, in words
 
 
@@ -337,9 +357,9 @@ class CheckVerdict:
 class CellVerdict:
     grade_id: str
     points: float
-    passed: bool              # every check passed (full points)
-    message: str              # one sentence for the whole cell
-    score: float = 0.0        # partial credit: the points of the checks that passed
+    passed: bool  # every check passed (full points)
+    message: str  # one sentence for the whole cell
+    score: float = 0.0  # partial credit: the points of the checks that passed
     checks: list = field(default_factory=list)  # CheckVerdict as dicts, in the order of the reference
 
 
@@ -352,8 +372,11 @@ def _forbidden_use(text: str | None) -> str | None:
 def _not_run_reason(result, run: NotebookRun) -> str:
     if result.error:
         return f"the test cell stopped with {result.error}"
-    return {"timeout": "the cell timed out", "died": "the notebook's process died",
-            "not_run": run.fatal or "the cell did not run"}.get(result.status, "it was not reached")
+    return {
+        "timeout": "the cell timed out",
+        "died": "the notebook's process died",
+        "not_run": run.fatal or "the cell did not run",
+    }.get(result.status, "it was not reached")
 
 
 def decide(plan: list[PlannedCell], run: NotebookRun, reference: dict) -> dict[str, CellVerdict]:
@@ -377,8 +400,9 @@ def decide(plan: list[PlannedCell], run: NotebookRun, reference: dict) -> dict[s
             name = ref["name"]
             about = f"for {ref['about']}: " if ref.get("about") else ""
             if name not in got:
-                checks.append(CheckVerdict(name, share, False, f"{about}this check did not run: "
-                                                                 f"{_not_run_reason(result, run)}"))
+                checks.append(
+                    CheckVerdict(name, share, False, f"{about}this check did not run: {_not_run_reason(result, run)}")
+                )
                 continue
             problem = compare(got[name], ref["value"], ref["rtol"], ref["atol"])
             mistake = None
@@ -404,12 +428,14 @@ def decide(plan: list[PlannedCell], run: NotebookRun, reference: dict) -> dict[s
             message = f"{len(passed_checks)} of {len(checks)} checks passed"
             if result.status != "ok" and result.error:
                 message += f"; the test cell stopped with {result.error}"
-        verdicts[cell.grade_id] = CellVerdict(cell.grade_id, cell.points, passed, message, score,
-                                              [asdict(c) for c in checks])
+        verdicts[cell.grade_id] = CellVerdict(
+            cell.grade_id, cell.points, passed, message, score, [asdict(c) for c in checks]
+        )
     return verdicts
 
 
 # --- grading one submission ---------------------------------------------------------------
+
 
 @dataclass
 class Session:
@@ -417,7 +443,7 @@ class Session:
 
     reference: Zygote
     student: Zygote
-    isolation: str          # "bwrap" or "process" (the reduced mode, asked for explicitly)
+    isolation: str  # "bwrap" or "process" (the reduced mode, asked for explicitly)
 
 
 def source_notebook(course: Course, assignment: str, notebook: str) -> Path:
@@ -448,16 +474,28 @@ def _store(course: Course, result: NotebookResult) -> NotebookResult:
     return result
 
 
-def grade_notebook(course: Course, assignment: str, student: str, source: Path, limits: Limits,
-                   session: Session, env: dict[str, str] | None = None, gpu: bool = False,
-                   regrade: bool = False) -> NotebookResult:
+def grade_notebook(
+    course: Course,
+    assignment: str,
+    student: str,
+    source: Path,
+    limits: Limits,
+    session: Session,
+    env: dict[str, str] | None = None,
+    gpu: bool = False,
+    regrade: bool = False,
+) -> NotebookResult:
     parts = [student, assignment, source.name]
     reference_sha = grading_digest(source)
     submission_sha = intake.fingerprint(str(course.submitted_dir), parts)
     if not regrade:
         cached = load_result(course.results_path(assignment, student, source.stem))
-        if (cached and cached.submission_sha256 == submission_sha and cached.reference_sha256 == reference_sha
-                and (course.intake_dir / student / assignment / source.name).exists()):
+        if (
+            cached
+            and cached.submission_sha256 == submission_sha
+            and cached.reference_sha256 == reference_sha
+            and (course.intake_dir / student / assignment / source.name).exists()
+        ):
             return cached
     source_nb = nbformat.read(source, as_version=4)
     try:
@@ -468,11 +506,26 @@ def grade_notebook(course: Course, assignment: str, student: str, source: Path, 
     write_intake(course, assignment, student, source_nb, student_nb, source.stem)
     if student_nb is None:
         plan = source_plan(source_nb)
-        verdicts = {c.grade_id: CellVerdict(c.grade_id, c.points, False, f"not graded: {unreadable}")
-                    for c in plan if c.role == "test"}
-        return _store(course, NotebookResult(assignment, student, source.stem, submission_sha, reference_sha,
-                                             session.isolation, 0.0, unreadable,
-                                             {k: asdict(v) for k, v in verdicts.items()}, failed=True))
+        verdicts = {
+            c.grade_id: CellVerdict(c.grade_id, c.points, False, f"not graded: {unreadable}")
+            for c in plan
+            if c.role == "test"
+        }
+        return _store(
+            course,
+            NotebookResult(
+                assignment,
+                student,
+                source.stem,
+                submission_sha,
+                reference_sha,
+                session.isolation,
+                0.0,
+                unreadable,
+                {k: asdict(v) for k, v in verdicts.items()},
+                failed=True,
+            ),
+        )
     plan = assemble(source_nb, student_nb)
     release = course.release_dir / assignment
     run = _run_student(plan, limits, session, release, env=env, gpu=gpu)
@@ -482,30 +535,60 @@ def grade_notebook(course: Course, assignment: str, student: str, source: Path, 
         raise GradingSetupError(f"{source} changed while it was being graded")
     reference = {**reference, "mistakes": mistake_captures(course, assignment, source, limits, session)}
     verdicts = decide(plan, run, reference)
-    answer_errors = {c.grade_id: run.cells[c.index].error for c in plan
-                     if c.role == "solution" and run.cells[c.index].error}
+    answer_errors = {
+        c.grade_id: run.cells[c.index].error for c in plan if c.role == "solution" and run.cells[c.index].error
+    }
     start_failed = run.fatal is not None and not any(r.status != "not_run" for r in run.cells.values())
-    return _store(course, NotebookResult(assignment, student, source.stem, submission_sha, reference_sha,
-                                         run.isolation, round(run.seconds, 3), run.fatal,
-                                         {k: asdict(v) for k, v in verdicts.items()}, answer_errors,
-                                         failed=run.violation or start_failed))
+    return _store(
+        course,
+        NotebookResult(
+            assignment,
+            student,
+            source.stem,
+            submission_sha,
+            reference_sha,
+            run.isolation,
+            round(run.seconds, 3),
+            run.fatal,
+            {k: asdict(v) for k, v in verdicts.items()},
+            answer_errors,
+            failed=run.violation or start_failed,
+        ),
+    )
 
 
-def _run_student(plan: list[PlannedCell], limits: Limits, session: Session, release: Path, env=None,
-                 gpu: bool = False) -> NotebookRun:
+def _run_student(
+    plan: list[PlannedCell], limits: Limits, session: Session, release: Path, env=None, gpu: bool = False
+) -> NotebookRun:
     """Run planned cells the way every submission runs: in the sandbox (or, in the reduced mode, in a
     temporary folder holding the assignment's data files, removed afterwards)."""
     data_dir = release if release.is_dir() else None
     cells = [(c.index, c.code) for c in plan]
     if session.isolation == "bwrap":
-        return run_cells(cells, mode="student", limits=limits, env=env, gpu=gpu, isolation="bwrap",
-                         data_dir=data_dir, zygote=session.student)
+        return run_cells(
+            cells,
+            mode="student",
+            limits=limits,
+            env=env,
+            gpu=gpu,
+            isolation="bwrap",
+            data_dir=data_dir,
+            zygote=session.student,
+        )
     with tempfile.TemporaryDirectory(prefix="gd_run_") as tmp:
         work = Path(tmp) / "work"
         if data_dir:
             shutil.copytree(data_dir, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-        return run_cells(cells, mode="student", limits=limits, env=env, gpu=gpu, isolation=session.isolation,
-                         workdir=work, zygote=session.student)
+        return run_cells(
+            cells,
+            mode="student",
+            limits=limits,
+            env=env,
+            gpu=gpu,
+            isolation=session.isolation,
+            workdir=work,
+            zygote=session.student,
+        )
 
 
 def failed_result(course: Course, assignment: str, student: str, source: Path, why: str) -> NotebookResult:
@@ -514,10 +597,14 @@ def failed_result(course: Course, assignment: str, student: str, source: Path, w
         plan = source_plan(nbformat.read(source, as_version=4))
     except Exception:  # noqa: BLE001
         plan = []
-    verdicts = {c.grade_id: asdict(CellVerdict(c.grade_id, c.points, False, f"not graded: {why}"))
-                for c in plan if c.role == "test"}
-    return NotebookResult(assignment, student, source.stem, "error", "error", "none", 0.0,
-                          f"grading error: {why}", verdicts, failed=True)
+    verdicts = {
+        c.grade_id: asdict(CellVerdict(c.grade_id, c.points, False, f"not graded: {why}"))
+        for c in plan
+        if c.role == "test"
+    }
+    return NotebookResult(
+        assignment, student, source.stem, "error", "error", "none", 0.0, f"grading error: {why}", verdicts, failed=True
+    )
 
 
 def gpu_slots(gpus: int | None, per_gpu: int) -> list[str | None]:
@@ -540,8 +627,7 @@ def open_session(course: Course, assignment: str, allow_reduced: bool = False, s
     except ValueError as err:
         raise GradingSetupError(str(err)) from None
     reference = Zygote(preload=preload, mode="reference", start=False)  # only if the cache is stale
-    student = Zygote(preload=preload, mode="student", forbidden=forbidden, sandbox=isolation == "bwrap",
-                     start=start)
+    student = Zygote(preload=preload, mode="student", forbidden=forbidden, sandbox=isolation == "bwrap", start=start)
     return Session(reference, student, isolation)
 
 
@@ -550,10 +636,20 @@ def close_session(session: Session) -> None:
         z.__exit__(None, None, None)
 
 
-def grade_class(course: Course, assignment: str, students: list[str] | None = None, workers: int = 2,
-                limits: Limits = Limits(), gpus: int = 0, per_gpu: int = 1, regrade: bool = False,
-                progress: bool = True, allow_reduced: bool = False, session: Session | None = None,
-                on_student_done=None) -> list[NotebookResult]:
+def grade_class(
+    course: Course,
+    assignment: str,
+    students: list[str] | None = None,
+    workers: int = 2,
+    limits: Limits = Limits(),
+    gpus: int = 0,
+    per_gpu: int = 1,
+    regrade: bool = False,
+    progress: bool = True,
+    allow_reduced: bool = False,
+    session: Session | None = None,
+    on_student_done=None,
+) -> list[NotebookResult]:
     """Phase 1 for a whole class, in parallel; returns one result per (student, notebook).
 
     Every notebook gets a result, whatever happens while grading it (``failed`` says which
@@ -565,8 +661,20 @@ def grade_class(course: Course, assignment: str, students: list[str] | None = No
     if session is None:
         own = open_session(course, assignment, allow_reduced)
         try:
-            return grade_class(course, assignment, students, workers, limits, gpus, per_gpu, regrade, progress,
-                               allow_reduced, own, on_student_done)
+            return grade_class(
+                course,
+                assignment,
+                students,
+                workers,
+                limits,
+                gpus,
+                per_gpu,
+                regrade,
+                progress,
+                allow_reduced,
+                own,
+                on_student_done,
+            )
         finally:
             close_session(own)
     jobs = [(s, src) for s in students for src in sources]
@@ -580,16 +688,22 @@ def grade_class(course: Course, assignment: str, students: list[str] | None = No
             slot = free.pop()
         try:
             device = slots[slot % len(slots)]
-            env = {} if device is None else {"CUDA_VISIBLE_DEVICES": device,
-                                              "GD_GRADER_GPU_FRACTION": f"{0.95 / per_gpu:.3f}"}
-            return grade_notebook(course, assignment, student, source, limits, session, env=env,
-                                  gpu=device is not None, regrade=regrade)
+            env = (
+                {}
+                if device is None
+                else {"CUDA_VISIBLE_DEVICES": device, "GD_GRADER_GPU_FRACTION": f"{0.95 / per_gpu:.3f}"}
+            )
+            return grade_notebook(
+                course, assignment, student, source, limits, session, env=env, gpu=device is not None, regrade=regrade
+            )
         except GradingSetupError:
             raise  # the instructor's side is broken: no student can be graded
         except Exception as err:  # noqa: BLE001 - one notebook's failure is that notebook's alone
             why = f"{type(err).__name__}: {err}"
-            print(f"[grader] grading {student}/{source.name} failed: {why}\n{traceback.format_exc()}",
-                  file=__import__("sys").stderr)
+            print(
+                f"[grader] grading {student}/{source.name} failed: {why}\n{traceback.format_exc()}",
+                file=__import__("sys").stderr,
+            )
             return _store(course, failed_result(course, assignment, student, source, why))
         finally:
             with lock:
@@ -602,13 +716,19 @@ def grade_class(course: Course, assignment: str, students: list[str] | None = No
     done: dict[str, list[NotebookResult]] = {}
     recording_errors: dict[str, str] = {}
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=len(jobs), desc=f"grading {assignment}", unit="nb", disable=not progress) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(jobs), desc=f"grading {assignment}", unit="nb", disable=not progress) as bar,
+    ):
         # the reference runs first, beside the first students (their verdicts wait for it)
-        stale = regrade or not all((course.cache_dir / "reference" / assignment / f"{s.stem}.json").exists()
-                                   for s in sources)
-        references = {pool.submit(reference_captures, course, assignment, src, limits, session.reference)
-                      for src in sources} if stale else set()
+        stale = regrade or not all(
+            (course.cache_dir / "reference" / assignment / f"{s.stem}.json").exists() for s in sources
+        )
+        references = (
+            {pool.submit(reference_captures, course, assignment, src, limits, session.reference) for src in sources}
+            if stale
+            else set()
+        )
         futures = [pool.submit(work, s, src) for s, src in jobs]
         try:
             for fut in as_completed([*references, *futures]):
@@ -630,10 +750,14 @@ def grade_class(course: Course, assignment: str, students: list[str] | None = No
     for r in results:
         if r.student in recording_errors:
             r.failed = True
-            r.fatal = (r.fatal + "; " if r.fatal else "") + f"not recorded in the gradebook: {recording_errors[r.student]}"
+            r.fatal = (
+                r.fatal + "; " if r.fatal else ""
+            ) + f"not recorded in the gradebook: {recording_errors[r.student]}"
     results.sort(key=lambda r: (r.student, r.notebook))
     elapsed = time.monotonic() - started
     if progress:
-        print(f"graded {len(results)} notebooks of {len(students)} students in {elapsed:.1f} s "
-              f"with {workers} workers (isolation: {session.isolation})")
+        print(
+            f"graded {len(results)} notebooks of {len(students)} students in {elapsed:.1f} s "
+            f"with {workers} workers (isolation: {session.isolation})"
+        )
     return results

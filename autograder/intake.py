@@ -14,6 +14,7 @@ Grade cells, their points and ids never come from a submission: the grader
 takes them from the instructor's source notebook and only the answer cells'
 text from here (:func:`autograder.grading.merged_cells`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,9 +45,11 @@ def _open_nofollow(path_parts: list[str], base: str) -> int:
                 raise SubmissionError("no submitted file") from None
             except OSError as err:
                 if err.errno in (40, 20):  # ELOOP: a symbolic link; ENOTDIR: a link to a folder, or a file
-                    raise SubmissionError(f"{'/'.join(path_parts[:i + 1])} is a symbolic link or not a "
-                                          "folder: submissions must be plain files") from None
-                raise SubmissionError(f"{'/'.join(path_parts[:i + 1])} cannot be opened ({err.strerror})") from None
+                    raise SubmissionError(
+                        f"{'/'.join(path_parts[: i + 1])} is a symbolic link or not a "
+                        "folder: submissions must be plain files"
+                    ) from None
+                raise SubmissionError(f"{'/'.join(path_parts[: i + 1])} cannot be opened ({err.strerror})") from None
             os.close(fd)
             fd = new
         return fd
@@ -63,11 +66,14 @@ def read_bytes(base: str, parts: list[str], max_bytes: int = MAX_NOTEBOOK_BYTES)
         if not stat.S_ISREG(st.st_mode):
             raise SubmissionError("the submitted notebook is not a regular file")
         if st.st_nlink != 1:
-            raise SubmissionError("the submitted notebook has more than one name (a hard link): "
-                                  "submissions must be plain files")
+            raise SubmissionError(
+                "the submitted notebook has more than one name (a hard link): submissions must be plain files"
+            )
         if st.st_size > max_bytes:
-            raise SubmissionError(f"the submitted notebook is larger than {max_bytes >> 20} MiB "
-                                  f"({st.st_size >> 20} MiB); clear large outputs and submit again")
+            raise SubmissionError(
+                f"the submitted notebook is larger than {max_bytes >> 20} MiB "
+                f"({st.st_size >> 20} MiB); clear large outputs and submit again"
+            )
         data = b""
         while len(data) <= max_bytes:
             chunk = os.read(fd, 1 << 20)
@@ -122,8 +128,10 @@ def parse_notebook(data: bytes):
         nb = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
     except Exception as err:  # noqa: BLE001 - nbformat's validation and conversion errors
-        raise SubmissionError(f"the submitted file is not a valid notebook ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
+        raise SubmissionError(
+            f"the submitted file is not a valid notebook ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''})"
+        ) from None
     return nb
 
 

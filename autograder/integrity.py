@@ -23,6 +23,7 @@ answers' remaining tokens that lie in matching passages; pairs and library match
 ranked, each with the matching lines side by side, in ``course/reports/A/integrity.html``
 (one self-contained page), ``integrity.csv``, and a short table on the terminal.
 """
+
 from __future__ import annotations
 
 import ast
@@ -42,25 +43,25 @@ from .course import Course
 from .fingerprint import Fingerprints, kgram_hashes, matching_blocks, normalize
 from .intake import MAX_NOTEBOOK_BYTES, SubmissionError, read_submission
 
-ADDED_CELLS = "added cells"   # the pseudo-question of code cells a student added
+ADDED_CELLS = "added cells"  # the pseudo-question of code cells a student added
 
 
 @dataclass(frozen=True)
 class IntegrityConfig:
     """How answers are compared. The defaults suit answers of 5 to 60 lines."""
 
-    k: int = 12                   # tokens per k-gram: shorter shared runs are never matches
-    window: int = 4               # winnowing window: every shared run of k + window - 1 tokens is found
-    threshold: float = 0.5        # a pair (or a library match) at or above this share is flagged
-    min_match_tokens: int = 20    # a question's match shorter than this (on both sides) counts as none
+    k: int = 12  # tokens per k-gram: shorter shared runs are never matches
+    window: int = 4  # winnowing window: every shared run of k + window - 1 tokens is found
+    threshold: float = 0.5  # a pair (or a library match) at or above this share is flagged
+    min_match_tokens: int = 20  # a question's match shorter than this (on both sides) counts as none
     common_fraction: float = 0.2  # passages shared by more than this share of the class are ignored ...
-    common_minimum: int = 10      # ... when that is more than this many students (MOSS's -m 10)
+    common_minimum: int = 10  # ... when that is more than this many students (MOSS's -m 10)
     library_idiom_files: int = 10  # library passages found in this many files are idioms, not sources
-    max_answer_chars: int = 100_000   # longer answers are cut (and the report says so)
-    max_bytes: int = MAX_NOTEBOOK_BYTES   # the grader's own bound (autograder.intake)
-    shown_below_threshold: int = 10   # unflagged pairs still listed (the nearest ones), for context
-    max_listed: int = 500         # rows of each table on the page (the CSV has every one)
-    max_detailed: int = 100       # pairs (and library matches) shown line by line on the page
+    max_answer_chars: int = 100_000  # longer answers are cut (and the report says so)
+    max_bytes: int = MAX_NOTEBOOK_BYTES  # the grader's own bound (autograder.intake)
+    shown_below_threshold: int = 10  # unflagged pairs still listed (the nearest ones), for context
+    max_listed: int = 500  # rows of each table on the page (the CSV has every one)
+    max_detailed: int = 100  # pairs (and library matches) shown line by line on the page
 
     def __post_init__(self):
         if self.k < 2 or self.window < 1:
@@ -73,19 +74,20 @@ class IntegrityConfig:
 
 # --- the assignment: questions, and what each student answered --------------------------------
 
+
 @dataclass
 class Question:
-    key: str             # grade_id (prefixed with the notebook when the assignment has several)
-    notebook: str        # file name of the notebook
+    key: str  # grade_id (prefixed with the notebook when the assignment has several)
+    notebook: str  # file name of the notebook
     grade_id: str | None
 
 
 @dataclass
 class Submission:
     student: str
-    answers: dict[str, str] = field(default_factory=dict)      # question key -> answer source
-    problems: dict[str, str] = field(default_factory=dict)     # notebook -> why it is unreadable / missing
-    truncated: list[str] = field(default_factory=list)         # question keys cut at max_answer_chars
+    answers: dict[str, str] = field(default_factory=dict)  # question key -> answer source
+    problems: dict[str, str] = field(default_factory=dict)  # notebook -> why it is unreadable / missing
+    truncated: list[str] = field(default_factory=list)  # question keys cut at max_answer_chars
 
 
 def _nbgrader_meta(cell) -> dict:
@@ -121,8 +123,7 @@ def load_questions(course: Course, assignment: str) -> tuple[list[Question], dic
                 other_ids[path.name].add(grade_id)
         release = course.release_dir / assignment / path.name
         if release.exists():
-            released.extend(_source_of(c) for c in nbformat.read(release, as_version=4).cells
-                            if c.cell_type == "code")
+            released.extend(_source_of(c) for c in nbformat.read(release, as_version=4).cells if c.cell_type == "code")
         else:  # nbgrader's release rule: each solution region becomes the stub
             released.extend(_stub(_source_of(c)) for c in nb.cells if c.cell_type == "code")
     questions.append(Question(ADDED_CELLS, "", None))
@@ -133,7 +134,7 @@ def _stub(source: str) -> str:
     out, inside = [], False
     for line in source.split("\n"):
         if line.strip().startswith("### BEGIN SOLUTION"):
-            indent = line[:len(line) - len(line.lstrip())]
+            indent = line[: len(line) - len(line.lstrip())]
             out += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"]
             inside = True
         elif line.strip().startswith("### END SOLUTION"):
@@ -143,8 +144,14 @@ def _stub(source: str) -> str:
     return "\n".join(out)
 
 
-def read_answers(course: Course, assignment: str, student: str, questions: list[Question],
-                 other_ids: dict[str, set[str]], config: IntegrityConfig) -> Submission:
+def read_answers(
+    course: Course,
+    assignment: str,
+    student: str,
+    questions: list[Question],
+    other_ids: dict[str, set[str]],
+    config: IntegrityConfig,
+) -> Submission:
     """A student's answer per question; a notebook that cannot be read is a problem, not an error."""
     submission = Submission(student)
     by_id = {(q.notebook, q.grade_id): q for q in questions if q.grade_id is not None}
@@ -166,11 +173,11 @@ def read_answers(course: Course, assignment: str, student: str, questions: list[
             if question is not None:
                 pieces[question.key].append(_source_of(cell))
             elif not (isinstance(grade_id, str) and grade_id in other_ids.get(notebook, ())):
-                pieces[ADDED_CELLS].append(_source_of(cell))   # given cells (setup, tests) are not answers
+                pieces[ADDED_CELLS].append(_source_of(cell))  # given cells (setup, tests) are not answers
     for key, parts in pieces.items():
         text = "\n\n".join(parts)
         if len(text) > config.max_answer_chars:
-            text = text[:config.max_answer_chars]
+            text = text[: config.max_answer_chars]
             submission.truncated.append(key)
         submission.answers[key] = text
     return submission
@@ -178,15 +185,16 @@ def read_answers(course: Course, assignment: str, student: str, questions: list[
 
 # --- the library's own source -------------------------------------------------------------------
 
+
 @dataclass
 class LibrarySegment:
-    name: str            # gd_lib.optim.adam.adam_update
-    where: str           # gd_lib/optim/adam.py:25
+    name: str  # gd_lib.optim.adam.adam_update
+    where: str  # gd_lib/optim/adam.py:25
     file: str
     fingerprints: Fingerprints
-    start: int           # token range of the segment in its file's tokens
+    start: int  # token range of the segment in its file's tokens
     stop: int
-    first_line: int      # line numbers of the segment in its file
+    first_line: int  # line numbers of the segment in its file
     last_line: int
 
     @property
@@ -244,7 +252,7 @@ class LibraryIndex:
                     self.by_hash[h].append(index)
 
     @classmethod
-    def build(cls, config: IntegrityConfig, sources: list[tuple[str, Path]] | None = None) -> "LibraryIndex":
+    def build(cls, config: IntegrityConfig, sources: list[tuple[str, Path]] | None = None) -> LibraryIndex:
         sources = library_sources() if sources is None else sources
         segments: list[LibrarySegment] = []
         files_with: dict[int, int] = defaultdict(int)
@@ -265,19 +273,20 @@ class LibraryIndex:
                 for h in whole.kept:
                     files_with[h] += 1
                 for name, first, last in _segments_of(tree, module):
-                    start = bisect.bisect_left(code.first_lines, first)    # first token on line >= first
-                    stop = bisect.bisect_right(code.first_lines, last)     # first token on a line > last
+                    start = bisect.bisect_left(code.first_lines, first)  # first token on line >= first
+                    stop = bisect.bisect_right(code.first_lines, last)  # first token on a line > last
                     if stop - start < config.k:
                         continue
-                    fp = Fingerprints.of(code, config.k, config.window, start=start,
-                                         stop=max(start, stop - config.k + 1), hashes=hashes)
-                    segments.append(LibrarySegment(name, f"{shown}:{first}", str(path), fp, start, stop,
-                                                   first, last))
+                    fp = Fingerprints.of(
+                        code, config.k, config.window, start=start, stop=max(start, stop - config.k + 1), hashes=hashes
+                    )
+                    segments.append(LibrarySegment(name, f"{shown}:{first}", str(path), fp, start, stop, first, last))
         idioms = {h for h, count in files_with.items() if count >= config.library_idiom_files}
         return cls(segments, idioms)
 
 
 # --- comparing -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Answer:
@@ -286,8 +295,8 @@ class Answer:
     student: str
     question: str
     fingerprints: Fingerprints
-    own: list[bool]          # tokens that count (not given code, not common passages)
-    kept: dict[int, list[int]] = field(default_factory=dict)   # fingerprints that count
+    own: list[bool]  # tokens that count (not given code, not common passages)
+    kept: dict[int, list[int]] = field(default_factory=dict)  # fingerprints that count
     _prefix: list[int] | None = field(default=None, repr=False)
 
     def set_own(self, own: list[bool]) -> None:
@@ -308,7 +317,7 @@ class Answer:
         size = len(self.own)
         total, run_start, run_stop = 0, 0, 0
         for p in sorted(p for h in shared for p in self.kept.get(h, ())):
-            if p > run_stop:                       # a new run of covered tokens
+            if p > run_stop:  # a new run of covered tokens
                 total += prefix[run_stop] - prefix[run_start]
                 run_start = p
             run_stop = max(run_stop, min(p + k, size))
@@ -358,11 +367,11 @@ class IntegrityReport:
     config: IntegrityConfig
     questions: list[str]
     submissions: list[Submission]
-    pairs: list[PairResult]                 # every pair with a match, most similar first
-    library: list[LibraryMatch]             # best library match per answer, largest share first
+    pairs: list[PairResult]  # every pair with a match, most similar first
+    library: list[LibraryMatch]  # best library match per answer, largest share first
     answers: dict[tuple[str, str], Answer]  # (student, question) -> answer, as pairs compare it
     library_answers: dict[tuple[str, str], Answer]  # the same, as the library compares it
-    common_cap: int                         # passages in more answers than this were ignored
+    common_cap: int  # passages in more answers than this were ignored
     library_segments: int
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
@@ -427,8 +436,9 @@ def _sharing_pairs(kept_sets: list) -> list[tuple[int, int]]:
             cols.append(vocabulary.setdefault(h, len(vocabulary)))
     if not vocabulary:
         return []
-    incidence = sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)),
-                                  shape=(len(kept_sets), len(vocabulary)))
+    incidence = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(len(kept_sets), len(vocabulary))
+    )
     shared = sparse.triu(incidence @ incidence.T, k=1).tocoo()
     return sorted(zip(shared.row.tolist(), shared.col.tolist()))
 
@@ -446,8 +456,9 @@ def _compare_pairs(answers, questions, config) -> list[PairResult]:
             covered_a, covered_b = answer_a.covered(shared), answer_b.covered(shared)
             if max(covered_a, covered_b) < config.min_match_tokens:
                 continue
-            matches[(a, b)][q] = QuestionMatch(q, covered_a, answer_a.own_tokens, covered_b,
-                                               answer_b.own_tokens, shared)
+            matches[(a, b)][q] = QuestionMatch(
+                q, covered_a, answer_a.own_tokens, covered_b, answer_b.own_tokens, shared
+            )
     pairs = []
     for (a, b), per_question in matches.items():
         covered = sum(m.covered_a + m.covered_b for m in per_question.values())
@@ -471,7 +482,7 @@ def _best_library_match(answer: Answer, library: LibraryIndex, config, baseline:
     for index, shared in per_segment.items():
         segment = library.segments[index]
         covered = answer.covered(shared)
-        key = (covered, -segment.size)       # most of the answer; then the most specific segment
+        key = (covered, -segment.size)  # most of the answer; then the most specific segment
         if best_key is None or key > best_key:
             best, best_key = LibraryMatch(answer.student, answer.question, segment, covered, own, shared), key
     if best is None or best.covered < config.min_match_tokens:
@@ -479,8 +490,13 @@ def _best_library_match(answer: Answer, library: LibraryIndex, config, baseline:
     return best
 
 
-def analyse(course: Course, assignment: str, config: IntegrityConfig = IntegrityConfig(),
-            library: LibraryIndex | None = None, progress: bool = False) -> IntegrityReport:
+def analyse(
+    course: Course,
+    assignment: str,
+    config: IntegrityConfig = IntegrityConfig(),
+    library: LibraryIndex | None = None,
+    progress: bool = False,
+) -> IntegrityReport:
     """Read every submission of ``assignment`` and compare (no file is written; see :func:`write_report`).
 
     ``report.timings`` holds the seconds of each phase (read, fingerprint, pairs, library).
@@ -501,17 +517,20 @@ def analyse(course: Course, assignment: str, config: IntegrityConfig = Integrity
     iterator = students
     if progress and students:
         from tqdm import tqdm
+
         iterator = tqdm(students, desc="reading submissions", unit="student", file=sys.stderr, leave=False)
     submissions = [read_answers(course, assignment, s, questions, other_ids, config) for s in iterator]
     # folders the grader does not read at all (linked, or names it does not accept), with its reason
-    submissions += [Submission(name, problems={"(folder)": why})
-                    for name, why in course.refused_students(assignment).items()]
+    submissions += [
+        Submission(name, problems={"(folder)": why}) for name, why in course.refused_students(assignment).items()
+    ]
     submissions.sort(key=lambda sub: sub.student)
     lap("read")
     answers = _fingerprint_answers(submissions, keys, released_hashes, config)
     # against the library, passages common in the class still count: a trick that spread is still a copy
-    library_answers = {key: Answer(a.student, a.question, a.fingerprints, list(a.own), dict(a.kept))
-                       for key, a in answers.items()}
+    library_answers = {
+        key: Answer(a.student, a.question, a.fingerprints, list(a.own), dict(a.kept)) for key, a in answers.items()
+    }
     cap, _ = _drop_common(answers, keys, config)
     if not any(question == ADDED_CELLS for _, question in answers):
         keys.remove(ADDED_CELLS)
@@ -520,12 +539,18 @@ def analyse(course: Course, assignment: str, config: IntegrityConfig = Integrity
     lap("pairs")
     library = LibraryIndex.build(config) if library is None else library
     baseline = solution_hashes(course, questions, assignment, config.k)
-    matches = [m for m in (_best_library_match(a, library, config, baseline.get(a.question, set()))
-                           for a in library_answers.values()) if m is not None]
+    matches = [
+        m
+        for m in (
+            _best_library_match(a, library, config, baseline.get(a.question, set())) for a in library_answers.values()
+        )
+        if m is not None
+    ]
     matches.sort(key=lambda m: (-m.share, m.student, m.question))
     lap("library")
-    report = IntegrityReport(assignment, config, keys, submissions, pairs, matches, answers, library_answers, cap,
-                             len(library.segments))
+    report = IntegrityReport(
+        assignment, config, keys, submissions, pairs, matches, answers, library_answers, cap, len(library.segments)
+    )
     report.timings = timings
     report.seconds = sum(timings.values())
     return report
@@ -550,6 +575,7 @@ def solution_hashes(course: Course, questions: list[Question], assignment: str, 
 
 # --- writing the report ----------------------------------------------------------------------------
 
+
 def _lines_of(fp: Fingerprints, start: int, stop: int, own: list[bool] | None = None, offset: int = 0) -> list[int]:
     """The source lines of tokens ``start..stop`` that count (all of them when ``own`` is None)."""
     lines: set[int] = set()
@@ -569,8 +595,10 @@ def pair_blocks(report: IntegrityReport, pair: PairResult, question: str) -> lis
     a, b = report.answers[(pair.a, question)], report.answers[(pair.b, question)]
     match = pair.questions[question]
     blocks = matching_blocks(a.fingerprints, b.fingerprints, match.shared, gap=report.config.window)
-    return _with_lines((_lines_of(a.fingerprints, a0, a1, a.own), _lines_of(b.fingerprints, b0, b1, b.own))
-                       for a0, a1, b0, b1 in blocks)
+    return _with_lines(
+        (_lines_of(a.fingerprints, a0, a1, a.own), _lines_of(b.fingerprints, b0, b1, b.own))
+        for a0, a1, b0, b1 in blocks
+    )
 
 
 def library_blocks(report: IntegrityReport, match: LibraryMatch) -> list[tuple[list[int], list[int]]]:
@@ -579,8 +607,10 @@ def library_blocks(report: IntegrityReport, match: LibraryMatch) -> list[tuple[l
     segment = match.segment
     blocks = matching_blocks(answer.fingerprints, segment.fingerprints, match.shared, gap=report.config.window)
     offset = segment.first_line - 1
-    return _with_lines((_lines_of(answer.fingerprints, a0, a1, answer.own),
-                        _lines_of(segment.fingerprints, b0, b1, None, offset)) for a0, a1, b0, b1 in blocks)
+    return _with_lines(
+        (_lines_of(answer.fingerprints, a0, a1, answer.own), _lines_of(segment.fingerprints, b0, b1, None, offset))
+        for a0, a1, b0, b1 in blocks
+    )
 
 
 def _spans(lines: list[int], offset: int = 0) -> str:
@@ -588,37 +618,49 @@ def _spans(lines: list[int], offset: int = 0) -> str:
 
 
 def _segment_source(segment: LibrarySegment) -> str:
-    return "\n".join(segment.fingerprints.code.source.split("\n")[segment.first_line - 1:segment.last_line])
+    return "\n".join(segment.fingerprints.code.source.split("\n")[segment.first_line - 1 : segment.last_line])
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def terminal_summary(report: IntegrityReport, html_path: Path | None = None, csv_path: Path | None = None,
-                     rows: int = 10) -> str:
+def terminal_summary(
+    report: IntegrityReport, html_path: Path | None = None, csv_path: Path | None = None, rows: int = 10
+) -> str:
     c = report.config
     unreadable = [s for s in report.submissions if s.problems]
-    lines = [f"integrity report for {report.assignment}: {len(report.submissions)} students, "
-             f"{len(unreadable)} with an unreadable or missing notebook; {len(report.pairs)} pairs share code, "
-             f"{len(report.flagged_pairs())} at or above {_pct(c.threshold)}"]
+    lines = [
+        f"integrity report for {report.assignment}: {len(report.submissions)} students, "
+        f"{len(unreadable)} with an unreadable or missing notebook; {len(report.pairs)} pairs share code, "
+        f"{len(report.flagged_pairs())} at or above {_pct(c.threshold)}"
+    ]
     table = [("rank", "student", "student", "similarity", "questions")]
     for rank, pair in enumerate(report.pairs[:rows], 1):
-        per = ", ".join(f"{q} {_pct(m.similarity)}" for q, m in
-                        sorted(pair.questions.items(), key=lambda kv: -kv[1].similarity))
-        table.append((str(rank), pair.a, pair.b, _pct(pair.similarity) + (" *" if pair.similarity >= c.threshold
-                                                                           else ""), per))
+        per = ", ".join(
+            f"{q} {_pct(m.similarity)}" for q, m in sorted(pair.questions.items(), key=lambda kv: -kv[1].similarity)
+        )
+        table.append(
+            (str(rank), pair.a, pair.b, _pct(pair.similarity) + (" *" if pair.similarity >= c.threshold else ""), per)
+        )
     if len(table) > 1:
         lines += ["", *_columns(table)]
     if report.library:
         table = [("student", "question", "share", "closest library source")]
         for m in report.library[:rows]:
-            table.append((m.student, m.question, _pct(m.share) + (" *" if m.share >= c.threshold else ""),
-                          f"{m.segment.name} ({m.segment.where})"))
+            table.append(
+                (
+                    m.student,
+                    m.question,
+                    _pct(m.share) + (" *" if m.share >= c.threshold else ""),
+                    f"{m.segment.name} ({m.segment.where})",
+                )
+            )
         lines += ["", "answers near library source:", *_columns(table)]
-    problems = [f"unreadable: {_printable(s.student)}: {_printable(why)}"
-                for s in unreadable for why in s.problems.values()]
-    lines += problems[:rows * 2]
+    problems = [
+        f"unreadable: {_printable(s.student)}: {_printable(why)}" for s in unreadable for why in s.problems.values()
+    ]
+    lines += problems[: rows * 2]
     if len(problems) > rows * 2:
         lines.append(f"... and {len(problems) - rows * 2} more unreadable notebooks (in the report)")
     lines.append(f"(* at or above the threshold {_pct(c.threshold)}; this report changes no score)")
@@ -643,12 +685,12 @@ def _columns(rows) -> list[str]:
 def shown_pairs(report: IntegrityReport) -> list[PairResult]:
     """The pairs the page lists: every flagged one and the nearest unflagged ones (at most max_listed)."""
     count = len(report.flagged_pairs()) + report.config.shown_below_threshold
-    return report.pairs[:min(count, report.config.max_listed)]
+    return report.pairs[: min(count, report.config.max_listed)]
 
 
 def shown_library(report: IntegrityReport) -> list[LibraryMatch]:
     count = len(report.flagged_library()) + report.config.shown_below_threshold
-    return report.library[:min(count, report.config.max_listed)]
+    return report.library[: min(count, report.config.max_listed)]
 
 
 def _csv_safe(value) -> str:
@@ -658,35 +700,79 @@ def _csv_safe(value) -> str:
 
 
 def write_csv(report: IntegrityReport, path: Path) -> None:
-    header = ["kind", "student", "other", "question", "similarity", "share_student", "share_other",
-              "lines_student", "lines_other", "flagged", "note"]
+    header = [
+        "kind",
+        "student",
+        "other",
+        "question",
+        "similarity",
+        "share_student",
+        "share_other",
+        "lines_student",
+        "lines_other",
+        "flagged",
+        "note",
+    ]
     rows = []
     threshold = report.config.threshold
     own_total: dict[str, int] = defaultdict(int)
     for (student, _), answer in report.answers.items():
         own_total[student] += answer.own_tokens
-    detailed = {(p.a, p.b) for p in shown_pairs(report)[:report.config.max_detailed]}
+    detailed = {(p.a, p.b) for p in shown_pairs(report)[: report.config.max_detailed]}
     for pair in report.pairs:
         covered_a = sum(m.covered_a for m in pair.questions.values())
         covered_b = sum(m.covered_b for m in pair.questions.values())
         own_a, own_b = own_total[pair.a], own_total[pair.b]
-        rows.append(["pair", pair.a, pair.b, "(all answers)", f"{pair.similarity:.3f}",
-                     f"{covered_a / own_a if own_a else 0:.3f}", f"{covered_b / own_b if own_b else 0:.3f}",
-                     "", "", int(pair.similarity >= threshold), ""])
+        rows.append(
+            [
+                "pair",
+                pair.a,
+                pair.b,
+                "(all answers)",
+                f"{pair.similarity:.3f}",
+                f"{covered_a / own_a if own_a else 0:.3f}",
+                f"{covered_b / own_b if own_b else 0:.3f}",
+                "",
+                "",
+                int(pair.similarity >= threshold),
+                "",
+            ]
+        )
         for q, m in sorted(pair.questions.items()):
             blocks = pair_blocks(report, pair, q) if (pair.a, pair.b) in detailed else []
-            rows.append(["pair-question", pair.a, pair.b, q, f"{m.similarity:.3f}",
-                         f"{m.covered_a / m.own_a if m.own_a else 0:.3f}",
-                         f"{m.covered_b / m.own_b if m.own_b else 0:.3f}",
-                         " ".join(_spans(x) for x, _ in blocks), " ".join(_spans(y) for _, y in blocks),
-                         int(m.similarity >= threshold), ""])
-    detailed_library = {id(m) for m in shown_library(report)[:report.config.max_detailed]}
+            rows.append(
+                [
+                    "pair-question",
+                    pair.a,
+                    pair.b,
+                    q,
+                    f"{m.similarity:.3f}",
+                    f"{m.covered_a / m.own_a if m.own_a else 0:.3f}",
+                    f"{m.covered_b / m.own_b if m.own_b else 0:.3f}",
+                    " ".join(_spans(x) for x, _ in blocks),
+                    " ".join(_spans(y) for _, y in blocks),
+                    int(m.similarity >= threshold),
+                    "",
+                ]
+            )
+    detailed_library = {id(m) for m in shown_library(report)[: report.config.max_detailed]}
     for m in report.library:
         blocks = library_blocks(report, m) if id(m) in detailed_library else []
-        rows.append(["library", m.student, m.segment.name, m.question, f"{m.share:.3f}", f"{m.share:.3f}", "",
-                     " ".join(_spans(x) for x, _ in blocks),
-                     " ".join(_spans(y, m.segment.first_line - 1) for _, y in blocks),
-                     int(m.share >= threshold), m.segment.where])
+        rows.append(
+            [
+                "library",
+                m.student,
+                m.segment.name,
+                m.question,
+                f"{m.share:.3f}",
+                f"{m.share:.3f}",
+                "",
+                " ".join(_spans(x) for x, _ in blocks),
+                " ".join(_spans(y, m.segment.first_line - 1) for _, y in blocks),
+                int(m.share >= threshold),
+                m.segment.where,
+            ]
+        )
     for s in report.submissions:
         for notebook, why in s.problems.items():
             rows.append(["unreadable", s.student, "", notebook, "", "", "", "", "", "", why])
@@ -707,11 +793,16 @@ def write_report(report: IntegrityReport, out_dir: Path) -> tuple[Path, Path]:
     return html_path, csv_path
 
 
-def run(course: Course, assignment: str, out: str | Path | None = None, threshold: float | None = None,
-        progress: bool = True) -> int:
+def run(
+    course: Course,
+    assignment: str,
+    out: str | Path | None = None,
+    threshold: float | None = None,
+    progress: bool = True,
+) -> int:
     """The ``integrity`` command: analyse, write the HTML and CSV, print the summary."""
     config = IntegrityConfig() if threshold is None else IntegrityConfig(threshold=threshold)
-    course.source_notebooks(assignment)   # FileNotFoundError (exit 2) for an unknown assignment
+    course.source_notebooks(assignment)  # FileNotFoundError (exit 2) for an unknown assignment
     if not course.students(assignment) and not course.refused_students(assignment):
         print(f"no submissions in {course.submitted_dir}/*/{assignment}", file=sys.stderr)
         return 1
@@ -722,5 +813,14 @@ def run(course: Course, assignment: str, out: str | Path | None = None, threshol
     return 0
 
 
-__all__ = ["IntegrityConfig", "IntegrityReport", "LibraryIndex", "analyse", "write_report", "run",
-           "terminal_summary", "read_answers", "load_questions"]
+__all__ = [
+    "IntegrityConfig",
+    "IntegrityReport",
+    "LibraryIndex",
+    "analyse",
+    "write_report",
+    "run",
+    "terminal_summary",
+    "read_answers",
+    "load_questions",
+]

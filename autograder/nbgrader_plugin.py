@@ -19,6 +19,7 @@ graded cell in the grader's process.
 A result that is missing or out of date (the formgrader's *Autograde* button) is
 computed on the spot, in the same sandbox as ``make autograde``.
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -49,9 +50,14 @@ class _GradingOptions(NbGraderPreprocessor):
         if is_current(course, assignment, student, source):
             return course, source, load_result(course.results_path(assignment, student, notebook))
         from .grading import close_session, grade_notebook, open_session
-        limits = Limits(cell_timeout_s=self.cell_timeout, notebook_timeout_s=self.notebook_timeout,
-                        memory_bytes=int(self.memory_gib * (1 << 30)), max_processes=self.max_processes,
-                        work_bytes=int(self.work_gib * (1 << 30)))
+
+        limits = Limits(
+            cell_timeout_s=self.cell_timeout,
+            notebook_timeout_s=self.notebook_timeout,
+            memory_bytes=int(self.memory_gib * (1 << 30)),
+            max_processes=self.max_processes,
+            work_bytes=int(self.work_gib * (1 << 30)),
+        )
         session = open_session(course, assignment, allow_reduced=self.allow_reduced_isolation)
         try:
             return course, source, grade_notebook(course, assignment, student, Path(source), limits, session)
@@ -74,8 +80,14 @@ WIDTH = 96
 
 
 def _wrap(text: str, indent: str = "", first: str = "") -> list[str]:
-    return textwrap.wrap(text, width=WIDTH, initial_indent=first or indent, subsequent_indent=indent + "    ",
-                         break_long_words=True, break_on_hyphens=False) or [first or indent]
+    return textwrap.wrap(
+        text,
+        width=WIDTH,
+        initial_indent=first or indent,
+        subsequent_indent=indent + "    ",
+        break_long_words=True,
+        break_on_hyphens=False,
+    ) or [first or indent]
 
 
 def verdict_lines(verdict: dict) -> list[str]:
@@ -91,8 +103,9 @@ def verdict_lines(verdict: dict) -> list[str]:
             continue
         lines += _wrap(check["message"], indent="    ", first=f"  ✘ {check['name']}: ")
         if check.get("mistake"):
-            lines += _wrap(f"This is what a classic mistake gives: {check['mistake']}.", indent="      ",
-                           first="      → ")
+            lines += _wrap(
+                f"This is what a classic mistake gives: {check['mistake']}.", indent="      ", first="      → "
+            )
     return lines
 
 
@@ -117,11 +130,11 @@ class ApplySandboxedResults(_GradingOptions):
                     cell.outputs.append(new_output("stream", name="stdout", text="\n".join(lines) + "\n"))
                 elif score > 0:  # nbgrader takes a number a grade cell outputs as its partial credit
                     cell.outputs.append(new_output("stream", name="stdout", text="\n".join(lines) + "\n"))
-                    cell.outputs.append(new_output("execute_result", data={"text/plain": f"{score:g}"},
-                                                   execution_count=None))
+                    cell.outputs.append(
+                        new_output("execute_result", data={"text/plain": f"{score:g}"}, execution_count=None)
+                    )
                 else:
-                    cell.outputs.append(new_output("error", ename="TestFailed", evalue=lines[0],
-                                                   traceback=lines))
+                    cell.outputs.append(new_output("error", ename="TestFailed", evalue=lines[0], traceback=lines))
             elif gid in result.answer_errors:
                 text = _wrap(f"this cell raised {result.answer_errors[gid]}", first="[grader] ")
                 cell.outputs.append(new_output("stream", name="stdout", text="\n".join(text) + "\n"))

@@ -27,6 +27,7 @@ yet are named. Flags: a check nobody passes (a broken test, or a question nobody
 check everybody passes (it tells no one apart), and a hidden check that fails far more often than
 the public checks of its question (a hint that the public tests miss something the question asks).
 """
+
 from __future__ import annotations
 
 import base64
@@ -50,22 +51,28 @@ from pathlib import Path
 
 from .course import Course, grading_digest, load_result
 
-COURSE_ID = "guided-descent"   # c.CourseDirectory.course_id in course/nbgrader_config.py
+COURSE_ID = "guided-descent"  # c.CourseDirectory.course_id in course/nbgrader_config.py
 AUTOGRADED = ("public", "hidden", "mixed")
 HIDDEN_REGION = re.compile(r"### BEGIN HIDDEN TESTS.*?(?:### END HIDDEN TESTS|\Z)", re.S)
 POINTS_SUFFIX = re.compile(r"\s*\(\s*\d+(?:\.\d+)?\s*points?[^)]*\)\s*$")
 # the Okabe–Ito palette (distinguishable under the common colour-vision deficiencies)
-COLOURS = {"public": "#0072B2", "hidden": "#E69F00", "mixed": "#999999", "manual": "#009E73",
-           "pending": "#D55E00", "complete": "#0072B2"}
+COLOURS = {
+    "public": "#0072B2",
+    "hidden": "#E69F00",
+    "mixed": "#999999",
+    "manual": "#009E73",
+    "pending": "#D55E00",
+    "complete": "#0072B2",
+}
 
 
 @dataclass(frozen=True)
 class ReportConfig:
     """When a check is flagged."""
 
-    hidden_gap: float = 0.25      # a hidden check failing this much more often than its question's public checks ...
+    hidden_gap: float = 0.25  # a hidden check failing this much more often than its question's public checks ...
     hidden_gap_students: int = 2  # ... by at least this many students who pass every public check of the question
-    max_table_rows: int = 2000    # rows of a table on the page (the CSV has every check)
+    max_table_rows: int = 2000  # rows of a table on the page (the CSV has every check)
 
     def __post_init__(self):
         if not 0.0 < self.hidden_gap <= 1.0:
@@ -76,13 +83,14 @@ class ReportConfig:
 
 # --- the assignment: questions and their graded cells (from the source notebooks) ----------------
 
+
 @dataclass(frozen=True)
 class GradedCell:
-    notebook: str       # the notebook's name without .ipynb
+    notebook: str  # the notebook's name without .ipynb
     grade_id: str
-    question: str       # the question's title
+    question: str  # the question's title
     points: float
-    kind: str           # "public", "hidden", "mixed" (autograded tests), "manual" (graded by hand), "task"
+    kind: str  # "public", "hidden", "mixed" (autograded tests), "manual" (graded by hand), "task"
 
     @property
     def autograded(self) -> bool:
@@ -94,7 +102,7 @@ class Question:
     title: str
     notebook: str
     cells: list[GradedCell] = field(default_factory=list)
-    answers: list[str] = field(default_factory=list)   # grade ids of its answer cells (mistakes point at these)
+    answers: list[str] = field(default_factory=list)  # grade ids of its answer cells (mistakes point at these)
 
     @property
     def auto_points(self) -> float:
@@ -117,11 +125,11 @@ def heading_title(markdown: str) -> str | None:
     if not first.startswith("#"):
         return None
     title = POINTS_SUFFIX.sub("", first.lstrip("#").strip())
-    return re.sub(r"`|\*\*|__", "", title).strip() or None    # code and bold marks: the page shows plain text
+    return re.sub(r"`|\*\*|__", "", title).strip() or None  # code and bold marks: the page shows plain text
 
 
 def kind_of_tests(source: str) -> str:
-    """"public" (no hidden region), "hidden" (every check in a hidden region) or "mixed"."""
+    """ "public" (no hidden region), "hidden" (every check in a hidden region) or "mixed"."""
     outside = HIDDEN_REGION.sub("", source)
     if outside == source:
         return "public"
@@ -131,7 +139,7 @@ def kind_of_tests(source: str) -> str:
 
 def load_questions(course: Course, assignment: str) -> list[Question]:
     """The questions of the assignment's source notebooks, in order, each with its graded cells."""
-    notebooks = course.source_notebooks(assignment)     # FileNotFoundError for an unknown assignment
+    notebooks = course.source_notebooks(assignment)  # FileNotFoundError for an unknown assignment
     questions: dict[tuple[str, str], Question] = {}
     for path in notebooks:
         nb = json.loads(path.read_text(encoding="utf-8"))
@@ -146,8 +154,7 @@ def load_questions(course: Course, assignment: str) -> list[Question]:
             gid = meta.get("grade_id") or f"cell {index}"
             if not (meta.get("grade") or meta.get("solution") or meta.get("task")):
                 continue
-            question = questions.setdefault((path.stem, title or gid),
-                                            Question(prefix + (title or gid), path.stem))
+            question = questions.setdefault((path.stem, title or gid), Question(prefix + (title or gid), path.stem))
             if meta.get("solution") and not meta.get("grade"):
                 question.answers.append(gid)
                 continue
@@ -179,6 +186,7 @@ def load_catalogue(course: Course, assignment: str) -> tuple[dict, str | None]:
 
 # --- what was graded: the grader's results, and the gradebook ---------------------------------------
 
+
 def _plain_folders(folder: Path) -> list[str]:
     try:
         names = sorted(os.listdir(folder))
@@ -191,7 +199,7 @@ def _plain_folders(folder: Path) -> list[str]:
 class GradeEntry:
     score: float
     max_score: float
-    pending: bool      # nbgrader still needs a manual grade for it
+    pending: bool  # nbgrader still needs a manual grade for it
 
 
 @dataclass
@@ -199,10 +207,10 @@ class Submission:
     """One student's submission of the assignment as nbgrader's gradebook holds it."""
 
     student: str
-    raw: float                 # autograded + hand-graded points
+    raw: float  # autograded + hand-graded points
     max_score: float
-    penalty: float             # late-submission penalty
-    grades: dict[tuple[str, str], GradeEntry] = field(default_factory=dict)   # (notebook, grade id)
+    penalty: float  # late-submission penalty
+    grades: dict[tuple[str, str], GradeEntry] = field(default_factory=dict)  # (notebook, grade id)
 
     @property
     def final(self) -> float:
@@ -222,7 +230,7 @@ def read_gradebook(course: Course, assignment: str) -> tuple[dict[str, Submissio
     if not course.gradebook.exists():
         return None, f"no gradebook ({course.gradebook}): final scores are not known"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")    # SQLAlchemy's deprecation warnings: nothing to act on here
+        warnings.simplefilter("ignore")  # SQLAlchemy's deprecation warnings: nothing to act on here
         from nbgrader.api import Gradebook, MissingEntry
 
         with tempfile.TemporaryDirectory(prefix="gd_report_") as tmp:
@@ -246,25 +254,31 @@ def read_gradebook(course: Course, assignment: str) -> tuple[dict[str, Submissio
                     return None, f"the gradebook does not know {assignment} (not released or not graded yet)"
                 out = {}
                 for sub in gb.assignment_submissions(assignment):
-                    entry = Submission(sub.student.id, float(sub.score or 0), float(sub.max_score or 0),
-                                       float(sub.late_submission_penalty or 0))
+                    entry = Submission(
+                        sub.student.id,
+                        float(sub.score or 0),
+                        float(sub.max_score or 0),
+                        float(sub.late_submission_penalty or 0),
+                    )
                     for notebook in sub.notebooks:
                         for grade in notebook.grades:
                             entry.grades[notebook.name, grade.name] = GradeEntry(
-                                float(grade.score or 0), float(grade.max_score or 0), bool(grade.needs_manual_grade))
+                                float(grade.score or 0), float(grade.max_score or 0), bool(grade.needs_manual_grade)
+                            )
                     out[entry.student] = entry
     return out, f"final scores from the gradebook ({len(out)} submissions)"
 
 
 # --- the analysis ---------------------------------------------------------------------------------
 
+
 @dataclass
 class CheckStat:
     cell: GradedCell
     name: str
     points: float
-    outcomes: dict[str, bool] = field(default_factory=dict)     # student -> passed
-    mistakes: Counter = field(default_factory=Counter)          # mistake name -> students diagnosed here
+    outcomes: dict[str, bool] = field(default_factory=dict)  # student -> passed
+    mistakes: Counter = field(default_factory=Counter)  # mistake name -> students diagnosed here
     flags: list[str] = field(default_factory=list)
 
     @property
@@ -283,7 +297,7 @@ class CheckStat:
 @dataclass
 class QuestionStat:
     question: Question
-    scores: dict[str, float] = field(default_factory=dict)     # student -> autograded points of the question
+    scores: dict[str, float] = field(default_factory=dict)  # student -> autograded points of the question
 
     @property
     def students(self) -> int:
@@ -303,7 +317,7 @@ class MistakeStat:
     name: str
     says: str
     question: str | None
-    hidden: bool                 # caught by hidden tests alone, on purpose
+    hidden: bool  # caught by hidden tests alone, on purpose
     in_catalogue: bool
     students: set[str] = field(default_factory=set)
     checks: set[str] = field(default_factory=set)
@@ -312,19 +326,19 @@ class MistakeStat:
 @dataclass
 class ManualStat:
     cell: GradedCell
-    scores: dict[str, float] = field(default_factory=dict)   # graded by hand
-    pending: list[str] = field(default_factory=list)          # awaiting a manual grade
+    scores: dict[str, float] = field(default_factory=dict)  # graded by hand
+    pending: list[str] = field(default_factory=list)  # awaiting a manual grade
 
 
 @dataclass
 class StudentRow:
     student: str
-    auto_score: float | None = None     # the grader's points (None: no normal result)
+    auto_score: float | None = None  # the grader's points (None: no normal result)
     auto_max: float = 0.0
     submission: Submission | None = None
-    problems: list[str] = field(default_factory=list)   # why not graded normally
-    pending: list[str] = field(default_factory=list)    # questions awaiting manual grading
-    notes: list[str] = field(default_factory=list)      # anything else to know (e.g. not in the gradebook)
+    problems: list[str] = field(default_factory=list)  # why not graded normally
+    pending: list[str] = field(default_factory=list)  # questions awaiting manual grading
+    notes: list[str] = field(default_factory=list)  # anything else to know (e.g. not in the gradebook)
 
     @property
     def normal(self) -> bool:
@@ -351,7 +365,7 @@ class ItemAnalysis:
     notes: list[str]
     auto_max: float
     max_score: float | None
-    results_read: int       # result files found (failed ones included)
+    results_read: int  # result files found (failed ones included)
 
     def normal(self) -> list[StudentRow]:
         return [s for s in self.students if s.normal]
@@ -373,12 +387,25 @@ def _describe(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
     q1, median, q3 = np.percentile(values, [25, 50, 75])
-    return {"n": len(values), "mean": float(np.mean(values)), "median": float(median), "q1": float(q1),
-            "q3": float(q3), "min": float(min(values)), "max": float(max(values))}
+    return {
+        "n": len(values),
+        "mean": float(np.mean(values)),
+        "median": float(median),
+        "q1": float(q1),
+        "q3": float(q3),
+        "min": float(min(values)),
+        "max": float(max(values)),
+    }
 
 
-def _read_results(course: Course, assignment: str, questions: list[Question], notebooks: list[Path],
-                  rows: dict[str, StudentRow], notes: list[str]) -> tuple[dict[str, dict[str, dict]], int]:
+def _read_results(
+    course: Course,
+    assignment: str,
+    questions: list[Question],
+    notebooks: list[Path],
+    rows: dict[str, StudentRow],
+    notes: list[str],
+) -> tuple[dict[str, dict[str, dict]], int]:
     """({student: {notebook: result's cells}} of the normally graded notebooks, result files found); the
     rest become the students' problems."""
     results_dir = course.cache_dir / "results" / assignment
@@ -397,9 +424,14 @@ def _read_results(course: Course, assignment: str, questions: list[Question], no
             result = load_result(path) if path.is_file() else None
             read += path.exists()
             if result is None:
-                row.problems.append(f"no result for {source.name}: "
-                                    + ("it is unreadable or from another grader version (run make autograde again)"
-                                       if path.exists() else "not graded yet (run make autograde)"))
+                row.problems.append(
+                    f"no result for {source.name}: "
+                    + (
+                        "it is unreadable or from another grader version (run make autograde again)"
+                        if path.exists()
+                        else "not graded yet (run make autograde)"
+                    )
+                )
                 continue
             if result.failed:
                 row.problems.append(f"{source.name} not graded normally: {result.fatal or 'no reason recorded'}")
@@ -408,13 +440,16 @@ def _read_results(course: Course, assignment: str, questions: list[Question], no
                 stale.append(student)
             cells_of.setdefault(student, {})[source.stem] = {k: v for k, v in result.cells.items() if k in known}
     if stale:
-        notes.append(f"the results of {len(set(stale))} student(s) were graded against an older version of the "
-                     f"source notebook or its mistakes.json: run make autograde A={assignment} again to refresh them")
+        notes.append(
+            f"the results of {len(set(stale))} student(s) were graded against an older version of the "
+            f"source notebook or its mistakes.json: run make autograde A={assignment} again to refresh them"
+        )
     return cells_of, read
 
 
-def _check_stats(questions: list[Question], cells_of: dict[str, dict[str, dict]], catalogue: dict,
-                 rows: dict[str, StudentRow]) -> tuple[list[QuestionStat], list[CheckStat], dict[str, MistakeStat]]:
+def _check_stats(
+    questions: list[Question], cells_of: dict[str, dict[str, dict]], catalogue: dict, rows: dict[str, StudentRow]
+) -> tuple[list[QuestionStat], list[CheckStat], dict[str, MistakeStat]]:
     question_of_answer = {(q.notebook, a): q.title for q in questions for a in q.answers}
     by_says: dict[str, list[str]] = {}
     mistakes: dict[str, MistakeStat] = {}
@@ -422,17 +457,22 @@ def _check_stats(questions: list[Question], cells_of: dict[str, dict[str, dict]]
     for name, entry in catalogue.items():
         says = str(entry.get("says", name))
         by_says.setdefault(says, []).append(name)
-        where = [question_of_answer[nb, entry.get("cell")] for nb in sorted(notebooks)
-                 if (nb, entry.get("cell")) in question_of_answer]
+        where = [
+            question_of_answer[nb, entry.get("cell")]
+            for nb in sorted(notebooks)
+            if (nb, entry.get("cell")) in question_of_answer
+        ]
         mistakes[name] = MistakeStat(name, says, where[0] if where else None, bool(entry.get("hidden")), True)
-    checks: dict[tuple[str, str, str], CheckStat] = {}   # in the order of the cells, then of first appearance
+    checks: dict[tuple[str, str, str], CheckStat] = {}  # in the order of the cells, then of first appearance
     for q in questions:
         for cell in q.cells:
             for student_cells in cells_of.values():
                 verdict = student_cells.get(cell.notebook, {}).get(cell.grade_id)
                 for check in (verdict or {}).get("checks", []):
-                    checks.setdefault((cell.notebook, cell.grade_id, check["name"]),
-                                      CheckStat(cell, check["name"], float(check.get("points", 0))))
+                    checks.setdefault(
+                        (cell.notebook, cell.grade_id, check["name"]),
+                        CheckStat(cell, check["name"], float(check.get("points", 0))),
+                    )
     question_stats = [QuestionStat(q) for q in questions]
     for student, notebooks_cells in cells_of.items():
         row = rows[student]
@@ -485,9 +525,11 @@ def _flag(checks: list[CheckStat], config: ReportConfig) -> None:
             slipped = sum(1 for s in passed_public if c.outcomes.get(s) is False)
             fail = 1 - c.rate
             if fail - public_fail >= config.hidden_gap and slipped >= config.hidden_gap_students:
-                c.flags.append(f"fails {100 * fail:.0f}% of the class against {100 * public_fail:.0f}% for the "
-                               f"public checks of its question; {slipped} students pass every public check and "
-                               f"fail this one: the public tests may miss something the question asks")
+                c.flags.append(
+                    f"fails {100 * fail:.0f}% of the class against {100 * public_fail:.0f}% for the "
+                    f"public checks of its question; {slipped} students pass every public check and "
+                    f"fail this one: the public tests may miss something the question asks"
+                )
 
 
 def analyse(course: Course, assignment: str, config: ReportConfig = ReportConfig()) -> ItemAnalysis:
@@ -524,8 +566,10 @@ def analyse(course: Course, assignment: str, config: ReportConfig = ReportConfig
                     m.scores[student] = grade.score
         for row in rows.values():
             if row.submission is None and row.auto_score is not None:
-                row.notes.append("graded, but not in the gradebook (recording failed, or the grader ran without "
-                                 "recording: run make autograde again)")
+                row.notes.append(
+                    "graded, but not in the gradebook (recording failed, or the grader ran without "
+                    "recording: run make autograde again)"
+                )
     for row in rows.values():
         if row.auto_score is None and not row.problems:
             row.problems.append("no results from the grader (only the gradebook has a submission)")
@@ -534,11 +578,25 @@ def analyse(course: Course, assignment: str, config: ReportConfig = ReportConfig
     students = sorted(rows.values(), key=StudentRow.sort_key)
     checks.sort(key=lambda c: (c.rate if c.students else 2.0, c.cell.question, c.name))
     mistake_list = sorted(mistakes.values(), key=lambda m: (-len(m.students), not m.in_catalogue, m.name))
-    return ItemAnalysis(assignment, config, question_stats, checks, mistake_list, catalogue_note, manual, students,
-                        gradebook_note, notes, auto_max, max_score, results_read)
+    return ItemAnalysis(
+        assignment,
+        config,
+        question_stats,
+        checks,
+        mistake_list,
+        catalogue_note,
+        manual,
+        students,
+        gradebook_note,
+        notes,
+        auto_max,
+        max_score,
+        results_read,
+    )
 
 
 # --- figures (matplotlib, PNG data URIs) -----------------------------------------------------------
+
 
 @contextmanager
 def course_style():
@@ -550,9 +608,18 @@ def course_style():
         try:
             from gd_lib.plotting import use_course_style
         except ImportError:
-            matplotlib.rcParams.update({"figure.dpi": 150, "savefig.dpi": 150, "figure.constrained_layout.use": True,
-                                        "font.size": 11, "axes.spines.top": False, "axes.spines.right": False,
-                                        "axes.grid": True, "grid.alpha": 0.3})
+            matplotlib.rcParams.update(
+                {
+                    "figure.dpi": 150,
+                    "savefig.dpi": 150,
+                    "figure.constrained_layout.use": True,
+                    "font.size": 11,
+                    "axes.spines.top": False,
+                    "axes.spines.right": False,
+                    "axes.grid": True,
+                    "grid.alpha": 0.3,
+                }
+            )
         else:
             use_course_style()
         yield
@@ -565,23 +632,25 @@ def _figure(width: float, height: float, ncols: int = 1):
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     for ax in axes:
-        ax.set_axisbelow(True)   # grid lines behind the bars
+        ax.set_axisbelow(True)  # grid lines behind the bars
     return fig, axes
 
 
-CSS_PX_PER_INCH = 96   # a figure is shown at its size in inches, sharp on high-density screens (150 dpi)
+CSS_PX_PER_INCH = 96  # a figure is shown at its size in inches, sharp on high-density screens (150 dpi)
 
 
 def _embedded(fig) -> tuple[str, int]:
     """(PNG data URI, width in CSS pixels) of a figure."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
-    return ("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
-            round(fig.get_figwidth() * CSS_PX_PER_INCH))
+    return (
+        "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
+        round(fig.get_figwidth() * CSS_PX_PER_INCH),
+    )
 
 
 def _short(text: str, limit: int = 48) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def score_histogram(analysis: ItemAnalysis):
@@ -599,12 +668,24 @@ def score_histogram(analysis: ItemAnalysis):
     width = max(1.0, float(np.ceil(top / 25)))
     edges = np.arange(0.0, top + width + 1e-9, width)
     fig, (ax,) = _figure(7.0, 3.6)
-    ax.hist([complete, pending], bins=edges, stacked=True, color=[COLOURS["complete"], COLOURS["pending"]],
-            label=["grading complete", "awaiting manual grading"], edgecolor="white", linewidth=0.6)
+    ax.hist(
+        [complete, pending],
+        bins=edges,
+        stacked=True,
+        color=[COLOURS["complete"], COLOURS["pending"]],
+        label=["grading complete", "awaiting manual grading"],
+        edgecolor="white",
+        linewidth=0.6,
+    )
     values = complete + pending
     if values:
-        ax.axvline(float(np.median(values)), color="black", linestyle="--", linewidth=1.2,
-                   label=f"median {np.median(values):.4g}")
+        ax.axvline(
+            float(np.median(values)),
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"median {np.median(values):.4g}",
+        )
     ax.set_xlabel(f"{what}, out of {top:g} points")
     ax.set_ylabel("students")
     ax.set_xlim(0, edges[-1])
@@ -618,7 +699,7 @@ def _barh(labels, values, colours, xlabel, ylabel, *, xlim=None, annotate=None):
     y = range(len(labels))
     ax.barh(list(y), values, color=colours)
     ax.set_yticks(list(y), labels)
-    ax.set_ylim(len(labels) - 0.4, -0.6)   # first row on top, no empty margin
+    ax.set_ylim(len(labels) - 0.4, -0.6)  # first row on top, no empty margin
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if xlim is not None:
@@ -641,16 +722,27 @@ def _legend(fig, entries) -> None:
     """The colours' key above the axes, where it covers no bar."""
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color=colour, label=label) for label, colour in entries], loc="outside upper center",
-               ncols=len(entries), frameon=False, fontsize=9)
+    fig.legend(
+        handles=[Patch(color=colour, label=label) for label, colour in entries],
+        loc="outside upper center",
+        ncols=len(entries),
+        frameon=False,
+        fontsize=9,
+    )
 
 
 def check_chart(analysis: ItemAnalysis):
     shown = [c for c in analysis.checks if c.students]
     labels = [f"{question_label(c.cell.question)} · {_short(c.name, 40)}" for c in shown]
-    fig, ax = _barh(labels, [100 * c.rate for c in shown], [COLOURS[c.cell.kind] for c in shown],
-                    "students who pass the check (%)", "question · check", xlim=(0, 112),
-                    annotate=[f"{c.passed}/{c.students}" + (" ⚑" if c.flags else "") for c in shown])
+    fig, ax = _barh(
+        labels,
+        [100 * c.rate for c in shown],
+        [COLOURS[c.cell.kind] for c in shown],
+        "students who pass the check (%)",
+        "question · check",
+        xlim=(0, 112),
+        annotate=[f"{c.passed}/{c.students}" + (" ⚑" if c.flags else "") for c in shown],
+    )
     for tick, c in zip(ax.get_yticklabels(), shown):
         if c.flags:
             tick.set_color(COLOURS["pending"])
@@ -664,16 +756,34 @@ def question_chart(analysis: ItemAnalysis):
     rows = []
     for qs in analysis.questions:
         if qs.question.auto_points and qs.students:
-            rows.append((qs.question.title, 100 * qs.mean / qs.question.auto_points, "public",
-                         f"{qs.full_marks}/{qs.students} full marks"))
+            rows.append(
+                (
+                    qs.question.title,
+                    100 * qs.mean / qs.question.auto_points,
+                    "public",
+                    f"{qs.full_marks}/{qs.students} full marks",
+                )
+            )
     for m in analysis.manual:
         if m.scores and m.cell.points:
-            rows.append((f"{m.cell.question} (by hand)", 100 * statistics.fmean(m.scores.values()) / m.cell.points,
-                         "manual", f"{len(m.scores)} graded"))
+            rows.append(
+                (
+                    f"{m.cell.question} (by hand)",
+                    100 * statistics.fmean(m.scores.values()) / m.cell.points,
+                    "manual",
+                    f"{len(m.scores)} graded",
+                )
+            )
     rows.sort(key=lambda r: r[1])
-    fig, ax = _barh([_short(r[0]) for r in rows], [r[1] for r in rows],
-                    [COLOURS[r[2]] for r in rows], "mean score (% of the question's points)", "question", xlim=(0, 125),
-                    annotate=[r[3] for r in rows])
+    fig, ax = _barh(
+        [_short(r[0]) for r in rows],
+        [r[1] for r in rows],
+        [COLOURS[r[2]] for r in rows],
+        "mean score (% of the question's points)",
+        "question",
+        xlim=(0, 125),
+        annotate=[r[3] for r in rows],
+    )
     _legend(fig, [("autograded", COLOURS["public"]), ("graded by hand", COLOURS["manual"])])
     ax.set_title("questions, hardest first", fontsize=11)
     return fig
@@ -681,16 +791,24 @@ def question_chart(analysis: ItemAnalysis):
 
 def mistake_chart(analysis: ItemAnalysis):
     shown = analysis.mistakes
-    fig, ax = _barh([_short(m.name) for m in shown], [len(m.students) for m in shown],
-                    [COLOURS["mixed"] if not m.in_catalogue else COLOURS["hidden"] if m.hidden else COLOURS["public"]
-                     for m in shown],
-                    "students diagnosed with the mistake", "classic mistake",
-                    annotate=["never seen" if not m.students else "" for m in shown])
+    fig, ax = _barh(
+        [_short(m.name) for m in shown],
+        [len(m.students) for m in shown],
+        [
+            COLOURS["mixed"] if not m.in_catalogue else COLOURS["hidden"] if m.hidden else COLOURS["public"]
+            for m in shown
+        ],
+        "students diagnosed with the mistake",
+        "classic mistake",
+        annotate=["never seen" if not m.students else "" for m in shown],
+    )
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlim(0, max([len(m.students) for m in shown] + [1]) * 1.25)
-    _legend(fig, [("caught by public tests", COLOURS["public"]),
-                  ("caught by hidden tests only, on purpose", COLOURS["hidden"])]
-            + ([("not in the catalogue", COLOURS["mixed"])] if not all(m.in_catalogue for m in shown) else []))
+    _legend(
+        fig,
+        [("caught by public tests", COLOURS["public"]), ("caught by hidden tests only, on purpose", COLOURS["hidden"])]
+        + ([("not in the catalogue", COLOURS["mixed"])] if not all(m.in_catalogue for m in shown) else []),
+    )
     return fig
 
 
@@ -707,8 +825,9 @@ def manual_chart(analysis: ItemAnalysis):
         ax.set_xlabel(f"score (of {m.cell.points:g} points)")
         ax.set_ylabel("students")
         ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.set_title(_short(m.cell.question, 30) + (f"\n{len(m.pending)} awaiting grading" if m.pending else ""),
-                     fontsize=10)
+        ax.set_title(
+            _short(m.cell.question, 30) + (f"\n{len(m.pending)} awaiting grading" if m.pending else ""), fontsize=10
+        )
     return fig
 
 
@@ -763,10 +882,13 @@ def _pct(x: float) -> str:
 
 def _table(header: list[str], rows: list[tuple[str, list[str]]], numeric: set[int]) -> str:
     """Rows are (css class, cells) with the cells already escaped."""
-    head = "".join(f'<th{" class=num" if i in numeric else ""}>{escape(h)}</th>' for i, h in enumerate(header))
-    body = "".join(f'<tr{f" class={cls}" if cls else ""}>'
-                   + "".join(f'<td{" class=num" if i in numeric else ""}>{cell}</td>' for i, cell in enumerate(cells))
-                   + "</tr>" for cls, cells in rows)
+    head = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(h)}</th>" for i, h in enumerate(header))
+    body = "".join(
+        f"<tr{f' class={cls}' if cls else ''}>"
+        + "".join(f"<td{' class=num' if i in numeric else ''}>{cell}</td>" for i, cell in enumerate(cells))
+        + "</tr>"
+        for cls, cells in rows
+    )
     return f'<table class="list"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -777,54 +899,88 @@ def _img(figure: tuple[str, int] | None, alt: str) -> str:
     return f'<img class="figure" src="{uri}" width="{width}" alt="{escape(alt)}">'
 
 
-
 def _summary_rows(analysis: ItemAnalysis) -> list[tuple[str, list[str]]]:
     rows = []
     graded = analysis.in_gradebook()
     series = []
     if graded:
-        series.append((f"final score, all {len(graded)} students in the gradebook", analysis.max_score,
-                       [r.submission.final for r in graded]))
+        series.append(
+            (
+                f"final score, all {len(graded)} students in the gradebook",
+                analysis.max_score,
+                [r.submission.final for r in graded],
+            )
+        )
         complete = [r.submission.final for r in graded if not r.pending]
         if len(complete) != len(graded):
             series.append(("final score, students whose grading is complete", analysis.max_score, complete))
-    series.append(("autograded points, students graded normally", analysis.auto_max,
-                   [r.auto_score for r in analysis.normal() if r.auto_score is not None]))
+    series.append(
+        (
+            "autograded points, students graded normally",
+            analysis.auto_max,
+            [r.auto_score for r in analysis.normal() if r.auto_score is not None],
+        )
+    )
     for label, top, values in series:
         d = _describe(values)
-        rows.append(("", [escape(label), _num(top), str(d["n"]), *(_num(d.get(k)) for k in
-                                                                  ("mean", "median", "q1", "q3", "min", "max"))]))
+        rows.append(
+            (
+                "",
+                [
+                    escape(label),
+                    _num(top),
+                    str(d["n"]),
+                    *(_num(d.get(k)) for k in ("mean", "median", "q1", "q3", "min", "max")),
+                ],
+            )
+        )
     return rows
 
 
 def render_html(analysis: ItemAnalysis, figs: dict[str, tuple[str, int]], csv_name: str = "checks.csv") -> str:
     a = analysis
-    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Item analysis: {escape(a.assignment)}"
-             f"</title><style>{CSS}</style></head><body>",
-             f"<h1>Item analysis: {escape(a.assignment)}</h1>",
-             f'<p class="note">{len(a.students)} students; generated '
-             f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from the grader's results, the source notebooks"
-             f" and {escape(a.gradebook_note)}. The pass rates count only submissions graded normally. "
-             f'Every check\'s pass rate is also in <a href="{escape(csv_name)}">{escape(csv_name)}</a>.</p>']
+    parts = [
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Item analysis: {escape(a.assignment)}"
+        f"</title><style>{CSS}</style></head><body>",
+        f"<h1>Item analysis: {escape(a.assignment)}</h1>",
+        f'<p class="note">{len(a.students)} students; generated '
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from the grader's results, the source notebooks"
+        f" and {escape(a.gradebook_note)}. The pass rates count only submissions graded normally. "
+        f'Every check\'s pass rate is also in <a href="{escape(csv_name)}">{escape(csv_name)}</a>.</p>',
+    ]
 
     # class summary
     parts.append("<h2>Class</h2>")
-    parts.append(_table(["", "out of", "students", "mean", "median", "lower quartile", "upper quartile", "min", "max"],
-                        _summary_rows(a), set(range(1, 9))))
+    parts.append(
+        _table(
+            ["", "out of", "students", "mean", "median", "lower quartile", "upper quartile", "min", "max"],
+            _summary_rows(a),
+            set(range(1, 9)),
+        )
+    )
     problems = a.not_normal()
     pending = [r for r in a.students if r.pending]
-    items = [f"<li>{_students(len(a.normal()))} graded normally; <b>{len(problems)} not graded normally</b>"
-             + (":" if problems else "") + "</li>"]
+    items = [
+        f"<li>{_students(len(a.normal()))} graded normally; <b>{len(problems)} not graded normally</b>"
+        + (":" if problems else "")
+        + "</li>"
+    ]
     if problems:
-        items.append("<ul class=tight>" + "".join(f"<li>{escape(r.student)}: {escape('; '.join(r.problems))}</li>"
-                                                  for r in problems) + "</ul>")
+        items.append(
+            "<ul class=tight>"
+            + "".join(f"<li>{escape(r.student)}: {escape('; '.join(r.problems))}</li>" for r in problems)
+            + "</ul>"
+        )
     unrecorded = [r for r in a.students if r.notes]
     if unrecorded:
-        items.append("<li>" + "; ".join(f"{escape(r.student)}: {escape('; '.join(r.notes))}" for r in unrecorded)
-                     + "</li>")
+        items.append(
+            "<li>" + "; ".join(f"{escape(r.student)}: {escape('; '.join(r.notes))}" for r in unrecorded) + "</li>"
+        )
     if pending:
-        items.append(f"<li><b>{_students(len(pending))} awaiting manual grading</b> (their ungraded answers count 0 "
-                     f"so far): " + ", ".join(escape(r.student) for r in pending) + "</li>")
+        items.append(
+            f"<li><b>{_students(len(pending))} awaiting manual grading</b> (their ungraded answers count 0 "
+            f"so far): " + ", ".join(escape(r.student) for r in pending) + "</li>"
+        )
     items += [f"<li>{escape(n)}</li>" for n in a.notes]
     parts.append("<ul>" + "".join(items) + "</ul>")
     parts.append(_img(figs.get("scores"), "histogram of the class's scores"))
@@ -836,37 +992,92 @@ def render_html(analysis: ItemAnalysis, figs: dict[str, tuple[str, int]], csv_na
     for qs in a.questions:
         q = qs.question
         if q.auto_points:
-            rows.append(("", [escape(q.title), "autograded", _num(q.auto_points), str(qs.students), _num(qs.mean, 3),
-                              _pct(qs.full_marks / qs.students if qs.students else float("nan")), ""]))
+            rows.append(
+                (
+                    "",
+                    [
+                        escape(q.title),
+                        "autograded",
+                        _num(q.auto_points),
+                        str(qs.students),
+                        _num(qs.mean, 3),
+                        _pct(qs.full_marks / qs.students if qs.students else float("nan")),
+                        "",
+                    ],
+                )
+            )
     for m in a.manual:
         d = _describe(list(m.scores.values()))
-        rows.append(("flag" if m.pending else "", [escape(m.cell.question), "by hand", _num(m.cell.points),
-                                                    str(d["n"]), _num(d.get("mean"), 3),
-                                                    _pct(sum(1 for s in m.scores.values() if s >= m.cell.points)
-                                                         / d["n"] if d["n"] else float("nan")),
-                                                    f"{len(m.pending)} awaiting grading" if m.pending else ""]))
+        rows.append(
+            (
+                "flag" if m.pending else "",
+                [
+                    escape(m.cell.question),
+                    "by hand",
+                    _num(m.cell.points),
+                    str(d["n"]),
+                    _num(d.get("mean"), 3),
+                    _pct(sum(1 for s in m.scores.values() if s >= m.cell.points) / d["n"] if d["n"] else float("nan")),
+                    f"{len(m.pending)} awaiting grading" if m.pending else "",
+                ],
+            )
+        )
     parts.append(_table(["question", "graded", "points", "students", "mean", "full marks", ""], rows, {2, 3, 4, 5}))
 
     # checks
     parts.append("<h2>Checks</h2>")
     flagged = a.flagged()
     if flagged:
-        parts.append("<ul>" + "".join(f'<li><span class=flags>⚑</span> <b>{escape(c.cell.question)} · '
-                                      f"{escape(c.name)}</b> ({c.cell.kind}, {c.passed}/{c.students}): "
-                                      f"{escape('; '.join(c.flags))}</li>" for c in flagged) + "</ul>")
+        parts.append(
+            "<ul>"
+            + "".join(
+                f"<li><span class=flags>⚑</span> <b>{escape(c.cell.question)} · "
+                f"{escape(c.name)}</b> ({c.cell.kind}, {c.passed}/{c.students}): "
+                f"{escape('; '.join(c.flags))}</li>"
+                for c in flagged
+            )
+            + "</ul>"
+        )
     parts.append(_img(figs.get("checks"), "pass rate of each check"))
     rows = []
-    for c in a.checks[:a.config.max_table_rows]:
+    for c in a.checks[: a.config.max_table_rows]:
         bar = f'<span class=bar style="width:{round(60 * c.rate) if c.students else 0}px"></span>'
         seen = ", ".join(f"{escape(n)} ({k})" for n, k in c.mistakes.most_common())
-        rows.append(("flag" if c.flags else "", [escape(c.cell.question), escape(c.cell.grade_id), escape(c.cell.kind),
-                                                 escape(c.name), _num(c.points, 3), f"{c.passed}/{c.students}",
-                                                 bar + _pct(c.rate), seen, f"<span class=flags>{escape('; '.join(c.flags))}"
-                                                 "</span>"]))
-    parts.append(_table(["question", "test cell", "tests", "check", "points", "passed", "pass rate",
-                         "classic mistakes diagnosed", "flags"], rows, {4, 5, 6}))
+        rows.append(
+            (
+                "flag" if c.flags else "",
+                [
+                    escape(c.cell.question),
+                    escape(c.cell.grade_id),
+                    escape(c.cell.kind),
+                    escape(c.name),
+                    _num(c.points, 3),
+                    f"{c.passed}/{c.students}",
+                    bar + _pct(c.rate),
+                    seen,
+                    f"<span class=flags>{escape('; '.join(c.flags))}</span>",
+                ],
+            )
+        )
+    parts.append(
+        _table(
+            [
+                "question",
+                "test cell",
+                "tests",
+                "check",
+                "points",
+                "passed",
+                "pass rate",
+                "classic mistakes diagnosed",
+                "flags",
+            ],
+            rows,
+            {4, 5, 6},
+        )
+    )
     if len(a.checks) > a.config.max_table_rows:
-        parts.append(f'<p class=note>{len(a.checks) - a.config.max_table_rows} more checks in {escape(csv_name)}.</p>')
+        parts.append(f"<p class=note>{len(a.checks) - a.config.max_table_rows} more checks in {escape(csv_name)}.</p>")
 
     # classic mistakes
     parts.append("<h2>Classic mistakes</h2>")
@@ -875,22 +1086,46 @@ def render_html(analysis: ItemAnalysis, figs: dict[str, tuple[str, int]], csv_na
     if a.mistakes:
         graded = len(a.normal())
         never = [m for m in a.mistakes if m.in_catalogue and not m.students]
-        parts.append(f"<p class=note>A check's failure is diagnosed as a classic mistake when the student's value is "
-                     f"the one that mistake gives. {len(a.mistakes) - len(never)} mistakes seen, "
-                     f"{len(never)} of the catalogue never seen.</p>")
+        parts.append(
+            f"<p class=note>A check's failure is diagnosed as a classic mistake when the student's value is "
+            f"the one that mistake gives. {len(a.mistakes) - len(never)} mistakes seen, "
+            f"{len(never)} of the catalogue never seen.</p>"
+        )
         parts.append(_img(figs.get("mistakes"), "students per classic mistake"))
         rows = []
         for m in a.mistakes:
-            where = escape(m.question or "–") + ("" if m.in_catalogue else " <span class=flags>(not in the catalogue: "
-                                                                            "it changed since grading?)</span>")
-            rows.append(("" if m.students else "muted", [escape(m.name), where, escape(m.says),
-                                                         "–" if not m.in_catalogue else
-                                                         "hidden tests only" if m.hidden else "public tests",
-                                                         str(len(m.students)),
-                                                         _pct(len(m.students) / graded if graded else float("nan")),
-                                                         escape(", ".join(sorted(m.checks))) or "never seen"]))
-        parts.append(_table(["mistake", "question", "what the student is told", "caught by", "students",
-                             "of the class", "on checks"], rows, {4, 5}))
+            where = escape(m.question or "–") + (
+                "" if m.in_catalogue else " <span class=flags>(not in the catalogue: it changed since grading?)</span>"
+            )
+            rows.append(
+                (
+                    "" if m.students else "muted",
+                    [
+                        escape(m.name),
+                        where,
+                        escape(m.says),
+                        "–" if not m.in_catalogue else "hidden tests only" if m.hidden else "public tests",
+                        str(len(m.students)),
+                        _pct(len(m.students) / graded if graded else float("nan")),
+                        escape(", ".join(sorted(m.checks))) or "never seen",
+                    ],
+                )
+            )
+        parts.append(
+            _table(
+                [
+                    "mistake",
+                    "question",
+                    "what the student is told",
+                    "caught by",
+                    "students",
+                    "of the class",
+                    "on checks",
+                ],
+                rows,
+                {4, 5},
+            )
+        )
 
     # hand-graded questions
     if a.manual:
@@ -900,39 +1135,87 @@ def render_html(analysis: ItemAnalysis, figs: dict[str, tuple[str, int]], csv_na
             parts.append("<p class=note>No written answer is graded yet (the formgrader).</p>")
 
     # students
-    parts.append("<h2>Students</h2><p class=note>Sorted by final score (the grader's points where the gradebook has "
-                 "none).</p>")
+    parts.append(
+        "<h2>Students</h2><p class=note>Sorted by final score (the grader's points where the gradebook has none).</p>"
+    )
     rows = []
     for r in a.students:
         sub = r.submission
-        status = "; ".join(r.problems + (["awaiting manual grading: " + ", ".join(r.pending)] if r.pending else [])
-                           + r.notes)
-        rows.append(("problem" if r.problems else ("flag" if r.pending else ""),
-                     [escape(r.student), _num(r.auto_score), _num(sub.raw if sub else None),
-                      _num(sub.penalty if sub else None), _num(sub.final if sub else None), escape(status)]))
-    parts.append(_table(["student", f"autograded (of {a.auto_max:g})", "gradebook, before penalty", "late penalty",
-                         f"final (of {_num(a.max_score)})", "notes"], rows, {1, 2, 3, 4}))
+        status = "; ".join(
+            r.problems + (["awaiting manual grading: " + ", ".join(r.pending)] if r.pending else []) + r.notes
+        )
+        rows.append(
+            (
+                "problem" if r.problems else ("flag" if r.pending else ""),
+                [
+                    escape(r.student),
+                    _num(r.auto_score),
+                    _num(sub.raw if sub else None),
+                    _num(sub.penalty if sub else None),
+                    _num(sub.final if sub else None),
+                    escape(status),
+                ],
+            )
+        )
+    parts.append(
+        _table(
+            [
+                "student",
+                f"autograded (of {a.auto_max:g})",
+                "gradebook, before penalty",
+                "late penalty",
+                f"final (of {_num(a.max_score)})",
+                "notes",
+            ],
+            rows,
+            {1, 2, 3, 4},
+        )
+    )
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def _csv_safe(value) -> str:
     text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text   # no formulas in a spreadsheet
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text  # no formulas in a spreadsheet
 
 
 def write_csv(analysis: ItemAnalysis, path: Path) -> None:
-    header = ["notebook", "question", "test_cell", "tests", "check", "points", "students", "passed", "pass_rate",
-              "mistakes", "flags"]
+    header = [
+        "notebook",
+        "question",
+        "test_cell",
+        "tests",
+        "check",
+        "points",
+        "students",
+        "passed",
+        "pass_rate",
+        "mistakes",
+        "flags",
+    ]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         for c in analysis.checks:
-            writer.writerow([_csv_safe(v) for v in [
-                c.cell.notebook, c.cell.question, c.cell.grade_id, c.cell.kind, c.name, f"{c.points:g}", c.students,
-                c.passed,
-                f"{c.rate:.4f}" if c.students else "", "; ".join(f"{n}={k}" for n, k in c.mistakes.most_common()),
-                "; ".join(c.flags)]])
+            writer.writerow(
+                [
+                    _csv_safe(v)
+                    for v in [
+                        c.cell.notebook,
+                        c.cell.question,
+                        c.cell.grade_id,
+                        c.cell.kind,
+                        c.name,
+                        f"{c.points:g}",
+                        c.students,
+                        c.passed,
+                        f"{c.rate:.4f}" if c.students else "",
+                        "; ".join(f"{n}={k}" for n, k in c.mistakes.most_common()),
+                        "; ".join(c.flags),
+                    ]
+                ]
+            )
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -956,30 +1239,41 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in str(text))
 
 
-def terminal_summary(analysis: ItemAnalysis, html_path: Path | None = None, csv_path: Path | None = None,
-                     rows: int = 5) -> str:
+def terminal_summary(
+    analysis: ItemAnalysis, html_path: Path | None = None, csv_path: Path | None = None, rows: int = 5
+) -> str:
     a = analysis
     graded = a.in_gradebook()
     values = [r.submission.final for r in graded] if graded else [r.auto_score for r in a.normal()]
     top = a.max_score if graded else a.auto_max
     d = _describe([v for v in values if v is not None])
-    lines = [f"item analysis of {a.assignment}: {len(a.students)} students, {len(a.normal())} graded normally, "
-             f"{len(a.not_normal())} not graded normally, {sum(1 for r in a.students if r.pending)} awaiting manual "
-             f"grading"]
+    lines = [
+        f"item analysis of {a.assignment}: {len(a.students)} students, {len(a.normal())} graded normally, "
+        f"{len(a.not_normal())} not graded normally, {sum(1 for r in a.students if r.pending)} awaiting manual "
+        f"grading"
+    ]
     if d["n"]:
-        lines.append(f"{'final scores' if graded else 'autograded points'} (of {top:g}): mean {d['mean']:.4g}, median "
-                     f"{d['median']:.4g}, quartiles {d['q1']:.4g}-{d['q3']:.4g}, range {d['min']:.4g}-{d['max']:.4g}")
+        lines.append(
+            f"{'final scores' if graded else 'autograded points'} (of {top:g}): mean {d['mean']:.4g}, median "
+            f"{d['median']:.4g}, quartiles {d['q1']:.4g}-{d['q3']:.4g}, range {d['min']:.4g}-{d['max']:.4g}"
+        )
     hardest = [c for c in a.checks if c.students][:rows]
     if hardest:
-        lines.append("hardest checks: " + "; ".join(f"{c.cell.question} · {c.name} {c.passed}/{c.students}"
-                                                    for c in hardest))
-    flags = Counter(f.split(":")[0] if f.startswith(("nobody", "everybody")) else "hidden check failing far more "
-                    "than its question's public ones" for c in a.checks for f in c.flags)
+        lines.append(
+            "hardest checks: " + "; ".join(f"{c.cell.question} · {c.name} {c.passed}/{c.students}" for c in hardest)
+        )
+    flags = Counter(
+        f.split(":")[0]
+        if f.startswith(("nobody", "everybody"))
+        else "hidden check failing far more than its question's public ones"
+        for c in a.checks
+        for f in c.flags
+    )
     if flags:
         lines.append("flagged: " + "; ".join(f"{k}: {n} check{'s' if n != 1 else ''}" for k, n in flags.items()))
     seen = [m for m in a.mistakes if m.students]
     if seen:
-        lines.append("classic mistakes: " + "; ".join(f"{m.name} {len(m.students)}" for m in seen[:rows * 2]))
+        lines.append("classic mistakes: " + "; ".join(f"{m.name} {len(m.students)}" for m in seen[: rows * 2]))
     never = [m.name for m in a.mistakes if m.in_catalogue and not m.students]
     if never:
         lines.append(f"never seen: {', '.join(never)}")
@@ -989,7 +1283,7 @@ def terminal_summary(analysis: ItemAnalysis, html_path: Path | None = None, csv_
     lines += a.notes
     for r in [r for r in a.students if r.notes][:rows]:
         lines.append(f"  {r.student}: {'; '.join(r.notes)}"[:300])
-    for r in a.not_normal()[:rows * 2]:
+    for r in a.not_normal()[: rows * 2]:
         lines.append(f"  {r.student}: {'; '.join(r.problems)}"[:300])
     if len(a.not_normal()) > rows * 2:
         lines.append(f"  ... and {len(a.not_normal()) - rows * 2} more (in the report)")
@@ -1000,11 +1294,14 @@ def terminal_summary(analysis: ItemAnalysis, html_path: Path | None = None, csv_
 
 def run(course: Course, assignment: str, out: str | Path | None = None, config: ReportConfig = ReportConfig()) -> int:
     """The ``report`` command: analyse, write the page and the CSV, print the summary."""
-    course.source_notebooks(assignment)   # FileNotFoundError (exit 2) for an unknown assignment
+    course.source_notebooks(assignment)  # FileNotFoundError (exit 2) for an unknown assignment
     analysis = analyse(course, assignment, config)
     if not analysis.results_read and not analysis.in_gradebook():
-        print(f"nothing graded for {assignment}: no results in {course.cache_dir / 'results' / assignment}, "
-              f"nothing in the gradebook (run make autograde A={assignment} first)", file=sys.stderr)
+        print(
+            f"nothing graded for {assignment}: no results in {course.cache_dir / 'results' / assignment}, "
+            f"nothing in the gradebook (run make autograde A={assignment} first)",
+            file=sys.stderr,
+        )
         return 1
     out_dir = Path(out) if out is not None else course.course_dir / "reports" / assignment
     html_path, csv_path = write_report(analysis, out_dir)
@@ -1012,5 +1309,15 @@ def run(course: Course, assignment: str, out: str | Path | None = None, config: 
     return 0
 
 
-__all__ = ["ReportConfig", "ItemAnalysis", "analyse", "load_questions", "read_gradebook", "figures",
-           "render_html", "write_report", "terminal_summary", "run"]
+__all__ = [
+    "ReportConfig",
+    "ItemAnalysis",
+    "analyse",
+    "load_questions",
+    "read_gradebook",
+    "figures",
+    "render_html",
+    "write_report",
+    "terminal_summary",
+    "run",
+]

@@ -17,6 +17,7 @@ expected value anywhere else (in a plain statement of a test cell) gets a failin
 test for every honest student, which the course's own tests catch: a correct
 solution graded as a student must score full marks.
 """
+
 from __future__ import annotations
 
 import ast
@@ -60,6 +61,7 @@ class _Strip(ast.NodeTransformer):
 def student_version(code: str) -> str:
     """``code`` (a test cell of a source notebook) without its expected values (see the module docstring)."""
     from .checks import AST_LOCK  # syntax trees are built one thread at a time (see there)
+
     with AST_LOCK:
         return _student_version(code)
 
@@ -69,7 +71,9 @@ def _student_version(code: str) -> str:
     try:
         tree = ast.parse(code)
     except SyntaxError as err:
-        raise TestCellError(f"a graded test cell must be plain Python (no magics) so that the grader can "
-                            f"remove its expected values: {err}") from None
+        raise TestCellError(
+            f"a graded test cell must be plain Python (no magics) so that the grader can "
+            f"remove its expected values: {err}"
+        ) from None
     tree = ast.fix_missing_locations(_Strip().visit(tree))
     return ast.unparse(tree) + "\n"

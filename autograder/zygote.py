@@ -48,6 +48,7 @@ one JSON message (the run's configuration) with four descriptors attached
 pipe's write end and the output pipe's write end. The supervisor answers on
 the run's socket: ``{"pid", "runner", "sandbox"}``, then ``{"status"}`` (or ``{"error"}``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -68,8 +69,15 @@ from . import bwrap, confine
 PR_SET_CHILD_SUBREAPER = 36
 
 # What every assignment imports: torch, numpy, the library, IPython (the cell runner), the checks.
-PRELOAD = ("numpy", "torch", "gd_lib", "gd_lib.optim", "IPython.core.interactiveshell", "autograder.checks",
-           "autograder.cell_runner")
+PRELOAD = (
+    "numpy",
+    "torch",
+    "gd_lib",
+    "gd_lib.optim",
+    "IPython.core.interactiveshell",
+    "autograder.checks",
+    "autograder.cell_runner",
+)
 
 # What every run needs whatever it preloads (the cell runner): imported by every zygote.
 RUNNER_MODULES = ("autograder.checks", "autograder.cell_runner", "IPython.core.interactiveshell")
@@ -89,6 +97,7 @@ def notebook_imports(notebooks) -> list[str]:
     """The modules the instructor's notebooks import at top level (trusted code: the zygote
     imports them once, so that no run pays for them)."""
     import ast
+
     modules = []
     for path in notebooks:
         with open(path, encoding="utf-8") as fh:
@@ -119,6 +128,7 @@ class ZygoteError(RuntimeError):
 
 
 # --- the zygote process -------------------------------------------------------------------------
+
 
 def _warm_up() -> None:
     """Do once what torch does lazily on the first optimizer step (imports torch._dynamo and
@@ -170,6 +180,7 @@ def _claim_uid_slot(taken: set[int]) -> tuple[int, int] | None:
     """A uid slot no other run on this machine holds (whichever grader started it): the
     slot and the descriptor holding its lock (``flock``, released if this process dies)."""
     import fcntl
+
     folder = _uid_lock_dir()
     for slot in range(SANDBOX_UID_SLOTS):
         if slot in taken:
@@ -187,6 +198,7 @@ def gpu_groups() -> list[int]:
     """The groups that open the NVIDIA devices where these are closed to other users (e.g.
     ``video`` with mode 0660): an unprivileged run needs them to use its GPU."""
     import stat
+
     groups = set()
     for name in os.listdir("/dev") if os.path.isdir("/dev") else []:
         if name.startswith("nvidia"):
@@ -240,13 +252,16 @@ def _run(job: dict, cmd_r: int, res_w: int, out_w: int, uid: int | None) -> None
         os.environ.clear()
         os.environ.update({k: v.replace("/tmp/work", work) for k, v in job["env"].items()})
         import tempfile as tempfile_module
+
         tempfile_module.tempdir = None  # the zygote's choice, cached: chosen again from TMPDIR
         sys.path[0] = work  # as in a kernel started in the notebook's folder
         sys.argv = [""]
         from autograder import cell_runner
+
         code = cell_runner.serve(cmd_r, res_w, max_reply_bytes=job.get("max_reply_bytes"))
     except BaseException:  # noqa: B902 - whatever happens, this process must not go back to the zygote's loop
         import traceback
+
         traceback.print_exc()
     finally:
         try:
@@ -301,12 +316,19 @@ def _start_sandbox(job: dict, view: bwrap.View, unprivileged: bool) -> int:
     ready_r, ready_w = os.pipe()
     info_r, info_w = os.pipe()
     hold_r, hold_w = os.pipe()  # the holder's stdin: this process keeps the write end until it exits
-    args = bwrap.command(view, work_bytes=job["work_bytes"], data_dir=job.get("data_dir"), gpu=job.get("gpu", False),
-                         unprivileged=unprivileged, info_fd=info_w,
-                         holder=[os.path.realpath(sys.executable), "-I", "-S", "-c", HOLDER, str(ready_w)])
+    args = bwrap.command(
+        view,
+        work_bytes=job["work_bytes"],
+        data_dir=job.get("data_dir"),
+        gpu=job.get("gpu", False),
+        unprivileged=unprivileged,
+        info_fd=info_w,
+        holder=[os.path.realpath(sys.executable), "-I", "-S", "-c", HOLDER, str(ready_w)],
+    )
     err = tempfile.TemporaryFile()
-    proc = subprocess.Popen(args, stdin=hold_r, stdout=subprocess.DEVNULL, stderr=err, pass_fds=(ready_w, info_w),
-                            close_fds=True)
+    proc = subprocess.Popen(
+        args, stdin=hold_r, stdout=subprocess.DEVNULL, stderr=err, pass_fds=(ready_w, info_w), close_fds=True
+    )
     for fd in (ready_w, info_w, hold_r):
         os.close(fd)
     deadline = time.monotonic() + 60
@@ -409,19 +431,30 @@ def serve(control: socket.socket, preload: list[str], settings: dict) -> None:
     view = None
     if settings.get("sandbox"):
         overlays, caches, empty = forbidden_module.write_stubs(stubs, settings["stub_dir"]) if stubs else ({}, [], "")
-        view = bwrap.View.of_this_process(overlays=overlays, empty_dirs=caches, empty_dir_source=empty,
-                                          extra_modules=settings.get("visible", ()))
+        view = bwrap.View.of_this_process(
+            overlays=overlays, empty_dirs=caches, empty_dir_source=empty, extra_modules=settings.get("visible", ())
+        )
     hazards = _fork_hazards()
     unprivileged_uids = os.geteuid() == 0
     sys.stdout.flush()
     sys.stderr.flush()
-    control.send(json.dumps({"ready": not hazards, "hazards": hazards, "failed": failed,
-                             "preloaded": sorted(m for m in preload if m in sys.modules),
-                             "forbidden": [f.module for f in stubs],
-                             "visible_packages": sorted({e for es in (view.site_dirs.values() if view else [])
-                                                         for e in es}),
-                             "user": ("an unprivileged uid of its own per run" if unprivileged_uids
-                                      else "the grader's own user, in a user namespace without capabilities")}).encode())
+    control.send(
+        json.dumps(
+            {
+                "ready": not hazards,
+                "hazards": hazards,
+                "failed": failed,
+                "preloaded": sorted(m for m in preload if m in sys.modules),
+                "forbidden": [f.module for f in stubs],
+                "visible_packages": sorted({e for es in (view.site_dirs.values() if view else []) for e in es}),
+                "user": (
+                    "an unprivileged uid of its own per run"
+                    if unprivileged_uids
+                    else "the grader's own user, in a user namespace without capabilities"
+                ),
+            }
+        ).encode()
+    )
     if hazards:
         return
     claims: dict[int, tuple[int, int]] = {}  # supervisor pid -> (uid slot, its lock)
@@ -476,6 +509,7 @@ def serve(control: socket.socket, preload: list[str], settings: dict) -> None:
 
 # --- the grader's side ----------------------------------------------------------------------------
 
+
 def zygote_env(mode: str = "student") -> dict[str, str]:
     """The zygote's environment: what matters at import time (threads, CUDA checks, the grading
     mode, read once when :mod:`autograder.checks` is imported) set as the runs will have it. Each
@@ -504,10 +538,10 @@ class Job:
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.pid: int | None = None      # the supervisor (leader of the run's process group)
-        self.runner: int | None = None   # the process serving the cells
+        self.pid: int | None = None  # the supervisor (leader of the run's process group)
+        self.runner: int | None = None  # the process serving the cells
         self.sandbox: int | None = None  # the sandbox's first process (its death ends every process in it)
-        self.status: int | None = None   # the runner's wait status, once it ended
+        self.status: int | None = None  # the runner's wait status, once it ended
         self.error: str | None = None
 
     def _read(self, timeout: float) -> bool:
@@ -574,15 +608,23 @@ class Zygote:
     next spawn starts a new one.
     """
 
-    def __init__(self, preload=PRELOAD, startup_timeout_s: float = 600.0, start: bool = True, *,
-                 mode: str = "student", forbidden=(), sandbox: bool = False, visible=()):
+    def __init__(
+        self,
+        preload=PRELOAD,
+        startup_timeout_s: float = 600.0,
+        start: bool = True,
+        *,
+        mode: str = "student",
+        forbidden=(),
+        sandbox: bool = False,
+        visible=(),
+    ):
         """``mode``: the grading mode of its runs ("student" or "reference"); ``forbidden``: the
         :class:`autograder.forbidden.Forbidden` modules its runs never load; ``sandbox``: its runs
         go into bubblewrap sandboxes (the view is computed once it has imported everything)."""
         self.preload = list(dict.fromkeys(preload))
         self.mode = mode
-        self.settings = {"forbidden": [f.__dict__ for f in forbidden], "sandbox": sandbox,
-                         "visible": list(visible)}
+        self.settings = {"forbidden": [f.__dict__ for f in forbidden], "sandbox": sandbox, "visible": list(visible)}
         self.startup_timeout_s = startup_timeout_s
         self.info: dict = {}
         self._lock = threading.Lock()
@@ -597,11 +639,22 @@ class Zygote:
         self._stderr = tempfile.TemporaryFile()
         env = {**zygote_env(self.mode), "HOME": self._home.name}
         settings = {**self.settings, "stub_dir": os.path.join(self._home.name, "stubs")}
-        self._proc = subprocess.Popen([sys.executable, "-m", "autograder.zygote", str(theirs.fileno()),
-                                       json.dumps(self.preload), json.dumps(settings)],
-                                      pass_fds=(theirs.fileno(),), cwd=_PACKAGE_ROOT,
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                      env=env)
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "autograder.zygote",
+                str(theirs.fileno()),
+                json.dumps(self.preload),
+                json.dumps(settings),
+            ],
+            pass_fds=(theirs.fileno(),),
+            cwd=_PACKAGE_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            env=env,
+        )
         theirs.close()
         self._control = ours
         self.info = {}
@@ -625,8 +678,7 @@ class Zygote:
             if not self.preload:
                 raise ZygoteError(f"the zygote cannot fork safely: {'; '.join(info.get('hazards', []))}")
             # fall back to a zygote that imports nothing (each run imports what it needs)
-            print(f"[grader] zygote not fork-safe ({'; '.join(info['hazards'])}); preloading nothing",
-                  file=sys.stderr)
+            print(f"[grader] zygote not fork-safe ({'; '.join(info['hazards'])}); preloading nothing", file=sys.stderr)
             self.close()
             self.preload = []
             self._start()
@@ -666,7 +718,7 @@ class Zygote:
                 self._proc.wait()
             self._proc = None
 
-    def __enter__(self) -> "Zygote":
+    def __enter__(self) -> Zygote:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -677,8 +729,9 @@ class Zygote:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     control = socket.socket(fileno=int(argv[0]))
-    serve(control, json.loads(argv[1]) if len(argv) > 1 else list(PRELOAD),
-          json.loads(argv[2]) if len(argv) > 2 else {})
+    serve(
+        control, json.loads(argv[1]) if len(argv) > 1 else list(PRELOAD), json.loads(argv[2]) if len(argv) > 2 else {}
+    )
     return 0
 
 

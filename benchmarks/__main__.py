@@ -1,4 +1,5 @@
 """Run every benchmark module (``python -m benchmarks [name ...]``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
     args = parser.parse_args(argv)
     modules = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
-    chosen = [m for m in modules if not args.names or m in args.names or m[len("bench_"):] in args.names]
+    chosen = [m for m in modules if not args.names or m in args.names or m[len("bench_") :] in args.names]
     if not chosen:
         print(f"no benchmark matches {args.names}; available: {modules}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ repeatedly from one zygote in the bubblewrap sandbox and in the reduced mode
 (a plain forked process), alternating; the difference of the medians is what
 the sandbox adds to each submission.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,7 @@ from benchmarks.common import header, table
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "01_first_order"
 
-BASELINE_CONFIG = '''
+BASELINE_CONFIG = """
 import os
 c = get_config()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +43,7 @@ c.CourseDirectory.submitted_directory = os.path.join("course", "submitted")
 c.CourseDirectory.autograded_directory = os.path.join("course", "autograded")
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "course", "gradebook.db")
 c.ExecutePreprocessor.timeout = 600
-'''
+"""
 
 
 def _course(root: Path, students: int, config: str | None) -> None:
@@ -64,8 +65,13 @@ def _course(root: Path, students: int, config: str | None) -> None:
 
 def _scores(root: Path, env) -> dict[str, float]:
     out = root / "grades.csv"
-    subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(out)], cwd=root / "course", env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "nbgrader", "export", "--to", str(out)],
+        cwd=root / "course",
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     with out.open() as fh:
         return {r["student_id"]: float(r["raw_score"]) for r in csv.DictReader(fh)}
 
@@ -78,16 +84,27 @@ def _children_cpu() -> float:
 def main(args) -> None:
     students = 8 if args.quick else 40
     workers = os.cpu_count() or 2
-    print(header("autograder: make autograde vs sequential nbgrader autograde", assignment=ASSIGNMENT,
-                 submissions=students, workers=workers))
+    print(
+        header(
+            "autograder: make autograde vs sequential nbgrader autograde",
+            assignment=ASSIGNMENT,
+            submissions=students,
+            workers=workers,
+        )
+    )
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     with tempfile.TemporaryDirectory() as tmp:
         ours, base = Path(tmp) / "ours", Path(tmp) / "baseline"
         _course(ours, students, None)
         _course(base, students, BASELINE_CONFIG)
         for root in (ours, base):  # release (fills the gradebook); not timed
-            subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
-                           cwd=root / "course", env=env, check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
+                cwd=root / "course",
+                env=env,
+                check=True,
+                capture_output=True,
+            )
 
         def timed(cmd, **kw):
             load = os.getloadavg()[0]
@@ -95,22 +112,42 @@ def main(args) -> None:
             subprocess.run(cmd, env=env, check=True, capture_output=True, **kw)
             return time.perf_counter() - start, _children_cpu() - cpu, (load + os.getloadavg()[0]) / 2
 
-        t_base, cpu_base, load_base = timed([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--force"],
-                                            cwd=base / "course")
+        t_base, cpu_base, load_base = timed(
+            [sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--force"], cwd=base / "course"
+        )
         env["GD_COURSE_ROOT"] = str(ours)
-        t_ours, cpu_ours, load_ours = timed([sys.executable, "-m", "autograder", "autograde", ASSIGNMENT,
-                                             "--workers", str(workers), "--quiet"], cwd=ROOT)
+        t_ours, cpu_ours, load_ours = timed(
+            [sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--workers", str(workers), "--quiet"],
+            cwd=ROOT,
+        )
         del env["GD_COURSE_ROOT"]
 
         same = _scores(ours, env) == _scores(base, env)
-    print(table([
-        {"grader": "nbgrader autograde (sequential, in-kernel)", "seconds": f"{t_base:.1f}",
-         "cpu seconds": f"{cpu_base:.1f}", "load avg": f"{load_base:.1f}", "ratio": "1.00"},
-        {"grader": f"make autograde ({workers} workers, sandboxed)", "seconds": f"{t_ours:.1f}",
-         "cpu seconds": f"{cpu_ours:.1f}", "load avg": f"{load_ours:.1f}", "ratio": f"{t_base / t_ours:.2f}x faster"},
-    ], ["grader", "seconds", "cpu seconds", "load avg", "ratio"]))
-    print(f"same scores from both: {same}; 1-minute load average of the machine during each run "
-          f"(mean of start and end; above {workers} means other work shared the cores)")
+    print(
+        table(
+            [
+                {
+                    "grader": "nbgrader autograde (sequential, in-kernel)",
+                    "seconds": f"{t_base:.1f}",
+                    "cpu seconds": f"{cpu_base:.1f}",
+                    "load avg": f"{load_base:.1f}",
+                    "ratio": "1.00",
+                },
+                {
+                    "grader": f"make autograde ({workers} workers, sandboxed)",
+                    "seconds": f"{t_ours:.1f}",
+                    "cpu seconds": f"{cpu_ours:.1f}",
+                    "load avg": f"{load_ours:.1f}",
+                    "ratio": f"{t_base / t_ours:.2f}x faster",
+                },
+            ],
+            ["grader", "seconds", "cpu seconds", "load avg", "ratio"],
+        )
+    )
+    print(
+        f"same scores from both: {same}; 1-minute load average of the machine during each run "
+        f"(mean of start and end; above {workers} means other work shared the cores)"
+    )
     sandbox_overhead(repeats=5 if args.quick else 20)
 
 
@@ -125,20 +162,40 @@ def sandbox_overhead(repeats: int) -> None:
         print(f"sandbox overhead: not measured ({isolation_mode()[1]})")
         return
     times = {"bwrap": [], "process": []}
-    with Zygote(preload=("numpy", "torch", "gd_lib", "gd_lib.optim"), mode="student", sandbox=True) as zygote, \
-            tempfile.TemporaryDirectory() as tmp:
+    with (
+        Zygote(preload=("numpy", "torch", "gd_lib", "gd_lib.optim"), mode="student", sandbox=True) as zygote,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         for i in range(repeats + 1):
             for isolation in ("bwrap", "process"):
                 start = time.perf_counter()
-                run = run_cells([(0, "x = 1")], mode="student", limits=Limits(), isolation=isolation, zygote=zygote,
-                                workdir=Path(tmp) / f"{isolation}{i}" if isolation == "process" else None)
+                run = run_cells(
+                    [(0, "x = 1")],
+                    mode="student",
+                    limits=Limits(),
+                    isolation=isolation,
+                    zygote=zygote,
+                    workdir=Path(tmp) / f"{isolation}{i}" if isolation == "process" else None,
+                )
                 assert run.cells[0].status == "ok", run.output_tail
                 if i:  # the first round waits for the zygote's imports
                     times[isolation].append(time.perf_counter() - start)
     b, p = statistics.median(times["bwrap"]), statistics.median(times["process"])
-    print(table([{"run of one cell": "bubblewrap sandbox", "median ms": f"{1000 * b:.0f}",
-                  "spread ms": f"{1000 * min(times['bwrap']):.0f}-{1000 * max(times['bwrap']):.0f}"},
-                 {"run of one cell": "reduced mode (forked process only)", "median ms": f"{1000 * p:.0f}",
-                  "spread ms": f"{1000 * min(times['process']):.0f}-{1000 * max(times['process']):.0f}"}],
-                ["run of one cell", "median ms", "spread ms"]))
+    print(
+        table(
+            [
+                {
+                    "run of one cell": "bubblewrap sandbox",
+                    "median ms": f"{1000 * b:.0f}",
+                    "spread ms": f"{1000 * min(times['bwrap']):.0f}-{1000 * max(times['bwrap']):.0f}",
+                },
+                {
+                    "run of one cell": "reduced mode (forked process only)",
+                    "median ms": f"{1000 * p:.0f}",
+                    "spread ms": f"{1000 * min(times['process']):.0f}-{1000 * max(times['process']):.0f}",
+                },
+            ],
+            ["run of one cell", "median ms", "spread ms"],
+        )
+    )
     print(f"the sandbox adds {1000 * (b - p):.0f} ms per submission ({repeats} runs each, alternating)")

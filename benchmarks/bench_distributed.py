@@ -9,6 +9,7 @@ machine sits a little above 1/world. ``step`` is the median wall time
 of a whole optimizer step on the slowest rank, communication included: on one shared CPU
 the ranks compete for the same cores, so it does not shrink; it would on separate devices.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,20 +24,32 @@ def main(args) -> None:
     result = work_scaling(quick=quick)
     settings = dict(result["settings"])
     backend = settings.pop("backend")
-    print(header("distributed: per-rank preconditioner work, 1 vs 2 vs 4 processes",
-                 backend="nccl, one GPU per rank" if backend == "nccl" else "gloo, CPU processes",
-                 gpus=gpus, **settings))
+    print(
+        header(
+            "distributed: per-rank preconditioner work, 1 vs 2 vs 4 processes",
+            backend="nccl, one GPU per rank" if backend == "nccl" else "gloo, CPU processes",
+            gpus=gpus,
+            **settings,
+        )
+    )
     if backend != "nccl":
-        print(f"(this machine has {gpus} GPU(s), fewer than {max(result['world_sizes'])} ranks"
-              f"{' or quick mode' if quick else ''}: every run used CPU processes with gloo; no GPU figures)")
+        print(
+            f"(this machine has {gpus} GPU(s), fewer than {max(result['world_sizes'])} ranks"
+            f"{' or quick mode' if quick else ''}: every run used CPU processes with gloo; no GPU figures)"
+        )
     rows = []
     for name in OPTIMIZERS:
         base_step = max(result["step_seconds"][name][1])
         for world in result["world_sizes"]:
-            rows.append({"optimizer": name, "ranks": world,
-                         "work per rank": "/".join(str(c) for c in result["work_counts"][name][world]),
-                         "busiest rank work ms/step": f"{1e3 * max(result['work_seconds'][name][world]):.1f}",
-                         "ratio vs 1 process": f"{result['ratio'][name][world]:.2f}",
-                         "step ms (slowest rank)": f"{1e3 * max(result['step_seconds'][name][world]):.1f}",
-                         "step ratio": f"{max(result['step_seconds'][name][world]) / base_step:.2f}"})
+            rows.append(
+                {
+                    "optimizer": name,
+                    "ranks": world,
+                    "work per rank": "/".join(str(c) for c in result["work_counts"][name][world]),
+                    "busiest rank work ms/step": f"{1e3 * max(result['work_seconds'][name][world]):.1f}",
+                    "ratio vs 1 process": f"{result['ratio'][name][world]:.2f}",
+                    "step ms (slowest rank)": f"{1e3 * max(result['step_seconds'][name][world]):.1f}",
+                    "step ratio": f"{max(result['step_seconds'][name][world]) / base_step:.2f}",
+                }
+            )
     print(table(rows, list(rows[0])))

@@ -10,6 +10,7 @@ once; only ``step()`` is timed. Variants are interleaved step by step so that lo
 from other processes hits them alike; the figure is the median over the timed steps.
 Target: gd_lib ≤ 1.10× torch's default.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -66,9 +67,17 @@ def main(args) -> None:
     device = gd_lib.device()
     model = mlp_with_grads(width, depth, device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(header("First-order optimizers: step time, gd_lib vs torch.optim", seed=SEED,
-                 model=f"{depth}x Linear({width},{width}) float32", params=f"{n_params / 1e6:.2f}M",
-                 timed_steps=rounds, threads=torch.get_num_threads(), quick=quick))
+    print(
+        header(
+            "First-order optimizers: step time, gd_lib vs torch.optim",
+            seed=SEED,
+            model=f"{depth}x Linear({width},{width}) float32",
+            params=f"{n_params / 1e6:.2f}M",
+            timed_steps=rounds,
+            threads=torch.get_num_threads(),
+            quick=quick,
+        )
+    )
     rows = []
     for name, (ours, theirs, kwargs) in OPTIMIZERS.items():
         params = list(model.parameters())
@@ -79,15 +88,17 @@ def main(args) -> None:
             "gd_lib for-loop": ours(params, **kwargs, foreach=False),
         }
         t = time_variants(variants, rounds)
-        rows.append({
-            "optimizer": name,
-            "torch default ms": f"{1e3 * t['torch default']:.2f}",
-            "torch foreach ms": f"{1e3 * t['torch foreach']:.2f}",
-            "gd_lib ms": f"{1e3 * t['gd_lib']:.2f}",
-            "gd_lib for-loop ms": f"{1e3 * t['gd_lib for-loop']:.2f}",
-            "gd_lib / torch default": f"{t['gd_lib'] / t['torch default']:.3f}",
-            "gd_lib / torch foreach": f"{t['gd_lib'] / t['torch foreach']:.3f}",
-        })
+        rows.append(
+            {
+                "optimizer": name,
+                "torch default ms": f"{1e3 * t['torch default']:.2f}",
+                "torch foreach ms": f"{1e3 * t['torch foreach']:.2f}",
+                "gd_lib ms": f"{1e3 * t['gd_lib']:.2f}",
+                "gd_lib for-loop ms": f"{1e3 * t['gd_lib for-loop']:.2f}",
+                "gd_lib / torch default": f"{t['gd_lib'] / t['torch default']:.3f}",
+                "gd_lib / torch foreach": f"{t['gd_lib'] / t['torch foreach']:.3f}",
+            }
+        )
         del variants  # free this optimizer's state before the next one
     print(table(rows, list(rows[0])))
     print("ratios < 1 mean gd_lib is faster; target: gd_lib / torch default <= 1.10")

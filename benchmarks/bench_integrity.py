@@ -18,6 +18,7 @@ its phases, the planted pairs found, and the pair phase against the named baseli
 all-pairs comparison (every pair of students intersected per question, as tools without an
 index do, e.g. copydetect), in the same run, in CPU seconds (the machine is shared).
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,10 +47,45 @@ sys.path.insert(0, str(ROOT / "tests"))
 from integrity_class import ALICE, BOB, CAROL, ERIN  # noqa: E402
 
 STYLES = [ALICE, BOB, CAROL, ERIN]
-GIVEN = {"sgd_step", "adam_step", "MyAdam", "rosenbrock", "race", "steps_to_reach", "debiased_average",
-         "torch", "math", "self", "super", "DTYPE", "device", "param", "grad", "buf", "lr", "momentum",
-         "dampening", "nesterov", "weight_decay", "m", "v", "t", "betas", "eps", "decoupled", "params",
-         "closure", "xy", "make_optimizer", "steps", "start", "losses", "tol", "values", "beta"}
+GIVEN = {
+    "sgd_step",
+    "adam_step",
+    "MyAdam",
+    "rosenbrock",
+    "race",
+    "steps_to_reach",
+    "debiased_average",
+    "torch",
+    "math",
+    "self",
+    "super",
+    "DTYPE",
+    "device",
+    "param",
+    "grad",
+    "buf",
+    "lr",
+    "momentum",
+    "dampening",
+    "nesterov",
+    "weight_decay",
+    "m",
+    "v",
+    "t",
+    "betas",
+    "eps",
+    "decoupled",
+    "params",
+    "closure",
+    "xy",
+    "make_optimizer",
+    "steps",
+    "start",
+    "losses",
+    "tol",
+    "values",
+    "beta",
+}
 
 
 def _rename(source: str, rng: random.Random) -> str:
@@ -63,21 +99,29 @@ def _rename(source: str, rng: random.Random) -> str:
         text = tok.string
         after_dot = i > 0 and tokens[i - 1].string == "."
         before_eq = i + 1 < len(tokens) and tokens[i + 1].string == "="
-        if (tok.type == tokenize.NAME and not keyword.iskeyword(text) and text not in GIVEN
-                and not hasattr(builtins, text) and not after_dot and not before_eq):
+        if (
+            tok.type == tokenize.NAME
+            and not keyword.iskeyword(text)
+            and text not in GIVEN
+            and not hasattr(builtins, text)
+            and not after_dot
+            and not before_eq
+        ):
             text = names.setdefault(text, f"{rng.choice('abcdefghkpqrsuwxyz')}{rng.randrange(10**6)}")
         out.append((tok.type, text))
-    return tokenize.untokenize(out)   # positions dropped: the names changed length
+    return tokenize.untokenize(out)  # positions dropped: the names changed length
 
 
 def _own_lines(rng: random.Random, indent: str) -> list[str]:
     """A few lines of code nobody else writes (random expression trees)."""
+
     def expr(depth: int) -> str:
         if depth == 0 or rng.random() < 0.3:
             return rng.choice([str(rng.randrange(1, 9)), "lr", "eps", f"len({rng.choice(['str', 'repr'])}(lr))"])
         op = rng.choice(["+", "-", "*", "/", "**", "%"])
         left, right = expr(depth - 1), expr(depth - 1)
         return f"({left} {op} {right})" if rng.random() < 0.5 else f"max({left}, {right}) {op} 1"
+
     return [f"{indent}_note{j} = {expr(4)}" for j in range(rng.randrange(2, 5))]
 
 
@@ -91,7 +135,7 @@ def _personalize(source: str, rng: random.Random) -> str:
             body = lines[i + 1]
             if body.lstrip().startswith('"""'):
                 continue
-            out += _own_lines(rng, body[:len(body) - len(body.lstrip())])
+            out += _own_lines(rng, body[: len(body) - len(body.lstrip())])
     return "\n".join(out)
 
 
@@ -117,7 +161,7 @@ def make_class(root: Path, students: int, mode: str, cap: int, rings: int = 10, 
         answers[student] = own
     planted = set()
     for ring in range(rings):
-        members = names[ring * 3:ring * 3 + 3] if mode == "styles" else names[-(ring * 3 + 3):][:3]
+        members = names[ring * 3 : ring * 3 + 3] if mode == "styles" else names[-(ring * 3 + 3) :][:3]
         for member in members[1:]:
             answers[member] = {q: _rename(a, rng) for q, a in answers[members[0]].items()}
         planted |= {frozenset(p) for p in itertools.combinations(members, 2)}
@@ -158,19 +202,26 @@ def _run(students: int, mode: str) -> dict:
         load_before = os.getloadavg()[0]
         env = {**os.environ, "GD_COURSE_ROOT": str(root)}
         t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run([sys.executable, "-m", "autograder", "integrity", ASSIGNMENT, "--quiet"],
-                              env=env, capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "autograder", "integrity", ASSIGNMENT, "--quiet"],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         command_s = time.perf_counter() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         command_cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
         with open(root / "course" / "reports" / ASSIGNMENT / "integrity.csv", newline="") as fh:
-            flagged = {frozenset((r["student"], r["other"])) for r in csv.DictReader(fh)
-                       if r["kind"] == "pair" and r["flagged"] == "1"}
+            flagged = {
+                frozenset((r["student"], r["other"]))
+                for r in csv.DictReader(fh)
+                if r["kind"] == "pair" and r["flagged"] == "1"
+            }
         # the pair phase and its baseline, in this process, on the same fingerprints
-        report = integrity.analyse(Course(root), ASSIGNMENT, config,
-                                   library=integrity.LibraryIndex([], set()))
+        report = integrity.analyse(Course(root), ASSIGNMENT, config, library=integrity.LibraryIndex([], set()))
         # CPU seconds of this process, in turns, the least disturbed of three (the machine is shared)
         indexed_times, baseline_times = [], []
         for _ in range(3):
@@ -182,27 +233,51 @@ def _run(students: int, mode: str) -> dict:
             baseline_times.append(time.process_time() - t0)
         indexed_s, baseline_s = min(indexed_times), min(baseline_times)
         indexed_matches = sum(len(p.questions) for p in indexed)
-        return dict(mode=mode, students=students, command_s=command_s, command_cpu_s=command_cpu_s, load=(load_before, os.getloadavg()[0]),
-                    timings=report.timings, planted=len(planted), found=len(planted & flagged),
-                    other_flagged=len(flagged - planted), indexed_s=indexed_s, baseline_s=baseline_s,
-                    same=indexed_matches == baseline_matches, matches=indexed_matches, cap=cap)
+        return dict(
+            mode=mode,
+            students=students,
+            command_s=command_s,
+            command_cpu_s=command_cpu_s,
+            load=(load_before, os.getloadavg()[0]),
+            timings=report.timings,
+            planted=len(planted),
+            found=len(planted & flagged),
+            other_flagged=len(flagged - planted),
+            indexed_s=indexed_s,
+            baseline_s=baseline_s,
+            same=indexed_matches == baseline_matches,
+            matches=indexed_matches,
+            cap=cap,
+        )
 
 
 def main(args) -> None:
     students = 60 if getattr(args, "quick", False) else 300
-    print(header("Integrity report: synthetic class, 5 questions", students=students,
-                 assignment=ASSIGNMENT, cpus=os.cpu_count()))
+    print(
+        header(
+            "Integrity report: synthetic class, 5 questions",
+            students=students,
+            assignment=ASSIGNMENT,
+            cpus=os.cpu_count(),
+        )
+    )
     for mode in ("styles", "cliques"):
         r = _run(students, mode)
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items())
-        print(f"{mode}: `python -m autograder integrity` for {r['students']} students: {r['command_s']:.1f} s wall, "
-              f"{r['command_cpu_s']:.1f} s CPU (load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}); "
-              f"in-process phases (wall) without the library: {phases}")
-        print(f"  planted copy pairs flagged: {r['found']}/{r['planted']}; other pairs flagged: {r['other_flagged']}; "
-              f"common-passage cap {r['cap']} students")
-        print(f"  pair phase (CPU): sparse index {r['indexed_s']:.2f} s vs all-pairs baseline {r['baseline_s']:.2f} s "
-              f"= {r['baseline_s'] / max(r['indexed_s'], 1e-9):.1f}x faster; same question matches: {r['same']} "
-              f"({r['matches']})")
+        print(
+            f"{mode}: `python -m autograder integrity` for {r['students']} students: {r['command_s']:.1f} s wall, "
+            f"{r['command_cpu_s']:.1f} s CPU (load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}); "
+            f"in-process phases (wall) without the library: {phases}"
+        )
+        print(
+            f"  planted copy pairs flagged: {r['found']}/{r['planted']}; other pairs flagged: {r['other_flagged']}; "
+            f"common-passage cap {r['cap']} students"
+        )
+        print(
+            f"  pair phase (CPU): sparse index {r['indexed_s']:.2f} s vs all-pairs baseline {r['baseline_s']:.2f} s "
+            f"= {r['baseline_s'] / max(r['indexed_s'], 1e-9):.1f}x faster; same question matches: {r['same']} "
+            f"({r['matches']})"
+        )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ range of the per-round ratios gd_lib / peer. One thread and two threads (``torch
 Target (issue 17): gd_lib / peer ≤ 1.05 for Muon (every peer), KFAC (ASDL), Shampoo and
 SOAP (the best peer).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,7 @@ import importlib
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,7 @@ def _optional(module: str):
 
 # --- problems -----------------------------------------------------------------------------
 
+
 def matrices_with_grads(shapes, seed: int = SEED, device="cpu") -> tuple[list[nn.Parameter], list[torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     params = [nn.Parameter((torch.randn(*s, generator=g) / s[-1] ** 0.5).to(device)) for s in shapes]
@@ -70,10 +72,12 @@ def matrices_with_grads(shapes, seed: int = SEED, device="cpu") -> tuple[list[nn
 
 def step_alone(opt: torch.optim.Optimizer, params, grads) -> Callable[[], None]:
     """One optimizer step with the gradients put back first (some peers clear ``p.grad``)."""
+
     def run():
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
+
     return run
 
 
@@ -89,6 +93,7 @@ def mlp(widths, seed: int = SEED) -> nn.Sequential:
 
 # --- the sides of each comparison ---------------------------------------------------------
 
+
 def muon_sides(quick: bool) -> tuple[dict, dict]:
     # small on a CPU without native bfloat16, where the peers' emulated bfloat16 products are
     # ~55x slower than float32 (gd_lib.linalg.fast_bfloat16_matmul)
@@ -103,18 +108,28 @@ def muon_sides(quick: bool) -> tuple[dict, dict]:
         params, grads = matrices_with_grads(shapes, device=device)
         return step_alone(make(params), params, grads)
 
-    ours = {"gd_lib Muon (bfloat16)": lambda: side(lambda ps: gd.Muon([{"params": ps, "use_muon": True}], lr=0.02,
-                                                                     ns_dtype=torch.bfloat16))}
+    ours = {
+        "gd_lib Muon (bfloat16)": lambda: side(
+            lambda ps: gd.Muon([{"params": ps, "use_muon": True}], lr=0.02, ns_dtype=torch.bfloat16)
+        )
+    }
     if not native:  # the default differs from the references here: float32
         ours["gd_lib Muon (default: float32 here)"] = lambda: side(
-            lambda ps: gd.Muon([{"params": ps, "use_muon": True}], lr=0.02))
+            lambda ps: gd.Muon([{"params": ps, "use_muon": True}], lr=0.02)
+        )
     peers = {"torch.optim.Muon": lambda: side(lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.0))}
     keller = _optional("muon")
-    peers["KellerJordan Muon"] = None if keller is None else (
-        lambda: side(lambda ps: keller.SingleDeviceMuonWithAuxAdam([{"params": ps, "use_muon": True, "lr": 0.02}])))
+    peers["KellerJordan Muon"] = (
+        None
+        if keller is None
+        else (
+            lambda: side(lambda ps: keller.SingleDeviceMuonWithAuxAdam([{"params": ps, "use_muon": True, "lr": 0.02}]))
+        )
+    )
     po = _optional("pytorch_optimizer")
-    peers["pytorch_optimizer Muon"] = None if po is None else (
-        lambda: side(lambda ps: po.Muon([{"params": ps, "use_muon": True}], lr=0.02)))
+    peers["pytorch_optimizer Muon"] = (
+        None if po is None else (lambda: side(lambda ps: po.Muon([{"params": ps, "use_muon": True}], lr=0.02)))
+    )
     return ours, peers
 
 
@@ -127,19 +142,56 @@ def shampoo_sides(quick: bool) -> list[tuple[dict, dict]]:
         return step_alone(make(params), params, grads)
 
     # classic Shampoo: statistics summed (β2 = 1), no grafting or momentum, roots every 10 steps
-    eigh = {"gd_lib Shampoo (eigh)": lambda: side(lambda ps: gd.Shampoo(
-        ps, lr=1e-3, betas=(0.0, 1.0), epsilon=1e-6, grafting="none", precondition_frequency=BLOCK,
-        use_bias_correction=False))}
-    svd = {"pytorch_optimizer Shampoo (svd)": None if po is None else lambda: side(lambda ps: po.Shampoo(
-        ps, lr=1e-3, preconditioning_compute_steps=BLOCK, matrix_eps=1e-6))}
+    eigh = {
+        "gd_lib Shampoo (eigh)": lambda: side(
+            lambda ps: gd.Shampoo(
+                ps,
+                lr=1e-3,
+                betas=(0.0, 1.0),
+                epsilon=1e-6,
+                grafting="none",
+                precondition_frequency=BLOCK,
+                use_bias_correction=False,
+            )
+        )
+    }
+    svd = {
+        "pytorch_optimizer Shampoo (svd)": None
+        if po is None
+        else lambda: side(lambda ps: po.Shampoo(ps, lr=1e-3, preconditioning_compute_steps=BLOCK, matrix_eps=1e-6))
+    }
     # scalable Shampoo: β2 0.999 without bias correction (pytorch_optimizer has none), SGD
     # grafting, blocks of 512, Newton roots every 10 steps
-    newton = {"gd_lib Shampoo (newton)": lambda: side(lambda ps: gd.Shampoo(
-        ps, lr=1e-3, betas=(0.9, 0.999), epsilon=1e-6, grafting="sgd", max_preconditioner_dim=512,
-        precondition_frequency=BLOCK, root_method="newton", use_bias_correction=False))}
-    scalable = {"pytorch_optimizer ScalableShampoo (newton)": None if po is None else lambda: side(
-        lambda ps: po.ScalableShampoo(ps, lr=1e-3, betas=(0.9, 0.999), block_size=512, start_preconditioning_step=BLOCK,
-                                      preconditioning_compute_steps=BLOCK, matrix_eps=1e-6))}
+    newton = {
+        "gd_lib Shampoo (newton)": lambda: side(
+            lambda ps: gd.Shampoo(
+                ps,
+                lr=1e-3,
+                betas=(0.9, 0.999),
+                epsilon=1e-6,
+                grafting="sgd",
+                max_preconditioner_dim=512,
+                precondition_frequency=BLOCK,
+                root_method="newton",
+                use_bias_correction=False,
+            )
+        )
+    }
+    scalable = {
+        "pytorch_optimizer ScalableShampoo (newton)": None
+        if po is None
+        else lambda: side(
+            lambda ps: po.ScalableShampoo(
+                ps,
+                lr=1e-3,
+                betas=(0.9, 0.999),
+                block_size=512,
+                start_preconditioning_step=BLOCK,
+                preconditioning_compute_steps=BLOCK,
+                matrix_eps=1e-6,
+            )
+        )
+    }
     return [(eigh, svd), (newton, scalable)]
 
 
@@ -153,13 +205,26 @@ def soap_sides(quick: bool) -> tuple[dict, dict]:
     ours = {"gd_lib SOAP": lambda: side(lambda ps: gd.SOAP(ps, lr=3e-3, precondition_frequency=BLOCK))}
     po = _optional("pytorch_optimizer")
     hb = _optional("heavyball")
-    peers = {"pytorch_optimizer SOAP": None if po is None else lambda: side(
-        lambda ps: po.SOAP(ps, lr=3e-3, precondition_frequency=BLOCK))}
+    peers = {
+        "pytorch_optimizer SOAP": None
+        if po is None
+        else lambda: side(lambda ps: po.SOAP(ps, lr=3e-3, precondition_frequency=BLOCK))
+    }
 
     def heavyball_soap(ps):
         hb.utils.compile_mode = None  # eager: autotuned compilation takes minutes on this CPU
-        return hb.SOAP(ps, lr=3e-3, betas=(0.95, 0.95), shampoo_beta=0.95, precondition_frequency=BLOCK,
-                       max_precond_dim=10000, merge_dims=False, use_precond_schedule=False, compile_step=False)
+        return hb.SOAP(
+            ps,
+            lr=3e-3,
+            betas=(0.95, 0.95),
+            shampoo_beta=0.95,
+            precondition_frequency=BLOCK,
+            max_precond_dim=10000,
+            merge_dims=False,
+            use_precond_schedule=False,
+            compile_step=False,
+        )
+
     peers["heavyball SOAP (eager)"] = None if hb is None else lambda: side(heavyball_soap)
     return ours, peers
 
@@ -174,17 +239,25 @@ def kfac_sides(quick: bool) -> tuple[dict, dict]:
 
     def gd_side(inverse_method):
         model = mlp(widths)
-        opt = gd.KFAC(model, lr=0.01, momentum=0.9, cov_update_freq=1, inv_update_freq=BLOCK,
-                      inverse_method=inverse_method, fisher="empirical", **settings)
+        opt = gd.KFAC(
+            model,
+            lr=0.01,
+            momentum=0.9,
+            cov_update_freq=1,
+            inv_update_freq=BLOCK,
+            inverse_method=inverse_method,
+            fisher="empirical",
+            **settings,
+        )
 
         def run():
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(X), y).backward()
             opt.step()
+
         return run
 
-    ours = {"gd_lib KFAC (eigh)": lambda: gd_side("eigh"),
-            "gd_lib KFAC (cholesky)": lambda: gd_side("cholesky")}
+    ours = {"gd_lib KFAC (eigh)": lambda: gd_side("eigh"), "gd_lib KFAC (cholesky)": lambda: gd_side("cholesky")}
     asdl = _optional("asdl")
     if asdl is not None and not torch.cuda.is_available():
         # ASDL marks its preconditioner update with torch.cuda.nvtx ranges, which a CPU build of
@@ -194,9 +267,13 @@ def kfac_sides(quick: bool) -> tuple[dict, dict]:
 
     def asdl_side():
         model = mlp(widths)
-        config = asdl.PreconditioningConfig(data_size=batch, damping=settings["damping"],
-                                            ema_decay=settings["stat_decay"], curvature_upd_interval=1,
-                                            preconditioner_upd_interval=BLOCK)
+        config = asdl.PreconditioningConfig(
+            data_size=batch,
+            damping=settings["damping"],
+            ema_decay=settings["stat_decay"],
+            curvature_upd_interval=1,
+            preconditioner_upd_interval=BLOCK,
+        )
         maker = asdl.KfacGradientMaker(model, config, fisher_type=asdl.FISHER_EMP)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -206,7 +283,9 @@ def kfac_sides(quick: bool) -> tuple[dict, dict]:
             maker.setup_loss_call(F.cross_entropy, dummy, y)
             maker.forward_and_backward()
             opt.step()
+
         return run
+
     peers = {"ASDL KFAC (cholesky)": None if asdl is None else asdl_side}
     return ours, peers
 
@@ -221,6 +300,7 @@ class _NoNvtx:
 
 # --- timing -------------------------------------------------------------------------------
 
+
 def alternate(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
     """Per-step seconds of each run's blocks, the runs taking turns (order flipped every round)."""
     for run in runs.values():  # warm-up: state, first refresh, allocator
@@ -229,7 +309,7 @@ def alternate(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, lis
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             synchronize()
             t0 = time.perf_counter()
             for _ in range(BLOCK):
@@ -251,8 +331,9 @@ def compare(title: str, ours: dict, peers: dict, rounds: int, rows: list[dict], 
     available = {name: make for name, make in peers.items() if make is not None}
     for name in peers:
         if peers[name] is None:
-            rows.append({"comparison": title, "threads": threads, "gd_lib": "-", "peer": name,
-                         "ratio": "peer not installed"})
+            rows.append(
+                {"comparison": title, "threads": threads, "gd_lib": "-", "peer": name, "ratio": "peer not installed"}
+            )
     if not available:
         return
     runs = {name: make() for name, make in {**ours, **available}.items()}
@@ -262,9 +343,18 @@ def compare(title: str, ours: dict, peers: dict, rounds: int, rows: list[dict], 
             per_round = [a / b for a, b in zip(times[our_name], times[peer_name])]
             low, high = quartiles(per_round)
             ours_ms, peer_ms = 1e3 * statistics.median(times[our_name]), 1e3 * statistics.median(times[peer_name])
-            rows.append({"comparison": title, "threads": threads, "gd_lib": our_name, "gd_lib ms": f"{ours_ms:.2f}",
-                         "peer": peer_name, "peer ms": f"{peer_ms:.2f}", "ratio": f"{ours_ms / peer_ms:.3f}",
-                         "ratio IQR": f"{low:.3f}-{high:.3f}"})
+            rows.append(
+                {
+                    "comparison": title,
+                    "threads": threads,
+                    "gd_lib": our_name,
+                    "gd_lib ms": f"{ours_ms:.2f}",
+                    "peer": peer_name,
+                    "peer ms": f"{peer_ms:.2f}",
+                    "ratio": f"{ours_ms / peer_ms:.3f}",
+                    "ratio IQR": f"{low:.3f}-{high:.3f}",
+                }
+            )
 
 
 @contextlib.contextmanager
@@ -290,9 +380,19 @@ def main(args) -> None:
     unknown = sorted(set(chosen) - set(COMPARISONS))
     if unknown:
         raise SystemExit(f"PEERS: unknown comparisons {unknown}; choose from {COMPARISONS}")
-    print(header("gd_lib against its peers: step time (issue 17)", seed=SEED, block=BLOCK, rounds=rounds,
-                 threads=thread_counts, comparisons=chosen, quick=quick, load=f"{os.getloadavg()[0]:.1f}"),
-          flush=True)
+    print(
+        header(
+            "gd_lib against its peers: step time (issue 17)",
+            seed=SEED,
+            block=BLOCK,
+            rounds=rounds,
+            threads=thread_counts,
+            comparisons=chosen,
+            quick=quick,
+            load=f"{os.getloadavg()[0]:.1f}",
+        ),
+        flush=True,
+    )
     rows: list[dict] = []
     for threads in thread_counts:
         with num_threads(threads):
@@ -310,9 +410,11 @@ def main(args) -> None:
                 for row in rows[done:]:  # progress: each row as soon as it is measured
                     print("  " + ", ".join(f"{k}={row[k]}" for k in COLUMNS if k in row), flush=True)
     print(table(rows, COLUMNS))
-    print("ratio = median gd_lib step / median peer step, same run, sides alternating block by block; "
-          "IQR over the per-round ratios. < 1: gd_lib is faster. Target <= 1.05. "
-          f"Load average at the end: {os.getloadavg()[0]:.1f}")
+    print(
+        "ratio = median gd_lib step / median peer step, same run, sides alternating block by block; "
+        "IQR over the per-round ratios. < 1: gd_lib is faster. Target <= 1.05. "
+        f"Load average at the end: {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ max(k, 10) consecutive steps (k = refresh period), and the figure is the median 
 of block time / block length. The baseline, torch.optim.AdamW with its default
 implementation, is measured in the same run on the same model and batch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,14 +36,17 @@ def make_mlp(widths: tuple[int, ...], device: torch.device) -> nn.Sequential:
     return nn.Sequential(*layers).to(device)
 
 
-def time_per_step(model: nn.Module, opt: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor,
-                  block: int, repeats: int) -> float:
+def time_per_step(
+    model: nn.Module, opt: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor, block: int, repeats: int
+) -> float:
     """Median over ``repeats`` blocks of ``block`` training steps, divided by ``block`` (seconds)."""
+
     def run_block():
         for _ in range(block):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(X), y).backward()
             opt.step()
+
     return median_time(run_block, repeats=repeats, warmup=1) / block
 
 
@@ -60,24 +64,36 @@ def bench_kfac_family(args) -> None:
     y = torch.randint(0, widths[-1], (batch,), generator=g).to(device)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
 
-    print(header("KFAC family: wall time per training step vs torch.optim.AdamW", seed=SEED,
-                 model="MLP " + "→".join(map(str, widths)) + " float32", params=f"{n_params / 1e6:.2f}M",
-                 batch=batch, cov_update_freq=1, blocks=repeats, quick=quick,
-                 threads=torch.get_num_threads()))
+    print(
+        header(
+            "KFAC family: wall time per training step vs torch.optim.AdamW",
+            seed=SEED,
+            model="MLP " + "→".join(map(str, widths)) + " float32",
+            params=f"{n_params / 1e6:.2f}M",
+            batch=batch,
+            cov_update_freq=1,
+            blocks=repeats,
+            quick=quick,
+            threads=torch.get_num_threads(),
+        )
+    )
 
     def fresh(make):
         model.load_state_dict(initial)
         return make(model)
 
     # baseline: AdamW, blocks of 10 steps
-    adamw_s = time_per_step(model, fresh(lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3)), X, y,
-                            block=10, repeats=repeats)
-    rows = [{"optimizer": "torch.optim.AdamW", "refresh every": "-", "ms/step": f"{adamw_s * 1e3:.2f}",
-             "x AdamW": "1.00"}]
+    adamw_s = time_per_step(
+        model, fresh(lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3)), X, y, block=10, repeats=repeats
+    )
+    rows = [
+        {"optimizer": "torch.optim.AdamW", "refresh every": "-", "ms/step": f"{adamw_s * 1e3:.2f}", "x AdamW": "1.00"}
+    ]
     variants = {
         "KFAC (eigh)": lambda m, k: KFAC(m, lr=1e-3, damping=1e-3, cov_update_freq=1, inv_update_freq=k),
-        "KFAC (cholesky)": lambda m, k: KFAC(m, lr=1e-3, damping=1e-3, cov_update_freq=1, inv_update_freq=k,
-                                             inverse_method="cholesky"),
+        "KFAC (cholesky)": lambda m, k: KFAC(
+            m, lr=1e-3, damping=1e-3, cov_update_freq=1, inv_update_freq=k, inverse_method="cholesky"
+        ),
         "EKFAC": lambda m, k: EKFAC(m, lr=1e-3, damping=1e-3, cov_update_freq=1, inv_update_freq=k),
     }
     for name, make in variants.items():
@@ -85,8 +101,14 @@ def bench_kfac_family(args) -> None:
             opt = fresh(lambda m: make(m, k))
             seconds = time_per_step(model, opt, X, y, block=max(k, 10), repeats=repeats)
             opt.remove_hooks()
-            rows.append({"optimizer": name, "refresh every": k, "ms/step": f"{seconds * 1e3:.2f}",
-                         "x AdamW": f"{seconds / adamw_s:.2f}"})
+            rows.append(
+                {
+                    "optimizer": name,
+                    "refresh every": k,
+                    "ms/step": f"{seconds * 1e3:.2f}",
+                    "x AdamW": f"{seconds / adamw_s:.2f}",
+                }
+            )
     print(table(rows, ["optimizer", "refresh every", "ms/step", "x AdamW"]))
 
 

@@ -12,6 +12,7 @@ batch. Two timings: the optimizer step alone, and the full training step (forwar
 backward, step). The first, initialising calls (SOAP's eigh, Shampoo's first roots) and
 Shampoo's grafting-only warm-up steps are excluded.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -76,10 +77,19 @@ def main(args) -> None:
     g = torch.Generator().manual_seed(1)
     X = torch.randn(batch, widths[0], generator=g).to(device)
     Y = torch.randn(batch, widths[-1], generator=g).to(device)
-    print(header("Shampoo and SOAP step time vs AdamW", params=f"{n_params / 1e6:.2f}M", widths=widths,
-                 batch=batch, dtype="float32", seed=0, quick=quick,
-                 shampoo="adam grafting, max_preconditioner_dim 1024, eigh roots",
-                 soap="reference defaults"))
+    print(
+        header(
+            "Shampoo and SOAP step time vs AdamW",
+            params=f"{n_params / 1e6:.2f}M",
+            widths=widths,
+            batch=batch,
+            dtype="float32",
+            seed=0,
+            quick=quick,
+            shampoo="adam grafting, max_preconditioner_dim 1024, eigh roots",
+            soap="reference defaults",
+        )
+    )
     initial = {k: v.clone() for k, v in model.state_dict().items()}
 
     def fresh():
@@ -89,12 +99,27 @@ def main(args) -> None:
     adam = torch.optim.AdamW(fresh(), lr=1e-3)
     adam_step, adam_full = timed_steps(model, adam, X, Y, adam_steps, skip=3)
     t_adam, t_adam_full = statistics.median(adam_step), statistics.median(adam_full)
-    rows = [dict(optimizer="AdamW (baseline)", refresh="-", step_ms=f"{1e3 * t_adam:.1f}", step_ratio="1.00",
-                 train_step_ms=f"{1e3 * t_adam_full:.1f}", train_ratio="1.00")]
+    rows = [
+        dict(
+            optimizer="AdamW (baseline)",
+            refresh="-",
+            step_ms=f"{1e3 * t_adam:.1f}",
+            step_ratio="1.00",
+            train_step_ms=f"{1e3 * t_adam_full:.1f}",
+            train_ratio="1.00",
+        )
+    ]
 
     # Shampoo with f = 2, start 2: step 2, 4, 6, ... refresh the roots, 3, 5, ... do not
-    shampoo = Shampoo(fresh(), lr=1e-3, betas=(0.9, 0.999), grafting="adam", epsilon=1e-8,
-                      precondition_frequency=2, max_preconditioner_dim=1024)
+    shampoo = Shampoo(
+        fresh(),
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        grafting="adam",
+        epsilon=1e-8,
+        precondition_frequency=2,
+        max_preconditioner_dim=1024,
+    )
     skip = 2  # step 1 grafts only, step 2 computes the first roots
     s_step, s_full = timed_steps(model, shampoo, X, Y, 2 * pairs, skip=skip)
     # SOAP with f = 2: call 1 initialises (eigh), then update k = call - 1 refreshes when k is even
@@ -111,12 +136,22 @@ def main(args) -> None:
         for f in FREQUENCIES:
             t = ((f - 1) * ordinary + refresh) / f
             t_full = ((f - 1) * ordinary_full + refresh_full) / f
-            rows.append(dict(optimizer=name, refresh=f, step_ms=f"{1e3 * t:.1f}", step_ratio=f"{t / t_adam:.2f}",
-                             train_step_ms=f"{1e3 * t_full:.1f}", train_ratio=f"{t_full / t_adam_full:.2f}"))
+            rows.append(
+                dict(
+                    optimizer=name,
+                    refresh=f,
+                    step_ms=f"{1e3 * t:.1f}",
+                    step_ratio=f"{t / t_adam:.2f}",
+                    train_step_ms=f"{1e3 * t_full:.1f}",
+                    train_ratio=f"{t_full / t_adam_full:.2f}",
+                )
+            )
         rows.append(dict(optimizer=f"  ({name}: ordinary {1e3 * ordinary:.1f} ms, refresh {1e3 * refresh:.1f} ms)"))
     print(table(rows, ["optimizer", "refresh", "step_ms", "step_ratio", "train_step_ms", "train_ratio"]))
-    print("step = optimizer.step() alone; train step = zero_grad + forward + backward + step. "
-          "Ratios against AdamW measured in the same run.")
+    print(
+        "step = optimizer.step() alone; train step = zero_grad + forward + backward + step. "
+        "Ratios against AdamW measured in the same run."
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Shared helpers for the benchmarks: a header that says what was measured where, and timing."""
+
 from __future__ import annotations
 
 import platform
 import statistics
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -14,10 +15,12 @@ import gd_lib
 
 def code_version() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -31,9 +34,11 @@ def machine() -> str:
 
 
 def header(title: str, **config) -> str:
-    lines = [f"## {title}",
-             f"code {code_version()} | gd_lib {gd_lib.__version__} | torch {torch.__version__} | "
-             f"python {platform.python_version()} | device {gd_lib.device()} | {machine()}"]
+    lines = [
+        f"## {title}",
+        f"code {code_version()} | gd_lib {gd_lib.__version__} | torch {torch.__version__} | "
+        f"python {platform.python_version()} | device {gd_lib.device()} | {machine()}",
+    ]
     if config:
         lines.append("config: " + ", ".join(f"{k}={v}" for k, v in config.items()))
     return "\n".join(lines)
@@ -59,7 +64,9 @@ def median_time(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) ->
     return statistics.median(times)
 
 
-def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved_times(
+    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
+) -> dict[str, list[float]]:
     """Wall times of several functions measured in turns (a, b, a, b, ...), seconds per call.
 
     On a shared machine the load changes over a run; taking turns exposes every function to
@@ -82,8 +89,10 @@ def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int = 5, wa
 
 def table(rows: list[dict], columns: list[str]) -> str:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    out = ["| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |",
-           "| " + " | ".join("-" * widths[c] for c in columns) + " |"]
+    out = [
+        "| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |",
+        "| " + " | ".join("-" * widths[c] for c in columns) + " |",
+    ]
     for r in rows:
         out.append("| " + " | ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) + " |")
     return "\n".join(out)

@@ -14,13 +14,23 @@ notebook the grader assembled from the instructor's notebook and the student's
 answers (``UseAssembledNotebook``), never the raw submission's cells. Run it through
 ``make autograde A=<assignment>`` (or the formgrader's *Autograde* button).
 """
+
 import os
 
-from nbconvert.preprocessors import ClearMetadataPreprocessor
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearOutput,
-                                    DeduplicateIds, GetGrades, IgnorePattern, LimitOutput, OverwriteCells,
-                                    OverwriteKernelspec, SaveAutoGrades)
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearHiddenTests,
+    ClearOutput,
+    DeduplicateIds,
+    GetGrades,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
+    SaveAutoGrades,
+)
 
 import autograder
 from autograder.nbgrader_plugin import ApplySandboxedResults, UseAssembledNotebook
@@ -40,8 +50,14 @@ c.CourseDirectory.solution_directory = os.path.join("course", "released_solution
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "course", "gradebook.db")
 # nbgrader's exchange (release, submit, collect, feedback): a shared folder on the course hub.
 c.Exchange.root = os.environ.get("GD_NBGRADER_EXCHANGE") or "/srv/nbgrader/exchange"
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".autograder",
-                           "mistakes.json"]  # the catalogue of classic mistakes is the instructor's
+c.CourseDirectory.ignore = [
+    ".ipynb_checkpoints",
+    "*.pyc",
+    "__pycache__",
+    "feedback",
+    ".autograder",
+    "mistakes.json",
+]  # the catalogue of classic mistakes is the instructor's
 
 # Released notebooks carry no outputs and no solution code.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

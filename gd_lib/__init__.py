@@ -8,6 +8,7 @@ to the paper it comes from. Sub-packages:
 - :mod:`gd_lib.curvature`   Hessian / GGN / Fisher products and spectra
 - :mod:`gd_lib.linalg`      matrix functions shared by Shampoo, KFAC, Muon
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -20,8 +21,7 @@ try:  # the version is written once, in pyproject.toml; installing gd_lib (make 
 except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["device", "quick_mode", "step_scale", "step_budget", "mode_summary", "seed_everything",
-           "__version__"]
+__all__ = ["device", "quick_mode", "step_scale", "step_budget", "mode_summary", "seed_everything", "__version__"]
 
 
 def device() -> torch.device:
@@ -87,8 +87,10 @@ def mode_summary(quick: bool | None = None) -> str:
         return "quick mode (GD_QUICK=1): a small faithful version, seconds on a CPU"
     scale = step_scale()
     if scale < 1.0:
-        return (f"full mode with steps scaled by GD_STEP_SCALE={scale:g}: a check that the full-mode code runs; "
-                "its numbers are not meaningful")
+        return (
+            f"full mode with steps scaled by GD_STEP_SCALE={scale:g}: a check that the full-mode code runs; "
+            "its numbers are not meaningful"
+        )
     return "full mode: the original scale, meant for a GPU"
 
 
@@ -102,7 +104,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
     import numpy as np
 
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"Invalid seed: {seed!r}; expected an integer in [0, 2**32)")
     random.seed(seed)
     np.random.seed(seed)

@@ -6,11 +6,12 @@ who passes ``lr=-1`` reads what went wrong and what is allowed. A number is a re
 tensor learning rate). The checks import nothing of gd_lib, so that importing a schedule or a
 data set does not import the optimizers.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -31,13 +32,19 @@ def check_int(name: str, value, minimum: int = 0, maximum: int | None = None) ->
         raise ValueError(f"Invalid {name}: {value!r}; expected an integer {allowed}")
 
 
-def check_number(name: str, value, low: float = -math.inf, high: float = math.inf, *,
-                 low_inclusive: bool = True, high_inclusive: bool = True) -> None:
+def check_number(
+    name: str,
+    value,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
     """``value`` must be a finite real number in the given interval."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = (value >= low if low_inclusive else value > low) and \
-             (value <= high if high_inclusive else value < high)
+        ok = (value >= low if low_inclusive else value > low) and (value <= high if high_inclusive else value < high)
     if not ok:
         lb, rb = ("[" if low_inclusive else "("), ("]" if high_inclusive else ")")
         raise ValueError(f"Invalid {name}: {value!r}; expected a finite number in {lb}{low}, {high}{rb}")
@@ -51,6 +58,7 @@ def check_choice(name: str, value, choices) -> None:
 
 # --- the optimizers' checks (torch.optim's wording) ---------------------------------
 
+
 def check_nonnegative(name: str, value) -> None:
     """``value`` must be a finite number ≥ 0 (learning rates, eps, weight decay...)."""
     if not _is_number(value) or not math.isfinite(float(value)) or float(value) < 0.0:
@@ -63,8 +71,9 @@ def check_positive(name: str, value) -> None:
         raise ValueError(f"Invalid {name}: {value!r}; expected a finite number > 0")
 
 
-def check_in_range(name: str, value, low: float, high: float, *, high_inclusive: bool = False,
-                   low_inclusive: bool = True) -> None:
+def check_in_range(
+    name: str, value, low: float, high: float, *, high_inclusive: bool = False, low_inclusive: bool = True
+) -> None:
     """``value`` must lie in [low, high) (or the bracket types asked for)."""
     ok = _is_number(value) and math.isfinite(float(value))
     if ok:
@@ -119,7 +128,8 @@ def check_unsupported_flags(optimizer_name: str, **flags) -> None:
         if value:
             raise ValueError(
                 f"Invalid {name}={value!r}: gd_lib's {optimizer_name} has no {name} implementation; "
-                f"pass {name}=False or leave it out (the foreach path is gd_lib's fast path)")
+                f"pass {name}=False or leave it out (the foreach path is gd_lib's fast path)"
+            )
 
 
 def check_tensor_lr(lr) -> None:

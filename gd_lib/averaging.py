@@ -33,22 +33,33 @@ References:
     optax ``ema(decay, debias=True)`` (bias correction); timm ``ModelEmaV3`` (decay warmup
     ``1 − (1 + t/γ)^{−p}``, after K. Crowson).
 """
+
 from __future__ import annotations
 
 import contextlib
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from gd_lib._checks import check_int, check_number
 
-__all__ = ["ema_update_", "mean_update_", "WeightAverager", "EMA", "Polyak", "SWA", "LAWA", "LAWAEMA",
-           "averaged_weights"]
+__all__ = [
+    "ema_update_",
+    "mean_update_",
+    "WeightAverager",
+    "EMA",
+    "Polyak",
+    "SWA",
+    "LAWA",
+    "LAWAEMA",
+    "averaged_weights",
+]
 
 
 # --- the two lerps ---------------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def ema_update_(average: torch.Tensor, new: torch.Tensor, decay: float) -> torch.Tensor:
@@ -78,6 +89,7 @@ def mean_update_(average: torch.Tensor, new: torch.Tensor, count: int) -> torch.
 
 # --- the common shell --------------------------------------------------------------------------------
 
+
 class WeightAverager:
     """Base class: which tensors are averaged, the step rule, the swap and the state dict.
 
@@ -92,14 +104,13 @@ class WeightAverager:
             BatchNorm's ``num_batches_tracked`` take the latest value).
     """
 
-    def __init__(self, model: nn.Module, *, start: int = 0, every: int = 1,
-                 include_buffers: bool = False):
+    def __init__(self, model: nn.Module, *, start: int = 0, every: int = 1, include_buffers: bool = False):
         check_int("start", start, 0)
         check_int("every", every, 1)
         self.start, self.every, self.include_buffers = start, every, include_buffers
         self.names = list(self._tensors(model))
-        self.step = 0          # calls to update()
-        self.count = 0         # iterates folded into the average
+        self.step = 0  # calls to update()
+        self.count = 0  # iterates folded into the average
 
     def _tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
         tensors = {name: p for name, p in model.named_parameters()}
@@ -184,6 +195,7 @@ def _averageable(t: torch.Tensor) -> bool:
 
 # --- EMA ---------------------------------------------------------------------------------------------------
 
+
 class EMA(WeightAverager):
     """Exponential moving average of the weights, with optional bias correction or decay warmup.
 
@@ -215,9 +227,18 @@ class EMA(WeightAverager):
         tensor([[2.]])
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999, *, debias: bool = False,
-                 warmup_power: float | None = None, warmup_gamma: float = 1.0, start: int = 0,
-                 every: int = 1, include_buffers: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        decay: float = 0.999,
+        *,
+        debias: bool = False,
+        warmup_power: float | None = None,
+        warmup_gamma: float = 1.0,
+        start: int = 0,
+        every: int = 1,
+        include_buffers: bool = False,
+    ):
         check_number("decay", decay, 0.0, 1.0)
         if warmup_power is not None:
             check_number("warmup_power", warmup_power, 0.0, low_inclusive=False)
@@ -241,8 +262,9 @@ class EMA(WeightAverager):
         n = self.count + 1
         if self.ema is None:
             # m_0 = 0 with bias correction; otherwise the first iterate starts the average
-            self.ema = {k: torch.zeros_like(w) if self.debias and _averageable(w) else w.clone()
-                        for k, w in weights.items()}
+            self.ema = {
+                k: torch.zeros_like(w) if self.debias and _averageable(w) else w.clone() for k, w in weights.items()
+            }
             if not self.debias:
                 return
         beta = self.decay_at(n)
@@ -259,7 +281,7 @@ class EMA(WeightAverager):
         if not self.debias:
             return self.ema
         # m̂ = m / (1 − β^n)
-        correction = 1.0 - self.decay ** self.count
+        correction = 1.0 - self.decay**self.count
         return {k: m / correction if _averageable(m) else m for k, m in self.ema.items()}
 
     def _extra_state(self) -> dict:
@@ -286,12 +308,14 @@ class LAWAEMA(EMA):
         tensor([[3.]])
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9, *, interval: int = 1, start: int = 0,
-                 include_buffers: bool = False):
+    def __init__(
+        self, model: nn.Module, decay: float = 0.9, *, interval: int = 1, start: int = 0, include_buffers: bool = False
+    ):
         super().__init__(model, decay, start=start, every=interval, include_buffers=include_buffers)
 
 
 # --- equal-weight averages ----------------------------------------------------------------------------
+
 
 class SWA(WeightAverager):
     """Stochastic weight averaging: the equal-weight mean of the iterates at the averaging steps.
@@ -314,8 +338,7 @@ class SWA(WeightAverager):
         tensor([[4.]])
     """
 
-    def __init__(self, model: nn.Module, *, start: int = 0, every: int = 1,
-                 include_buffers: bool = False):
+    def __init__(self, model: nn.Module, *, start: int = 0, every: int = 1, include_buffers: bool = False):
         super().__init__(model, start=start, every=every, include_buffers=include_buffers)
         self.mean: dict[str, torch.Tensor] | None = None
 
@@ -383,8 +406,9 @@ class LAWA(WeightAverager):
         tensor([[4.]])
     """
 
-    def __init__(self, model: nn.Module, k: int = 5, *, interval: int = 1, start: int = 0,
-                 include_buffers: bool = False):
+    def __init__(
+        self, model: nn.Module, k: int = 5, *, interval: int = 1, start: int = 0, include_buffers: bool = False
+    ):
         check_int("k", k, 1)
         check_int("interval", interval, 1)
         super().__init__(model, start=start, every=interval, include_buffers=include_buffers)

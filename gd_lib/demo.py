@@ -8,6 +8,7 @@ valley at (1, 1). The demo prints a table (optimizer, learning rate, steps, fina
 steps until the loss first drops below 1e-3) and saves the paths over the contours of
 log f to ``<out>/rosenbrock_race.png``. CPU only, a few seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ TARGET = 1e-3
 def rosenbrock(xy: torch.Tensor) -> torch.Tensor:
     """f(x, y) = (1 - x)² + 100 (y - x²)²; minimum 0 at (1, 1). Works on (..., 2) tensors."""
     x, y = xy[..., 0], xy[..., 1]
-    return (1 - x) ** 2 + 100 * (y - x ** 2) ** 2
+    return (1 - x) ** 2 + 100 * (y - x**2) ** 2
 
 
 def rosenbrock_value_and_grad(x: float, y: float) -> tuple[float, tuple[float, float]]:
@@ -111,8 +112,7 @@ def run_entrant(entrant: Entrant, cls: type, steps: int) -> RaceResult:
     losses.append(rosenbrock_value_and_grad(*xy.tolist())[0])
     # first t ≥ 1 with f(iterate t) < TARGET
     steps_to_target = next((t for t, f in enumerate(losses) if t > 0 and f < TARGET), None)
-    return RaceResult(entrant.label, entrant.lr, len(path) - 1, losses[-1], steps_to_target,
-                      torch.stack(path).numpy())
+    return RaceResult(entrant.label, entrant.lr, len(path) - 1, losses[-1], steps_to_target, torch.stack(path).numpy())
 
 
 def race(steps: int = 2000) -> list[RaceResult]:
@@ -122,8 +122,15 @@ def race(steps: int = 2000) -> list[RaceResult]:
 def format_table(results: list[RaceResult]) -> str:
     rows = [("optimizer", "lr", "steps", "final loss", f"steps to loss < {TARGET:g}")]
     for r in results:
-        rows.append((r.label, f"{r.lr:g}", str(r.steps), f"{r.final_loss:.3e}",
-                     "—" if r.steps_to_target is None else str(r.steps_to_target)))
+        rows.append(
+            (
+                r.label,
+                f"{r.lr:g}",
+                str(r.steps),
+                f"{r.final_loss:.3e}",
+                "—" if r.steps_to_target is None else str(r.steps_to_target),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
@@ -146,13 +153,23 @@ def plot_race(results: list[RaceResult], path: Path) -> Path:
     ax.contour(xs, ys, levels, levels=15, colors="white", linewidths=0.4)
     colors = plt.get_cmap("tab10")
     for i, r in enumerate(results):  # ten colours, then the same colours dashed
-        ax.plot(r.path[:, 0], r.path[:, 1], "-" if i < 10 else "--", lw=1.3, color=colors(i % 10),
-                label=f"{r.label} (lr {r.lr:g}): {r.final_loss:.1e}")
+        ax.plot(
+            r.path[:, 0],
+            r.path[:, 1],
+            "-" if i < 10 else "--",
+            lw=1.3,
+            color=colors(i % 10),
+            label=f"{r.label} (lr {r.lr:g}): {r.final_loss:.1e}",
+        )
     ax.plot(*START, "o", color="black", ms=7, label="start (-1.5, 2)")
     ax.plot(1.0, 1.0, "*", color="gold", mec="black", ms=14, label="minimum (1, 1)")
-    ax.set(xlim=(-2, 2), ylim=(-1, 3), xlabel="x", ylabel="y",
-           title=f"Rosenbrock race, {results[0].steps if results else 0} steps "
-                 "(contours: log10 f)")
+    ax.set(
+        xlim=(-2, 2),
+        ylim=(-1, 3),
+        xlabel="x",
+        ylabel="y",
+        title=f"Rosenbrock race, {results[0].steps if results else 0} steps (contours: log10 f)",
+    )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="final loss")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,10 +48,11 @@ References
 - I. Goodfellow, O. Vinyals, A. Saxe. "Qualitatively characterizing neural
   network optimization problems", ICLR 2015.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -81,6 +82,7 @@ LossFn = Callable[[nn.Module], "torch.Tensor | float"]
 # --------------------------------------------------------------------------
 # Points and directions
 # --------------------------------------------------------------------------
+
 
 def get_weights(model: nn.Module) -> Weights:
     """A detached copy of the model's parameters, in ``model.parameters()`` order."""
@@ -127,8 +129,7 @@ def random_direction(model_or_weights, generator: torch.Generator | None = None)
     return [torch.randn(w.shape, generator=generator, dtype=w.dtype).to(w.device) for w in weights]
 
 
-def filter_normalize(direction: Sequence[torch.Tensor], weights, ignore: str = "biasbn",
-                     eps: float = 1e-10) -> Weights:
+def filter_normalize(direction: Sequence[torch.Tensor], weights, ignore: str = "biasbn", eps: float = 1e-10) -> Weights:
     r"""Filter-normalize ``direction`` to ``weights`` (Li et al. 2018, Eq. in Section 4).
 
     For a parameter with 2 or more dimensions, each filter ``d[i]`` becomes
@@ -153,8 +154,9 @@ def filter_normalize(direction: Sequence[torch.Tensor], weights, ignore: str = "
     return out
 
 
-def random_filter_normalized_direction(model_or_weights, generator: torch.Generator | None = None,
-                                       ignore: str = "biasbn") -> Weights:
+def random_filter_normalized_direction(
+    model_or_weights, generator: torch.Generator | None = None, ignore: str = "biasbn"
+) -> Weights:
     """:func:`random_direction` then :func:`filter_normalize` (Li et al.'s recipe)."""
     weights = _as_weights(model_or_weights)
     return filter_normalize(random_direction(weights, generator), weights, ignore=ignore)
@@ -187,9 +189,12 @@ def orthogonalize(direction: Sequence[torch.Tensor], against: Sequence[torch.Ten
     return [d - (coef * a.double()).to(d.dtype) for d, a in zip(direction, against)]
 
 
-def trajectory_plane(start: Sequence[torch.Tensor], end: Sequence[torch.Tensor],
-                     generator: torch.Generator | None = None,
-                     ignore: str = "biasbn") -> tuple[Weights, Weights]:
+def trajectory_plane(
+    start: Sequence[torch.Tensor],
+    end: Sequence[torch.Tensor],
+    generator: torch.Generator | None = None,
+    ignore: str = "biasbn",
+) -> tuple[Weights, Weights]:
     """Directions of the plane through ``start`` and ``end``: ``δ = end - start``
     and a random filter-normalized (to ``end``) direction, orthogonalized
     against ``δ`` and rescaled to ``||δ||``. With ``center=start`` the trained
@@ -203,6 +208,7 @@ def trajectory_plane(start: Sequence[torch.Tensor], end: Sequence[torch.Tensor],
 # --------------------------------------------------------------------------
 # Evaluating the loss on slices
 # --------------------------------------------------------------------------
+
 
 @contextmanager
 def _restored(model: nn.Module):
@@ -230,8 +236,13 @@ def _evaluate(model: nn.Module, loss_fn: LossFn, reset_buffers) -> float:
     return float(value)
 
 
-def loss_along_line(model: nn.Module, loss_fn: LossFn, start: Sequence[torch.Tensor],
-                    end: Sequence[torch.Tensor], alphas: Sequence[float]) -> dict:
+def loss_along_line(
+    model: nn.Module,
+    loss_fn: LossFn,
+    start: Sequence[torch.Tensor],
+    end: Sequence[torch.Tensor],
+    alphas: Sequence[float],
+) -> dict:
     r"""``ℓ(α) = L(lerp(θ_0, θ_1, α))`` for each ``α``; ``loss_fn(model)`` returns ``L``.
 
     ``torch.lerp`` returns ``θ_0`` at ``α = 0`` and ``θ_1`` at ``α = 1``
@@ -252,19 +263,27 @@ def loss_along_line(model: nn.Module, loss_fn: LossFn, start: Sequence[torch.Ten
     return {"alphas": alphas, "losses": losses}
 
 
-def loss_along_direction(model: nn.Module, loss_fn: LossFn, direction: Sequence[torch.Tensor],
-                         alphas: Sequence[float], center: Sequence[torch.Tensor] | None = None) -> dict:
+def loss_along_direction(
+    model: nn.Module,
+    loss_fn: LossFn,
+    direction: Sequence[torch.Tensor],
+    alphas: Sequence[float],
+    center: Sequence[torch.Tensor] | None = None,
+) -> dict:
     """``ℓ(α) = L(θ + α δ)`` with ``θ = center`` (default: the model's weights).
     Returns ``{"alphas", "losses"}`` (numpy)."""
-    out = loss_plane(model, loss_fn, (direction, [torch.zeros_like(d) for d in direction]),
-                     alphas, [0.0], center)
+    out = loss_plane(model, loss_fn, (direction, [torch.zeros_like(d) for d in direction]), alphas, [0.0], center)
     return {"alphas": out["alphas"], "losses": out["losses"][0]}
 
 
-def loss_plane(model: nn.Module, loss_fn: LossFn,
-               directions: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]],
-               alphas: Sequence[float], betas: Sequence[float],
-               center: Sequence[torch.Tensor] | None = None) -> dict:
+def loss_plane(
+    model: nn.Module,
+    loss_fn: LossFn,
+    directions: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]],
+    alphas: Sequence[float],
+    betas: Sequence[float],
+    center: Sequence[torch.Tensor] | None = None,
+) -> dict:
     r"""``ℓ(α, β) = L(θ + α δ + β η)`` on the grid ``alphas × betas``.
 
     ``θ = center`` (default: the model's current weights), ``(δ, η) =
@@ -299,6 +318,7 @@ def loss_plane(model: nn.Module, loss_fn: LossFn,
 # Roughness of a 2-D grid
 # --------------------------------------------------------------------------
 
+
 def roughness(losses: np.ndarray) -> dict:
     r"""How rough a 2-D loss grid is.
 
@@ -325,7 +345,7 @@ def roughness(losses: np.ndarray) -> dict:
         for dj in (-1, 0, 1):
             if di == 0 and dj == 0:
                 continue
-            neighbour = padded[1 + di:1 + di + rows, 1 + dj:1 + dj + cols]
+            neighbour = padded[1 + di : 1 + di + rows, 1 + dj : 1 + dj + cols]
             is_min &= Zm < neighbour
     # total variation along both axes
     dv = np.abs(np.diff(Z, axis=0))
@@ -333,6 +353,8 @@ def roughness(losses: np.ndarray) -> dict:
     tv = float(dv[np.isfinite(dv)].sum() + dh[np.isfinite(dh)].sum())
     finite = Z[np.isfinite(Z)]
     spread = float(finite.max() - finite.min()) if finite.size else 0.0
-    return {"local_minima": int(is_min.sum()),
-            "total_variation": tv,
-            "normalized_total_variation": tv / (spread * (rows + cols)) if spread > 0 else 0.0}
+    return {
+        "local_minima": int(is_min.sum()),
+        "total_variation": tv,
+        "normalized_total_variation": tv / (spread * (rows + cols)) if spread > 0 else 0.0,
+    }

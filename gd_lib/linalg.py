@@ -4,9 +4,8 @@ Exact references (``eigh``, ``svd``) live next to the iterative approximations
 (coupled Newton, Newton–Schulz) that fast paths use, and tests check the
 approximations against the references.
 """
-from __future__ import annotations
 
-import torch
+from __future__ import annotations
 
 # ---------------------------------------------------------------------------
 # Symmetric matrix functions: inverse p-th roots, eigenbases (curvature issue)
@@ -26,8 +25,9 @@ import torch
 #     eigenvalue shift, epsilon, tolerance of the Newton iteration).
 #   Vyas et al. (2024), "SOAP: Improving and Stabilizing Shampoo using Adam",
 #     arXiv:2409.11321 (the QR refresh of a warm-started eigenbasis).
-
 from typing import NamedTuple
+
+import torch
 
 
 def _check_square(A: torch.Tensor, name: str = "A") -> None:
@@ -70,8 +70,9 @@ def symmetric_eigh(A: torch.Tensor, *, descending: bool = False) -> tuple[torch.
     return eigenvalues.to(A.dtype), Q.to(A.dtype)
 
 
-def inverse_root_from_eigh(eigenvalues: torch.Tensor, Q: torch.Tensor, p: float, eps: float = 0.0, *,
-                           shift_negative: bool = True) -> torch.Tensor:
+def inverse_root_from_eigh(
+    eigenvalues: torch.Tensor, Q: torch.Tensor, p: float, eps: float = 0.0, *, shift_negative: bool = True
+) -> torch.Tensor:
     r""":math:`X = Q\,\mathrm{diag}\big((\tilde\lambda_i)^{-1/p}\big)\,Q^\top` from an eigendecomposition.
 
     The damped eigenvalues are
@@ -92,8 +93,9 @@ def inverse_root_from_eigh(eigenvalues: torch.Tensor, Q: torch.Tensor, p: float,
     return (Q * damped.pow(-1.0 / p).unsqueeze(-2)) @ Q.transpose(-1, -2)
 
 
-def inverse_root_eigh(A: torch.Tensor, p: float, eps: float = 0.0, *, shift_negative: bool = True,
-                      dtype: torch.dtype | None = None) -> torch.Tensor:
+def inverse_root_eigh(
+    A: torch.Tensor, p: float, eps: float = 0.0, *, shift_negative: bool = True, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     r"""Inverse p-th root :math:`X = A^{-1/p}` of a symmetric PSD matrix by eigendecomposition.
 
     The exact reference for :func:`inverse_root_newton`:
@@ -124,8 +126,15 @@ class NewtonResult(NamedTuple):
     error: torch.Tensor
 
 
-def inverse_root_newton(A: torch.Tensor, p: int, eps: float = 0.0, *, max_iterations: int = 100,
-                        tolerance: float | None = 1e-6, max_error_ratio: float | None = 1.0) -> NewtonResult:
+def inverse_root_newton(
+    A: torch.Tensor,
+    p: int,
+    eps: float = 0.0,
+    *,
+    max_iterations: int = 100,
+    tolerance: float | None = 1e-6,
+    max_error_ratio: float | None = 1.0,
+) -> NewtonResult:
     r"""Inverse p-th root :math:`X \approx (A + \varepsilon I)^{-1/p}` by the coupled Newton iteration.
 
     Only matrix products, so it runs well on a GPU and in a batch. With
@@ -226,7 +235,6 @@ def qr_power_iteration_refresh(A: torch.Tensor, Q: torch.Tensor) -> tuple[torch.
     return Q_new.to(Q.dtype), order
 
 
-
 # ---------------------------------------------------------------------------
 # Orthogonalization: polar factor by SVD, Newton–Schulz (geometry issue)
 # ---------------------------------------------------------------------------
@@ -300,8 +308,7 @@ def default_newton_schulz_dtype(G: torch.Tensor) -> torch.dtype:
     return torch.float64 if G.dtype == torch.float64 else torch.float32
 
 
-def newton_schulz_scalar_map(x, steps: int = 5,
-                             coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS):
+def newton_schulz_scalar_map(x, steps: int = 5, coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS):
     """The map ``x -> p(p(...p(x)))`` (``steps`` times) that Newton–Schulz applies to each
     normalized singular value ``x = σ / (‖G‖_F + eps)``; ``x`` may be a float, array or tensor.
 
@@ -310,13 +317,16 @@ def newton_schulz_scalar_map(x, steps: int = 5,
     """
     a, b, c = coefficients
     for _ in range(steps):
-        x = a * x + b * x ** 3 + c * x ** 5
+        x = a * x + b * x**3 + c * x**5
     return x
 
 
-def newton_schulz_iterations(X: torch.Tensor, steps: int = 5,
-                             coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
-                             eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz_iterations(
+    X: torch.Tensor,
+    steps: int = 5,
+    coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
+    eps: float = 1e-7,
+) -> torch.Tensor:
     """The Newton–Schulz loop of :func:`newton_schulz` on a wide ``X`` (rows ≤ cols), in ``X``'s dtype.
 
     ``X ← X / (‖X‖_F + eps)``, then ``steps`` times ``A = X Xᵀ``, ``B = b A + c A²``,
@@ -349,9 +359,14 @@ def newton_schulz_iterations(X: torch.Tensor, steps: int = 5,
     return X.reshape(shape)
 
 
-def newton_schulz(G: torch.Tensor, steps: int = 5,
-                  coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS, *,
-                  dtype: torch.dtype | None = None, eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz(
+    G: torch.Tensor,
+    steps: int = 5,
+    coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
+    *,
+    dtype: torch.dtype | None = None,
+    eps: float = 1e-7,
+) -> torch.Tensor:
     """Approximate the polar factor ``U Vᵀ`` of ``G`` by an odd-polynomial Newton–Schulz iteration.
 
     With ``X₀ = G / (‖G‖_F + eps)`` (so every singular value is at most 1) and
@@ -409,5 +424,5 @@ def newton_schulz_flops(rows: int, cols: int, steps: int = 5, quintic: bool = Tr
     The scalings and additions (O(m n)) are left out.
     """
     m, n = min(rows, cols), max(rows, cols)
-    per_step = 4 * m * m * n + (2 * m ** 3 if quintic else 0)
+    per_step = 4 * m * m * n + (2 * m**3 if quintic else 0)
     return steps * per_step

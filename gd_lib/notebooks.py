@@ -22,6 +22,7 @@ Command line: ``python -m gd_lib.notebooks [--quick] [--step-scale X] [--timeout
 NOTEBOOK...`` writes ``DIR/<name>.html`` and the executed ``DIR/<name>.ipynb`` and prints each
 notebook's wall time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_CELL_TIMEOUT_S", "METADATA_KEY", "Execution", "cell_timeout", "execute_notebook",
-           "export_html", "html_problems", "main", "run_mode"]
+__all__ = [
+    "DEFAULT_CELL_TIMEOUT_S",
+    "METADATA_KEY",
+    "Execution",
+    "cell_timeout",
+    "execute_notebook",
+    "export_html",
+    "html_problems",
+    "main",
+    "run_mode",
+]
 
 #: The notebook metadata key holding the course's per-notebook settings.
 METADATA_KEY = "guided_descent"
@@ -46,7 +56,7 @@ DEFAULT_CELL_TIMEOUT_S = {"quick": 120, "short": 300, "full": 900}
 # Runs in the kernel before the first cell (an IPython startup file): wraps
 # FigureCanvasBase.print_figure, through which every rendered figure passes (the inline
 # backend's display, IPython's PNG formatter, savefig), and appends one JSON line per figure.
-_FIGURE_HOOK = r'''
+_FIGURE_HOOK = r"""
 def _gd_install_figure_hook():
     import json, os, weakref
     from matplotlib.backend_bases import FigureCanvasBase
@@ -76,7 +86,7 @@ def _gd_install_figure_hook():
 
 _gd_install_figure_hook()
 del _gd_install_figure_hook
-'''
+"""
 
 
 @dataclass
@@ -84,16 +94,19 @@ class Execution:
     """One headless run of a notebook."""
 
     path: Path
-    nb: object                       #: the executed notebook (``nbformat.NotebookNode``)
-    seconds: float                   #: wall time of the execution (kernel start included)
-    timeout: int                     #: the per-cell timeout it ran under
-    error: str | None = None         #: why it stopped early (error, timeout, dead kernel), or None
+    nb: object  #: the executed notebook (``nbformat.NotebookNode``)
+    seconds: float  #: wall time of the execution (kernel start included)
+    timeout: int  #: the per-cell timeout it ran under
+    error: str | None = None  #: why it stopped early (error, timeout, dead kernel), or None
     figures: list[dict] = field(default_factory=list)  #: per rendered figure: cell, title, problems
 
     @property
     def figure_problems(self) -> list[str]:
-        return [f"cell {f['cell']}{' (' + f['title'] + ')' if f['title'] else ''}: {p}"
-                for f in self.figures for p in f["problems"]]
+        return [
+            f"cell {f['cell']}{' (' + f['title'] + ')' if f['title'] else ''}: {p}"
+            for f in self.figures
+            for p in f["problems"]
+        ]
 
 
 def run_mode(quick: bool, step_scale: float | None = None) -> str:
@@ -111,8 +124,16 @@ def cell_timeout(nb, mode: str) -> int:
     return int(settings.get(mode, DEFAULT_CELL_TIMEOUT_S[mode]))
 
 
-def execute_notebook(path, *, quick: bool, step_scale: float | None = None, timeout: int | None = None,
-                     check_figures: bool = True, workdir=None, env: dict | None = None) -> Execution:
+def execute_notebook(
+    path,
+    *,
+    quick: bool,
+    step_scale: float | None = None,
+    timeout: int | None = None,
+    check_figures: bool = True,
+    workdir=None,
+    env: dict | None = None,
+) -> Execution:
     """Execute the notebook at ``path`` top to bottom in a fresh ``python3`` kernel.
 
     ``workdir`` is the kernel's working directory (default: a temporary one, so that nothing a
@@ -156,9 +177,13 @@ def execute_notebook(path, *, quick: bool, step_scale: float | None = None, time
                 count = len(report.read_text(encoding="utf-8").splitlines())
                 cell_of_line.extend([cell_index] * (count - len(cell_of_line)))
 
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(cwd)}},
-                                on_cell_executed=attribute_figures)
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(cwd)}},
+            on_cell_executed=attribute_figures,
+        )
         error = None
         start = time.perf_counter()
         try:
@@ -212,8 +237,9 @@ def html_problems(html: str, nb) -> list[str]:
     for (index, cell), div in zip(markdown_cells, markdown_divs):
         lines = cell.source.splitlines()
         # a delimiter row under a header row, outside code fences and display maths
-        tables = sum(1 for k, line in enumerate(lines) if k > 0 and _TABLE_DELIMITER.match(line)
-                     and "|" in lines[k - 1])
+        tables = sum(
+            1 for k, line in enumerate(lines) if k > 0 and _TABLE_DELIMITER.match(line) and "|" in lines[k - 1]
+        )
         rendered = len(div.find_all("table"))
         if rendered < tables:
             problems.append(f"cell {index}: {tables} Markdown table(s) in the source, {rendered} rendered")
@@ -236,16 +262,28 @@ _TABLE_DELIMITER_TEXT = re.compile(r"\|\s*:?-{3,}:?\s*\|")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gd_lib.notebooks", description=(
-        "Execute notebooks headless (per-cell timeout from each notebook's metadata) and write each "
-        "as HTML and as an executed notebook."))
+    parser = argparse.ArgumentParser(
+        prog="python -m gd_lib.notebooks",
+        description=(
+            "Execute notebooks headless (per-cell timeout from each notebook's metadata) and write each "
+            "as HTML and as an executed notebook."
+        ),
+    )
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("out/lectures"), help="output folder (default out/lectures)")
     parser.add_argument("--quick", action="store_true", help="quick mode (GD_QUICK=1); default full mode")
-    parser.add_argument("--step-scale", type=float, default=None,
-                        help="full mode with training loops cut to this fraction (GD_STEP_SCALE)")
-    parser.add_argument("--timeout", type=int, default=None,
-                        help="per-cell timeout in seconds (default: each notebook's own, see gd_lib.notebooks)")
+    parser.add_argument(
+        "--step-scale",
+        type=float,
+        default=None,
+        help="full mode with training loops cut to this fraction (GD_STEP_SCALE)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=None,
+        help="per-cell timeout in seconds (default: each notebook's own, see gd_lib.notebooks)",
+    )
     args = parser.parse_args(argv)
     if args.step_scale is not None and not 0.0 < args.step_scale <= 1.0:
         parser.error(f"--step-scale must be in (0, 1], got {args.step_scale}")
@@ -254,16 +292,20 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else ("full" if args.step_scale is None else f"full, steps x {args.step_scale:g}")
     for path in args.notebooks:
         print(f"{path.name}: executing ({mode} mode) ...", flush=True)
-        run = execute_notebook(path, quick=args.quick, step_scale=args.step_scale, timeout=args.timeout,
-                               workdir=args.out)
+        run = execute_notebook(
+            path, quick=args.quick, step_scale=args.step_scale, timeout=args.timeout, workdir=args.out
+        )
         import nbformat
 
         nbformat.write(run.nb, args.out / path.name)
         html = export_html(run.nb)
         (args.out / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
         status = "ok" if run.error is None else f"FAILED: {run.error}"
-        print(f"{path.name}: {run.seconds:.1f} s (per-cell timeout {run.timeout} s), {len(run.figures)} figures, "
-              f"{status}", flush=True)
+        print(
+            f"{path.name}: {run.seconds:.1f} s (per-cell timeout {run.timeout} s), {len(run.figures)} figures, "
+            f"{status}",
+            flush=True,
+        )
         for problem in run.figure_problems:
             print(f"  figure: {problem}")
         for problem in html_problems(html, run.nb):

@@ -32,9 +32,10 @@ several series share axes, the style's dpi and layout, a legend over data,
 overlapping panels or colour bars); the lecture tests run it on every figure
 every lecture shows.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -96,8 +97,9 @@ COURSE_STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "image.cmap": "viridis",
-    "axes.prop_cycle": cycler(color=[c for _ in _LINESTYLES for c in PALETTE],
-                              linestyle=[ls for ls in _LINESTYLES for _ in PALETTE]),
+    "axes.prop_cycle": cycler(
+        color=[c for _ in _LINESTYLES for c in PALETTE], linestyle=[ls for ls in _LINESTYLES for _ in PALETTE]
+    ),
 }
 
 #: The smallest dpi :func:`figure_problems` accepts (the issue's "dpi >= 150").
@@ -121,15 +123,23 @@ def legend_outside(ax, *, title: str | None = None, ncol: int = 1, **kwargs):
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return None
-    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-                     title=title, ncol=ncol, **kwargs)
+    return ax.legend(
+        handles,
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        title=title,
+        ncol=ncol,
+        **kwargs,
+    )
 
 
 def figure_legend(fig, axes=None, *, loc: str = "outside right upper", title: str | None = None, **kwargs):
     """One legend for a whole figure (small multiples whose panels share their series), outside
     the panels: the labelled artists of ``axes`` (default: all of ``fig``'s), each label once."""
     seen = {}
-    for ax in (fig.axes if axes is None else np.ravel(axes)):
+    for ax in fig.axes if axes is None else np.ravel(axes):
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
     if not seen:
@@ -183,8 +193,11 @@ def _series(ax) -> list:
         out.append(line)
     from matplotlib.collections import PathCollection
 
-    out += [c for c in ax.collections if isinstance(c, PathCollection) and not c.get_label().startswith("_")
-            and len(c.get_offsets()) > 0]
+    out += [
+        c
+        for c in ax.collections
+        if isinstance(c, PathCollection) and not c.get_label().startswith("_") and len(c.get_offsets()) > 0
+    ]
     return out
 
 
@@ -214,10 +227,15 @@ def _legend_covers(ax, legend, renderer) -> bool:
         if len(pts) > 1 and hasattr(artist, "get_xydata") and artist.get_linestyle() not in ("None", "", " "):
             t = np.linspace(0.0, 1.0, 9)[:, None, None]
             pts = (pts[:-1][None] * (1 - t) + pts[1:][None] * t).reshape(-1, 2)
-        inside_axes = ((pts[:, 0] >= axes_box.x0) & (pts[:, 0] <= axes_box.x1)
-                       & (pts[:, 1] >= axes_box.y0) & (pts[:, 1] <= axes_box.y1))
-        in_legend = ((pts[:, 0] > box.x0 + 1) & (pts[:, 0] < box.x1 - 1)
-                     & (pts[:, 1] > box.y0 + 1) & (pts[:, 1] < box.y1 - 1))
+        inside_axes = (
+            (pts[:, 0] >= axes_box.x0)
+            & (pts[:, 0] <= axes_box.x1)
+            & (pts[:, 1] >= axes_box.y0)
+            & (pts[:, 1] <= axes_box.y1)
+        )
+        in_legend = (
+            (pts[:, 0] > box.x0 + 1) & (pts[:, 0] < box.x1 - 1) & (pts[:, 1] > box.y0 + 1) & (pts[:, 1] < box.y1 - 1)
+        )
         if (inside_axes & in_legend).any():
             return True
     return False
@@ -270,8 +288,9 @@ def figure_problems(fig) -> list[str]:
         if len(series) >= 2:
             unnamed = [s for s in series if s.get_label().startswith("_") or s.get_label() not in legend_labels]
             if unnamed:
-                problems.append(f"{name}: {len(series)} series share the axes, {len(unnamed)} of them "
-                                "not named in a legend")
+                problems.append(
+                    f"{name}: {len(series)} series share the axes, {len(unnamed)} of them not named in a legend"
+                )
         legend = ax.get_legend()
         if legend is not None and legend.get_visible() and _legend_covers(ax, legend, renderer):
             problems.append(f"{name}: the legend covers data (use plotting.legend_outside)")
@@ -327,10 +346,19 @@ def _evaluate_grid(f: Callable, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return Z
 
 
-def plot_trajectories_2d(f: Callable, paths, xlim: tuple[float, float] = (-2.0, 2.0),
-                         ylim: tuple[float, float] = (-1.0, 3.0), *, levels: int | Sequence[float] = 30,
-                         log_levels: bool = True, resolution: int = 200, minimum=None, ax=None,
-                         markersize: float = 3.0):
+def plot_trajectories_2d(
+    f: Callable,
+    paths,
+    xlim: tuple[float, float] = (-2.0, 2.0),
+    ylim: tuple[float, float] = (-1.0, 3.0),
+    *,
+    levels: int | Sequence[float] = 30,
+    log_levels: bool = True,
+    resolution: int = 200,
+    minimum=None,
+    ax=None,
+    markersize: float = 3.0,
+):
     """Contours of ``f`` over ``xlim × ylim`` and one line (with point
     markers) per optimizer path.
 
@@ -355,8 +383,7 @@ def plot_trajectories_2d(f: Callable, paths, xlim: tuple[float, float] = (-2.0, 
         path = _to_numpy(path)
         ax.plot(path[:, 0], path[:, 1], marker="o", markersize=markersize, linewidth=1.2, label=label)
     if minimum is not None:
-        ax.plot([minimum[0]], [minimum[1]], marker="*", markersize=12, color="k",
-                linestyle="none", label="minimum")
+        ax.plot([minimum[0]], [minimum[1]], marker="*", markersize=12, color="k", linestyle="none", label="minimum")
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     ax.set_xlabel("x")
@@ -365,10 +392,22 @@ def plot_trajectories_2d(f: Callable, paths, xlim: tuple[float, float] = (-2.0, 
     return fig, ax
 
 
-def plot_trajectory_grid(f: Callable, paths, xlim: tuple[float, float] = (-2.0, 2.0),
-                         ylim: tuple[float, float] = (-1.0, 3.0), *, minimum=None, titles=None, ncols: int = 3,
-                         levels: int | Sequence[float] = 25, log_levels: bool = True, resolution: int = 150,
-                         panel_size: tuple[float, float] = (3.6, 3.0), xlabel: str = "x", ylabel: str = "y"):
+def plot_trajectory_grid(
+    f: Callable,
+    paths,
+    xlim: tuple[float, float] = (-2.0, 2.0),
+    ylim: tuple[float, float] = (-1.0, 3.0),
+    *,
+    minimum=None,
+    titles=None,
+    ncols: int = 3,
+    levels: int | Sequence[float] = 25,
+    log_levels: bool = True,
+    resolution: int = 150,
+    panel_size: tuple[float, float] = (3.6, 3.0),
+    xlabel: str = "x",
+    ylabel: str = "y",
+):
     """Small multiples: one panel per optimizer path, all over the same grey contours of ``f``
     and on shared axes, so that no path hides another (nine paths on one panel do).
 
@@ -380,8 +419,9 @@ def plot_trajectory_grid(f: Callable, paths, xlim: tuple[float, float] = (-2.0, 
     if not named:
         raise ValueError("paths must not be empty")
     nrows = -(-len(named) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-                             sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), sharex=True, sharey=True, squeeze=False
+    )
     xs = np.linspace(*xlim, resolution)
     ys = np.linspace(*ylim, resolution)
     X, Y = np.meshgrid(xs, ys)
@@ -404,7 +444,7 @@ def plot_trajectory_grid(f: Callable, paths, xlim: tuple[float, float] = (-2.0, 
         ax.set_ylim(*ylim)
         ax.set_title((titles or {}).get(label, label), fontsize="medium")
         ax.grid(False)
-    for ax in axes.flat[len(named):]:
+    for ax in axes.flat[len(named) :]:
         ax.set_axis_off()
     for ax in axes[-1]:
         ax.set_xlabel(xlabel)
@@ -413,8 +453,16 @@ def plot_trajectory_grid(f: Callable, paths, xlim: tuple[float, float] = (-2.0, 
     return fig, axes
 
 
-def plot_curves(histories, *, xlabel: str = "step", ylabel: str = "loss", logy: bool = True,
-                logx: bool = False, title: str | None = None, ax=None):
+def plot_curves(
+    histories,
+    *,
+    xlabel: str = "step",
+    ylabel: str = "loss",
+    logy: bool = True,
+    logx: bool = False,
+    title: str | None = None,
+    ax=None,
+):
     """One line per run: ``histories`` is ``{label: values}`` or
     ``{label: (steps, values)}`` (or a list of either). Log y by default."""
     fig, ax = _fig_ax(ax)
@@ -439,8 +487,16 @@ def plot_curves(histories, *, xlabel: str = "step", ylabel: str = "loss", logy: 
     return fig, ax
 
 
-def plot_landscape_1d(alphas, losses, *, xlabel: str = "α", ylabel: str = "loss",
-                      logy: bool = False, mark_points: Sequence[float] = (), ax=None):
+def plot_landscape_1d(
+    alphas,
+    losses,
+    *,
+    xlabel: str = "α",
+    ylabel: str = "loss",
+    logy: bool = False,
+    mark_points: Sequence[float] = (),
+    ax=None,
+):
     """Loss along a line: ``losses`` is one array or ``{label: array}``
     (e.g. train and test). ``mark_points`` draws dotted vertical lines (e.g.
     at ``α = 0`` and ``α = 1``, the two end points)."""
@@ -460,9 +516,18 @@ def plot_landscape_1d(alphas, losses, *, xlabel: str = "α", ylabel: str = "loss
     return fig, ax
 
 
-def plot_landscape_contour(alphas, betas, losses, *, levels: int | Sequence[float] = 30,
-                           log: bool = False, filled: bool = False, points=None, ax=None,
-                           colorbar: bool = True):
+def plot_landscape_contour(
+    alphas,
+    betas,
+    losses,
+    *,
+    levels: int | Sequence[float] = 30,
+    log: bool = False,
+    filled: bool = False,
+    points=None,
+    ax=None,
+    colorbar: bool = True,
+):
     """Contours of ``losses[j, i] = ℓ(alphas[i], betas[j])`` (the layout of
     :func:`gd_lib.landscape.loss_plane`). ``log`` contours ``log10`` of the
     loss; ``points`` (``{label: (α, β)}``) are marked, e.g. init and trained."""
@@ -483,8 +548,9 @@ def plot_landscape_contour(alphas, betas, losses, *, levels: int | Sequence[floa
     return fig, ax
 
 
-def plot_landscape_surface(alphas, betas, losses, *, log: bool = False, cmap: str = "viridis",
-                           elev: float = 35.0, azim: float = -60.0, ax=None):
+def plot_landscape_surface(
+    alphas, betas, losses, *, log: bool = False, cmap: str = "viridis", elev: float = 35.0, azim: float = -60.0, ax=None
+):
     """The same grid as :func:`plot_landscape_contour` as a 3-D surface."""
     fig, ax = _fig_ax(ax, projection="3d")
     A, B = np.meshgrid(_to_numpy(alphas), _to_numpy(betas))
@@ -499,9 +565,17 @@ def plot_landscape_surface(alphas, betas, losses, *, log: bool = False, cmap: st
     return fig, ax
 
 
-def plot_coord_check(result: Mapping, stat: str = "activation_l1", *, steps: Sequence[int] | None = None,
-                     layers: Sequence[str] | None = None, logy: bool = True, axes=None,
-                     title: str | None = None, layer_labels: Mapping[str, str] | None = None):
+def plot_coord_check(
+    result: Mapping,
+    stat: str = "activation_l1",
+    *,
+    steps: Sequence[int] | None = None,
+    layers: Sequence[str] | None = None,
+    logy: bool = True,
+    axes=None,
+    title: str | None = None,
+    layer_labels: Mapping[str, str] | None = None,
+):
     """The coordinate check of :func:`gd_lib.mup.coord_check`: one panel per
     step, width on a log axis, one line per layer (as in Yang et al. 2022,
     Figure 5). Flat lines mean the parametrization is width-stable.
@@ -520,16 +594,20 @@ def plot_coord_check(result: Mapping, stat: str = "activation_l1", *, steps: Seq
             steps = [t for t in steps if t > 0]
     layer_index = [all_layers.index(name) for name in (layers or all_layers)]
     if axes is None:
-        fig, axes = plt.subplots(1, len(steps), figsize=(3.0 * len(steps), 3.0), sharey=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(1, len(steps), figsize=(3.0 * len(steps), 3.0), sharey=True, squeeze=False)
         axes = axes[0]
     else:
         axes = np.atleast_1d(axes)
         fig = axes[0].figure
     for ax, t in zip(axes, steps):
         for li in layer_index:
-            ax.plot(widths, values[:, li, t], marker="o", markersize=3,
-                    label=(layer_labels or {}).get(all_layers[li], all_layers[li]))
+            ax.plot(
+                widths,
+                values[:, li, t],
+                marker="o",
+                markersize=3,
+                label=(layer_labels or {}).get(all_layers[li], all_layers[li]),
+            )
         ax.set_xscale("log", base=2)
         if logy:
             ax.set_yscale("log")
@@ -543,10 +621,19 @@ def plot_coord_check(result: Mapping, stat: str = "activation_l1", *, steps: Seq
     return fig, axes
 
 
-def plot_heatmaps(matrices, *, cmap: str = "viridis", vmin: float | None = None,
-                  vmax: float | None = None, symmetric: bool = False, log: bool = False,
-                  colorbar_label: str = "value", axes=None, xlabel: str = "column index",
-                  ylabel: str = "row index"):
+def plot_heatmaps(
+    matrices,
+    *,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    symmetric: bool = False,
+    log: bool = False,
+    colorbar_label: str = "value",
+    axes=None,
+    xlabel: str = "column index",
+    ylabel: str = "row index",
+):
     """Matrices side by side on one shared colour scale with one colour bar.
 
     ``matrices``: ``{title: 2-D array}`` or a list. The scale spans all the
@@ -561,8 +648,11 @@ def plot_heatmaps(matrices, *, cmap: str = "viridis", vmin: float | None = None,
     if symmetric:
         bound = max(abs(lo), abs(hi))
         lo, hi = -bound, bound
-    norm = (matplotlib.colors.LogNorm(vmin=max(lo, np.finfo(float).tiny), vmax=hi) if log
-            else matplotlib.colors.Normalize(vmin=lo, vmax=hi))
+    norm = (
+        matplotlib.colors.LogNorm(vmin=max(lo, np.finfo(float).tiny), vmax=hi)
+        if log
+        else matplotlib.colors.Normalize(vmin=lo, vmax=hi)
+    )
     if axes is None:
         fig, axes = plt.subplots(1, len(named), figsize=(3.2 * len(named), 3.2), squeeze=False)
         axes = axes[0]
@@ -580,8 +670,9 @@ def plot_heatmaps(matrices, *, cmap: str = "viridis", vmin: float | None = None,
     return fig, axes
 
 
-def plot_performance_profiles(taus, rhos, *, logx: bool = True, xlabel: str = "τ (time / best time)",
-                              ax=None, title: str | None = None):
+def plot_performance_profiles(
+    taus, rhos, *, logx: bool = True, xlabel: str = "τ (time / best time)", ax=None, title: str | None = None
+):
     """Performance profiles (Dolan & Moré 2002; the AlgoPerf score is the
     area under them): ``rhos = {submission: ρ(τ) for each τ in taus}``, the
     fraction of workloads a submission solves within ``τ`` times the best.
@@ -601,9 +692,17 @@ def plot_performance_profiles(taus, rhos, *, logx: bool = True, xlabel: str = "�
     return fig, ax
 
 
-def plot_lr_sweep(lrs, losses, *, widths: Sequence | None = None, mark_best: bool = True,
-                  logy: bool = True, ylim: tuple[float, float] | None = None, ax=None,
-                  title: str | None = None):
+def plot_lr_sweep(
+    lrs,
+    losses,
+    *,
+    widths: Sequence | None = None,
+    mark_best: bool = True,
+    logy: bool = True,
+    ylim: tuple[float, float] | None = None,
+    ax=None,
+    title: str | None = None,
+):
     """Loss against learning rate (log x), one line per width.
 
     ``losses``: ``{width: array over lrs}`` or a 2-D array ``[width, lr]``
@@ -642,7 +741,7 @@ def plot_lr_sweep(lrs, losses, *, widths: Sequence | None = None, mark_best: boo
     return fig, ax
 
 
-def interactive_figure(draw: Callable[..., "matplotlib.figure.Figure"], **controls):
+def interactive_figure(draw: Callable[..., matplotlib.figure.Figure], **controls):
     """A figure with ipywidgets controls that redraw it in place; a plain static figure headless.
 
     ``draw(**values)`` returns a matplotlib figure for the controls' current

@@ -36,12 +36,13 @@ References:
     A. Hägele et al. Scaling laws and compute-optimal training beyond fixed training
     durations. NeurIPS 2024 (WSD with the 1-sqrt cooldown).
 """
+
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,9 +52,24 @@ from gd_lib._checks import check_in_range, check_nonnegative, check_positive
 from gd_lib._checks import check_int as _check_int
 
 __all__ = [
-    "Schedule", "Constant", "LinearWarmup", "Cosine", "WarmupStableDecay", "StepDecay", "MultiStep",
-    "Exponential", "InverseSqrt", "Cyclic", "OneCycle", "Join", "Scaled", "join",
-    "with_warmup", "warmup_cosine", "ScheduleLR", "DECAY_SHAPES",
+    "Schedule",
+    "Constant",
+    "LinearWarmup",
+    "Cosine",
+    "WarmupStableDecay",
+    "StepDecay",
+    "MultiStep",
+    "Exponential",
+    "InverseSqrt",
+    "Cyclic",
+    "OneCycle",
+    "Join",
+    "Scaled",
+    "join",
+    "with_warmup",
+    "warmup_cosine",
+    "ScheduleLR",
+    "DECAY_SHAPES",
 ]
 
 
@@ -82,13 +98,14 @@ class Schedule:
             steps = range(steps)
         return np.array([self(t) for t in steps], dtype=np.float64)
 
-    def __mul__(self, factor: float) -> "Scaled":
+    def __mul__(self, factor: float) -> Scaled:
         return Scaled(self, factor)
 
     __rmul__ = __mul__
 
 
 # --- basic shapes ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Constant(Schedule):
@@ -208,8 +225,10 @@ class WarmupStableDecay(Schedule):
         _check_int("decay_steps", self.decay_steps, 1)
         _check_int("warmup_steps", self.warmup_steps, 0)
         if self.warmup_steps + self.decay_steps > self.total_steps:
-            raise ValueError(f"Invalid decay_steps: {self.decay_steps!r}; expected warmup_steps + "
-                             f"decay_steps <= total_steps = {self.total_steps}")
+            raise ValueError(
+                f"Invalid decay_steps: {self.decay_steps!r}; expected warmup_steps + "
+                f"decay_steps <= total_steps = {self.total_steps}"
+            )
         if self.shape not in DECAY_SHAPES:
             raise ValueError(f"Invalid shape: {self.shape!r}; expected one of {sorted(DECAY_SHAPES)}")
         check_nonnegative("final", self.final)
@@ -286,7 +305,7 @@ class Exponential(Schedule):
         check_in_range("gamma", self.gamma, 0.0, 1.0, high_inclusive=True, low_inclusive=False)
 
     def _evaluate(self, step: int) -> float:
-        return self.gamma ** step
+        return self.gamma**step
 
 
 @dataclass(frozen=True)
@@ -350,8 +369,7 @@ class Cyclic(Schedule):
         check_nonnegative("low", self.low)
         check_nonnegative("high", self.high)
         if self.mode not in ("triangular", "triangular2", "exp_range"):
-            raise ValueError(f"Invalid mode: {self.mode!r}; expected 'triangular', 'triangular2' "
-                             "or 'exp_range'")
+            raise ValueError(f"Invalid mode: {self.mode!r}; expected 'triangular', 'triangular2' or 'exp_range'")
         check_in_range("gamma", self.gamma, 0.0, 1.0, high_inclusive=True, low_inclusive=False)
 
     def _evaluate(self, step: int) -> float:
@@ -361,8 +379,7 @@ class Cyclic(Schedule):
         cycle = math.floor(1 + step / cycle_length)
         x = 1.0 + step / cycle_length - cycle
         height = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
-        scale = {"triangular": 1.0, "triangular2": 1.0 / 2.0 ** (cycle - 1),
-                 "exp_range": self.gamma ** step}[self.mode]
+        scale = {"triangular": 1.0, "triangular2": 1.0 / 2.0 ** (cycle - 1), "exp_range": self.gamma**step}[self.mode]
         return self.low + (self.high - self.low) * height * scale
 
 
@@ -405,8 +422,10 @@ class OneCycle(Schedule):
         check_positive("final_div_factor", self.final_div_factor)
         first_end = self.pct_start * self.total_steps - 1
         if first_end <= 0 or (self.three_phase and 2 * first_end >= self.total_steps - 1):
-            raise ValueError(f"Invalid pct_start: {self.pct_start!r}; every phase needs at least "
-                             f"one step with total_steps={self.total_steps}")
+            raise ValueError(
+                f"Invalid pct_start: {self.pct_start!r}; every phase needs at least "
+                f"one step with total_steps={self.total_steps}"
+            )
 
     def _phases(self) -> list[tuple[float, float, float]]:
         """``[(end_step, start_value, end_value)]`` for each phase."""
@@ -414,8 +433,11 @@ class OneCycle(Schedule):
         minimum = initial / self.final_div_factor
         T, pct = self.total_steps, self.pct_start
         if self.three_phase:
-            return [(float(pct * T) - 1, initial, 1.0), (float(2 * pct * T) - 2, 1.0, initial),
-                    (T - 1, initial, minimum)]
+            return [
+                (float(pct * T) - 1, initial, 1.0),
+                (float(2 * pct * T) - 2, 1.0, initial),
+                (T - 1, initial, minimum),
+            ]
         return [(float(pct * T) - 1, initial, 1.0), (T - 1, 1.0, minimum)]
 
     def _evaluate(self, step: int) -> float:
@@ -434,6 +456,7 @@ class OneCycle(Schedule):
 
 
 # --- composition -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Join(Schedule):
@@ -459,8 +482,10 @@ class Join(Schedule):
         if not self.schedules or not all(callable(s) for s in self.schedules):
             raise ValueError(f"Invalid schedules: {self.schedules!r}; expected one or more schedules")
         if len(self.boundaries) != len(self.schedules) - 1:
-            raise ValueError(f"Invalid boundaries: {self.boundaries!r}; expected "
-                             f"{len(self.schedules) - 1} boundaries for {len(self.schedules)} schedules")
+            raise ValueError(
+                f"Invalid boundaries: {self.boundaries!r}; expected "
+                f"{len(self.schedules) - 1} boundaries for {len(self.schedules)} schedules"
+            )
         for i, b in enumerate(self.boundaries):
             _check_int(f"boundaries[{i}]", b, 1)
         if any(b >= c for b, c in zip(self.boundaries, self.boundaries[1:])):
@@ -543,6 +568,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int, final: float = 0.0) -> Jo
 
 # --- as a torch LR scheduler -------------------------------------------------------------------
 
+
 class ScheduleLR(LRScheduler):
     """``lr_g(t) = base_lr_g · η_g(t)`` for every param group ``g``, as a torch ``LRScheduler``.
 
@@ -563,21 +589,21 @@ class ScheduleLR(LRScheduler):
         0.025
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule | Sequence[Schedule],
-                 last_epoch: int = -1):
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule | Sequence[Schedule], last_epoch: int = -1):
         groups = len(optimizer.param_groups)
         if callable(schedule):
             schedules = [schedule] * groups
         else:
             schedules = list(schedule)
             if len(schedules) != groups or not all(callable(s) for s in schedules):
-                raise ValueError(f"Invalid schedule: expected one schedule or a list of {groups} "
-                                 f"(one per param group), got {schedule!r}")
+                raise ValueError(
+                    f"Invalid schedule: expected one schedule or a list of {groups} "
+                    f"(one per param group), got {schedule!r}"
+                )
         self.schedules = schedules
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
-        return [base_lr * schedule(self.last_epoch)
-                for base_lr, schedule in zip(self.base_lrs, self.schedules)]
+        return [base_lr * schedule(self.last_epoch) for base_lr, schedule in zip(self.base_lrs, self.schedules)]
 
     _get_closed_form_lr = get_lr

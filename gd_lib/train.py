@@ -40,14 +40,15 @@ The progress bar (tqdm) shows when ``progress`` is True, or, with
 ``progress=None``, when stderr is a terminal or the code runs in a Jupyter
 notebook — never under pytest (``PYTEST_CURRENT_TEST`` is set) unless asked.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -58,13 +59,23 @@ import gd_lib
 from gd_lib._checks import check_int
 from gd_lib.schedules import ScheduleLR
 
-__all__ = ["train", "History", "Target", "evaluate", "cross_entropy", "mse", "default_loss",
-           "seed_everything", "show_progress"]
+__all__ = [
+    "train",
+    "History",
+    "Target",
+    "evaluate",
+    "cross_entropy",
+    "mse",
+    "default_loss",
+    "seed_everything",
+    "show_progress",
+]
 
 seed_everything = gd_lib.seed_everything
 
 
 # --- losses ------------------------------------------------------------------------------------------------
+
 
 def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy for classifiers and language models.
@@ -96,9 +107,11 @@ def default_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 # --- evaluation ----------------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
-             loss_fn: Callable = default_loss, batch_size: int = 4096) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: Callable = default_loss, batch_size: int = 4096
+) -> dict[str, float]:
     """``{"val_loss", "val_accuracy"}`` of ``model`` on ``(X, y)`` (accuracy for integer targets only).
 
     The model is put in eval mode and back in its previous mode.
@@ -108,7 +121,7 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     total_loss, correct, count = 0.0, 0, 0
     try:
         for start in range(0, X.shape[0], batch_size):
-            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = X[start : start + batch_size], y[start : start + batch_size]
             out = model(xb)
             n = xb.shape[0]
             total_loss += loss_fn(out, yb).item() * n
@@ -152,6 +165,7 @@ class Target:
 
 # --- history -------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class History:
     """What :func:`train` records.
@@ -191,6 +205,7 @@ class History:
 
 # --- data and progress -----------------------------------------------------------------------------------------
 
+
 class _TensorBatches:
     """Minibatches of ``(X, y)`` without replacement within an epoch, one permutation per epoch."""
 
@@ -206,7 +221,7 @@ class _TensorBatches:
         if self.position + self.batch_size > self.n:
             self.order = torch.randperm(self.n, generator=self.generator).to(self.X.device)
             self.position = 0
-        index = self.order[self.position:self.position + self.batch_size]
+        index = self.order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
         return self.X[index], self.y[index]
 
@@ -232,8 +247,10 @@ def _batches_and_validation(data, batch_size, generator, device):
         if batch_size is None:
             raise ValueError("Invalid batch_size: None; a sampler needs a batch size")
         return (lambda: _to(data(batch_size, generator), device)), _to(getattr(data, "validation", None), device)
-    raise ValueError(f"Invalid data: {type(data).__name__}; expected a Split, a pair (X, y) of tensors, or a "
-                     "callable (batch_size, generator) -> batch")
+    raise ValueError(
+        f"Invalid data: {type(data).__name__}; expected a Split, a pair (X, y) of tensors, or a "
+        "callable (batch_size, generator) -> batch"
+    )
 
 
 def _in_notebook() -> bool:
@@ -241,6 +258,7 @@ def _in_notebook() -> bool:
         return False
     try:
         from IPython import get_ipython
+
         shell = get_ipython()
     except ImportError:  # pragma: no cover
         return False
@@ -278,12 +296,24 @@ def _progress_bar(total: int):
 
 # --- the loop ------------------------------------------------------------------------------------------------------
 
-def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: int = 1000,
-          loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-          batch_size: int | None = 64, schedule=None, averager=None, eval_every: int | None = None,
-          eval_fn: Callable[[nn.Module], dict | float] | None = None,
-          target: Target | tuple | None = None, device: torch.device | str | None = None,
-          seed: int | None = 0, progress: bool | None = None) -> History:
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data,
+    *,
+    steps: int = 1000,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int | None = 64,
+    schedule=None,
+    averager=None,
+    eval_every: int | None = None,
+    eval_fn: Callable[[nn.Module], dict | float] | None = None,
+    target: Target | tuple | None = None,
+    device: torch.device | str | None = None,
+    seed: int | None = 0,
+    progress: bool | None = None,
+) -> History:
     """Train ``model`` with ``optimizer`` on ``data`` for ``steps`` steps (see the module docstring).
 
     Args:
@@ -314,8 +344,11 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
         target = Target(*target)
     device = gd_lib.device() if device is None else torch.device(device)
     loss_fn = default_loss if loss_fn is None else loss_fn
-    generator = gd_lib.seed_everything(seed) if seed is not None else \
-        torch.Generator().manual_seed(int(torch.randint(0, 2 ** 31, ()).item()))
+    generator = (
+        gd_lib.seed_everything(seed)
+        if seed is not None
+        else torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()).item()))
+    )
 
     model.to(device)
     model.train()
@@ -362,9 +395,11 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
             lrs.append(float(optimizer.param_groups[0]["lr"]))
             optimizer.step(closure)
             if not calls:
-                raise RuntimeError(f"{type(optimizer).__name__}.step(closure) did not call the closure; "
-                                   "train() needs optimizers that accept a closure")
-            loss_value = calls[0].item()   # the loss at the weights before the step
+                raise RuntimeError(
+                    f"{type(optimizer).__name__}.step(closure) did not call the closure; "
+                    "train() needs optimizers that accept a closure"
+                )
+            loss_value = calls[0].item()  # the loss at the weights before the step
             losses.append(loss_value)
             if scheduler is not None:
                 scheduler.step()
@@ -397,10 +432,17 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
             bar.close()
 
     n = len(losses)
-    return History(step=np.arange(1, n + 1), loss=np.asarray(losses, dtype=np.float64),
-                   lr=np.asarray(lrs, dtype=np.float64), eval_step=np.asarray(eval_steps, dtype=np.int64),
-                   metrics={k: np.asarray(v, dtype=np.float64) for k, v in metrics.items()},
-                   target_step=target_step, diverged=diverged, train_time=train_time, eval_time=eval_time)
+    return History(
+        step=np.arange(1, n + 1),
+        loss=np.asarray(losses, dtype=np.float64),
+        lr=np.asarray(lrs, dtype=np.float64),
+        eval_step=np.asarray(eval_steps, dtype=np.int64),
+        metrics={k: np.asarray(v, dtype=np.float64) for k, v in metrics.items()},
+        target_step=target_step,
+        diverged=diverged,
+        train_time=train_time,
+        eval_time=eval_time,
+    )
 
 
 def _as_metrics(result) -> dict[str, float]:

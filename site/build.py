@@ -19,6 +19,7 @@
 Quick mode is ``GD_QUICK=1`` (seconds to a minute per lecture on a 2-core CPU); ``--mode auto``
 picks full mode when a CUDA device is there and quick mode otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # (page, README heading): the instructor guide, cut from the README so that it never drifts from it
-INSTRUCTOR_SECTIONS = [("grading", "For instructors: grading"),
-                       ("hub", "The course on JupyterHub"),
-                       ("site", "The course website")]
+INSTRUCTOR_SECTIONS = [
+    ("grading", "For instructors: grading"),
+    ("hub", "The course on JupyterHub"),
+    ("site", "The course website"),
+]
 # Markers that only an instructor's notebook has (nbgrader removes them, with what they enclose, on release)
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 PLACEHOLDER_REPOSITORY = "https://github.com/CHANGE-ME/guided-descent"
@@ -88,8 +91,10 @@ def readme_section(readme: str, heading: str, file_url) -> str:
         if inside:
             out.append(line[1:] if not fence and re.match(r"#{2,6} ", line) else line)
     if not out:
-        raise SiteError(f"README.md has no section '## {heading}' (the site's instructor guide is cut from it; "
-                        "a renamed section needs its new name in site/build.py's INSTRUCTOR_SECTIONS)")
+        raise SiteError(
+            f"README.md has no section '## {heading}' (the site's instructor guide is cut from it; "
+            "a renamed section needs its new name in site/build.py's INSTRUCTOR_SECTIONS)"
+        )
 
     def absolute(match):
         label, target = match.group(1), match.group(2)
@@ -127,8 +132,10 @@ def stage(root: Path, src: Path, file_url) -> dict:
         text = notebook.read_text(encoding="utf-8")
         leaked = [marker for marker in SOLUTION_MARKERS if marker in text]
         if leaked:
-            raise SiteError(f"{notebook} contains {leaked[0]!r}: assignments/ must hold released notebooks "
-                            "(make release), never an instructor's copy")
+            raise SiteError(
+                f"{notebook} contains {leaked[0]!r}: assignments/ must hold released notebooks "
+                "(make release), never an instructor's copy"
+            )
         rel = notebook.relative_to(root)
         write_if_changed(src / rel, text.encode("utf-8"), notebook.stat().st_mtime)
         keep.add(src / rel)
@@ -137,8 +144,10 @@ def stage(root: Path, src: Path, file_url) -> dict:
     readme = (root / "README.md").read_text(encoding="utf-8")
     for page, heading in INSTRUCTOR_SECTIONS:
         rel = Path("instructors") / f"{page}.md"
-        note = (f"\n```{{note}}\nThis page is the section *{heading}* of the course repository's "
-                f"[README]({file_url('README.md')}).\n```\n\n")
+        note = (
+            f"\n```{{note}}\nThis page is the section *{heading}* of the course repository's "
+            f"[README]({file_url('README.md')}).\n```\n\n"
+        )
         section = readme_section(readme, heading, file_url)
         title, _, rest = section.partition("\n")
         write_if_changed(src / rel, (title + "\n" + note + rest).encode("utf-8"))
@@ -198,34 +207,58 @@ def describe_machine() -> str:
 
 # --------------------------------------------------------------------------- main
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("quick", "full", "auto"), default="auto",
-                        help="quick: GD_QUICK=1; full: the lectures' full scale (for a GPU); "
-                             "auto (default): full when CUDA is available, else quick")
-    parser.add_argument("--execute", choices=("cache", "off"), default="cache",
-                        help="cache (default): execute the lectures the cache lacks; off: no outputs")
-    parser.add_argument("--hub-url", default="http://127.0.0.1:8000",
-                        help="the course's JupyterHub, which the lectures' 'open on the hub' links go to")
-    parser.add_argument("--repository", default="",
-                        help="the course repository the hub pulls with nbgitpuller (default: git's origin)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("quick", "full", "auto"),
+        default="auto",
+        help="quick: GD_QUICK=1; full: the lectures' full scale (for a GPU); "
+        "auto (default): full when CUDA is available, else quick",
+    )
+    parser.add_argument(
+        "--execute",
+        choices=("cache", "off"),
+        default="cache",
+        help="cache (default): execute the lectures the cache lacks; off: no outputs",
+    )
+    parser.add_argument(
+        "--hub-url",
+        default="http://127.0.0.1:8000",
+        help="the course's JupyterHub, which the lectures' 'open on the hub' links go to",
+    )
+    parser.add_argument(
+        "--repository", default="", help="the course repository the hub pulls with nbgitpuller (default: git's origin)"
+    )
     parser.add_argument("--branch", default="main", help="its branch (default: main)")
-    parser.add_argument("--provider", default="github", choices=("github", "gitlab", "bitbucket"),
-                        help="how the repository's web pages are laid out, for links to files (default: github)")
+    parser.add_argument(
+        "--provider",
+        default="github",
+        choices=("github", "gitlab", "bitbucket"),
+        help="how the repository's web pages are laid out, for links to files (default: github)",
+    )
     parser.add_argument("--root", type=Path, default=REPO, help="the course repository to build from")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "site", help="where the site goes")
-    parser.add_argument("--work", type=Path, default=REPO / "out" / "site-build",
-                        help="staged sources, Sphinx's state, the execution cache")
-    parser.add_argument("--mathjax", type=Path, default=None,
-                        help="MathJax's es5 folder (default: WORK/npm/node_modules/mathjax/es5, from make site)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "out" / "site-build",
+        help="staged sources, Sphinx's state, the execution cache",
+    )
+    parser.add_argument(
+        "--mathjax",
+        type=Path,
+        default=None,
+        help="MathJax's es5 folder (default: WORK/npm/node_modules/mathjax/es5, from make site)",
+    )
     parser.add_argument("--timeout", type=int, default=3600, help="seconds a lecture's cell may run")
     parser.add_argument("--strict", action="store_true", help="fail on any Sphinx warning")
     return parser.parse_args(argv)
 
 
 def origin_of(root: Path) -> str:
-    result = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"],
-                            capture_output=True, text=True)
+    result = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
@@ -238,16 +271,21 @@ def main(argv=None) -> int:
         raise SiteError(f"MathJax is not at {mathjax}: `make site` installs it from npm (site/package.json)")
     repository = normalize_repository(args.repository or origin_of(root) or PLACEHOLDER_REPOSITORY)
     if repository == PLACEHOLDER_REPOSITORY:
-        print(f"note: no repository given and no git origin: the hub links name {repository} "
-              "(set SITE_REPO=... for make site)", file=sys.stderr)
+        print(
+            f"note: no repository given and no git origin: the hub links name {repository} "
+            "(set SITE_REPO=... for make site)",
+            file=sys.stderr,
+        )
     mode = resolve_mode(args.mode)
 
     src = work / "src"
     file_url = f"{repository}/{FILE_PATHS[args.provider]}/{args.branch}/"
     staged = stage(root, src, lambda path: file_url + path)
     static = work / "static"
-    if not (static / "mathjax" / "tex-chtml-full.js").exists() or \
-            (static / "mathjax" / "tex-chtml-full.js").read_bytes() != (mathjax / "tex-chtml-full.js").read_bytes():
+    if (
+        not (static / "mathjax" / "tex-chtml-full.js").exists()
+        or (static / "mathjax" / "tex-chtml-full.js").read_bytes() != (mathjax / "tex-chtml-full.js").read_bytes()
+    ):
         shutil.rmtree(static / "mathjax", ignore_errors=True)
         shutil.copytree(mathjax, static / "mathjax")
 
@@ -259,18 +297,43 @@ def main(argv=None) -> int:
     before = cache_records(cache)
 
     env = kernel_environment(mode, os.environ)
-    env.update(GD_SITE_MODE=mode, GD_SITE_EXECUTE=args.execute,
-               GD_SITE_CACHE=str(cache), GD_SITE_TIMEOUT=str(args.timeout), GD_SITE_REPOSITORY=repository,
-               GD_SITE_BRANCH=args.branch, GD_SITE_PROVIDER=args.provider, GD_SITE_HUB_URL=args.hub_url.rstrip("/"),
-               GD_SITE_STATIC=str(static), GD_SITE_FILE_URL=file_url, GD_SITE_MACHINE=describe_machine(),
-               PYTHONUNBUFFERED="1")
+    env.update(
+        GD_SITE_MODE=mode,
+        GD_SITE_EXECUTE=args.execute,
+        GD_SITE_CACHE=str(cache),
+        GD_SITE_TIMEOUT=str(args.timeout),
+        GD_SITE_REPOSITORY=repository,
+        GD_SITE_BRANCH=args.branch,
+        GD_SITE_PROVIDER=args.provider,
+        GD_SITE_HUB_URL=args.hub_url.rstrip("/"),
+        GD_SITE_STATIC=str(static),
+        GD_SITE_FILE_URL=file_url,
+        GD_SITE_MACHINE=describe_machine(),
+        PYTHONUNBUFFERED="1",
+    )
     html = work / "html"
-    command = [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(HERE), "-d", str(work / "doctrees"),
-               "-j", "1", str(src), str(html)]
+    command = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-b",
+        "html",
+        "-c",
+        str(HERE),
+        "-d",
+        str(work / "doctrees"),
+        "-j",
+        "1",
+        str(src),
+        str(html),
+    ]
     if args.strict:
         command[4:4] = ["-W", "--keep-going"]
-    print(f"building the course website in {mode} mode: {len(staged['lectures'])} lectures, "
-          f"{len(staged['assignments'])} assignment notebooks; execution cache {cache.relative_to(work)}", flush=True)
+    print(
+        f"building the course website in {mode} mode: {len(staged['lectures'])} lectures, "
+        f"{len(staged['assignments'])} assignment notebooks; execution cache {cache.relative_to(work)}",
+        flush=True,
+    )
     result = subprocess.run(command, env=env)
     if result.returncode != 0:
         print(f"make site: Sphinx failed (exit {result.returncode}); see above", file=sys.stderr)
@@ -281,15 +344,27 @@ def main(argv=None) -> int:
         shutil.rmtree(out)
     shutil.copytree(html, out)
     (out / ".nojekyll").touch()  # a GitHub Pages host serves _static/ as it is
-    (out / "_course_build.json").write_text(json.dumps({
-        "mode": mode, "executed": [Path(uri).name for uri in executed], "library": fingerprint,
-        "repository": repository, "branch": args.branch, "hub_url": args.hub_url.rstrip("/"),
-        "seconds": round(time.monotonic() - start, 1)}, indent=1) + "\n")
+    (out / "_course_build.json").write_text(
+        json.dumps(
+            {
+                "mode": mode,
+                "executed": [Path(uri).name for uri in executed],
+                "library": fingerprint,
+                "repository": repository,
+                "branch": args.branch,
+                "hub_url": args.hub_url.rstrip("/"),
+                "seconds": round(time.monotonic() - start, 1),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     if args.execute == "off":
         ran = "lectures not executed (--execute off)"
     else:
-        ran = f"executed {len(executed)} notebook(s)" + (": " + ", ".join(Path(uri).name for uri in executed)
-                                                         if executed else ", the rest from the cache")
+        ran = f"executed {len(executed)} notebook(s)" + (
+            ": " + ", ".join(Path(uri).name for uri in executed) if executed else ", the rest from the cache"
+        )
     print(f"site: {out / 'index.html'} ({mode} mode; {ran}; {time.monotonic() - start:.0f} s)")
     return 0
 

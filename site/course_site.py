@@ -10,6 +10,7 @@
 - The launch banner on lecture and assignment pages: open on the course hub (the book theme's
   nbgitpuller link), download the source notebook, the notebook in the repository.
 """
+
 from __future__ import annotations
 
 import html
@@ -59,15 +60,26 @@ class CourseSchedule(SphinxDirective):
         for doc in docs:
             if doc.startswith(ASSIGNMENTS):
                 assignment_docs.setdefault(doc.split("/")[1], []).append(doc)
-        for name in sorted(set(entries) - {d[len(LECTURES):] for d in lectures}):
-            LOGGER.warning(f"schedule.yaml names a lecture that lectures/ does not have: {name}",
-                           location=(self.env.docname, self.lineno))
+        for name in sorted(set(entries) - {d[len(LECTURES) :] for d in lectures}):
+            LOGGER.warning(
+                f"schedule.yaml names a lecture that lectures/ does not have: {name}",
+                location=(self.env.docname, self.lineno),
+            )
 
-        rows = ["```{list-table}", ":header-rows: 1", ":widths: 4 30 26 40", ":class: course-schedule", "",
-                "* - \\#", "  - Lecture", "  - Assignment", "  - Readings"]
+        rows = [
+            "```{list-table}",
+            ":header-rows: 1",
+            ":widths: 4 30 26 40",
+            ":class: course-schedule",
+            "",
+            "* - \\#",
+            "  - Lecture",
+            "  - Assignment",
+            "  - Readings",
+        ]
         placed = set()
         for number, doc in enumerate(lectures, start=1):
-            entry = entries.get(doc[len(LECTURES):]) or {}
+            entry = entries.get(doc[len(LECTURES) :]) or {}
             names = entry.get("assignment") or []
             names = [names] if isinstance(names, str) else list(names)
             links = []
@@ -76,18 +88,25 @@ class CourseSchedule(SphinxDirective):
                     links += [f"{{doc}}`/{d}`" for d in assignment_docs[name]]
                     placed.add(name)
                 else:
-                    LOGGER.warning(f"schedule.yaml: assignment {name!r} is not in assignments/",
-                                   location=(self.env.docname, self.lineno))
+                    LOGGER.warning(
+                        f"schedule.yaml: assignment {name!r} is not in assignments/",
+                        location=(self.env.docname, self.lineno),
+                    )
             readings = entry.get("readings") or {}
-            reading_lines = [f"**{label}:** {readings[key].strip()}" for key, label in
-                             (("thesis", "Thesis"), ("anthology", "Anthology"), ("papers", "Papers"))
-                             if readings.get(key)]
+            reading_lines = [
+                f"**{label}:** {readings[key].strip()}"
+                for key, label in (("thesis", "Thesis"), ("anthology", "Anthology"), ("papers", "Papers"))
+                if readings.get(key)
+            ]
             rows += [f"* - {number}"] + _cell(f"{{doc}}`/{doc}`") + _cell("<br>".join(links) or "—")
             rows += _cell("\n\n".join(reading_lines) or "the lecture's references")
         rows.append("```")
         unplaced = [name for name in sorted(assignment_docs) if name not in placed]
         if unplaced:
-            rows += ["", "Also: " + ", ".join(f"{{doc}}`/{d}`" for name in unplaced for d in assignment_docs[name]) + "."]
+            rows += [
+                "",
+                "Also: " + ", ".join(f"{{doc}}`/{d}`" for name in unplaced for d in assignment_docs[name]) + ".",
+            ]
         return self.parse_text_to_nodes("\n".join(rows))
 
 
@@ -104,8 +123,9 @@ class LectureTimes(SphinxDirective):
 def _execution_records(env) -> dict:
     from myst_nb.sphinx_ import NbMetadataCollector
 
-    return {doc: NbMetadataCollector.get_exec_data(env, doc)
-            for doc in sorted(env.found_docs) if doc.startswith(LECTURES)}
+    return {
+        doc: NbMetadataCollector.get_exec_data(env, doc) for doc in sorted(env.found_docs) if doc.startswith(LECTURES)
+    }
 
 
 def _format_seconds(seconds) -> str:
@@ -129,15 +149,20 @@ def fill_lecture_times(app: Sphinx, doctree: nodes.document, docname: str):
         else:
             runtime = record.get("runtime")
             when = datetime.fromtimestamp(record["mtime"]).strftime("%Y-%m-%d %H:%M")
-        rows.append(f'<tr><td><a href="{link}">{name}</a></td><td>{_format_seconds(runtime)}</td>'
-                    f"<td>{html.escape(when)}</td></tr>")
+        rows.append(
+            f'<tr><td><a href="{link}">{name}</a></td><td>{_format_seconds(runtime)}</td>'
+            f"<td>{html.escape(when)}</td></tr>"
+        )
     total = sum((r or {}).get("runtime") or 0 for r in _execution_records(app.env).values())
     machine = html.escape(app.config.course_machine)
-    table = (f'<p class="course-machine">Measured on the machine that built this site: {machine}.</p>'
-             '<table class="table course-times"><thead><tr><th>lecture</th>'
-             f"<th>run time ({html.escape(mode)} mode)</th><th>executed</th></tr></thead><tbody>"
-             + "".join(rows) + f"<tr><td><strong>all lectures</strong></td><td><strong>{_format_seconds(total)}"
-             "</strong></td><td></td></tr></tbody></table>")
+    table = (
+        f'<p class="course-machine">Measured on the machine that built this site: {machine}.</p>'
+        '<table class="table course-times"><thead><tr><th>lecture</th>'
+        f"<th>run time ({html.escape(mode)} mode)</th><th>executed</th></tr></thead><tbody>"
+        + "".join(rows)
+        + f"<tr><td><strong>all lectures</strong></td><td><strong>{_format_seconds(total)}"
+        "</strong></td><td></td></tr></tbody></table>"
+    )
     for placeholder in placeholders:
         placeholder.replace_self(nodes.raw("", table, format="html"))
 
@@ -157,8 +182,7 @@ def _widget_html(model_id: str, state: dict, depth: int = 0) -> str:
     values = model.get("state", {})
     label = html.escape(str(values.get("description", "")))
     if name in ("HBoxModel", "VBoxModel", "BoxModel", "GridBoxModel"):
-        children = [_widget_html(ref.replace("IPY_MODEL_", ""), state, depth + 1)
-                    for ref in values.get("children", [])]
+        children = [_widget_html(ref.replace("IPY_MODEL_", ""), state, depth + 1) for ref in values.get("children", [])]
         direction = "row" if name == "HBoxModel" else "column"
         return f'<div class="gd-widget-box gd-widget-{direction}">' + "".join(children) + "</div>"
     if name.endswith("SliderModel") and "value" in values:
@@ -170,27 +194,35 @@ def _widget_html(model_id: str, state: dict, depth: int = 0) -> str:
         elif name == "FloatLogSliderModel":
             base = values.get("base", 10)
             shown, position = f"{value:.3g}", math.log(value, base) if value > 0 else low
-            low, high = f"{base ** low:.3g}", f"{base ** high:.3g}"
-            return (f'<label class="gd-widget">{label} <input type="range" disabled min="{values.get("min", 0)}" '
-                    f'max="{values.get("max", 1)}" step="{step}" value="{position}"> '
-                    f'<span class="gd-widget-value">{html.escape(shown)}</span>'
-                    f'<span class="gd-widget-range">({html.escape(str(low))} … {html.escape(str(high))})</span></label>')
+            low, high = f"{base**low:.3g}", f"{base**high:.3g}"
+            return (
+                f'<label class="gd-widget">{label} <input type="range" disabled min="{values.get("min", 0)}" '
+                f'max="{values.get("max", 1)}" step="{step}" value="{position}"> '
+                f'<span class="gd-widget-value">{html.escape(shown)}</span>'
+                f'<span class="gd-widget-range">({html.escape(str(low))} … {html.escape(str(high))})</span></label>'
+            )
         else:
             shown, position = f"{value:.4g}" if isinstance(value, float) else str(value), value
-        return (f'<label class="gd-widget">{label} <input type="range" disabled min="{low}" max="{high}" '
-                f'step="{step}" value="{position}"> <span class="gd-widget-value">{html.escape(shown)}</span>'
-                f'<span class="gd-widget-range">({html.escape(str(low))} … {html.escape(str(high))})</span></label>')
+        return (
+            f'<label class="gd-widget">{label} <input type="range" disabled min="{low}" max="{high}" '
+            f'step="{step}" value="{position}"> <span class="gd-widget-value">{html.escape(shown)}</span>'
+            f'<span class="gd-widget-range">({html.escape(str(low))} … {html.escape(str(high))})</span></label>'
+        )
     if "_options_labels" in values:  # Dropdown, RadioButtons, ToggleButtons, Select
         index = values.get("index")
-        options = "".join(f'<option{" selected" if i == index else ""}>{html.escape(str(o))}</option>'
-                          for i, o in enumerate(values["_options_labels"]))
+        options = "".join(
+            f"<option{' selected' if i == index else ''}>{html.escape(str(o))}</option>"
+            for i, o in enumerate(values["_options_labels"])
+        )
         return f'<label class="gd-widget">{label} <select disabled>{options}</select></label>'
     if name in ("CheckboxModel", "ToggleButtonModel"):
         checked = " checked" if values.get("value") else ""
         return f'<label class="gd-widget"><input type="checkbox" disabled{checked}> {label}</label>'
     if name in ("FloatProgressModel", "IntProgressModel"):
-        return (f'<label class="gd-widget">{label} <progress value="{values.get("value", 0)}" '
-                f'max="{values.get("max", 100)}"></progress></label>')
+        return (
+            f'<label class="gd-widget">{label} <progress value="{values.get("value", 0)}" '
+            f'max="{values.get("max", 100)}"></progress></label>'
+        )
     if "value" in values:  # Text, HTML, Label, FloatText, ...: their text
         text = re.sub(r"<[^>]+>", "", str(values["value"]))
         return f'<span class="gd-widget">{label} {html.escape(text)}</span>'
@@ -224,11 +256,14 @@ class StaticWidgets(SphinxPostTransform):
                 state = _widget_state(self.env, self.env.docname)
             model_id = self._model_id(views[0])
             controls = _widget_html(model_id, state) if model_id else ""
-            caption = ('<div class="gd-widget-caption">Interactive in the notebook: these controls redraw the '
-                       "figure when the lecture runs in Jupyter. Shown here at the values the figure was drawn for."
-                       "</div>")
-            bundle.replace_self(nodes.raw("", f'<div class="gd-static-widget">{caption}{controls}</div>',
-                                          format="html"))
+            caption = (
+                '<div class="gd-widget-caption">Interactive in the notebook: these controls redraw the '
+                "figure when the lecture runs in Jupyter. Shown here at the values the figure was drawn for."
+                "</div>"
+            )
+            bundle.replace_self(
+                nodes.raw("", f'<div class="gd-static-widget">{caption}{controls}</div>', format="html")
+            )
 
     @staticmethod
     def _model_id(view_container) -> str | None:
@@ -270,23 +305,31 @@ def launch_banner(app: Sphinx, pagename, templatename, context, doctree):
     if pagename.startswith(LECTURES):
         hub = _find_button(context.get("header_buttons", []), "JupyterHub")
         if hub is not None:
-            links.append(f'<a class="gd-hub-link" href="{html.escape(hub["url"])}">Open it on the course hub</a> '
-                         "(nbgitpuller copies the course into your hub folder, or updates your copy, "
-                         "and opens this notebook)")
+            links.append(
+                f'<a class="gd-hub-link" href="{html.escape(hub["url"])}">Open it on the course hub</a> '
+                "(nbgitpuller copies the course into your hub folder, or updates your copy, "
+                "and opens this notebook)"
+            )
         intro = f"<strong>Run this lecture.</strong> Its outputs below were computed in {app.config.course_mode} mode."
     else:
         # assignments are fetched, worked on and submitted through nbgrader, not pulled from git
-        context["header_buttons"][:] = [b for b in context.get("header_buttons", [])
-                                        if b.get("label") != "launch-buttons"]
-        intro = ("<strong>Work on this assignment</strong> on the course hub: <em>Nbgrader → Assignment List → "
-                 "Fetch</em>, then <em>Submit</em> from there (only a fetched copy can be submitted).")
+        context["header_buttons"][:] = [
+            b for b in context.get("header_buttons", []) if b.get("label") != "launch-buttons"
+        ]
+        intro = (
+            "<strong>Work on this assignment</strong> on the course hub: <em>Nbgrader → Assignment List → "
+            "Fetch</em>, then <em>Submit</em> from there (only a fetched copy can be submitted)."
+        )
     links.append(f'<a class="gd-download-link" href="{html.escape(download)}" download>download the notebook</a>')
     links.append(f'<a class="gd-source-link" href="{html.escape(repository)}">the notebook in the repository</a>')
-    banner = (f'<div class="admonition tip gd-launch"><p>{intro}</p><ul>'
-              + "".join(f"<li>{link}</li>" for link in links) + "</ul></div>")
+    banner = (
+        f'<div class="admonition tip gd-launch"><p>{intro}</p><ul>'
+        + "".join(f"<li>{link}</li>" for link in links)
+        + "</ul></div>"
+    )
     body = context["body"]
     end = body.find("</h1>")
-    context["body"] = body[:end + 5] + banner + body[end + 5:] if end >= 0 else banner + body
+    context["body"] = body[: end + 5] + banner + body[end + 5 :] if end >= 0 else banner + body
 
 
 def setup(app: Sphinx):

@@ -10,6 +10,7 @@ moves it), which ``make test-browser`` prints.
 Without Chromium or Playwright the tests are skipped, unless
 ``GD_BROWSER_REQUIRED=1`` (``make test-browser`` sets it): then they fail.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,9 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("GD_CHROMIUM", "/usr/bin/chromium")
 # Headless, and quiet on the network: without the background-networking flags Chromium
 # keeps opening outbound connections (updates, sync, field trials) that a closed network refuses.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 SCREENSHOTS = Path(os.environ.get("GD_BROWSER_SCREENSHOTS", ROOT / "out" / "browser-screenshots")).resolve()
 # A 2-core machine shared with other work: generous limits for what a person would wait for.
 UI_TIMEOUT_MS = 120_000
@@ -93,8 +102,7 @@ def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen | None =
 def server(cmd: list[str], *, env: dict, cwd: Path, log: Path, ready_url: str, timeout_s: float = 240):
     """A server process in its own session, stopped (SIGTERM, then SIGKILL) on exit."""
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_http(ready_url, timeout_s, process, log)
         yield process
@@ -111,10 +119,17 @@ def server(cmd: list[str], *, env: dict, cwd: Path, log: Path, ready_url: str, t
 def base_env(home: Path) -> dict:
     """The environment of a server started by a test: this interpreter first on PATH, quick mode,
     and a private HOME so that no personal Jupyter configuration leaks in."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("JUPYTER", "JPY_", "GD_HUB_", "MPLBACKEND"))}
-    env.update(PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
-               HOME=str(home), GD_QUICK="1", PYTHONUNBUFFERED="1")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("JUPYTER", "JPY_", "GD_HUB_", "MPLBACKEND"))
+    }
+    env.update(
+        PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+        HOME=str(home),
+        GD_QUICK="1",
+        PYTHONUNBUFFERED="1",
+    )
     env.pop("GD_COURSE_ROOT", None)
     env.pop("GD_NBGRADER_EXCHANGE", None)
     return env
@@ -169,7 +184,10 @@ def wait_until_all_code_cells_ran(page, timeout_ms: int):
             const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')]
                 .map(e => e.textContent.trim());
             return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p));
-        }""", timeout=timeout_ms, polling=1000)
+        }""",
+        timeout=timeout_ms,
+        polling=1000,
+    )
 
 
 def wait_for_kernel_idle(page, timeout_ms: int = UI_TIMEOUT_MS):

@@ -5,10 +5,11 @@ their own way; dave hands in alice's work renamed, re-wrapped and commented; eri
 body of gd_lib's ``adam_update`` into her ``adam_step``; quinn copies bob's ``MyAdam`` only.
 Keys are the grade ids of the answer cells.
 """
+
 from __future__ import annotations
 
 ALICE = {
-    "sgd_step": '''
+    "sgd_step": """
 def sgd_step(param, grad, buf, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
     g = grad + weight_decay * param if weight_decay != 0 else grad
     if momentum == 0:
@@ -16,8 +17,8 @@ def sgd_step(param, grad, buf, *, lr, momentum=0.0, dampening=0.0, nesterov=Fals
     new_buf = g.clone() if buf is None else momentum * buf + (1 - dampening) * g
     d = g + momentum * new_buf if nesterov else new_buf
     return param - lr * d, new_buf
-''',
-    "adam_step": '''
+""",
+    "adam_step": """
 def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
     beta1, beta2 = betas
     if decoupled:
@@ -29,8 +30,8 @@ def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_
     m_hat = m / (1 - beta1 ** t)
     v_hat = v / (1 - beta2 ** t)
     return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
-''',
-    "my_adam": '''
+""",
+    "my_adam": """
 class MyAdam(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
@@ -62,8 +63,8 @@ class MyAdam(torch.optim.Optimizer):
                 vhat = st["exp_avg_sq"] / (1 - b2 ** st["step"])
                 p -= group["lr"] * mhat / (vhat.sqrt() + group["eps"])
         return loss
-''',
-    "rosenbrock_race": '''
+""",
+    "rosenbrock_race": """
 def rosenbrock(xy):
     x, y = xy[0], xy[1]
     return (1 - x) ** 2 + 100 * (y - x ** 2) ** 2
@@ -87,8 +88,8 @@ def race(make_optimizer, steps, start=(-1.5, 2.0)):
 def steps_to_reach(losses, tol):
     hits = (losses <= tol).nonzero()
     return int(hits[0, 0]) if len(hits) else -1
-''',
-    "bias_correction": '''
+""",
+    "bias_correction": """
 def debiased_average(values, beta):
     m = torch.zeros((), dtype=values.dtype, device=values.device)
     out = []
@@ -96,11 +97,11 @@ def debiased_average(values, beta):
         m = beta * m + (1 - beta) * x
         out.append(m / (1 - beta ** t))
     return torch.stack(out)
-''',
+""",
 }
 
 BOB = {
-    "sgd_step": '''
+    "sgd_step": """
 def sgd_step(param, grad, buf, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
     direction = grad.clone()
     if weight_decay:
@@ -118,8 +119,8 @@ def sgd_step(param, grad, buf, *, lr, momentum=0.0, dampening=0.0, nesterov=Fals
     updated = param.clone()
     updated.add_(direction, alpha=-lr)
     return updated, new_buf
-''',
-    "adam_step": '''
+""",
+    "adam_step": """
 def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
     b1, b2 = betas
     theta = param.clone()
@@ -135,8 +136,8 @@ def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_
     denominator = torch.sqrt(v_new / correction2) + eps
     theta.addcdiv_(m_new / correction1, denominator, value=-lr)
     return theta, m_new, v_new
-''',
-    "my_adam": '''
+""",
+    "my_adam": """
 class MyAdam(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -164,8 +165,8 @@ class MyAdam(torch.optim.Optimizer):
                 step_size = lr / (1 - beta1 ** n)
                 p.addcdiv_(state["exp_avg"], state["exp_avg_sq"].sqrt().div(scale).add(eps), value=-step_size)
         return loss
-''',
-    "rosenbrock_race": '''
+""",
+    "rosenbrock_race": """
 def rosenbrock(xy):
     a = 1.0 - xy[0]
     b = xy[1] - xy[0] * xy[0]
@@ -191,8 +192,8 @@ def steps_to_reach(losses, tol):
         if value <= tol:
             return index
     return -1
-''',
-    "bias_correction": '''
+""",
+    "bias_correction": """
 def debiased_average(values, beta):
     result = torch.empty_like(values)
     running = 0.0
@@ -202,11 +203,11 @@ def debiased_average(values, beta):
         power *= beta
         result[i] = running / (1.0 - power)
     return result
-''',
+""",
 }
 
 CAROL = {
-    "sgd_step": '''
+    "sgd_step": """
 def _with_decay(grad, param, weight_decay):
     return grad if weight_decay == 0 else grad + param * weight_decay
 
@@ -218,7 +219,7 @@ def sgd_step(param, grad, buf, *, lr, momentum=0.0, dampening=0.0, nesterov=Fals
     b = g.clone() if buf is None else buf * momentum + g * (1 - dampening)
     step_dir = (g + b * momentum) if nesterov else b
     return param - step_dir * lr, b
-''',
+""",
     "adam_step": '''
 def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
     """Kingma & Ba, Algorithm 1, out of place."""
@@ -231,7 +232,7 @@ def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_
     denom = torch.sqrt(second) / math.sqrt(1 - beta_2 ** t) + eps
     return param * shrink - step * first / denom, first, second
 ''',
-    "my_adam": '''
+    "my_adam": """
 class MyAdam(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super(MyAdam, self).__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
@@ -259,8 +260,8 @@ class MyAdam(torch.optim.Optimizer):
                 corrected_v = s["exp_avg_sq"] / (1 - g["betas"][1] ** s["step"])
                 w.sub_(g["lr"] * corrected_m / (corrected_v.sqrt() + g["eps"]))
         return result
-''',
-    "rosenbrock_race": '''
+""",
+    "rosenbrock_race": """
 def rosenbrock(xy):
     return torch.square(1 - xy[0]) + 100 * torch.square(xy[1] - torch.square(xy[0]))
 
@@ -286,8 +287,8 @@ def race(make_optimizer, steps, start=(-1.5, 2.0)):
 def steps_to_reach(losses, tol):
     below = torch.where(losses <= tol)[0]
     return below.min().item() if below.numel() > 0 else -1
-''',
-    "bias_correction": '''
+""",
+    "bias_correction": """
 def debiased_average(values, beta):
     T = values.shape[0]
     t = torch.arange(1, T + 1, dtype=values.dtype, device=values.device)
@@ -295,7 +296,7 @@ def debiased_average(values, beta):
     exponents = (t[:, None] - t[None, :]).clamp(min=0)
     weights = torch.tril((1 - beta) * beta ** exponents)
     return (weights @ values) / (1 - beta ** t)
-''',
+""",
 }
 
 # dave: alice's answers, variables renamed, lines re-wrapped, spacing changed, comments and
@@ -365,7 +366,7 @@ class MyAdam(torch.optim.Optimizer):
                 prm -= param_group["lr"]*m_corr/(v_corr.sqrt() + param_group["eps"])
         return result
 ''',
-    "rosenbrock_race": '''
+    "rosenbrock_race": """
 def rosenbrock(xy):
     # the banana function
     a, b = xy[0], xy[1]
@@ -391,8 +392,8 @@ def race(make_optimizer, steps, start=(-1.5, 2.0)):
 def steps_to_reach(losses, tol):
     idx = (losses <= tol).nonzero()
     return int(idx[0, 0]) if len(idx) else -1
-''',
-    "bias_correction": '''
+""",
+    "bias_correction": """
 def debiased_average(values, beta):
     avg = torch.zeros((), dtype=values.dtype,
                       device=values.device)
@@ -401,11 +402,11 @@ def debiased_average(values, beta):
         avg = beta*avg + (1 - beta)*value   # EMA
         result.append(avg/(1 - beta**step))
     return torch.stack(result)
-''',
+""",
 }
 
 # erin: adam_step is gd_lib.optim.adam.adam_update's body, renamed and made out of place
-ERIN_ADAM = '''
+ERIN_ADAM = """
 def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
     b1, b2 = betas
     param, m, v = param.clone(), m.clone(), v.clone()
@@ -424,12 +425,12 @@ def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_
     denom = (second_moment.sqrt() / bias_correction2_sqrt).add_(eps)
     param.addcdiv_(m, denom, value=-step_size)
     return param, m, v
-'''
+"""
 
 # erin's other answers are her own (she skipped MyAdam and the race)
 ERIN = {
     "adam_step": ERIN_ADAM,
-    "sgd_step": '''
+    "sgd_step": """
 def sgd_step(param, grad, buf, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
     if weight_decay > 0:
         grad = torch.add(grad, param, alpha=weight_decay)
@@ -442,20 +443,20 @@ def sgd_step(param, grad, buf, *, lr, momentum=0.0, dampening=0.0, nesterov=Fals
     if nesterov:
         return torch.add(param, torch.add(grad, buf, alpha=momentum), alpha=-lr), buf
     return torch.add(param, buf, alpha=-lr), buf
-''',
-    "bias_correction": '''
+""",
+    "bias_correction": """
 def debiased_average(values, beta):
     outs, acc = [], torch.tensor(0.0, dtype=values.dtype, device=values.device)
     for k in range(len(values)):
         acc = torch.lerp(values[k], acc, beta)
         outs.append(acc / (1.0 - beta ** (k + 1)))
     return torch.stack(outs)
-''',
+""",
 }
 
 # quinn: bob's MyAdam, renamed; nothing else answered
 QUINN = {
-    "my_adam": '''
+    "my_adam": """
 class MyAdam(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -484,7 +485,7 @@ class MyAdam(torch.optim.Optimizer):
                 lr_t = rate / (1 - bA ** count)
                 w.addcdiv_(st["exp_avg"], st["exp_avg_sq"].sqrt().div(c2).add(epsilon), value=-lr_t)
         return out
-''',
+""",
 }
 
 INDEPENDENT = {"alice": ALICE, "bob": BOB, "carol": CAROL}

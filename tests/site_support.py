@@ -5,6 +5,7 @@
   solution and hidden-test regions, and :func:`find_leaks` looks for those lines in a built site;
 - :func:`external_references` lists what a built page would fetch from outside the site.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,8 +20,23 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 MATHJAX = ROOT / "out" / "site-build" / "npm" / "node_modules" / "mathjax" / "es5"
-BINARY_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".woff", ".woff2", ".ttf", ".eot", ".otf",
-                   ".pdf", ".pickle", ".inv", ".doctree"}
+BINARY_SUFFIXES = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".svg",
+    ".ico",
+    ".woff",
+    ".woff2",
+    ".ttf",
+    ".eot",
+    ".otf",
+    ".pdf",
+    ".pickle",
+    ".inv",
+    ".doctree",
+}
 # A solution line this short ("pass", "else:", "return x") says nothing about the solution.
 MIN_LINE = 12
 
@@ -33,16 +49,30 @@ def load_build_module():
     return module
 
 
-def build_site(root: Path, out: Path, work: Path, *args: str, env: dict | None = None,
-               check: bool = True) -> subprocess.CompletedProcess:
+def build_site(
+    root: Path, out: Path, work: Path, *args: str, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """``site/build.py --root root --out out --work work ...``, MathJax from ``make site-setup``."""
     if not (MATHJAX / "tex-chtml-full.js").exists():
         raise AssertionError(f"MathJax is missing at {MATHJAX}: run `make site-setup` (make test does)")
-    command = [sys.executable, str(ROOT / "site" / "build.py"), "--root", str(root), "--out", str(out),
-               "--work", str(work), "--mathjax", str(MATHJAX), *args]
+    command = [
+        sys.executable,
+        str(ROOT / "site" / "build.py"),
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--work",
+        str(work),
+        "--mathjax",
+        str(MATHJAX),
+        *args,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env or dict(os.environ))
     if check and result.returncode != 0:
-        raise AssertionError(f"site/build.py failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"site/build.py failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -154,9 +184,18 @@ def legitimate_sources(root: Path = ROOT) -> str:
 class _References(HTMLParser):
     """URLs that a browser fetches while it renders a page (not links a reader may follow)."""
 
-    FETCHED = {"script": ("src",), "link": ("href",), "img": ("src", "srcset"), "iframe": ("src",),
-               "source": ("src", "srcset"), "video": ("src", "poster"), "audio": ("src",), "embed": ("src",),
-               "object": ("data",), "track": ("src",)}
+    FETCHED = {
+        "script": ("src",),
+        "link": ("href",),
+        "img": ("src", "srcset"),
+        "iframe": ("src",),
+        "source": ("src", "srcset"),
+        "video": ("src", "poster"),
+        "audio": ("src",),
+        "embed": ("src",),
+        "object": ("data",),
+        "track": ("src",),
+    }
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -165,8 +204,17 @@ class _References(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "link" and (attrs.get("rel") or "").lower() in ("canonical", "alternate", "author", "license",
-                                                                   "next", "prev", "index", "search", "help"):
+        if tag == "link" and (attrs.get("rel") or "").lower() in (
+            "canonical",
+            "alternate",
+            "author",
+            "license",
+            "next",
+            "prev",
+            "index",
+            "search",
+            "help",
+        ):
             return  # relations a browser does not load
         for name in self.FETCHED.get(tag, ()):
             if attrs.get(name):
@@ -202,6 +250,7 @@ def external_references(site: Path) -> list[tuple[str, str]]:
         parser.feed(path.read_text(encoding="utf-8", errors="replace"))
         found += [(str(path.relative_to(site)), url) for url in parser.urls if is_external(url)]
     for path in sorted(site.rglob("*.css")):
-        found += [(str(path.relative_to(site)), url) for url in css_urls(path.read_text(errors="replace"))
-                  if is_external(url)]
+        found += [
+            (str(path.relative_to(site)), url) for url in css_urls(path.read_text(errors="replace")) if is_external(url)
+        ]
     return found

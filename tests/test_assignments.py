@@ -25,6 +25,7 @@ The static tests (no grading) check the released notebooks: no solution code, no
 no nbgrader markers, no outputs, points on every graded cell, at least 25 points in at least 6
 graded cells, and the release matches the source notebook with solutions and hidden tests removed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -43,6 +44,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and p.name[:2].isdigit())
 
+
 # --- the classic bugs -------------------------------------------------------------------------------
 # The catalogue is course data: solutions/<A>/mistakes.json (never released: course/nbgrader_config.py
 # ignores it), {bug name: {"cell": answer cell grade_id, "replace": [[old, new], ...] substitutions in
@@ -54,8 +56,9 @@ def _load_bugs() -> dict[str, dict[str, tuple[str, list[tuple[str, str]], set[st
     for assignment in ASSIGNMENTS:
         path = ROOT / "solutions" / assignment / "mistakes.json"
         data = json.loads(path.read_text()) if path.exists() else {}
-        bugs[assignment] = {name: (b["cell"], [tuple(r) for r in b["replace"]], set(b["fails"]))
-                            for name, b in data.items()}
+        bugs[assignment] = {
+            name: (b["cell"], [tuple(r) for r in b["replace"]], set(b["fails"])) for name, b in data.items()
+        }
     return bugs
 
 
@@ -65,6 +68,7 @@ GRADE_ARGS = ["--workers", "2", "--cell-timeout", "120", "--notebook-timeout", "
 
 
 # --- notebooks ----------------------------------------------------------------------------------------
+
 
 def _notebook_name(assignment: str) -> str:
     (source,) = sorted((ROOT / "solutions" / assignment).glob("*.ipynb"))
@@ -105,8 +109,11 @@ def _released_form(code: str, markdown: bool = False) -> str:
         marker = line.strip()
         if marker == "### BEGIN SOLUTION":
             indent = line[: len(line) - len(line.lstrip())]
-            out += [indent + "YOUR ANSWER HERE"] if markdown else [indent + "# YOUR CODE HERE",
-                                                                    indent + "raise NotImplementedError()"]
+            out += (
+                [indent + "YOUR ANSWER HERE"]
+                if markdown
+                else [indent + "# YOUR CODE HERE", indent + "raise NotImplementedError()"]
+            )
             mode = "solution"
         elif marker == "### BEGIN HIDDEN TESTS":
             mode = "hidden"
@@ -120,8 +127,9 @@ def _released_form(code: str, markdown: bool = False) -> str:
 def _solution_code(source_nb, grade_id: str) -> str:
     """The source's answer cell with the solution markers removed: what a correct student writes."""
     code = _by_id(source_nb)[grade_id].source
-    return "\n".join(line for line in code.split("\n")
-                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+    return "\n".join(
+        line for line in code.split("\n") if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")
+    )
 
 
 def _submission(assignment: str, replace: dict[str, str] | None = None):
@@ -180,8 +188,11 @@ def _cheat(assignment: str):
         lines = [CHEAT_PRELUDE] if first else []
         first = False
         for kind, name in re.findall(r"^(def|class) (\w+)", cell.source, re.M):
-            lines.append(f"def {name}(*args, **kwargs):\n    return Anything()" if kind == "def"
-                         else f"class {name}(Anything):\n    pass")
+            lines.append(
+                f"def {name}(*args, **kwargs):\n    return Anything()"
+                if kind == "def"
+                else f"class {name}(Anything):\n    pass"
+            )
         replace[gid] = "\n".join(lines)
     for cell in nb.cells:
         if _meta(cell).get("solution") and cell.cell_type == "code":
@@ -190,11 +201,15 @@ def _cheat(assignment: str):
 
 
 def _graded_cells(nb) -> dict[str, float]:
-    return {_meta(c)["grade_id"]: float(_meta(c).get("points", 0) or 0) for c in nb.cells
-            if _meta(c).get("grade") and not _meta(c).get("solution")}
+    return {
+        _meta(c)["grade_id"]: float(_meta(c).get("points", 0) or 0)
+        for c in nb.cells
+        if _meta(c).get("grade") and not _meta(c).get("solution")
+    }
 
 
 # --- static checks of the released notebooks ------------------------------------------------------------
+
 
 def _hidden_flags() -> dict[str, dict[str, bool]]:
     """assignment -> {bug: marked "hidden" (only hidden tests catch it, on purpose)}."""
@@ -225,8 +240,11 @@ def _question_tests(source, answer_id: str) -> dict[str, bool]:
 
 def _written_cells(nb) -> dict[str, float]:
     """The answers in words: markdown answer cells graded by hand in the formgrader."""
-    return {_meta(c)["grade_id"]: float(_meta(c).get("points", 0) or 0) for c in nb.cells
-            if c.cell_type == "markdown" and _meta(c).get("solution") and _meta(c).get("grade")}
+    return {
+        _meta(c)["grade_id"]: float(_meta(c).get("points", 0) or 0)
+        for c in nb.cells
+        if c.cell_type == "markdown" and _meta(c).get("solution") and _meta(c).get("grade")
+    }
 
 
 def test_every_assignment_has_classic_bugs():
@@ -243,12 +261,17 @@ def test_every_assignment_has_classic_bugs():
         assert len(bugs) >= 3, f"{assignment}: only {len(bugs)} classic mistakes"
         for bug, (gid, substitutions, failing) in bugs.items():
             assert gid in answers, f"{assignment}/{bug}: {gid} is not an answer cell"
-            assert failing and failing <= set(graded), f"{assignment}/{bug}: unknown graded cells {failing - set(graded)}"
+            assert failing and failing <= set(graded), (
+                f"{assignment}/{bug}: unknown graded cells {failing - set(graded)}"
+            )
             tests = _question_tests(source, gid)
-            assert failing <= set(tests), f"{assignment}/{bug}: fails {sorted(failing - set(tests))}, not its question's"
+            assert failing <= set(tests), (
+                f"{assignment}/{bug}: fails {sorted(failing - set(tests))}, not its question's"
+            )
             if not hidden_flags[assignment][bug]:
-                assert any(not tests[t] for t in failing), \
+                assert any(not tests[t] for t in failing), (
                     f"{assignment}/{bug}: no public test of its question catches it (mark it hidden on purpose, or add one)"
+                )
             code = _solution_code(source, gid)
             assert all(old in code for old, _ in substitutions), f"{assignment}/{bug}: substitution does not apply"
             for old, replacement in substitutions:
@@ -263,16 +286,20 @@ def test_questions_beyond_code(assignment):
     with no function or class in it), autograded."""
     source = _read("solutions", assignment)
     written = _written_cells(source)
-    numbers = [gid for gid, c in _by_id(source).items() if c.cell_type == "code" and _meta(c).get("solution")
-               and not re.search(r"^(def|class) ", c.source, re.M)]
+    numbers = [
+        gid
+        for gid, c in _by_id(source).items()
+        if c.cell_type == "code" and _meta(c).get("solution") and not re.search(r"^(def|class) ", c.source, re.M)
+    ]
     assert len(written) + len(numbers) >= 2, f"{assignment}: written {sorted(written)}, predictions {numbers}"
     for gid, points in written.items():
         cell = _by_id(source)[gid]
         meta = _meta(cell)
         assert points > 0 and meta.get("task") is False and meta.get("locked") is False, f"{assignment}/{gid}: {meta}"
         inside = "\n".join(_regions(cell.source, "### BEGIN SOLUTION", "### END SOLUTION"))
-        assert "Rubric" in inside and "Model answer" in inside, f"{assignment}/{gid}: the rubric and model answer " \
-                                                                 "belong in the solution region"
+        assert "Rubric" in inside and "Model answer" in inside, (
+            f"{assignment}/{gid}: the rubric and model answer belong in the solution region"
+        )
     for gid in numbers:  # a prediction is checked by a hidden test of its question, never revealed by a public one
         tests = _question_tests(source, gid)
         assert tests and all(tests.values()), f"{assignment}/{gid}: a prediction's tests must all be hidden"
@@ -294,8 +321,13 @@ def test_theorems_point_to_course_material(assignment):
     for lecture, section in references:
         path = ROOT / "lectures" / lecture
         assert path.exists(), f"{assignment}: {lecture} does not exist"
-        headings = [line.lstrip("#").strip() for c in nbformat.read(path, as_version=4).cells
-                    if c.cell_type == "markdown" for line in c.source.split("\n") if line.startswith("#")]
+        headings = [
+            line.lstrip("#").strip()
+            for c in nbformat.read(path, as_version=4).cells
+            if c.cell_type == "markdown"
+            for line in c.source.split("\n")
+            if line.startswith("#")
+        ]
         assert any(section in h for h in headings), f"{assignment}: no section {section!r} in {lecture}: {headings}"
 
 
@@ -355,8 +387,13 @@ def test_release_matches_source(assignment):
         sm, rm = _meta(s), _meta(r)
         for key in ("grade_id", "grade", "solution", "locked", "points"):
             assert sm.get(key) == rm.get(key), f"{assignment}/{sm.get('grade_id')}: {key} differs"
-        expected = (_released_form(s.source) if s.cell_type == "code" else
-                    _released_form(s.source, markdown=True) if sm.get("solution") else s.source)
+        expected = (
+            _released_form(s.source)
+            if s.cell_type == "code"
+            else _released_form(s.source, markdown=True)
+            if sm.get("solution")
+            else s.source
+        )
         assert r.source == expected, f"{assignment}/{sm.get('grade_id')}: the release is out of date (make release)"
         if r.cell_type == "code":
             assert r.outputs == [] and r.execution_count is None, f"{assignment}: released cells carry outputs"
@@ -367,6 +404,7 @@ def test_release_matches_source(assignment):
 
 
 # --- grading for real ----------------------------------------------------------------------------------
+
 
 def _grade(assignment: str, tmp_path: Path):
     """Grade the correct, blank and buggy submissions of ``assignment`` in one autograde run.
@@ -388,17 +426,28 @@ def _grade(assignment: str, tmp_path: Path):
         nbformat.write(nb, folder / name)
     env = {**os.environ, "GD_COURSE_ROOT": str(root), "GD_QUICK": "1"}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "autograder", "autograde", assignment, *GRADE_ARGS],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "autograde", assignment, *GRADE_ARGS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     csv_path = root / "grades.csv"
-    proc2 = subprocess.run([sys.executable, "-m", "autograder", "export", "--to", str(csv_path)],
-                           cwd=ROOT, env=env, capture_output=True, text=True)
+    proc2 = subprocess.run(
+        [sys.executable, "-m", "autograder", "export", "--to", str(csv_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc2.returncode == 0, proc2.stdout[-3000:] + proc2.stderr[-3000:]
     with open(csv_path) as fh:
-        totals = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(fh)
-                  if row["assignment"] == assignment}
+        totals = {
+            row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(fh) if row["assignment"] == assignment
+        }
     results = {}
     for student in submissions:
         path = root / "course" / ".autograder" / "results" / assignment / student / f"{Path(name).stem}.json"
@@ -414,8 +463,10 @@ def test_grading_scores_each_submission_exactly(assignment, tmp_path):
     graded = _graded_cells(_read("solutions", assignment))
     full = sum(graded.values())
     per_notebook = {s: r["seconds"] for s, r in results.items()}
-    print(f"\n{assignment}: graded {len(results)} notebooks in {seconds:.1f} s (2 workers); seconds per "
-          f"notebook: {per_notebook}; full marks {full:g}")
+    print(
+        f"\n{assignment}: graded {len(results)} notebooks in {seconds:.1f} s (2 workers); seconds per "
+        f"notebook: {per_notebook}; full marks {full:g}"
+    )
 
     problems = []
     expected_failing = {"correct": set(), "blank": set(graded), "cheat": set(graded)}
@@ -445,15 +496,18 @@ def test_grading_scores_each_submission_exactly(assignment, tmp_path):
     # every classic mistake fails a public test of its question (unless marked hidden on purpose), and the
     # feedback names it on at least one of its failing checks
     source = _read("solutions", assignment)
-    hidden_flags, catalogue = _hidden_flags()[assignment], json.loads(
-        (ROOT / "solutions" / assignment / "mistakes.json").read_text())
+    hidden_flags, catalogue = (
+        _hidden_flags()[assignment],
+        json.loads((ROOT / "solutions" / assignment / "mistakes.json").read_text()),
+    )
     for bug, (gid, _, _) in BUGS[assignment].items():
         cells = results[f"bug_{bug}"]["cells"]
         public = {t for t, hidden in _question_tests(source, gid).items() if not hidden}
         if not hidden_flags[bug] and all(cells[t]["passed"] for t in public):
             problems.append(f"bug_{bug}: passes every public test of its question {sorted(public)}")
-        named = {check.get("mistake") for cell in cells.values() for check in cell.get("checks", [])
-                 if not check["passed"]}
+        named = {
+            check.get("mistake") for cell in cells.values() for check in cell.get("checks", []) if not check["passed"]
+        }
         if catalogue[bug]["says"] not in named:
             problems.append(f"bug_{bug}: the feedback does not name the mistake (it names {sorted(map(str, named))})")
     assert totals["correct"] == full and totals["blank"] == 0 and totals["cheat"] == 0
@@ -468,6 +522,7 @@ def test_grading_scores_each_submission_exactly(assignment, tmp_path):
     written = _written_cells(source)
     if written:
         from nbgrader.api import Gradebook
+
         autograded = nbformat.read(root / "course" / "autograded" / "correct" / assignment / name, as_version=4)
         submitted = _by_id(_submission(assignment))
         for gid in written:
@@ -482,6 +537,6 @@ def test_grading_scores_each_submission_exactly(assignment, tmp_path):
     # the release regenerated by nbgrader in the temporary root equals the committed one
     regenerated = nbformat.read(root / "assignments" / assignment / name, as_version=4)
     committed = _read("assignments", assignment)
-    assert [(c.cell_type, c.source, _meta(c)) for c in regenerated.cells] == \
-           [(c.cell_type, c.source, _meta(c)) for c in committed.cells], \
-        f"{assignment}: assignments/ is not what `make release A={assignment}` generates"
+    assert [(c.cell_type, c.source, _meta(c)) for c in regenerated.cells] == [
+        (c.cell_type, c.source, _meta(c)) for c in committed.cells
+    ], f"{assignment}: assignments/ is not what `make release A={assignment}` generates"

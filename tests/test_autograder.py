@@ -15,6 +15,7 @@ suite tests the grader, not the assignment's current content. Points: Q1 sgd_ste
 3+5, Q3 MyAdam 2+5, Q4 race 2+3, Q5 bias 1+2 (31). Partial credit: a test cell's points are split
 over its checks.
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,8 +65,9 @@ def _correct():
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("solution"):
             code = _cell(source, meta["grade_id"]).source
-            cell.source = "\n".join(line for line in code.split("\n")
-                                    if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+            cell.source = "\n".join(
+                line for line in code.split("\n") if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")
+            )
     return nb
 
 
@@ -373,8 +375,15 @@ def _forged_metadata():
         if meta.get("grade"):
             meta["points"] = 100
     extra = nbformat.v4.new_code_cell("print('free points')")
-    extra.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1000,
-                                  "grade_id": "bonus", "schema_version": 3, "task": False}
+    extra.metadata["nbgrader"] = {
+        "grade": True,
+        "solution": False,
+        "locked": True,
+        "points": 1000,
+        "grade_id": "bonus",
+        "schema_version": 3,
+        "task": False,
+    }
     dup = nbformat.v4.new_code_cell("print('again')")
     dup.metadata["nbgrader"] = dict(_cell(nb, "test_sgd_step_public").metadata["nbgrader"])
     nb.cells += [extra, dup]
@@ -401,15 +410,24 @@ def _edited_tests():
 CASES = {
     "correct": (_correct, FULL, False),
     "blank": (_released, 0, False),
-    "partial": (lambda: _with(_correct(), adam_step="+adam_step_correct = adam_step\n"
-                              "def adam_step(*a, **k):\n    p, m, v = adam_step_correct(*a, **k)\n    return p + 1e-3, m, v"),
-                FULL - 1 - 4 * 5 / 6, False),  # 1 of Q2's 3 public checks (3 points) and 4 of its 6 hidden (5 points) fail
+    "partial": (
+        lambda: _with(
+            _correct(),
+            adam_step="+adam_step_correct = adam_step\n"
+            "def adam_step(*a, **k):\n    p, m, v = adam_step_correct(*a, **k)\n    return p + 1e-3, m, v",
+        ),
+        FULL - 1 - 4 * 5 / 6,
+        False,
+    ),  # 1 of Q2's 3 public checks (3 points) and 4 of its 6 hidden (5 points) fail
     "syntax_error": (lambda: _with(_correct(), adam_step="def adam_step(:\n    pass"), FULL - Q2, False),
     "deleted_test_cells": (_deleted_tests, FULL, False),
     "edited_test_cells": (_edited_tests, 0, False),
     "fork_bomb": (lambda: _with(_correct(), bias_correction="+" + FORK_BOMB), FULL - Q5, False),
-    "memory_hog": (lambda: _with(_correct(), bias_correction="^import torch\nx = torch.ones(8 * 2**30, dtype=torch.uint8)"),
-                   FULL - Q5, False),
+    "memory_hog": (
+        lambda: _with(_correct(), bias_correction="^import torch\nx = torch.ones(8 * 2**30, dtype=torch.uint8)"),
+        FULL - Q5,
+        False,
+    ),
     "crash": (lambda: _with(_correct(), bias_correction="+import ctypes\nctypes.string_at(0)"), FULL - Q5, False),
     "infinite_loop": (lambda: _with(_correct(), bias_correction="+while True:\n    pass"), FULL - Q5, False),
     "fake_output": (lambda: _with(_released(), sgd_step='print("✔ passed: all 4 checks [3 of 3 points]")'), 0, False),
@@ -443,14 +461,30 @@ CASES = {
     "hardlink_secret": (lambda: ("hardlink", "{secret}"), 0, True),
     # class 5
     "not_json": (lambda: ("bytes", b"this is not a notebook"), 0, True),
-    "not_utf8": (lambda: ("bytes", b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "x": "\xff\xfe"}'), 0, True),
+    "not_utf8": (
+        lambda: ("bytes", b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "x": "\xff\xfe"}'),
+        0,
+        True,
+    ),
     "json_list": (lambda: ("bytes", b"[1, 2, 3]"), 0, True),
     "deep_json": (lambda: ("bytes", b"[" * 100000 + b"]" * 100000), 0, True),
     "huge_file": (lambda: ("bytes", b'{"cells": [' + b" " * (20 << 20) + b"]}"), 0, True),
     "empty_file": (lambda: ("bytes", b""), 0, True),
-    "cells_not_a_list": (lambda: ("bytes", b'{"cells": {"0": 1}, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'), 0, True),
-    "bad_cells": (lambda: ("bytes", json.dumps({"cells": [{"cell_type": "code", "source": 7}], "metadata": {},
-                                                 "nbformat": 4, "nbformat_minor": 5}).encode()), 0, True),
+    "cells_not_a_list": (
+        lambda: ("bytes", b'{"cells": {"0": 1}, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'),
+        0,
+        True,
+    ),
+    "bad_cells": (
+        lambda: (
+            "bytes",
+            json.dumps(
+                {"cells": [{"cell_type": "code", "source": 7}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+            ).encode(),
+        ),
+        0,
+        True,
+    ),
     "forged_metadata": (_forged_metadata, 0, False),
     # class 6
     "fill_disk": (lambda: _with(_correct(), bias_correction=FILL_DISK), FULL - Q5, False),
@@ -465,9 +499,15 @@ CLASSMATE = "correct"
 FOLDER_LINK = "zz_folder_link"
 
 # what no output may contain: the expected-value code of the hidden tests and the solutions' code
-SECRET_SNIPPETS = ["library_race(", "def naive(", "m_hat = m / (1 - beta1 ** t)", "BEGIN HIDDEN TESTS",
-                   "new_buf = g.clone() if buf is None else momentum * buf + (1 - dampening) * g",
-                   "SECRET-ROOT-ONLY", "PRIVATE KEY"]
+SECRET_SNIPPETS = [
+    "library_race(",
+    "def naive(",
+    "m_hat = m / (1 - beta1 ** t)",
+    "BEGIN HIDDEN TESTS",
+    "new_buf = g.clone() if buf is None else momentum * buf + (1 - dampening) * g",
+    "SECRET-ROOT-ONLY",
+    "PRIVATE KEY",
+]
 
 
 def _write_submission(root: Path, student: str, build, secret: Path) -> None:
@@ -480,8 +520,11 @@ def _write_submission(root: Path, student: str, build, secret: Path) -> None:
         if kind == "bytes":
             target.write_bytes(what)
             return
-        what = what.replace("{root}", str(root)).replace("{secret}", str(secret)).replace(
-            "{classmate}", str(root / "course" / "submitted" / CLASSMATE / ASSIGNMENT / NOTEBOOK))
+        what = (
+            what.replace("{root}", str(root))
+            .replace("{secret}", str(secret))
+            .replace("{classmate}", str(root / "course" / "submitted" / CLASSMATE / ASSIGNMENT / NOTEBOOK))
+        )
         (os.symlink if kind == "symlink" else os.link)(what, target)
         return
     for cell in made.cells:
@@ -520,8 +563,11 @@ class _Listener:
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def _walk_files(top: Path):
@@ -590,25 +636,35 @@ def _as_user(account: pwd.struct_passwd, command: list[str], env: dict) -> list[
     users (pyenv under /root), the account gets a private mount namespace in which that folder is an
     empty directory with only the Python installation bound back: the account can run Python, as an
     instructor on a real server can, and sees nothing else of it."""
-    inner = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups",
-             "env", "-i", *[f"{k}={v}" for k, v in env.items()], *command]
+    inner = [
+        "setpriv",
+        f"--reuid={account.pw_uid}",
+        f"--regid={account.pw_gid}",
+        "--init-groups",
+        "env",
+        "-i",
+        *[f"{k}={v}" for k, v in env.items()],
+        *command,
+    ]
     closed = _closed_ancestor(os.path.realpath(sys.base_prefix))
     if closed is None:
         return inner
     keep = os.path.realpath(sys.base_prefix)
-    script = ("set -e; mkdir -p /run/gd-test-keep; mount --bind \"$1\" /run/gd-test-keep; "
-              "mount -t tmpfs -o mode=755 tmpfs \"$2\"; mkdir -p \"$1\"; mount --bind /run/gd-test-keep \"$1\"; "
-              "shift 2; exec \"$@\"")
+    script = (
+        'set -e; mkdir -p /run/gd-test-keep; mount --bind "$1" /run/gd-test-keep; '
+        'mount -t tmpfs -o mode=755 tmpfs "$2"; mkdir -p "$1"; mount --bind /run/gd-test-keep "$1"; '
+        'shift 2; exec "$@"'
+    )
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", keep, closed, *inner]
 
 
 def _grade(root: Path, as_user: pwd.struct_passwd | None, listener_port: int):
     base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "GD_COURSE_ROOT": str(root)}
-    args = ("--workers 2 --cell-timeout 30 --notebook-timeout 240 --memory-gib 3 --max-processes 200 --quiet")
+    args = "--workers 2 --cell-timeout 30 --notebook-timeout 240 --memory-gib 3 --max-processes 200 --quiet"
     make = ["make", "-s", "-C", str(ROOT), "NO_SETUP=1", f"PY={sys.executable}"]
     rerun = [sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--quiet"]  # resumes: nothing runs again
     results, stamps = [], []
-    for target in ([f"autograde", f"A={ASSIGNMENT}", f"AUTOGRADE_ARGS={args}"], ["feedback", f"A={ASSIGNMENT}"], None):
+    for target in (["autograde", f"A={ASSIGNMENT}", f"AUTOGRADE_ARGS={args}"], ["feedback", f"A={ASSIGNMENT}"], None):
         if target is None:
             target, make = rerun, []
         if as_user is None:
@@ -636,10 +692,15 @@ def _build_class(root: Path, home: Path, secret: Path, port: int) -> None:
             if isinstance(nb, tuple):
                 return nb
             for cell in nb.cells:
-                cell.source = (cell.source.replace("{root}", str(root)).replace("{repo}", str(ROOT))
-                               .replace("{home}", str(home)).replace("{marker}", MARKER)
-                               .replace("{port}", str(port)))
+                cell.source = (
+                    cell.source.replace("{root}", str(root))
+                    .replace("{repo}", str(ROOT))
+                    .replace("{home}", str(home))
+                    .replace("{marker}", MARKER)
+                    .replace("{port}", str(port))
+                )
             return nb
+
         _write_submission(root, student, fill, secret)
     (root / "course" / "submitted" / FOLDER_LINK).symlink_to(root / "course" / "submitted" / CLASSMATE)
 
@@ -682,10 +743,22 @@ def _graded(tmp_path_factory, unprivileged: bool):
     listener.close()
     with open(root / "course" / "grades.csv") as fh:
         grades = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(fh)}
-    return dict(root=root, home=home, grade=grade, feedback=feedback, rerun=rerun, before_rerun=before_rerun,
-                after_rerun=after_rerun, grades=grades, listener=listener,
-                home_before=home_before, submitted_before=submitted_before, venv_before=venv_before,
-                big_files=big_files, account=account)
+    return dict(
+        root=root,
+        home=home,
+        grade=grade,
+        feedback=feedback,
+        rerun=rerun,
+        before_rerun=before_rerun,
+        after_rerun=after_rerun,
+        grades=grades,
+        listener=listener,
+        home_before=home_before,
+        submitted_before=submitted_before,
+        venv_before=venv_before,
+        big_files=big_files,
+        account=account,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -712,8 +785,11 @@ def _expected_failures() -> int:
 def test_every_submission_gets_the_score_it_deserves(run, request):
     graded = request.getfixturevalue(run)
     grades, log = graded["grades"], graded["grade"].stdout + graded["grade"].stderr
-    wrong = {s: (grades.get(s), expected) for s, (_, expected, _) in CASES.items()
-             if grades.get(s) is None or abs(grades[s] - expected) > 1e-4}  # the gradebook keeps 5 decimals
+    wrong = {
+        s: (grades.get(s), expected)
+        for s, (_, expected, _) in CASES.items()
+        if grades.get(s) is None or abs(grades[s] - expected) > 1e-4
+    }  # the gradebook keeps 5 decimals
     assert not wrong, f"{wrong}\n{log[-6000:]}"
     assert FOLDER_LINK not in grades  # a student folder that is a link is not graded, and said so
     assert f"{FOLDER_LINK}" in graded["grade"].stdout and "symbolic link" in graded["grade"].stdout
@@ -756,13 +832,17 @@ def test_nothing_secret_in_any_output(run, request):
         except OSError:
             return ""
 
-    outputs = {("-", "autograde output"): graded["grade"].stdout + graded["grade"].stderr,
-               ("-", "feedback output"): graded["feedback"].stdout + graded["feedback"].stderr}
+    outputs = {
+        ("-", "autograde output"): graded["grade"].stdout + graded["grade"].stderr,
+        ("-", "feedback output"): graded["feedback"].stdout + graded["feedback"].stderr,
+    }
     # feedback/ is what students receive; autograded/ is nbgrader's own copy for the instructor (it holds
     # the hidden tests, as nbgrader's always does) and is not checked
     for path in (root / "course" / "feedback").rglob("*"):
         if path.is_file():
-            outputs[(path.relative_to(root / "course" / "feedback").parts[0], str(path))] = path.read_text(errors="replace")
+            outputs[(path.relative_to(root / "course" / "feedback").parts[0], str(path))] = path.read_text(
+                errors="replace"
+            )
     for path in (root / "course" / ".autograder" / "results").rglob("*.json"):
         outputs[(path.parent.name, str(path))] = path.read_text()
     leaks = {}
@@ -787,11 +867,11 @@ def test_classmates_gradebook_and_host_survive(run, request):
         assert path.read_bytes() == content, f"{path} was changed"
     con = sqlite3.connect(root / "course" / "gradebook.db")
     assert con.execute("SELECT COUNT(*) FROM grade WHERE auto_score IS NOT NULL").fetchone()[0] > 0
-    assert graded["listener"].received == []                       # no connection reached the host
-    assert not _marker_processes()                                 # nothing an attack started is alive
+    assert graded["listener"].received == []  # no connection reached the host
+    assert not _marker_processes()  # nothing an attack started is alive
     assert not Path("/tmp/pwned").exists()
     site = next(p for p in sys.path if p.endswith("site-packages"))
-    assert set(os.listdir(site)) == graded["venv_before"]          # no .pth planted in the environment
+    assert set(os.listdir(site)) == graded["venv_before"]  # no .pth planted in the environment
     # the host disk: fill_disk wrote until its 1 GiB tmpfs was full, flood_output printed 768 MiB; none of it
     # landed on a disk (the free space of a shared machine moves with other work: look for the files instead)
     assert not graded["big_files"], graded["big_files"]
@@ -803,13 +883,18 @@ def test_feedback_says_why(run, request):
     graded = request.getfixturevalue(run)
     root = graded["root"]
     pages = {p.parts[-3]: p.read_text() for p in (root / "course" / "feedback").glob(f"*/{ASSIGNMENT}/*.html")}
-    results = {p.parent.name: json.loads(p.read_text())
-               for p in (root / "course" / ".autograder" / "results" / ASSIGNMENT).glob("*/*.json")}
+    results = {
+        p.parent.name: json.loads(p.read_text())
+        for p in (root / "course" / ".autograder" / "results" / ASSIGNMENT).glob("*/*.json")
+    }
 
     def said(student):
         r = results[student]
-        return " ".join([r.get("fatal") or ""] + list(r.get("answer_errors", {}).values())
-                        + [c["message"] + " " + " ".join(k["message"] for k in c["checks"]) for c in r["cells"].values()])
+        return " ".join(
+            [r.get("fatal") or ""]
+            + list(r.get("answer_errors", {}).values())
+            + [c["message"] + " " + " ".join(k["message"] for k in c["checks"]) for c in r["cells"].values()]
+        )
 
     assert "gd_lib.optim.adam.Adam" in said("adam_gd_lib") and "asks you to write" in said("adam_gd_lib")
     assert "torch.optim.adam.Adam" in said("adam_torch")
@@ -820,8 +905,10 @@ def test_feedback_says_why(run, request):
     assert "could not be read" in said("undecodable_value")
     assert "did not finish within" in said("infinite_loop") or "timed out" in said("infinite_loop")
     assert "SIGSEGV" in said("crash")
-    assert "No space left on device" in results["fill_disk"]["answer_errors"].get("bias_correction", "") or \
-        "No space left" in pages["fill_disk"]
+    assert (
+        "No space left on device" in results["fill_disk"]["answer_errors"].get("bias_correction", "")
+        or "No space left" in pages["fill_disk"]
+    )
     assert set(pages) >= set(CASES) - {"symlink_classmate"} - {s for s, c in CASES.items() if c[2]}
 
 
@@ -852,10 +939,11 @@ check("cwd", os.getcwd())
 
 def _values(run) -> dict:
     from autograder.checks import _decode_array  # noqa: F401 - the values here are plain ones
+
     out = {}
     for cap in run.cells[0].captures:
         v = cap["value"]
-        out[cap["name"]] = ([i.get("value") for i in v["items"]] if "items" in v else v.get("value"))
+        out[cap["name"]] = [i.get("value") for i in v["items"]] if "items" in v else v.get("value")
     return out
 
 
@@ -873,8 +961,9 @@ def test_nothing_of_the_course_is_visible_in_the_sandbox(tmp_path):
     repo = str(ROOT)
     inside_repo = [f for f in got["files"] if f.startswith(repo + "/")]
     allowed = (repo + "/gd_lib/", repo + "/autograder/", repo + "/.venv/")
-    assert inside_repo and all(f.startswith(allowed) for f in inside_repo), \
-        [f for f in inside_repo if not f.startswith(allowed)][:20]
+    assert inside_repo and all(f.startswith(allowed) for f in inside_repo), [
+        f for f in inside_repo if not f.startswith(allowed)
+    ][:20]
     assert not any("/solutions/" in f or "/.git/" in f or "/course/" in f or f.endswith(".ipynb") for f in got["files"])
     for name in ("pytorch_optimizer", "prodigyopt", "schedulefree", "nbgrader", "jupyterlab"):
         assert not any(f"/site-packages/{name}/" in f for f in got["files"]), name
@@ -882,19 +971,23 @@ def test_nothing_of_the_course_is_visible_in_the_sandbox(tmp_path):
     if os.geteuid() == 0:
         assert uid >= SANDBOX_UID_BASE and gid == uid
     assert cap_eff == cap_prm == cap_bnd == "0000000000000000" and no_new_privs == "1" and seccomp == "2"
-    assert len(got["procs"]) <= 3                    # the sandbox's first process, its holder and this one
+    assert len(got["procs"]) <= 3  # the sandbox's first process, its holder and this one
     assert set(got["dev"]) == {"null", "zero", "full", "random", "urandom", "fd", "stdin", "stdout", "stderr", "shm"}
     assert got["cwd"] == "/tmp/work"
 
 
 @needs_sandbox
 def test_each_run_starts_from_the_zygote_state_not_the_previous_run(tmp_path):
-    tamper = ("import math, autograder.checks as checks\nmath.sqrt = lambda *a, **k: 'patched'\n"
-              "checks._captured.append({'name': 'planted', 'value': {'kind': 'int', 'value': 1}})\n"
-              "import builtins; builtins.LEFT_BEHIND = True\nopen('/tmp/work/left', 'w').write('x')")
-    probe = ("import math, builtins, os\nfrom autograder.checks import check\n"
-             "check('sqrt', math.sqrt(4.0))\ncheck('left', hasattr(builtins, 'LEFT_BEHIND'))\n"
-             "check('file', os.path.exists('/tmp/work/left'))")
+    tamper = (
+        "import math, autograder.checks as checks\nmath.sqrt = lambda *a, **k: 'patched'\n"
+        "checks._captured.append({'name': 'planted', 'value': {'kind': 'int', 'value': 1}})\n"
+        "import builtins; builtins.LEFT_BEHIND = True\nopen('/tmp/work/left', 'w').write('x')"
+    )
+    probe = (
+        "import math, builtins, os\nfrom autograder.checks import check\n"
+        "check('sqrt', math.sqrt(4.0))\ncheck('left', hasattr(builtins, 'LEFT_BEHIND'))\n"
+        "check('file', os.path.exists('/tmp/work/left'))"
+    )
     with Zygote(preload=("math", "autograder.checks"), mode="student", sandbox=True) as zygote:
         runs = [run_cells([(0, code)], mode="student", limits=Limits(), zygote=zygote) for code in (tamper, probe)]
     assert [r.cells[0].status for r in runs] == ["ok", "ok"], runs[1].output_tail
@@ -903,6 +996,7 @@ def test_each_run_starts_from_the_zygote_state_not_the_previous_run(tmp_path):
 
 def test_grading_refuses_without_the_sandbox_unless_asked(monkeypatch):
     import autograder.sandbox as sandbox
+
     monkeypatch.setattr(sandbox, "isolation_mode", lambda: ("process", "forced by the test"))
     with pytest.raises(sandbox.IsolationUnavailable, match="--allow-reduced-isolation"):
         sandbox.require_isolation(allow_reduced=False)
@@ -910,29 +1004,44 @@ def test_grading_refuses_without_the_sandbox_unless_asked(monkeypatch):
 
 
 def test_reduced_mode_still_has_resource_limits(tmp_path):
-    code = ("import resource, os\nfrom autograder.checks import check\n"
-            "check('nofile', resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
-            "check('fsize', resource.getrlimit(resource.RLIMIT_FSIZE)[0])\n"
-            "check('cwd', os.getcwd())")
+    code = (
+        "import resource, os\nfrom autograder.checks import check\n"
+        "check('nofile', resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "check('fsize', resource.getrlimit(resource.RLIMIT_FSIZE)[0])\n"
+        "check('cwd', os.getcwd())"
+    )
     with Zygote(preload=(), mode="student") as zygote:
-        run = run_cells([(0, code)], mode="student", workdir=tmp_path / "work", zygote=zygote, isolation="process",
-                        limits=Limits(max_open_files=77, max_file_bytes=12345))
+        run = run_cells(
+            [(0, code)],
+            mode="student",
+            workdir=tmp_path / "work",
+            zygote=zygote,
+            isolation="process",
+            limits=Limits(max_open_files=77, max_file_bytes=12345),
+        )
     assert run.isolation == "process" and run.cells[0].status == "ok", run.output_tail
     assert _values(run) == {"nofile": 77, "fsize": 12345, "cwd": str(tmp_path / "work")}
 
 
 def test_channel_rejects_what_a_student_process_could_write():
     from autograder.sandbox import ChannelViolation, parse_reply
-    good = {"index": 3, "nonce": "abc", "ok": True, "error": None, "captures": [{"name": "n", "value": {"kind": "none"}}]}
+
+    good = {
+        "index": 3,
+        "nonce": "abc",
+        "ok": True,
+        "error": None,
+        "captures": [{"name": "n", "value": {"kind": "none"}}],
+    }
     assert parse_reply(json.dumps(good).encode(), 3, "abc")["ok"] is True
     bad = [
-        b"[" * 10000,                                                 # nested beyond the bound (before parsing)
+        b"[" * 10000,  # nested beyond the bound (before parsing)
         b"not json",
-        json.dumps([good]).encode(),                                   # not an object
-        json.dumps({**good, "index": 4}).encode(),                     # another cell's reply
-        json.dumps({**good, "nonce": "guess"}).encode(),               # a forged reply
-        json.dumps({**good, "extra": 1}).encode(),                     # unknown keys
-        json.dumps({**good, "ok": "yes"}).encode(),                    # wrong types
+        json.dumps([good]).encode(),  # not an object
+        json.dumps({**good, "index": 4}).encode(),  # another cell's reply
+        json.dumps({**good, "nonce": "guess"}).encode(),  # a forged reply
+        json.dumps({**good, "extra": 1}).encode(),  # unknown keys
+        json.dumps({**good, "ok": "yes"}).encode(),  # wrong types
         json.dumps({**good, "captures": [{"name": "n", "value": {"kind": "none"}, "rtol": 0}]}).encode(),  # tolerances
         json.dumps({**good, "captures": [{"name": "n" * 1000, "value": {}}]}).encode(),
         json.dumps({**good, "captures": [{"name": "n", "value": {}}] * 2000}).encode(),
@@ -944,13 +1053,25 @@ def test_channel_rejects_what_a_student_process_could_write():
 
 def test_compare_never_raises_on_malformed_values():
     """Whatever the student's process recorded, a comparison gives a verdict (never an exception)."""
-    from autograder.checks import compare, encode
     import torch
+
+    from autograder.checks import compare, encode
+
     expected = encode(torch.ones(3, 4, dtype=torch.float64))
-    junk = [None, 5, "x", [], {}, {"kind": "tensor"}, {"kind": "tensor", "dtype": "torch.float64", "shape": [3, 4],
-            "device": "cpu", "data": "!!"}, {"kind": "tensor", "dtype": "torch.float64", "shape": "x", "device": "cpu",
-            "data": expected["data"]}, {"kind": "list", "items": {"a": 1}}, {"kind": "float", "value": [1]},
-            {"kind": "int", "value": "7"}, {"kind": "dict", "items": [1, 2]}]
+    junk = [
+        None,
+        5,
+        "x",
+        [],
+        {},
+        {"kind": "tensor"},
+        {"kind": "tensor", "dtype": "torch.float64", "shape": [3, 4], "device": "cpu", "data": "!!"},
+        {"kind": "tensor", "dtype": "torch.float64", "shape": "x", "device": "cpu", "data": expected["data"]},
+        {"kind": "list", "items": {"a": 1}},
+        {"kind": "float", "value": [1]},
+        {"kind": "int", "value": "7"},
+        {"kind": "dict", "items": [1, 2]},
+    ]
     for value in junk:
         assert isinstance(compare(value, expected, 1e-6, 1e-8), str)
     assert compare(expected, expected, 0, 0) is None
@@ -959,8 +1080,11 @@ def test_compare_never_raises_on_malformed_values():
 def test_an_infinite_expected_value_is_matched_exactly():
     """|x - inf| <= atol + rtol * inf holds for every finite x: infinities must be compared exactly."""
     import math
+
     import numpy as np
+
     from autograder.checks import compare, encode
+
     assert compare(encode(np.array([1e300, 2.0])), encode(np.array([np.inf, 2.0])), 1e-6, 1e-8) is not None
     assert compare(encode(np.array([np.inf, -np.inf])), encode(np.array([np.inf, -np.inf])), 1e-6, 1e-8) is None
     assert compare(encode(-np.array([np.inf])), encode(np.array([np.inf])), 1e-6, 1e-8) is not None
@@ -970,13 +1094,16 @@ def test_an_infinite_expected_value_is_matched_exactly():
 
 def test_test_cells_lose_their_expected_values():
     from autograder.transform import student_version
-    code = ("from autograder.checks import check, reference\n"
-            "@reference\ndef naive(x):\n    return secret(x)\n"
-            "with reference():\n    final, state = run_library(SGD, p, g)\n"
-            "x = student(p)  # comment with run_library\n"
-            "check('a', x, final, rtol=1e-3, atol=0, about='one step')\n"
-            "check('b', x, lambda: naive(x))\n"
-            "check(name='c', value=x, expected=naive(3))\n")
+
+    code = (
+        "from autograder.checks import check, reference\n"
+        "@reference\ndef naive(x):\n    return secret(x)\n"
+        "with reference():\n    final, state = run_library(SGD, p, g)\n"
+        "x = student(p)  # comment with run_library\n"
+        "check('a', x, final, rtol=1e-3, atol=0, about='one step')\n"
+        "check('b', x, lambda: naive(x))\n"
+        "check(name='c', value=x, expected=naive(3))\n"
+    )
     out = student_version(code)
     for gone in ("naive", "run_library", "final", "secret", "rtol", "comment"):
         assert gone not in out, (gone, out)

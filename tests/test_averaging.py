@@ -1,11 +1,11 @@
 """gd_lib.averaging against naive averages of stored snapshots, torch's AveragedModel, exact swaps."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gd_lib.averaging import (EMA, LAWA, LAWAEMA, SWA, Polyak, averaged_weights, ema_update_,
-                              mean_update_)
+from gd_lib.averaging import EMA, LAWA, LAWAEMA, SWA, Polyak, averaged_weights, ema_update_, mean_update_
 
 STEPS = 25
 
@@ -44,6 +44,7 @@ def assert_average(averager, model, expected: dict, atol=1e-6):
 
 # --- the primitives --------------------------------------------------------------------------------
 
+
 def test_lerp_primitives():
     m, w = torch.tensor([1.0, 2.0]), torch.tensor([3.0, -1.0])
     torch.testing.assert_close(ema_update_(m.clone(), w, 0.9), 0.9 * m + 0.1 * w)
@@ -51,6 +52,7 @@ def test_lerp_primitives():
 
 
 # --- EMA ------------------------------------------------------------------------------------------------
+
 
 def test_ema_with_decay_zero_is_the_raw_weights():
     model = make_model()
@@ -72,7 +74,7 @@ def test_ema_matches_naive_loop(decay):
     model = make_model()
     ema = EMA(model, decay=decay)
     snaps = train_with(model, [ema])
-    expected = {k: v.clone() for k, v in snaps[0].items()}          # m_1 = w_1
+    expected = {k: v.clone() for k, v in snaps[0].items()}  # m_1 = w_1
     for snap in snaps[1:]:
         expected = {k: decay * expected[k] + (1 - decay) * snap[k] for k in expected}
     assert_average(ema, model, expected)
@@ -83,7 +85,7 @@ def test_ema_debias_matches_optax_formula():
     model = make_model()
     ema = EMA(model, decay=decay, debias=True)
     snaps = train_with(model, [ema])
-    m = {k: torch.zeros_like(v) for k, v in snaps[0].items()}       # m_0 = 0
+    m = {k: torch.zeros_like(v) for k, v in snaps[0].items()}  # m_0 = 0
     for snap in snaps:
         m = {k: decay * m[k] + (1 - decay) * snap[k] for k in m}
     expected = {k: v / (1 - decay ** len(snaps)) for k, v in m.items()}
@@ -98,9 +100,12 @@ def test_ema_warmup_matches_timm_decay_and_reduces_to_polyak():
     snaps = train_with(model, [warm, polyak_like, polyak])
     expected = None
     for n, snap in enumerate(snaps, start=1):
-        beta = min(0.95, 1 - (1 + (n - 1) / 2.0) ** -0.75)              # timm ModelEmaV3 get_decay
-        expected = {k: v.clone() for k, v in snap.items()} if expected is None else \
-            {k: beta * expected[k] + (1 - beta) * snap[k] for k in expected}
+        beta = min(0.95, 1 - (1 + (n - 1) / 2.0) ** -0.75)  # timm ModelEmaV3 get_decay
+        expected = (
+            {k: v.clone() for k, v in snap.items()}
+            if expected is None
+            else {k: beta * expected[k] + (1 - beta) * snap[k] for k in expected}
+        )
     assert_average(warm, model, expected)
     # β_n = 1 − 1/n: the EMA is the running mean
     assert_average(polyak_like, model, polyak.averaged())
@@ -108,11 +113,11 @@ def test_ema_warmup_matches_timm_decay_and_reduces_to_polyak():
 
 # --- equal-weight averages ------------------------------------------------------------------------------------
 
+
 def naive_mean(snaps, steps):
     """Mean of the iterates w_t (t = 1-based step) for t in ``steps``."""
     chosen = [snaps[t - 1] for t in steps]
-    return {k: torch.stack([s[k] for s in chosen]).mean(0) for k in chosen[0]
-            if chosen[0][k].is_floating_point()}
+    return {k: torch.stack([s[k] for s in chosen]).mean(0) for k in chosen[0] if chosen[0][k].is_floating_point()}
 
 
 def test_polyak_is_the_arithmetic_mean():
@@ -170,16 +175,27 @@ def test_lawa_ema_matches_naive():
     expected = None
     for t in range(start, STEPS + 1, interval):
         w = snaps[t - 1]
-        expected = {k: v.clone() for k, v in w.items()} if expected is None else \
-            {k: decay * expected[k] + (1 - decay) * w[k] for k in expected}
+        expected = (
+            {k: v.clone() for k, v in w.items()}
+            if expected is None
+            else {k: decay * expected[k] + (1 - decay) * w[k] for k in expected}
+        )
     assert_average(lawa_ema, model, expected)
 
 
 # --- swapping ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [lambda m: EMA(m, 0.9, include_buffers=True), lambda m: SWA(m),
-                                  lambda m: LAWA(m, 3), lambda m: Polyak(m, include_buffers=True)],
-                         ids=["ema", "swa", "lawa", "polyak"])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: EMA(m, 0.9, include_buffers=True),
+        lambda m: SWA(m),
+        lambda m: LAWA(m, 3),
+        lambda m: Polyak(m, include_buffers=True),
+    ],
+    ids=["ema", "swa", "lawa", "polyak"],
+)
 def test_swap_and_restore_is_exact(make):
     model = make_model()
     averager = make(model)
@@ -223,9 +239,17 @@ def test_no_average_yet_raises():
 
 # --- checkpointing ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [lambda m: EMA(m, 0.9, debias=True), lambda m: SWA(m, start=3, every=2),
-                                  lambda m: LAWA(m, 4, interval=2), lambda m: LAWAEMA(m, 0.7, interval=2)],
-                         ids=["ema", "swa", "lawa", "lawa_ema"])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: EMA(m, 0.9, debias=True),
+        lambda m: SWA(m, start=3, every=2),
+        lambda m: LAWA(m, 4, interval=2),
+        lambda m: LAWAEMA(m, 0.7, interval=2),
+    ],
+    ids=["ema", "swa", "lawa", "lawa_ema"],
+)
 def test_state_dict_resume_is_bit_identical(make):
     model = make_model()
     straight = make(model)
@@ -245,17 +269,20 @@ def test_state_dict_resume_is_bit_identical(make):
         assert torch.equal(resumed.averaged()[name], value), name
 
 
-@pytest.mark.parametrize("build,name", [
-    (lambda m: EMA(m, decay=1.5), "decay"),
-    (lambda m: EMA(m, decay=1.0), "decay"),
-    (lambda m: EMA(m, warmup_power=0.0), "warmup_power"),
-    (lambda m: EMA(m, warmup_power=1.0, warmup_gamma=-1.0), "warmup_gamma"),
-    (lambda m: EMA(m, debias=True, warmup_power=1.0), "debias"),
-    (lambda m: SWA(m, start=-1), "start"),
-    (lambda m: SWA(m, every=0), "every"),
-    (lambda m: LAWA(m, k=0), "k"),
-    (lambda m: LAWA(m, interval=0), "interval"),
-])
+@pytest.mark.parametrize(
+    "build,name",
+    [
+        (lambda m: EMA(m, decay=1.5), "decay"),
+        (lambda m: EMA(m, decay=1.0), "decay"),
+        (lambda m: EMA(m, warmup_power=0.0), "warmup_power"),
+        (lambda m: EMA(m, warmup_power=1.0, warmup_gamma=-1.0), "warmup_gamma"),
+        (lambda m: EMA(m, debias=True, warmup_power=1.0), "debias"),
+        (lambda m: SWA(m, start=-1), "start"),
+        (lambda m: SWA(m, every=0), "every"),
+        (lambda m: LAWA(m, k=0), "k"),
+        (lambda m: LAWA(m, interval=0), "interval"),
+    ],
+)
 def test_bad_arguments_raise(build, name):
     with pytest.raises(ValueError, match=name):
         build(make_model())

@@ -1,4 +1,5 @@
 """The benchmark runner: trials logged in the AlgoPerf format, scored, and resumed after an interruption."""
+
 from __future__ import annotations
 
 import json
@@ -38,18 +39,26 @@ def test_external_tuning_draws_the_same_points_on_every_workload_and_new_ones_pe
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_without_redoing_finished_trials(tmp_path):
-    kwargs = dict(submissions=["adamw", "sgd"], workloads=["mlp_digits"], ruleset="external", trials=2,
-                  studies=1, out_dir=tmp_path, quick=True, device=CPU, progress=False)
-    first = run_benchmark(max_trials=3, **kwargs)          # "interrupted" after 3 of 4 trials
+    kwargs = dict(
+        submissions=["adamw", "sgd"],
+        workloads=["mlp_digits"],
+        ruleset="external",
+        trials=2,
+        studies=1,
+        out_dir=tmp_path,
+        quick=True,
+        device=CPU,
+        progress=False,
+    )
+    first = run_benchmark(max_trials=3, **kwargs)  # "interrupted" after 3 of 4 trials
     assert first.ran_trials == 3
     lines = (tmp_path / "trials.jsonl").read_text().splitlines()
     assert len(lines) == 3
-    with (tmp_path / "trials.jsonl").open("a") as fh:   # a half-written line from a crash is ignored
+    with (tmp_path / "trials.jsonl").open("a") as fh:  # a half-written line from a crash is ignored
         fh.write('{"id": "sgd/mlp_digits/study0/tri')
     second = run_benchmark(**kwargs)
     assert (second.ran_trials, second.skipped_trials) == (1, 3)
-    records = [json.loads(l) for l in (tmp_path / "trials.jsonl").read_text().splitlines()
-               if l.strip().endswith("}")]
+    records = [json.loads(l) for l in (tmp_path / "trials.jsonl").read_text().splitlines() if l.strip().endswith("}")]
     ids = [r["id"] for r in records]
     assert sorted(ids) == sorted({f"{s}/mlp_digits/study0/trial{t}" for s in ("adamw", "sgd") for t in (0, 1)})
     # the logs are in the EVALS.csv format and score the same as the runner says
@@ -71,8 +80,7 @@ def test_trials_run_on_the_asked_threads_and_the_count_is_restored(tmp_path, mon
     monkeypatch.setattr(runner, "warm_up", lambda *a, **k: None)
     before = torch.get_num_threads()
     torch.set_num_threads(3)  # a count neither run uses, so that restoring it is seen
-    kwargs = dict(submissions=["sgd"], workloads=["mlp_digits"], trials=1, quick=True, device=CPU,
-                  progress=False)
+    kwargs = dict(submissions=["sgd"], workloads=["mlp_digits"], trials=1, quick=True, device=CPU, progress=False)
     run_benchmark(out_dir=tmp_path / "a", **kwargs)
     run_benchmark(out_dir=tmp_path / "b", threads=2, **kwargs)
     try:
@@ -86,9 +94,27 @@ def test_trials_run_on_the_asked_threads_and_the_count_is_restored(tmp_path, mon
 
 @pytest.mark.slow
 def test_cli_run_prints_the_score_table_and_draws_the_profile(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "gd_lib.benchmark", "run", "--submissions", "adamw,sgd",
-                           "--workloads", "mlp_digits", "--trials", "1", "--quick", "--no-progress",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gd_lib.benchmark",
+            "run",
+            "--submissions",
+            "adamw,sgd",
+            "--workloads",
+            "mlp_digits",
+            "--trials",
+            "1",
+            "--quick",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| submission" in proc.stdout and "adamw" in proc.stdout and "sgd" in proc.stdout
     assert (tmp_path / "performance_profiles.png").read_bytes()[:4] == b"\x89PNG"

@@ -7,6 +7,7 @@ every performance ratio strictly between grid points (1.5 = τ_16.5,
   r = (inf, 1):  ρ = ½ everywhere                 -> score ½
   r = (2.5, inf): ρ = 0 up to τ_49, ½ from τ_50  -> area Δ(¼ + 49·½) = 0.75 -> score ¼
 """
+
 from __future__ import annotations
 
 import json
@@ -58,9 +59,9 @@ def test_nan_never_reaches_the_target():
 def test_study_takes_smallest_eval_index_not_smallest_time_and_ties_go_to_first_trial():
     wl = Workload("w", "min", 0.5)
     trials = {
-        "a": [ev("s", "w", 0, "a", 0, 30, 0.9), ev("s", "w", 0, "a", 2, 50, 0.4)],   # hit at index 2, t=50
-        "b": [ev("s", "w", 0, "b", 0, 20, 0.9), ev("s", "w", 0, "b", 2, 40, 0.4)],   # tie at index 2, t=40
-        "c": [ev("s", "w", 0, "c", 3, 30, 0.1)],                                      # index 3 though t=30
+        "a": [ev("s", "w", 0, "a", 0, 30, 0.9), ev("s", "w", 0, "a", 2, 50, 0.4)],  # hit at index 2, t=50
+        "b": [ev("s", "w", 0, "b", 0, 20, 0.9), ev("s", "w", 0, "b", 2, 40, 0.4)],  # tie at index 2, t=40
+        "c": [ev("s", "w", 0, "c", 3, 30, 0.1)],  # index 3 though t=30
     }
     assert study_time_to_target(trials, wl) == 50.0
     assert study_time_to_target({"x": [ev("s", "w", 0, "x", 0, 1, 0.9)]}, wl) == INF
@@ -94,8 +95,8 @@ VARIANT_WORKLOADS = {
 def test_variant_rules_by_hand():
     times = {
         "s1": {"A": 10, "A_v": 100, "B": 50, "B_v": 20},
-        "s2": {"A": 25, "A_v": 30, "B": INF, "B_v": 10},   # base B never reached -> B_v inf
-        "s3": {"A": 45, "A_v": 40, "B": 60, "B_v": 90},    # A > 4x10 -> inf; slow variant B_v > 4x20 -> inf -> B inf
+        "s2": {"A": 25, "A_v": 30, "B": INF, "B_v": 10},  # base B never reached -> B_v inf
+        "s3": {"A": 45, "A_v": 40, "B": 60, "B_v": 90},  # A > 4x10 -> inf; slow variant B_v > 4x20 -> inf -> B inf
     }
     out = apply_variant_rules(times, VARIANT_WORKLOADS)
     assert out == {
@@ -140,18 +141,29 @@ def test_workload_nobody_reaches_counts_against_everyone():
 HAND_WORKLOADS = "workload,base_workload,direction,target\nW1,,min,0.5\nW1v,W1,min,0.6\nW2,,max,0.9\n"
 HAND_EVALS = [
     # s1 / W1: three studies with times 8, 10, 50 -> median 10
-    ev("s1", "W1", 0, 0, 0, 2, 0.9), ev("s1", "W1", 0, 0, 1, 8, 0.45),          # hits at index 1, t=8
-    ev("s1", "W1", 0, 1, 0, 1, 0.7), ev("s1", "W1", 0, 1, 1, 3, 0.6), ev("s1", "W1", 0, 1, 2, 5, 0.3),  # index 2
-    ev("s1", "W1", 1, 0, 0, 5, 0.8), ev("s1", "W1", 1, 0, 1, 10, 0.5),          # equal to target: hits, t=10
-    ev("s1", "W1", 1, 1, 0, 5, float("nan")), ev("s1", "W1", 1, 1, 1, 10, float("nan")),
-    ev("s1", "W1", 2, 0, 0, 25, 0.6), ev("s1", "W1", 2, 0, 1, 50, 0.2),         # t=50
-    ev("s1", "W1v", 0, 0, 0, 6, 0.7), ev("s1", "W1v", 0, 0, 1, 12, 0.55),       # 12
-    ev("s1", "W2", 0, 0, 0, 15, 0.5), ev("s1", "W2", 0, 0, 1, 30, 0.95),        # 30
+    ev("s1", "W1", 0, 0, 0, 2, 0.9),
+    ev("s1", "W1", 0, 0, 1, 8, 0.45),  # hits at index 1, t=8
+    ev("s1", "W1", 0, 1, 0, 1, 0.7),
+    ev("s1", "W1", 0, 1, 1, 3, 0.6),
+    ev("s1", "W1", 0, 1, 2, 5, 0.3),  # index 2
+    ev("s1", "W1", 1, 0, 0, 5, 0.8),
+    ev("s1", "W1", 1, 0, 1, 10, 0.5),  # equal to target: hits, t=10
+    ev("s1", "W1", 1, 1, 0, 5, float("nan")),
+    ev("s1", "W1", 1, 1, 1, 10, float("nan")),
+    ev("s1", "W1", 2, 0, 0, 25, 0.6),
+    ev("s1", "W1", 2, 0, 1, 50, 0.2),  # t=50
+    ev("s1", "W1v", 0, 0, 0, 6, 0.7),
+    ev("s1", "W1v", 0, 0, 1, 12, 0.55),  # 12
+    ev("s1", "W2", 0, 0, 0, 15, 0.5),
+    ev("s1", "W2", 0, 0, 1, 30, 0.95),  # 30
     # s2: W1 15 but its variant never reaches -> W1 inf; W2 20 (tie at index 1 -> first trial)
     ev("s2", "W1", 0, 0, 0, 15, 0.1),
-    ev("s2", "W1v", 0, 0, 0, 5, 0.9), ev("s2", "W1v", 0, 0, 1, 10, float("nan")),
-    ev("s2", "W2", 0, 0, 0, 10, 0.8), ev("s2", "W2", 0, 0, 1, 20, 0.91),
-    ev("s2", "W2", 0, 1, 0, 7, 0.85), ev("s2", "W2", 0, 1, 1, 25, 0.92),
+    ev("s2", "W1v", 0, 0, 0, 5, 0.9),
+    ev("s2", "W1v", 0, 0, 1, 10, float("nan")),
+    ev("s2", "W2", 0, 0, 0, 10, 0.8),
+    ev("s2", "W2", 0, 0, 1, 20, 0.91),
+    ev("s2", "W2", 0, 1, 0, 7, 0.85),
+    ev("s2", "W2", 0, 1, 1, 25, 0.92),
     # s3: W1 25 (2.5x), W1v 10, no logs at all for W2
     ev("s3", "W1", 0, 0, 0, 25, 0.5),
     ev("s3", "W1v", 0, 0, 0, 10, 0.3),
@@ -184,9 +196,22 @@ def test_hand_example_through_the_cli(hand_files, tmp_path):
     evals_path, wl_path = hand_files
     png = tmp_path / "profile.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "gd_lib.benchmark", "score", "--evals", str(evals_path),
-         "--workloads", str(wl_path), "--profile", str(png)],
-        capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-m",
+            "gd_lib.benchmark",
+            "score",
+            "--evals",
+            str(evals_path),
+            "--workloads",
+            str(wl_path),
+            "--profile",
+            str(png),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     scores = json.loads(proc.stdout)
     assert set(scores) == set(HAND_SCORES)
     for name, expected in HAND_SCORES.items():
@@ -199,8 +224,11 @@ def test_cli_reports_bad_input_clearly(tmp_path):
     bad.write_text("workload,direction,target\nW1,min,0.5\n")
     evals = tmp_path / "EVALS.csv"
     write_evaluations(evals, HAND_EVALS[:1])
-    proc = subprocess.run([sys.executable, "-m", "gd_lib.benchmark", "score", "--evals", str(evals),
-                           "--workloads", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gd_lib.benchmark", "score", "--evals", str(evals), "--workloads", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "expected the columns workload,base_workload,direction,target" in proc.stderr
 

@@ -1,4 +1,5 @@
 """Quasirandom search: the Halton sequence by hand, shifts, and mapping into search spaces."""
+
 from __future__ import annotations
 
 import math

@@ -17,6 +17,7 @@ written. Then, as people would:
 The score must be the points of the ``sgd_step`` tests, read from the
 instructor's notebook: the filled-in part passes, the blank ones fail.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,20 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import (ROOT, UI_TIMEOUT_MS, Screenshots, base_env, chromium, free_port, lab_menu,
-                             new_page, require_browser, server, unavailable, wait_for_kernel_idle)
+from browser_support import (
+    ROOT,
+    UI_TIMEOUT_MS,
+    Screenshots,
+    base_env,
+    chromium,
+    free_port,
+    lab_menu,
+    new_page,
+    require_browser,
+    server,
+    unavailable,
+    wait_for_kernel_idle,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,8 +61,11 @@ def _solution_and_points():
     for cell in source["cells"]:
         meta = cell["metadata"].get("nbgrader", {})
         if meta.get("grade_id") == SOLVED:
-            code = "".join(line for line in "".join(cell["source"]).splitlines(keepends=True)
-                           if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line)
+            code = "".join(
+                line
+                for line in "".join(cell["source"]).splitlines(keepends=True)
+                if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line
+            )
         if meta.get("grade"):
             total += meta["points"]
             if meta["grade_id"].startswith(f"test_{SOLVED}"):
@@ -64,7 +80,9 @@ def _lab_settings(home: Path):
     (settings / "notebook-extension").mkdir(parents=True)
     (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     (settings / "apputils-extension").mkdir(parents=True)
-    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false"})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +101,33 @@ def hub(tmp_path_factory):
     ports = [free_port() for _ in range(3)]
     passwords = {STUDENT: secrets.token_hex(8), INSTRUCTOR: secrets.token_hex(20)}  # the hub asks 8 and 32 characters
     env = base_env(work / "homes" / "hub")
-    env.update(GD_HUB_STATE=str(work / "state"), GD_HUB_AUTH="shared-password", GD_HUB_SPAWNER="simple",
-               GD_HUB_PASSWORD=passwords[STUDENT], GD_HUB_ADMIN_PASSWORD=passwords[INSTRUCTOR],
-               GD_HUB_HOMES=str(work / "homes"), GD_HUB_INSTRUCTORS=INSTRUCTOR, GD_HUB_STUDENTS=STUDENT,
-               GD_HUB_PORT=str(ports[0]), GD_HUB_API_PORT=str(ports[1]), GD_HUB_INTERNAL_PORT=str(ports[2]),
-               GD_COURSE_ROOT=str(course), GD_NBGRADER_EXCHANGE=str(work / "exchange"))
+    env.update(
+        GD_HUB_STATE=str(work / "state"),
+        GD_HUB_AUTH="shared-password",
+        GD_HUB_SPAWNER="simple",
+        GD_HUB_PASSWORD=passwords[STUDENT],
+        GD_HUB_ADMIN_PASSWORD=passwords[INSTRUCTOR],
+        GD_HUB_HOMES=str(work / "homes"),
+        GD_HUB_INSTRUCTORS=INSTRUCTOR,
+        GD_HUB_STUDENTS=STUDENT,
+        GD_HUB_PORT=str(ports[0]),
+        GD_HUB_API_PORT=str(ports[1]),
+        GD_HUB_INTERNAL_PORT=str(ports[2]),
+        GD_COURSE_ROOT=str(course),
+        GD_NBGRADER_EXCHANGE=str(work / "exchange"),
+    )
     url = f"http://127.0.0.1:{ports[0]}"
     cmd = [sys.executable, "-m", "jupyterhub", "-f", str(ROOT / "course" / "hub" / "jupyterhub_config.py")]
     (work / "state").mkdir()
     with server(cmd, env=env, cwd=work / "state", log=work / "hub.log", ready_url=f"{url}/hub/login"):
-        yield {"url": url, "passwords": passwords, "course": course, "homes": work / "homes",
-               "exchange": work / "exchange", "log": work / "hub.log"}
+        yield {
+            "url": url,
+            "passwords": passwords,
+            "course": course,
+            "homes": work / "homes",
+            "exchange": work / "exchange",
+            "log": work / "hub.log",
+        }
 
 
 def _login(page, hub, user):
@@ -202,8 +236,7 @@ def _scenario(browser, hub, shot, timings, solution, points, total):
     wait_for_kernel_idle(student)
     shot(student, "assignment-opened")
 
-    texts = [cells.nth(i).locator(".jp-InputArea-editor, .jp-MarkdownOutput").first.inner_text()
-             for i in range(5)]
+    texts = [cells.nth(i).locator(".jp-InputArea-editor, .jp-MarkdownOutput").first.inner_text() for i in range(5)]
     setup_index = next(i for i, t in enumerate(texts) if "from autograder.checks import check" in t)
     answer_index = next(i for i, t in enumerate(texts) if f"def {SOLVED}(" in t)
     test_index = answer_index + 1
@@ -255,8 +288,9 @@ def _scenario(browser, hub, shot, timings, solution, points, total):
     # the course's autograder decided the tests (nbgrader's own Execute step is replaced), in the full
     # bubblewrap sandbox: the formgrader grades as the server's account, with the same isolation as make autograde
     assert "ApplySandboxedResults" in log, log[-3000:]
-    result = json.loads((hub["course"] / "course" / ".autograder" / "results" / ASSIGNMENT / STUDENT /
-                         f"{NOTEBOOK}.json").read_text())
+    result = json.loads(
+        (hub["course"] / "course" / ".autograder" / "results" / ASSIGNMENT / STUDENT / f"{NOTEBOOK}.json").read_text()
+    )
     assert result["isolation"] == "bwrap" and not result["failed"], result
     score = f"{points:g} / {total:g}"
     grader.locator("#main-table tr td.score", has_text=" / ").first.wait_for()  # the row, re-read from the gradebook

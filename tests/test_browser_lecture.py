@@ -6,6 +6,7 @@ figure that ``plotting.interactive_figure`` prints; here the ipywidgets
 render for real, the slider is moved with the keyboard as a person would,
 and the figure under it must change.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,19 @@ import time
 
 import pytest
 
-from browser_support import (ROOT, Screenshots, base_env, chromium, free_port, lab_menu, new_page,
-                             require_browser, server, wait_for_kernel_idle, wait_until_all_code_cells_ran)
+from browser_support import (
+    ROOT,
+    Screenshots,
+    base_env,
+    chromium,
+    free_port,
+    lab_menu,
+    new_page,
+    require_browser,
+    server,
+    wait_for_kernel_idle,
+    wait_until_all_code_cells_ran,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,15 +59,30 @@ def lab(tmp_path_factory):
     _user_settings(work / "settings")
     port, token = free_port(), secrets.token_hex(16)
     env = base_env(work / "home")
-    env.update(JUPYTER_PATH=str(HUB_SHARE), JUPYTERLAB_SETTINGS_DIR=str(work / "settings"),
-               JUPYTER_CONFIG_DIR=str(work / "home" / ".jupyter"), JUPYTER_RUNTIME_DIR=str(work / "runtime"))
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work / 'notebooks'}",
-           "--LabApp.news_url=None"]
+    env.update(
+        JUPYTER_PATH=str(HUB_SHARE),
+        JUPYTERLAB_SETTINGS_DIR=str(work / "settings"),
+        JUPYTER_CONFIG_DIR=str(work / "home" / ".jupyter"),
+        JUPYTER_RUNTIME_DIR=str(work / "runtime"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={work / 'notebooks'}",
+        "--LabApp.news_url=None",
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     url = f"http://127.0.0.1:{port}"
-    with server(cmd, env=env, cwd=work / "notebooks", log=work / "lab.log", ready_url=f"{url}/api/status?token={token}"):
+    with server(
+        cmd, env=env, cwd=work / "notebooks", log=work / "lab.log", ready_url=f"{url}/api/status?token={token}"
+    ):
         yield {"url": url, "token": token, "notebooks": work / "notebooks", "log": work / "lab.log"}
 
 
@@ -81,14 +108,19 @@ def test_lecture_runs_in_jupyterlab_and_its_slider_redraws_the_figure(lab):
         shot(page, "all-cells-ran")
 
         # no cell raised (JupyterLab shows an exception as a stderr output with its traceback)
-        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-                              has_text="Traceback")
+        errors = page.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']", has_text="Traceback"
+        )
         assert errors.count() == 0, errors.first.inner_text()
         # every figure the lecture draws is on the page as a loaded image
         images = page.locator(".jp-OutputArea .jp-RenderedImage img")
         source = json.loads((ROOT / "lectures" / LECTURE).read_text())
-        plotting_cells = sum(1 for cell in source["cells"] if cell["cell_type"] == "code"
-                             and any(word in "".join(cell["source"]) for word in ("plt.show()", "interactive_figure(")))
+        plotting_cells = sum(
+            1
+            for cell in source["cells"]
+            if cell["cell_type"] == "code"
+            and any(word in "".join(cell["source"]) for word in ("plt.show()", "interactive_figure("))
+        )
         assert images.count() >= plotting_cells >= 3
         for index in range(images.count()):
             assert images.nth(index).evaluate("img => img.complete && img.naturalWidth > 100")
@@ -111,14 +143,18 @@ def test_lecture_runs_in_jupyterlab_and_its_slider_redraws_the_figure(lab):
                 const cell = [...document.querySelectorAll('.jp-CodeCell')].find(c => c.querySelector('.widget-slider'));
                 const img = cell && cell.querySelector('.jp-RenderedImage img');
                 return img && img.getAttribute('src') !== before;
-            }""", arg=[before_src], timeout=120_000, polling=250)
+            }""",
+            arg=[before_src],
+            timeout=120_000,
+            polling=250,
+        )
         wait_for_kernel_idle(page)
         timings["slider_redraw"] = time.perf_counter() - start
         after_value = readout.inner_text()
         assert before_value == "0.00300" and after_value != before_value
         # the log slider moves on its grid of exponents (min -4, step 0.1): 10^-2.52 -> 10^-2.4
-        assert float(after_value) == pytest.approx(10 ** -2.4, rel=1e-2)
+        assert float(after_value) == pytest.approx(10**-2.4, rel=1e-2)
         cell.scroll_into_view_if_needed()
         shot(page, "slider-after")
-    print(f"\nlecture scenario timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print("\nlecture scenario timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"screenshots: {shot.folder}")

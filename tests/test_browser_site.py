@@ -17,6 +17,7 @@ and no page asks for anything outside the site while it loads. Screenshots of ev
 ``out/browser-screenshots/site/``. The built site is also scanned for solution and hidden-test
 code, as tests/test_site.py does for a site built without execution.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,18 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 
-from browser_support import (ROOT, Screenshots, base_env, chromium, free_port, new_page, require_browser,
-                             server, unavailable, wait_for_kernel_idle)
+from browser_support import (
+    ROOT,
+    Screenshots,
+    base_env,
+    chromium,
+    free_port,
+    new_page,
+    require_browser,
+    server,
+    unavailable,
+    wait_for_kernel_idle,
+)
 from site_support import find_leaks, legitimate_sources, load_build_module, solution_lines
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -44,10 +55,13 @@ SEARCH_TERM, SEARCH_HIT = "Rosenbrock", "lectures/01_sgd_adaptive.html"
 def _settings() -> dict:
     """What make site was told: the test's expectations (not read from the site)."""
     build = load_build_module()
-    return {"hub": os.environ.get("GD_SITE_HUB_URL", "http://127.0.0.1:8000").rstrip("/"),
-            "repository": build.normalize_repository(os.environ.get("GD_SITE_REPOSITORY") or build.origin_of(ROOT)
-                                                     or build.PLACEHOLDER_REPOSITORY),
-            "branch": os.environ.get("GD_SITE_BRANCH", "main")}
+    return {
+        "hub": os.environ.get("GD_SITE_HUB_URL", "http://127.0.0.1:8000").rstrip("/"),
+        "repository": build.normalize_repository(
+            os.environ.get("GD_SITE_REPOSITORY") or build.origin_of(ROOT) or build.PLACEHOLDER_REPOSITORY
+        ),
+        "branch": os.environ.get("GD_SITE_BRANCH", "main"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +86,21 @@ def browser():
 
 def _page(browser, base: str, outside: list):
     page = new_page(browser)
-    page.on("request", lambda request: outside.append(request.url)
-            if not request.url.startswith((base, "data:", "blob:", "about:")) else None)
+    page.on(
+        "request",
+        lambda request: (
+            outside.append(request.url) if not request.url.startswith((base, "data:", "blob:", "about:")) else None
+        ),
+    )
     return page
 
 
 def _wait_for_mathjax(page):
     """Until MathJax (on pages that load it) has typeset the page."""
-    page.wait_for_function("() => !document.querySelector('script[src*=\"mathjax\"]') || "
-                           "(window.MathJax && window.MathJax.startup && window.MathJax.startup.promise)")
+    page.wait_for_function(
+        "() => !document.querySelector('script[src*=\"mathjax\"]') || "
+        "(window.MathJax && window.MathJax.startup && window.MathJax.startup.promise)"
+    )
     page.evaluate("() => window.MathJax && window.MathJax.startup ? window.MathJax.startup.promise.then(() => 1) : 1")
 
 
@@ -120,8 +140,10 @@ def test_lecture_page_shows_figures_and_typeset_mathematics(site, browser, shots
     main = page.locator("main")
     # mathematics: every math element typeset by MathJax, none in error, no TeX left on the page
     math = page.locator("main .math").count()
-    untypeset = page.evaluate("() => [...document.querySelectorAll('main .math')]"
-                              ".filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80))")
+    untypeset = page.evaluate(
+        "() => [...document.querySelectorAll('main .math')]"
+        ".filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80))"
+    )
     assert math > 0 and untypeset == [], untypeset
     assert page.locator("mjx-merror").count() == 0
     text = main.inner_text()
@@ -184,8 +206,11 @@ def test_every_lecture_links_into_the_hub_with_nbgitpuller(site, browser):
         for index in range(links.count()):
             url = urlparse(links.nth(index).get_attribute("href"))
             assert f"{url.scheme}://{url.netloc}{url.path}" == f"{expected['hub']}/hub/user-redirect/git-pull"
-            assert parse_qs(url.query) == {"repo": [expected["repository"]], "branch": [expected["branch"]],
-                                           "urlpath": [f"lab/tree/{folder}/lectures/{lecture}.ipynb"]}
+            assert parse_qs(url.query) == {
+                "repo": [expected["repository"]],
+                "branch": [expected["branch"]],
+                "urlpath": [f"lab/tree/{folder}/lectures/{lecture}.ipynb"],
+            }
 
 
 def test_the_nbgitpuller_link_opens_the_lecture_in_jupyterlab(site, browser, shots, tmp_path):
@@ -211,19 +236,33 @@ def test_the_nbgitpuller_link_opens_the_lecture_in_jupyterlab(site, browser, sho
     port, token = free_port(), secrets.token_hex(16)
     env = base_env(home)
     # a student's server on the course hub: its Jupyter configuration and kernels (course/hub/jupyterhub_config.py)
-    env.update(JUPYTER_CONFIG_DIR=str(home / ".jupyter"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTER_CONFIG_PATH=str(ROOT / "course" / "hub" / "jupyter" / "student"),
-               JUPYTER_PATH=str(ROOT / "course" / "hub" / "jupyter" / "share"),
-               GD_NBGRADER_EXCHANGE=str(tmp_path / "exchange"))
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={home}", "--LabApp.news_url=None"]
+    env.update(
+        JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_CONFIG_PATH=str(ROOT / "course" / "hub" / "jupyter" / "student"),
+        JUPYTER_PATH=str(ROOT / "course" / "hub" / "jupyter" / "share"),
+        GD_NBGRADER_EXCHANGE=str(tmp_path / "exchange"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={home}",
+        "--LabApp.news_url=None",
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     lab = f"http://127.0.0.1:{port}"
     with server(cmd, env=env, cwd=home, log=tmp_path / "lab.log", ready_url=f"{lab}/api/status?token={token}"):
         # the hub's /hub/user-redirect/ is the user's server: what follows is nbgitpuller's
-        link = f"{lab}/git-pull?" + urlencode({"repo": str(remote), "urlpath": query["urlpath"][0],
-                                                 "branch": query["branch"][0], "token": token})
+        link = f"{lab}/git-pull?" + urlencode(
+            {"repo": str(remote), "urlpath": query["urlpath"][0], "branch": query["branch"][0], "token": token}
+        )
         page.goto(link)
         tab = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").first
         tab.wait_for(timeout=300_000)

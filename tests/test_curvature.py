@@ -7,6 +7,7 @@ room for reordered sums. Identities that hold exactly (GGN = Hessian for a linea
 MSE, true Fisher = GGN for softmax cross-entropy) are checked at 1e-12 relative to the matrix
 size. Statistical tolerances are derived in each test from the exact variance.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ DT = torch.float64
 
 
 # --- models and references ---------------------------------------------------------------
+
 
 def mlp(seed=0, d_in=4, hidden=5, d_out=3):
     torch.manual_seed(seed)
@@ -50,7 +52,7 @@ def loss_of_flat(model, loss_fn, X, y):
         out, i = {}, 0
         for n, s in zip(names, shapes):
             k = math.prod(s)
-            out[n] = theta[i:i + k].reshape(s)
+            out[n] = theta[i : i + k].reshape(s)
             i += k
         return out
 
@@ -66,7 +68,12 @@ def loss_of_flat(model, loss_fn, X, y):
 
 CASES = {
     "mlp_ce": lambda: (mlp(), nn.CrossEntropyLoss(), *data()),
-    "mlp_mse": lambda: (mlp(), nn.MSELoss(), data()[0], torch.randn(12, 3, generator=torch.Generator().manual_seed(5), dtype=DT)),
+    "mlp_mse": lambda: (
+        mlp(),
+        nn.MSELoss(),
+        data()[0],
+        torch.randn(12, 3, generator=torch.Generator().manual_seed(5), dtype=DT),
+    ),
     "cnn_ce": lambda: (tiny_cnn(), nn.CrossEntropyLoss(), *data(image=True)),
     "mlp_ce_sum": lambda: (mlp(), nn.CrossEntropyLoss(reduction="sum"), *data()),
 }
@@ -91,7 +98,7 @@ def per_example_gradients(model, nll, X, y):
     params = list(model.parameters())
     rows = []
     for n in range(X.shape[0]):
-        out = nll(model(X[n:n + 1]), y[n:n + 1])
+        out = nll(model(X[n : n + 1]), y[n : n + 1])
         rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(out, params)]))
     return torch.stack(rows)
 
@@ -102,6 +109,7 @@ def close(a, b, tol):
 
 
 # --- parameter vectors ------------------------------------------------------------------
+
 
 def test_flatten_unflatten_round_trip_matches_parameters_to_vector():
     model = tiny_cnn()
@@ -115,6 +123,7 @@ def test_flatten_unflatten_round_trip_matches_parameters_to_vector():
 
 
 # --- exact matrices and products -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_hessian_matrix_and_product_match_autograd_functional_hessian(case):
@@ -188,7 +197,7 @@ def test_true_fisher_class_sum_matches_naive_per_class_gradients():
     F_ref = 0
     for c in range(Cn):
         G = per_example_gradients(model, lambda z, _y: F.cross_entropy(z, torch.full_like(_y, c)), X, y)
-        F_ref = F_ref + (G * probs[:, c:c + 1]).T @ G
+        F_ref = F_ref + (G * probs[:, c : c + 1]).T @ G
     close(C.fisher_matrix(model, loss_fn, X, y, kind="true"), F_ref / N, 1e-10)
 
 
@@ -230,7 +239,7 @@ def test_sampled_true_fisher_product_converges_at_the_monte_carlo_rate():
         t = torch.stack([(probs[n] - eye[c]) * torch.dot(probs[n] - eye[c], a[n]) for c in range(Cn)])
         mean = probs[n] @ t
         cov = (t * probs[n][:, None]).T @ t - torch.outer(mean, mean)
-        var_total += float(torch.trace(J[n].T @ cov @ J[n])) / N ** 2
+        var_total += float(torch.trace(J[n].T @ cov @ J[n])) / N**2
     errors = {}
     for S in (16, 4096):
         approx = C.fisher_operator(model, loss_fn, X, y, kind="true", mc_samples=S, seed=11)(v)
@@ -248,8 +257,9 @@ def test_sampled_fisher_for_mse_converges_to_gauss_newton():
     model, loss_fn, X, y = CASES["mlp_mse"]()
     v = torch.randn(C.num_parameters(list(model.parameters())), generator=torch.Generator().manual_seed(9), dtype=DT)
     exact = C.ggn_matrix(model, loss_fn, X, y) @ v
-    rel = lambda S: float((C.fisher_operator(model, loss_fn, X, y, mc_samples=S, seed=1)(v) - exact).norm()
-                          / exact.norm())
+    rel = lambda S: float(
+        (C.fisher_operator(model, loss_fn, X, y, mc_samples=S, seed=1)(v) - exact).norm() / exact.norm()
+    )
     assert rel(4000) < 0.15
     assert rel(4000) < rel(1)
 
@@ -257,6 +267,7 @@ def test_sampled_fisher_for_mse_converges_to_gauss_newton():
 @pytest.mark.slow  # importing curvlinops alone takes seconds on a loaded 2-core machine
 def test_curvlinops_cross_check_ggn_hessian_and_empirical_fisher():
     import curvlinops  # a dev dependency (pyproject [dev]); a missing one is a failure, not a skip
+
     for case in ["mlp_ce", "mlp_mse", "cnn_ce"]:
         model, loss_fn, X, y = CASES[case]()
         params = list(model.parameters())
@@ -268,7 +279,8 @@ def test_curvlinops_cross_check_ggn_hessian_and_empirical_fisher():
         }
         theirs = {
             "ggn": curvlinops.GGNLinearOperator(model, loss_fn, params, [(X, y)], check_deterministic=False) @ v,
-            "hessian": curvlinops.HessianLinearOperator(model, loss_fn, params, [(X, y)], check_deterministic=False) @ v,
+            "hessian": curvlinops.HessianLinearOperator(model, loss_fn, params, [(X, y)], check_deterministic=False)
+            @ v,
             "ef": curvlinops.EFLinearOperator(model, loss_fn, params, [(X, y)], check_deterministic=False) @ v,
         }
         for key in ours:
@@ -290,6 +302,7 @@ def test_fisher_and_likelihood_reject_what_they_cannot_represent():
 
 
 # --- spectra ---------------------------------------------------------------------------
+
 
 def test_lanczos_top_eigenvalue_of_exact_hessian_within_1e_6():
     model, loss_fn, X, y = CASES["cnn_ce"]()
@@ -340,7 +353,7 @@ def test_hutchinson_trace_within_its_exact_standard_error():
     H = reference_hessian(model, loss_fn, X, y)
     off = H - torch.diag(torch.diag(H))
     S = 400
-    sd = math.sqrt(2 * float((off ** 2).sum()) / S)
+    sd = math.sqrt(2 * float((off**2).sum()) / S)
     est = C.hutchinson_trace(C.hessian_operator(model, loss_fn, X, y), S, seed=3)
     assert abs(est.trace - float(torch.trace(H))) <= 4 * sd
     assert 0.5 * sd < est.standard_error < 2 * sd  # the sample estimate of the same quantity
@@ -391,6 +404,7 @@ def test_sharpness_tracker_records_every_k_steps_without_touching_training_state
 
 
 # --- linear solves and closures --------------------------------------------------------------
+
 
 def test_conjugate_gradient_matches_direct_solve_and_stops_on_negative_curvature():
     g = torch.Generator().manual_seed(2)
@@ -463,9 +477,10 @@ def test_products_lanczos_and_second_order_steps_agree_on_cuda():
             "top": C.lanczos(C.hessian_operator(model, loss_fn, X, y), k=1, num_iterations=77).eigenvalues,
         }
         C.fisher_operator(model, loss_fn, X, y, mc_samples=4)(v)  # sampling runs on the device
-        for name, make in [("newton", lambda m: Newton(m.parameters(), lr=1.0, damping=1.0)),
-                           ("ng", lambda m: NaturalGradient(m.parameters(), m, lr=1.0, damping=0.1,
-                                                            cg_max_iter=200, cg_tol=1e-12))]:
+        for name, make in [
+            ("newton", lambda m: Newton(m.parameters(), lr=1.0, damping=1.0)),
+            ("ng", lambda m: NaturalGradient(m.parameters(), m, lr=1.0, damping=0.1, cg_max_iter=200, cg_tol=1e-12)),
+        ]:
             m = CASES["cnn_ce"]()[0].to(device)
             opt = make(m)
 

@@ -1,5 +1,5 @@
 """gd_lib.data: offline, deterministic, quick to build, and with the statistics each set promises."""
-import math
+
 import socket
 import sysconfig
 import time
@@ -38,8 +38,10 @@ def tensors_of(obj):
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a network connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a data set tried to use the network")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
 
@@ -61,14 +63,16 @@ def test_builds_offline_and_is_deterministic(name, no_network):
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("name", ["digits", "zipf", "modular", "quadratic", "least_squares",
-                                  "random_features", "polynomial"])
+@pytest.mark.parametrize(
+    "name", ["digits", "zipf", "modular", "quadratic", "least_squares", "random_features", "polynomial"]
+)
 def test_seed_changes_the_data(name):
     a, b = tensors_of(BUILDERS[name](0)), tensors_of(BUILDERS[name](1))
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 # --- 2-D test functions ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fn", list(D.FUNCTIONS_2D.values()), ids=list(D.FUNCTIONS_2D))
 def test_2d_functions_minima(fn):
@@ -88,8 +92,13 @@ def test_2d_functions_minima(fn):
 
 
 def test_exact_minima_have_zero_gradient():
-    for fn, point in [(D.ROSENBROCK, (1.0, 1.0)), (D.BEALE, (3.0, 0.5)), (D.HIMMELBLAU, (3.0, 2.0)),
-                      (D.TWO_BASINS, (-1.0, 0.0)), (D.TWO_BASINS, (1.0, 0.0))]:
+    for fn, point in [
+        (D.ROSENBROCK, (1.0, 1.0)),
+        (D.BEALE, (3.0, 0.5)),
+        (D.HIMMELBLAU, (3.0, 2.0)),
+        (D.TWO_BASINS, (-1.0, 0.0)),
+        (D.TWO_BASINS, (1.0, 0.0)),
+    ]:
         xy = torch.tensor(point, dtype=torch.float64, requires_grad=True)
         (grad,) = torch.autograd.grad(fn(xy), xy)
         assert fn(xy).item() == 0.0 and torch.all(grad == 0), fn.name
@@ -107,6 +116,7 @@ def test_two_basins_curvatures():
 
 
 # --- quadratics and least squares --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["geometric", "linear", "outlier"])
 def test_quadratic_spectrum(kind):
@@ -134,8 +144,7 @@ def test_quadratic_rotation_and_diagonal():
     assert off_diagonal.abs().max() > 0.01
     torch.testing.assert_close(rotated.Q.T @ rotated.Q, torch.eye(10, dtype=torch.float64))
     explicit = D.quadratic(torch.tensor([5.0, 2.0, 0.5]), seed=3)
-    torch.testing.assert_close(torch.linalg.eigvalsh(explicit.A), torch.tensor([0.5, 2.0, 5.0],
-                                                                                 dtype=torch.float64))
+    torch.testing.assert_close(torch.linalg.eigvalsh(explicit.A), torch.tensor([0.5, 2.0, 5.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="condition_number"):
         D.quadratic(condition_number=0.5)
     with pytest.raises(ValueError, match="kind"):
@@ -146,7 +155,7 @@ def test_least_squares_lipschitz_constant_and_noise():
     n, d, kappa, noise = 2000, 50, 300.0, 0.2
     problem = D.least_squares(n, d, kappa, noise, L=4.0, seed=0)
     X = problem.X.double().numpy()
-    eigenvalues = np.linalg.eigvalsh(X.T @ X / n)   # independent: numpy, float64
+    eigenvalues = np.linalg.eigvalsh(X.T @ X / n)  # independent: numpy, float64
     # X is stored in float32: its Gram matrix differs from the float64 one by ~1e-7 relative
     assert problem.L == pytest.approx(eigenvalues.max(), rel=1e-5)
     assert problem.L == pytest.approx(4.0)
@@ -166,9 +175,11 @@ def test_least_squares_lipschitz_constant_and_noise():
 
 # --- digits ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow  # importing scikit-learn takes ~2 s of CPU, 5-10 s on a busy 2-core machine
 def test_digits_are_sklearns_load_digits():
     from sklearn.datasets import load_digits as sklearn_digits
+
     X, y = D.digits.digits_arrays()
     bunch = sklearn_digits()
     assert np.array_equal(X, bunch.data) and np.array_equal(y, bunch.target)
@@ -185,12 +196,12 @@ def test_digits_split_and_standardization():
     val_counts = np.bincount(split.y_val.numpy(), minlength=10)
     assert val_counts.tolist() == [int(round(0.2 * c)) for c in np.bincount(y)]
     # undoing the standardization gives back rows of the raw data, each exactly once
-    raw = torch.cat([split.X_train, split.X_val]).double() * split.info["std"].double() + \
-        split.info["mean"].double()
+    raw = torch.cat([split.X_train, split.X_val]).double() * split.info["std"].double() + split.info["mean"].double()
     restored = np.round(raw.numpy()).astype(np.int64)
-    assert np.abs(raw.numpy() - restored).max() < 1e-4   # float32 round trip of values 0..16
-    by_row = sorted(map(tuple, np.concatenate([restored, np.concatenate([split.y_train, split.y_val])[:, None]],
-                                              axis=1)))
+    assert np.abs(raw.numpy() - restored).max() < 1e-4  # float32 round trip of values 0..16
+    by_row = sorted(
+        map(tuple, np.concatenate([restored, np.concatenate([split.y_train, split.y_val])[:, None]], axis=1))
+    )
     assert by_row == sorted(map(tuple, np.concatenate([X.astype(np.int64), y[:, None]], axis=1)))
     # per-pixel standardization on the training split: mean 0, std 1 (float32 sums: ~1e-6)
     mean, std = split.X_train.mean(0), split.X_train.std(0, unbiased=False)
@@ -205,6 +216,7 @@ def test_digits_split_and_standardization():
 
 # --- Zipf classes ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("exponent", [0.8, 1.5])
 def test_zipf_classes_follow_the_exponent(exponent):
     K, n = 20, 60_000
@@ -216,11 +228,12 @@ def test_zipf_classes_follow_the_exponent(exponent):
     # the rarest class still expects ≳ 300 samples (relative error of a count ≲ 6%), so the
     # fitted log-log slope over 20 classes is within ~0.02 of −s; 0.05 leaves room
     assert slope == pytest.approx(-exponent, abs=0.05)
-    torch.testing.assert_close(split.info["class_probs"], ranks ** -exponent / (ranks ** -exponent).sum())
+    torch.testing.assert_close(split.info["class_probs"], ranks**-exponent / (ranks**-exponent).sum())
     assert split.X_train.shape == (int(round(0.9 * n)), 32)
 
 
 # --- text corpus ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def corpus():
@@ -230,8 +243,8 @@ def corpus():
 def test_text_corpus_files_are_the_stdlib(corpus):
     import glob
     import os
-    expected = sorted(os.path.basename(f) for f in
-                      glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
+
+    expected = sorted(os.path.basename(f) for f in glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
     assert list(corpus.info["files"]) == expected and len(expected) > 50
 
 
@@ -266,7 +279,7 @@ def test_text_batches_are_shifted_windows(corpus):
     x, y = corpus.get_batch("train", 8, 16, gen)
     assert x.shape == y.shape == (8, 16)
     torch.testing.assert_close(x[:, 1:], y[:, :-1])
-    windows = corpus.train_tokens.unfold(0, 17, 1)          # every (x, y) pair of the stream
+    windows = corpus.train_tokens.unfold(0, 17, 1)  # every (x, y) pair of the stream
     for row_x, row_y in zip(x, y):
         match = (windows[:, :16] == row_x).all(1) & (windows[:, 1:] == row_y).all(1)
         assert match.any()
@@ -286,6 +299,7 @@ def test_char_corpus():
 
 
 # --- modular arithmetic -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("op", ["+", "-", "*", "/"])
 def test_modular_arithmetic_all_pairs(op):
@@ -319,6 +333,7 @@ def test_modular_arguments():
 
 
 # --- double descent ------------------------------------------------------------------------------------
+
 
 def test_legendre_features_match_numpy():
     x = torch.linspace(-1, 1, 11, dtype=torch.float64)

@@ -1,4 +1,5 @@
 """`make demo` (gd_lib.demo): the Rosenbrock race runs, reports finite losses, and saves its plot."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ def test_race_entrant_follows_a_naive_heavy_ball_loop():
             first_below = t
     # identical arithmetic up to the order of a few float64 operations per step; the
     # trajectory is stable here, so the paths agree to ~1e-12
-    torch.testing.assert_close(torch.from_numpy(result.path), torch.tensor(path, dtype=torch.float64),
-                               rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        torch.from_numpy(result.path), torch.tensor(path, dtype=torch.float64), rtol=1e-9, atol=1e-9
+    )
     assert result.steps == 800
     assert result.steps_to_target == first_below and first_below is not None
 
@@ -50,8 +52,11 @@ def test_demo_main_writes_png_and_reports_finite_losses(tmp_path, capsys):
     assert png.exists() and png.stat().st_size > 10_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| optimizer")
-            and not line.startswith("| -")]
+    rows = [
+        line
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| optimizer") and not line.startswith("| -")
+    ]
     labels = [e.label for e, _ in demo.available_entrants()]
     assert [r.split("|")[1].strip() for r in rows] == labels
     for row in rows:

@@ -69,9 +69,12 @@ def _has_example(obj) -> bool:
 
 
 def test_every_exported_optimizer_has_an_example():
-    optimizers = [name for name in dir(gd_lib.optim)
-                  if inspect.isclass(getattr(gd_lib.optim, name))
-                  and issubclass(getattr(gd_lib.optim, name), torch.optim.Optimizer)]
+    optimizers = [
+        name
+        for name in dir(gd_lib.optim)
+        if inspect.isclass(getattr(gd_lib.optim, name))
+        and issubclass(getattr(gd_lib.optim, name), torch.optim.Optimizer)
+    ]
     assert len(optimizers) >= 20  # the course's optimizers (README "The optimizers")
     missing = [name for name in optimizers if not _has_example(getattr(gd_lib.optim, name))]
     assert not missing, f"optimizers without an 'Examples:' block: {missing}"
@@ -83,9 +86,12 @@ ABSTRACT = {"Schedule", "WeightAverager"}
 
 @pytest.mark.parametrize("module", [gd_lib.schedules, gd_lib.averaging], ids=lambda m: m.__name__)
 def test_every_schedule_and_averager_has_an_example(module):
-    public = [name for name in module.__all__
-              if name not in ABSTRACT and (inspect.isclass(getattr(module, name))
-                                           or inspect.isfunction(getattr(module, name)))]
+    public = [
+        name
+        for name in module.__all__
+        if name not in ABSTRACT
+        and (inspect.isclass(getattr(module, name)) or inspect.isfunction(getattr(module, name)))
+    ]
     assert len(public) >= 8
     missing = [name for name in public if not _has_example(getattr(module, name))]
     assert not missing, f"{module.__name__}: no 'Examples:' block in {missing}"

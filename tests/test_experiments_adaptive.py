@@ -10,6 +10,7 @@ Measured in quick mode when these tests were written (seed 0):
   predicted / measured (32 runs, mean over the second half of 1000 steps):
   0.00932 / 0.00951, 0.0357 / 0.0351, 0.727 / 0.750; at 1.3 η_c the excess loss passes 1e6.
 """
+
 import math
 
 import numpy as np
@@ -18,8 +19,8 @@ import torch
 
 from gd_lib.experiments import adaptive
 
-
 # --- GD's threshold 2/L ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def threshold():
@@ -51,6 +52,7 @@ def test_least_squares_L_is_the_top_eigenvalue_of_the_hessian():
 
 # --- Rosenbrock ----------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_adam_reaches_the_rosenbrock_minimum_before_sgd_at_lr_0_003():
     result = adaptive.trajectories_2d("rosenbrock", lr=0.003, optimizers=("SGD", "Adam"), quick=True)
@@ -76,22 +78,23 @@ def test_quadratic_2d_has_the_asked_condition_number_and_minimum():
     q = adaptive.quadratic_2d(condition_number=40.0, angle_degrees=25.0)
     eig = torch.linalg.eigvalsh(q.A)
     assert float(eig[-1] / eig[0]) == pytest.approx(40.0, rel=1e-12)
-    assert torch.allclose(q.grad(torch.ones(2, dtype=torch.float64)), torch.zeros(2, dtype=torch.float64),
-                          atol=1e-14)
+    assert torch.allclose(q.grad(torch.ones(2, dtype=torch.float64)), torch.zeros(2, dtype=torch.float64), atol=1e-14)
     f = adaptive.objective_2d("quadratic", 40.0, 25.0)
     x = torch.tensor([0.3, -0.7], dtype=torch.float64)
     assert f(np.array([0.3, -0.7])) == pytest.approx(float(q(x) - q.f_star), rel=1e-12)
 
 
 def test_quadratic_trajectories_converge_for_the_lecture_lrs():
-    result = adaptive.trajectories_2d("quadratic", lr=adaptive.QUADRATIC_LRS, steps=200, quick=True,
-                                      optimizers=("SGD", "momentum"))
+    result = adaptive.trajectories_2d(
+        "quadratic", lr=adaptive.QUADRATIC_LRS, steps=200, quick=True, optimizers=("SGD", "momentum")
+    )
     # GD at lr 1 = 1/L contracts the slow direction by (1 - 1/50) per step: 200 steps < 1e-3
     assert result["losses"]["SGD"][-1] < 1e-3
     assert result["losses"]["momentum"][-1] < result["losses"]["SGD"][-1]
 
 
 # --- GGT against diagonal adaptivity ------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_ggt_beats_diagonal_adagrad_on_the_correlated_quadratic():
@@ -111,6 +114,7 @@ def test_correlated_quadratic_has_unit_diagonal():
 
 # --- SGD: the exact second-moment operator, critical lr and noise floor ----------------------------
 
+
 def _naive_operator_apply(X, M, lr, batch_size):
     """E_B[(I - η H_B) M (I - η H_B)] by enumerating every ordered batch (B ≤ 2)."""
     n, d = X.shape
@@ -123,10 +127,10 @@ def _naive_operator_apply(X, M, lr, batch_size):
             total += P @ M @ P
         return total / n
     for i in range(n):
-        Hb = 0.5 * (outer[i] + outer)                      # all batches (i, j), j = 0..n-1
+        Hb = 0.5 * (outer[i] + outer)  # all batches (i, j), j = 0..n-1
         P = eye - lr * Hb
         total += (P @ M @ P).sum(0)
-    return total / n ** 2
+    return total / n**2
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])
@@ -145,7 +149,7 @@ def test_critical_lr_tends_to_two_over_L_for_large_batches():
     problem = adaptive._sgd_least_squares()
     two_over_L = 2.0 / problem.L
     # B = 10^9: the η²/B term is negligible, 𝒯 ≈ (I - ηH) ⊗ (I - ηH), threshold 2/L
-    assert adaptive.sgd_critical_lr(problem.X, 10 ** 9) == pytest.approx(two_over_L, rel=1e-3)
+    assert adaptive.sgd_critical_lr(problem.X, 10**9) == pytest.approx(two_over_L, rel=1e-3)
     # B = 1 is far more restrictive
     assert adaptive.sgd_critical_lr(problem.X, 1) < 0.5 * two_over_L
 
@@ -173,6 +177,7 @@ def test_sgd_stalls_at_the_predicted_noise_floor_and_diverges_above_the_critical
 
 
 # --- stability limits of GD, heavy ball and Nesterov (the Rosenbrock figure's explanation) --------
+
 
 def _torch_run(method: str, curvature: float, lr: float, momentum: float, steps: int) -> float:
     """|x_T| of torch.optim.SGD (the reference, not the library) on f = λ x²/2 from x = 1."""
@@ -219,8 +224,7 @@ def test_rosenbrock_at_lr_0_003_momentum_converges_nesterov_diverges_sgd_hovers(
     lam = adaptive.hessian_top_eigenvalue_rosenbrock(1.0, 1.0)
     limits = adaptive.stability_limits(lam, 0.9)
     assert limits["Nesterov"] < limits["SGD"] < 0.003 < limits["momentum"]
-    result = adaptive.trajectories_2d("rosenbrock", lr=0.003, steps=3000,
-                                      optimizers=("SGD", "momentum", "Nesterov"))
+    result = adaptive.trajectories_2d("rosenbrock", lr=0.003, steps=3000, optimizers=("SGD", "momentum", "Nesterov"))
     # heavy ball: stable at the minimum, converges (measured f = 1e-11 after 800 steps)
     assert result["steps_to_neighbourhood"]["momentum"] is not None
     assert result["losses"]["momentum"][-1] < 1e-8
@@ -230,9 +234,9 @@ def test_rosenbrock_at_lr_0_003_momentum_converges_nesterov_diverges_sgd_hovers(
     # (measured: median 0.96 x 2/η over steps 1500-3000, x never above 0.80)
     path = result["paths"]["SGD"]
     assert not result["diverged"]["SGD"] and result["steps_to_neighbourhood"]["SGD"] is None
-    late = np.array([adaptive.hessian_top_eigenvalue_rosenbrock(x, y) for x, y in path[len(path) // 2:]])
+    late = np.array([adaptive.hessian_top_eigenvalue_rosenbrock(x, y) for x, y in path[len(path) // 2 :]])
     assert np.median(late) == pytest.approx(2 / 0.003, rel=0.10)
-    assert path[len(path) // 2:, 0].max() < 0.9
+    assert path[len(path) // 2 :, 0].max() < 0.9
 
 
 @pytest.mark.slow

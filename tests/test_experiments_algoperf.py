@@ -12,6 +12,7 @@
 - The leaderboard holds the published v0.5 scores of both rulesets, all rows.
 - Full-mode logs go to a user-writable place, never under the installed package.
 """
+
 import math
 
 import numpy as np
@@ -53,10 +54,10 @@ def test_hand_example_scores_match_a_naive_trapezoid_and_the_exact_integral():
 
 
 def test_rescore_moves_the_best_time_and_applies_the_4x_rule():
-    fast = exp.rescore(25.0)      # the fragile submission becomes the best on C
+    fast = exp.rescore(25.0)  # the fragile submission becomes the best on C
     assert list(fast["ratios"]["fast but fragile"]) == [1.0, 1.0, 1.0]
     assert fast["ratios"]["steady"][2] == pytest.approx(30 / 25)
-    late = exp.rescore(125.0)     # 125 > 4 x 30: counts as a failure
+    late = exp.rescore(125.0)  # 125 > 4 x 30: counts as a failure
     assert late["ratios"]["fast but fragile"][2] == math.inf
     assert exp.rescore(119.0)["ratios"]["fast but fragile"][2] == pytest.approx(119 / 30)
 
@@ -101,11 +102,13 @@ def test_live_quick_run_gives_a_valid_score_table():
 def test_per_step_cost_separates_a_real_overhead_from_the_noise():
     # two trials per submission and workload; AdamW's and SGD's trials differ by noise only (up to 1.25x),
     # "slow" costs 3x per step on both workloads
-    seconds = {"adamw": {"a": [1.0, 1.2], "b": [2.0, 2.5]},
-               "sgd": {"a": [0.9, 1.1], "b": [2.4, 2.2]},
-               "slow": {"a": [3.1, 3.4], "b": [6.2, 6.6]}}
+    seconds = {
+        "adamw": {"a": [1.0, 1.2], "b": [2.0, 2.5]},
+        "sgd": {"a": [0.9, 1.1], "b": [2.4, 2.2]},
+        "slow": {"a": [3.1, 3.4], "b": [6.2, 6.6]},
+    }
     cost = exp.per_step_cost(seconds)
-    assert cost["noise"] == pytest.approx(1.25)                     # 2.5 / 2.0, AdamW on b
+    assert cost["noise"] == pytest.approx(1.25)  # 2.5 / 2.0, AdamW on b
     assert cost["ratio"]["adamw"] == pytest.approx(1.0)
     # median over workloads of the median ratios: sgd (1.0/1.1, 2.3/2.25), slow (3.25/1.1, 6.4/2.25)
     assert cost["ratio"]["sgd"] == pytest.approx(np.median([1.0 / 1.1, 2.3 / 2.25]))
@@ -116,8 +119,10 @@ def test_per_step_cost_separates_a_real_overhead_from_the_noise():
 
 
 def test_seconds_per_step_reads_the_last_evaluation():
-    records = [{"id": "a/w/study0/trial0", "evals": [{"time": 1.0, "step": 25}, {"time": 3.0, "step": 50}]},
-               {"id": "a/w/study0/trial1", "evals": [{"time": 2.0, "step": 25}]}]
+    records = [
+        {"id": "a/w/study0/trial0", "evals": [{"time": 1.0, "step": 25}, {"time": 3.0, "step": 50}]},
+        {"id": "a/w/study0/trial1", "evals": [{"time": 2.0, "step": 25}]},
+    ]
     assert exp.seconds_per_step(records) == {"a": {"w": [3.0 / 50, 2.0 / 25]}}
 
 
@@ -145,13 +150,25 @@ def test_full_mode_logs_go_to_a_user_writable_place(monkeypatch, tmp_path):
 # The README of github.com/mlcommons/submissions_algorithms, "Leaderboard Version: 0.5", typed in
 # from the published tables (the reference; the library's copy is what is checked).
 PUBLISHED_EXTERNAL = {
-    "Distributed Shampoo": 0.7784, "Schedule Free AdamW": 0.7077, "Generalized Adam": 0.6383, "Cyclic LR": 0.6301,
-    "NadamP": 0.5909, "Baseline": 0.5707, "Amos": 0.4918, "CASPR Adaptive": 0.4722, "LAWA Queue": 0.3699,
-    "LAWA EMA": 0.3384, "Schedule Free Prodigy": 0.0,
+    "Distributed Shampoo": 0.7784,
+    "Schedule Free AdamW": 0.7077,
+    "Generalized Adam": 0.6383,
+    "Cyclic LR": 0.6301,
+    "NadamP": 0.5909,
+    "Baseline": 0.5707,
+    "Amos": 0.4918,
+    "CASPR Adaptive": 0.4722,
+    "LAWA Queue": 0.3699,
+    "LAWA EMA": 0.3384,
+    "Schedule Free Prodigy": 0.0,
 }
 PUBLISHED_SELF_TUNING = {
-    "Schedule Free AdamW": 0.8542, "Baseline": 0.8194, "NadamW Sequential": 0.3308, "Sinv6 75": 0.1420,
-    "Sinv6": 0.0903, "AdamG": 0.0,
+    "Schedule Free AdamW": 0.8542,
+    "Baseline": 0.8194,
+    "NadamW Sequential": 0.3308,
+    "Sinv6 75": 0.1420,
+    "Sinv6": 0.0903,
+    "AdamG": 0.0,
 }
 
 

@@ -10,10 +10,10 @@ Measured in quick mode when these tests were written (seed 0):
 - GD sharpness (600 steps): lr 1.0 rises 1.33 → 2.07 (2/lr = 2); lr 0.5 rises 1.33 → peaks at
   5.1 → late median 4.15 (2/lr = 4).
 """
+
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from gd_lib.experiments import curvature
 
@@ -85,13 +85,14 @@ def test_kfac_factors_match_a_naive_computation():
     for n in range(N):
         x = X[n]
         s = layer(x)
-        J = torch.autograd.functional.jacobian(lambda s_: model.layers[1](torch.tanh(s_)), s)   # (C, d_out)
+        J = torch.autograd.functional.jacobian(lambda s_: model.layers[1](torch.tanh(s_)), s)  # (C, d_out)
         pi = torch.softmax(model(x.unsqueeze(0))[0], 0).detach()
         Lam = torch.diag(pi) - torch.outer(pi, pi)
         G_naive += J.T @ Lam @ J / N
         a_bar = torch.cat([x, torch.ones(1, dtype=torch.float64)])
         A_naive += torch.outer(a_bar, a_bar) / N
     from gd_lib.optim._kfac_factors import activation_factor, gradient_factor
+
     assert torch.allclose(gradient_factor(g), G_naive, atol=1e-12)
     assert torch.allclose(activation_factor(a), A_naive, atol=1e-12)
 
@@ -115,7 +116,7 @@ def test_gradient_descent_sharpness_rises_to_two_over_lr():
     for lr in result["lrs"]:
         run = result[lr]
         sharpness, edge = run["sharpness"], run["two_over_lr"]
-        late = sharpness[2 * len(sharpness) // 3:]
+        late = sharpness[2 * len(sharpness) // 3 :]
         # progressive sharpening then the edge of stability: the late median is within 10 % of
         # 2/lr (measured 2.07 vs 2 and 4.15 vs 4), and the sharpness never settles far above it
         assert np.median(late) == pytest.approx(edge, rel=0.10), (lr, late)

@@ -4,6 +4,7 @@ Measured (quick mode, 4 seeds, n = 100, P = 10, 20, ..., 300): the median test M
 at P = 100 (≈ 29 there vs ≈ 0.75 at P = 40 and ≈ 0.65 at P = 300); the polynomial curve
 (n = 20) peaks at degree 20, one step from the threshold D = n − 1 = 19.
 """
+
 import numpy as np
 import torch
 
@@ -14,7 +15,7 @@ def test_min_norm_fit_matches_numpy_lstsq():
     # numpy's lstsq returns the minimum-norm least-squares solution (SVD based): an independent
     # reference. Same maths in float64 -> agreement to ~1e-10 on this well-scaled problem.
     gen = torch.Generator().manual_seed(0)
-    for P in (5, 30):       # under- and over-parametrized, n = 20
+    for P in (5, 30):  # under- and over-parametrized, n = 20
         Phi = torch.randn(20, P, generator=gen, dtype=torch.float64)
         y = torch.randn(20, generator=gen, dtype=torch.float64)
         a_ref = np.linalg.lstsq(Phi.numpy(), y.numpy(), rcond=None)[0]
@@ -70,7 +71,7 @@ def test_ridge_caps_the_norm_at_every_width():
 def test_weak_features_risk_formula_by_hand():
     # n = 40, ‖β_T‖² = 0.25, s² = ‖β_{T^c}‖² + σ² = 0.5 + 0.5 = 1: below, 1 + P/(n−P−1); above, ‖β_T‖²(1 − n/P) + 1 + n/(P−n−1)
     risk = dd.weak_features_risk([10, 40, 41, 60], 40, 0.25, 0.5, 0.5)
-    assert abs(risk[0] - (1 + 10 / 29)) < 1e-14       # same arithmetic, reordered
+    assert abs(risk[0] - (1 + 10 / 29)) < 1e-14  # same arithmetic, reordered
     assert np.isinf(risk[1]) and np.isinf(risk[2])
     assert abs(risk[3] - (0.25 * (1 - 40 / 60) + 1 + 40 / 19)) < 1e-14
 
@@ -82,13 +83,17 @@ def test_weak_features_monte_carlo_matches_the_formula():
     # independent solver; same maths in float64 -> 1e-8 on these well-conditioned widths)
     D = 160
     X = torch.randn(n, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
-    eps = torch.randn(result["risk"].shape[0], n, generator=torch.Generator().manual_seed(result["risk"].shape[0]),
-                      dtype=torch.float64)[3].numpy()
+    eps = torch.randn(
+        result["risk"].shape[0],
+        n,
+        generator=torch.Generator().manual_seed(result["risk"].shape[0]),
+        dtype=torch.float64,
+    )[3].numpy()
     beta = np.full(D, 1 / np.sqrt(D))
     y = X @ beta + 0.5 * eps
     for j in (4, len(P) - 1):
-        a = np.linalg.lstsq(X[:, :P[j]], y, rcond=None)[0]
-        risk = np.sum((a - beta[:P[j]]) ** 2) + np.sum(beta[P[j]:] ** 2) + 0.25
+        a = np.linalg.lstsq(X[:, : P[j]], y, rcond=None)[0]
+        risk = np.sum((a - beta[: P[j]]) ** 2) + np.sum(beta[P[j] :] ** 2) + 0.25
         assert abs(result["risk"][3, j] - risk) < 1e-8 * risk
     # the claim: the Monte-Carlo mean follows Belkin-Hsu-Xu's expected risk. Away from the
     # threshold (|P − n| ≥ 10, where the risk has a finite variance and the sample mean is

@@ -10,17 +10,17 @@ Measured in quick mode when these tests were written (seed 0):
 - Muon vs AdamW on the digits MLP, steps until the training loss ≤ 0.002 (best lr of 3 each):
   Muon 60 (lr 0.05), AdamW 100 (lr 0.01).
 """
+
 import math
 
 import numpy as np
 import pytest
-import torch
 
 from gd_lib.experiments import geometry
 from gd_lib.linalg import MUON_QUINTIC_COEFFICIENTS, newton_schulz_scalar_map
 
-
 # --- steepest descent pictures -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def balls():
@@ -49,17 +49,18 @@ def test_steepest_descent_steps_match_closed_forms(balls):
     for label, entry in balls.items():
         # the step stays in the plane drawn, and the model value is −‖G‖*²/(2λ)
         assert entry["off_plane"] < 1e-12, label
-        assert entry["model_value"] == pytest.approx(-entry["dual_norm"] ** 2 / (2 * lam), rel=1e-12), label
+        assert entry["model_value"] == pytest.approx(-(entry["dual_norm"] ** 2) / (2 * lam), rel=1e-12), label
 
 
 def test_dual_maps_reshape_the_singular_values():
     result = geometry.singular_values_of_steps()
-    assert np.allclose(result["spectral: U Vᵀ"], 1.0, atol=1e-12)          # U Vᵀ: all ones
+    assert np.allclose(result["spectral: U Vᵀ"], 1.0, atol=1e-12)  # U Vᵀ: all ones
     assert np.allclose(result["ℓ2: G/‖G‖_F"], result["gradient"], rtol=1e-10)  # scaling keeps the shape
     assert not np.allclose(result["ℓ∞: sign(G)"], result["gradient"], rtol=0.05)
 
 
 # --- the equivalences --------------------------------------------------------------------------
+
 
 def test_adam_without_ema_is_sign_descent():
     result = geometry.adam_without_ema_is_sign_descent(steps=5)
@@ -94,7 +95,7 @@ def newton_schulz():
 def test_cubic_newton_schulz_converges_to_the_polar_factor(newton_schulz):
     distance = newton_schulz["cubic"]["distance"]
     assert distance[-1] < 1e-3 and distance[0] > 0.5
-    assert np.all(np.diff(distance) < 0)          # monotone for σ ≤ 1 inputs
+    assert np.all(np.diff(distance) < 0)  # monotone for σ ≤ 1 inputs
     sv = newton_schulz["cubic"]["singular_values"]
     assert np.allclose(sv[-1], 1.0, atol=2e-3)
 
@@ -106,12 +107,13 @@ def test_quintic_newton_schulz_lands_in_a_band_not_at_one(newton_schulz):
     assert newton_schulz["quintic"]["distance"][5] > 0.05
     # per singular value the iterate is the scalar map of σ/‖G‖_F (same U, V)
     x = newton_schulz["input_singular_values"]
-    x = x / np.sqrt((x ** 2).sum())
+    x = x / np.sqrt((x**2).sum())
     expected = np.sort(np.abs(newton_schulz_scalar_map(x, 5, MUON_QUINTIC_COEFFICIENTS)))[::-1]
-    assert np.allclose(np.sort(sv)[::-1], expected, rtol=1e-6)   # eps = 1e-7 in the normalisation
+    assert np.allclose(np.sort(sv)[::-1], expected, rtol=1e-6)  # eps = 1e-7 in the normalisation
 
 
 # --- Muon against AdamW --------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_muon_reaches_the_target_loss_in_fewer_steps_than_adamw():
@@ -127,6 +129,7 @@ def test_muon_reaches_the_target_loss_in_fewer_steps_than_adamw():
 
 
 # --- the modular norm ----------------------------------------------------------------------------
+
 
 def test_dualized_gradient_has_unit_modular_norm_and_attains_the_dual_norm():
     result = geometry.modular_norm_of_mlp()
@@ -158,6 +161,7 @@ def test_plot_norm_ball_step_draws_the_ball_and_both_vectors(balls):
 
 # --- Prodigy without EMA (lecture 2, section 4) ------------------------------------------------
 
+
 @pytest.mark.parametrize("lr", [1.0, 0.5])
 def test_prodigy_without_ema_is_sign_descent_with_a_step_that_grows_by_one_plus_lr(lr):
     result = geometry.prodigy_without_ema_is_sign_descent(steps=60, lr=lr)
@@ -165,8 +169,8 @@ def test_prodigy_without_ema_is_sign_descent_with_a_step_that_grows_by_one_plus_
     # the same arithmetic up to reordered sums (float64) and ε = 1e-30 in Prodigy's denominator
     assert result["max_param_difference"] < 1e-12
     d = result["d"]
-    assert (np.diff(d) >= 0).all()                      # d is a running maximum
-    assert d[0] == result["d0"]                          # at x = x0 the estimate is 0
+    assert (np.diff(d) >= 0).all()  # d is a running maximum
+    assert d[0] == result["d0"]  # at x = x0 the estimate is 0
     # escape velocity: while the gradient keeps its signs, d̂_k = γ Σ_{i<k} d_i, which overtakes
     # d after a step or two and from then on d_{k+1} = (1 + γ) d_k exactly (measured: steps 2-13
     # at γ = 1, 4-... at γ = 0.5); a relative 1e-9 covers the float sums
@@ -177,6 +181,7 @@ def test_prodigy_without_ema_is_sign_descent_with_a_step_that_grows_by_one_plus_
 
 
 # --- Theorem 4.3 with unequal masses (lecture 2, section 7) ------------------------------------
+
 
 @pytest.mark.parametrize("masses", [(1, 1, 1), (1, 2, 1), (1, 1, 4)])
 def test_modular_dualization_shares_the_step_by_mass(masses):

@@ -9,6 +9,7 @@ seed 0: 30 / 190 / 530, 228 -> 138;  seed 1: 30 / 210 / 570, 228 -> 142;  seed 2
 Without weight decay: memorized at step 30, validation accuracy never above 1.3% in 1,000 steps,
 weight norm 96 (step 10) -> 279 (step 50) -> 322 (step 1,000).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -20,16 +21,23 @@ from gd_lib.models import MLP, TinyTransformer
 
 def test_classic_model_has_about_4e5_non_embedding_parameters():
     config = g.grokking_config(quick=False, setting="classic")
-    model = TinyTransformer(config["p"] + 2, 4, width=config["width"], depth=config["depth"],
-                            heads=config["heads"])
+    model = TinyTransformer(config["p"] + 2, 4, width=config["width"], depth=config["depth"], heads=config["heads"])
     d = config["width"]
     # per block: LN 2d, qkv 3d²+3d, proj d²+d, LN 2d, MLP 4d²+4d + 4d²+d  ->  12d² + 13d; final LN 2d
     expected = config["depth"] * (12 * d * d + 13 * d) + 2 * d
     assert g.non_embedding_parameters(model) == expected == 396_800
     # Power et al. 2022: AdamW lr 1e-3, wd 1, batch 512, 10 warm-up steps, a budget of 1e5 steps
-    assert (config["model"], config["p"], config["op"], config["train_fraction"], config["lr"],
-            config["weight_decay"], config["betas"], config["batch_size"], config["warmup_steps"]) == \
-        ("transformer", 97, "/", 0.5, 1e-3, 1.0, (0.9, 0.98), 512, 10)
+    assert (
+        config["model"],
+        config["p"],
+        config["op"],
+        config["train_fraction"],
+        config["lr"],
+        config["weight_decay"],
+        config["betas"],
+        config["batch_size"],
+        config["warmup_steps"],
+    ) == ("transformer", 97, "/", 0.5, 1e-3, 1.0, (0.9, 0.98), 512, 10)
     assert g.CLASSIC["steps"] == 100_000
 
 
@@ -37,7 +45,11 @@ def test_the_mlp_and_the_classic_setting_share_the_task():
     quick, full = g.grokking_config(quick=True), g.grokking_config(quick=False)
     classic = g.grokking_config(quick=False, setting="classic")
     for config in (full, classic):
-        assert (quick["p"], quick["op"], quick["train_fraction"]) == (config["p"], config["op"], config["train_fraction"])
+        assert (quick["p"], quick["op"], quick["train_fraction"]) == (
+            config["p"],
+            config["op"],
+            config["train_fraction"],
+        )
     assert quick["model"] == full["model"] == "mlp" and quick["width"] == 128
     assert full["steps"] > quick["steps"]
     with pytest.raises(ValueError, match="setting"):
@@ -46,10 +58,10 @@ def test_the_mlp_and_the_classic_setting_share_the_task():
 
 def test_full_mode_steps_follow_the_step_scale(monkeypatch):
     monkeypatch.setenv("GD_STEP_SCALE", "0.01")
-    assert g.grokking_config(quick=False, setting="classic")["steps"] == 1000     # 1% of 1e5
-    assert g.grokking_config(quick=False)["steps"] == 20                          # 1% of 2,000
+    assert g.grokking_config(quick=False, setting="classic")["steps"] == 1000  # 1% of 1e5
+    assert g.grokking_config(quick=False)["steps"] == 20  # 1% of 2,000
     assert g.grokking_config(quick=True)["steps"] == g.QUICK["steps"]
-    assert g.grokking_config(quick=False, steps=7)["steps"] == 7   # an explicit override wins
+    assert g.grokking_config(quick=False, steps=7)["steps"] == 7  # an explicit override wins
 
 
 def test_modular_mlp_is_an_mlp_on_one_hot_codes():
@@ -102,8 +114,9 @@ def test_first_step_reaching_and_config_checks():
 def test_a_run_that_never_generalizes_reports_none():
     # the transformer (full mode's model) for a few steps: the full-mode code path, and the
     # fields a lecture formats are None rather than a number when a phase was not reached
-    result = g.grokking_run(quick=False, setting="classic", device="cpu", p=11, width=16, depth=1, steps=6,
-                            eval_every=3, batch_size=16)
+    result = g.grokking_run(
+        quick=False, setting="classic", device="cpu", p=11, width=16, depth=1, steps=6, eval_every=3, batch_size=16
+    )
     assert result["config"]["model"] == "transformer" and result["steps_taken"] == 6
     assert result["generalized_step"] is None and result["delay_ratio"] is None
     assert list(result["eval_step"]) == [3, 6]

@@ -6,6 +6,7 @@ Quick mode, CPU, torch 1 thread. Measured when written (widths 64 -> 1024, Adam)
   SP hidden-layer update growth 8.7-12.2, output layer 4.1-47.9;
 - lr sweep (grid 2^-10..2^-2, 10 steps): best index μP [6, 6, 6] (moved 0), SP [6, 4, 2] (moved 4).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -42,9 +43,12 @@ def test_multiplier_table_matches_table_3_by_hand():
 # the lecture's one table (std multipliers on torch's SP draw; Adam lr multipliers), by hand from
 # section 1's argument: m = 16 at width 1024, sqrt(m) = 4
 LECTURE_TABLE = {
-    "layers.0.weight": (1.0, 1.0), "layers.0.bias": (1.0, 1.0),
-    "layers.1.weight": (1.0, 1 / 16), "layers.1.bias": (4.0, 1.0),
-    "layers.2.weight": (1 / 4, 1 / 16), "layers.2.bias": (4.0, 1.0),
+    "layers.0.weight": (1.0, 1.0),
+    "layers.0.bias": (1.0, 1.0),
+    "layers.1.weight": (1.0, 1 / 16),
+    "layers.1.bias": (4.0, 1.0),
+    "layers.2.weight": (1 / 4, 1 / 16),
+    "layers.2.bias": (4.0, 1.0),
 }
 
 
@@ -57,19 +61,30 @@ def test_the_lecture_table_is_the_library_table():
         assert rows[name]["lr_mult"] == pytest.approx(lr, rel=1e-12), name
     # the same rules at another width: m = 64
     rows = {r["name"]: r for r in exp.multiplier_table(4096)}
-    assert rows["layers.1.bias"]["init_mult"] == pytest.approx(8.0) and rows["layers.2.weight"]["init_mult"] == \
-        pytest.approx(1 / 8) and rows["layers.1.weight"]["lr_mult"] == pytest.approx(1 / 64)
+    assert (
+        rows["layers.1.bias"]["init_mult"] == pytest.approx(8.0)
+        and rows["layers.2.weight"]["init_mult"] == pytest.approx(1 / 8)
+        and rows["layers.1.weight"]["lr_mult"] == pytest.approx(1 / 64)
+    )
 
 
 def test_the_sgd_column_of_exercise_1():
     rows = {r["name"]: r["lr_mult"] for r in exp.multiplier_table(1024, optimizer="sgd")}
-    assert rows == pytest.approx({"layers.0.weight": 16.0, "layers.0.bias": 16.0, "layers.1.weight": 1.0,
-                                  "layers.1.bias": 16.0, "layers.2.weight": 1 / 16, "layers.2.bias": 1.0})
+    assert rows == pytest.approx(
+        {
+            "layers.0.weight": 16.0,
+            "layers.0.bias": 16.0,
+            "layers.1.weight": 1.0,
+            "layers.1.bias": 16.0,
+            "layers.2.weight": 1 / 16,
+            "layers.2.bias": 1.0,
+        }
+    )
 
 
 def test_coordinate_check_is_flat_in_width_under_mup(coord):
     assert list(coord["widths"]) == [64, 256, 1024] and coord["steps"] == 5
-    update = coord["growth"]["mup"]["update"]        # [layer, t = 1..5], width 1024 over width 64
+    update = coord["growth"]["mup"]["update"]  # [layer, t = 1..5], width 1024 over width 64
     activation = coord["growth"]["mup"]["activation"]
     assert update.shape == (3, 5) and np.isfinite(update).all()
     # the lecture's claim: growth <= 1.2 from width 64 to 1024 over 5 steps (measured max 1.02);

@@ -9,6 +9,7 @@ Measured when written (validation loss, nats/char; CPU, torch 1 thread):
 - Adam -> SGD at k = 0, 100, 200, 300, 400: [2.149, 1.970, 1.879, 1.871, 1.996]; SWATS 2.001, never switched.
 Margins below are a few times the seed-to-seed spread of these losses (~0.01-0.02 nats).
 """
+
 import numpy as np
 import pytest
 

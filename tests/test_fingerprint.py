@@ -1,5 +1,6 @@
 """Fingerprints of code (autograder/fingerprint.py): winnowing against the paper's definition,
 its guarantee, and normalization that renaming, reformatting and comments do not change."""
+
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -14,7 +15,7 @@ def naive_winnow(hashes: list[int], window: int) -> list[tuple[int, int]]:
     otherwise the rightmost minimum; record each newly kept position once."""
     if not hashes:
         return []
-    windows = [hashes] if len(hashes) <= window else [hashes[s:s + window] for s in range(len(hashes) - window + 1)]
+    windows = [hashes] if len(hashes) <= window else [hashes[s : s + window] for s in range(len(hashes) - window + 1)]
     kept, last = [], -1
     for start, values in enumerate(windows):
         smallest = min(values)
@@ -34,13 +35,16 @@ def test_winnow_matches_the_papers_definition(hashes, window):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(list("abcdefgh")), min_size=0, max_size=40),
-       st.lists(st.sampled_from(list("abcdefgh")), min_size=0, max_size=40),
-       st.lists(st.sampled_from(list("abcdefgh")), min_size=20, max_size=40),
-       st.integers(2, 6), st.integers(1, 6))
+@given(
+    st.lists(st.sampled_from(list("abcdefgh")), min_size=0, max_size=40),
+    st.lists(st.sampled_from(list("abcdefgh")), min_size=0, max_size=40),
+    st.lists(st.sampled_from(list("abcdefgh")), min_size=20, max_size=40),
+    st.integers(2, 6),
+    st.integers(1, 6),
+)
 def test_a_shared_run_of_k_plus_window_minus_one_tokens_shares_a_fingerprint(prefix_a, prefix_b, run, k, window):
     """The paper's guarantee: a common substring of at least window + k - 1 tokens is found."""
-    run = run[:window + k - 1] if len(run) >= window + k - 1 else run
+    run = run[: window + k - 1] if len(run) >= window + k - 1 else run
     a_tokens, b_tokens = prefix_a + run, prefix_b + run + prefix_a
     a = {h for h, _ in winnow(kgram_hashes(a_tokens, k), window)}
     b = {h for h, _ in winnow(kgram_hashes(b_tokens, k), window)}
@@ -53,17 +57,17 @@ def test_kgram_hashes_are_equal_exactly_for_equal_kgrams():
     assert len(hashes) == len(tokens) - 4 + 1
     for i in range(len(hashes)):
         for j in range(len(hashes)):
-            assert (hashes[i] == hashes[j]) == (tokens[i:i + 4] == tokens[j:j + 4])
+            assert (hashes[i] == hashes[j]) == (tokens[i : i + 4] == tokens[j : j + 4])
     assert kgram_hashes(tokens[:3], 4) == []
 
 
-ORIGINAL = '''
+ORIGINAL = """
 def adam_step(param, grad, m, v, t, *, lr, betas=(0.9, 0.999), eps=1e-8):
     beta1, beta2 = betas
     m = beta1 * m + (1 - beta1) * grad
     v = beta2 * v + (1 - beta2) * grad * grad
     return param - lr * (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + eps), m, v
-'''
+"""
 
 DISGUISED = '''
 def adam_step(p, g, first, second, step, *, lr, betas=(0.9, 0.999), eps=1e-8):
@@ -84,7 +88,7 @@ def test_renaming_reformatting_comments_and_docstrings_leave_the_tokens_unchange
 def test_attributes_keyword_arguments_and_different_code_do_change_the_tokens():
     base = normalize("x = torch.zeros_like(p, memory_format=fmt)").tokens
     assert base == ["V", "=", "torch", ".", "zeros_like", "(", "V", ",", "memory_format", "=", "V", ")", ";"]
-    assert normalize("y = torch.ones_like(q, memory_format=f)").tokens != base      # another API call
+    assert normalize("y = torch.ones_like(q, memory_format=f)").tokens != base  # another API call
     assert normalize("x = a + b").tokens != normalize("x = a * b").tokens
 
 
@@ -104,5 +108,5 @@ def test_matching_blocks_pair_the_copied_runs():
     blocks = matching_blocks(a, b, shared, gap=2)
     assert len(blocks) == 1
     a0, a1, b0, b1 = blocks[0]
-    assert b0 - a0 == 4                 # DISGUISED starts 4 tokens later ("z = 7 ;")
+    assert b0 - a0 == 4  # DISGUISED starts 4 tokens later ("z = 7 ;")
     assert a1 - a0 == b1 - b0 and a1 - a0 >= len(a.code.tokens) - 10

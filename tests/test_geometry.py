@@ -5,6 +5,7 @@ Tolerances: float64 maths that is the same formula up to reordering: 1e-10 (roun
 SVD/eigh on matrices of size ≤ 12 is ~1e-14; 1e-10 leaves room for condition numbers up to
 ~1e4). Brute-force searches have their own stated margins.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,10 +18,25 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 
 from gd_lib import geometry
-from gd_lib.geometry import (NORMS, dual_map, dual_norm, layerwise_sign_descent, layerwise_spectral_descent,
-                             norm, shampoo_without_accumulation, steepest_descent, steepest_descent_objective)
-from gd_lib.linalg import (CUBIC_COEFFICIENTS, MUON_QUINTIC_COEFFICIENTS, newton_schulz, newton_schulz_flops,
-                           newton_schulz_scalar_map, polar_factor)
+from gd_lib.geometry import (
+    NORMS,
+    dual_map,
+    dual_norm,
+    layerwise_sign_descent,
+    layerwise_spectral_descent,
+    norm,
+    shampoo_without_accumulation,
+    steepest_descent,
+    steepest_descent_objective,
+)
+from gd_lib.linalg import (
+    CUBIC_COEFFICIENTS,
+    MUON_QUINTIC_COEFFICIENTS,
+    newton_schulz,
+    newton_schulz_flops,
+    newton_schulz_scalar_map,
+    polar_factor,
+)
 
 MATRIX_NORMS = ["l1_to_linf", "spectral", "rms_to_rms", "l1_to_rms"]
 ALL_NORMS = sorted(NORMS)
@@ -32,10 +48,11 @@ def rand(shape, seed, dtype=torch.float64):
 
 # --- independent formulas for each norm and its dual (numpy, from the definitions) -----
 
+
 def reference_norm(W: np.ndarray, name: str) -> float:
     out, inp = W.shape
     if name == "l2":
-        return float(np.sqrt((W ** 2).sum()))
+        return float(np.sqrt((W**2).sum()))
     if name in ("linf", "l1_to_linf"):
         # operator ℓ1→ℓ∞: the ℓ1 ball's extreme points are ±e_j; ‖W e_j‖_∞ = max_i |W_ij|
         return max(float(np.abs(W[:, j]).max()) for j in range(inp))
@@ -51,7 +68,7 @@ def reference_norm(W: np.ndarray, name: str) -> float:
 def reference_dual_norm(G: np.ndarray, name: str) -> float:
     out, inp = G.shape
     if name == "l2":
-        return float(np.sqrt((G ** 2).sum()))
+        return float(np.sqrt((G**2).sum()))
     if name in ("linf", "l1_to_linf"):
         return float(np.abs(G).sum())
     if name == "spectral":
@@ -65,9 +82,10 @@ def reference_dual_norm(G: np.ndarray, name: str) -> float:
 
 # --- 3. property tests: dual maps have norm 1 and attain the dual norm ----------------
 
+
 @pytest.mark.parametrize("name", ALL_NORMS)
 @settings(max_examples=40, deadline=None)
-@given(rows=st.integers(1, 9), cols=st.integers(1, 9), seed=st.integers(0, 2 ** 31 - 1))
+@given(rows=st.integers(1, 9), cols=st.integers(1, 9), seed=st.integers(0, 2**31 - 1))
 def test_dual_map_has_unit_norm_and_attains_dual_norm(name, rows, cols, seed):
     G = rand((rows, cols), seed)
     D = dual_map(G, name)
@@ -102,6 +120,7 @@ def test_unknown_norm_raises():
 
 
 # --- steepest descent against brute force ----------------------------------------------
+
 
 def haar_orthogonal(count: int, n: int, g: torch.Generator) -> torch.Tensor:
     """Uniform (Haar) random orthogonal n×n matrices: QR of a Gaussian with R's diagonal made
@@ -139,7 +158,7 @@ def test_steepest_descent_beats_brute_force(name):
     delta = steepest_descent(G, name, sharpness)
     closed = float(steepest_descent_objective(G, delta, name, sharpness))
     # the minimum value −(‖G‖*)²/(2λ), by the definition of the dual norm
-    assert closed == pytest.approx(-reference_dual_norm(G.numpy(), name) ** 2 / (2 * sharpness), rel=1e-10)
+    assert closed == pytest.approx(-(reference_dual_norm(G.numpy(), name) ** 2) / (2 * sharpness), rel=1e-10)
     T = unit_extreme_points(name, (2, 3), 20000, 5)
     pairing = (G * T).sum(dim=(1, 2)).abs()
     brute = float(-(pairing.max() ** 2) / (2 * sharpness))
@@ -156,7 +175,7 @@ def test_sign_descent_equals_linear_program(name):
     lp = linprog(c=g, bounds=[(-1, 1)] * g.size, method="highs")
     assert lp.status == 0
     t = -lp.fun / sharpness
-    lp_objective = lp.fun * t + 0.5 * sharpness * t ** 2
+    lp_objective = lp.fun * t + 0.5 * sharpness * t**2
     delta = steepest_descent(G, name, sharpness)
     assert float(steepest_descent_objective(G, delta, name, sharpness)) == pytest.approx(lp_objective, rel=1e-9)
     np.testing.assert_allclose(delta.numpy().ravel(), t * lp.x, rtol=1e-9, atol=1e-12)
@@ -169,6 +188,7 @@ def test_sharpness_must_be_positive():
 
 # --- Theorem 4.1 (layerwise sign descent) and 4.2 (layerwise spectral descent) -----------
 
+
 def layer_grads(seed):
     return [rand((3, 4), seed), rand((2, 5), seed + 1), rand((4, 1), seed + 2)]
 
@@ -177,7 +197,7 @@ def tuple_objective(grads, deltas, norm_name, sharpness):
     """⟨G, Δ⟩ + λ/2 (max_l ‖Δ_l‖_l)², the objective of the theorems."""
     linear = sum(float((G * D).sum()) for G, D in zip(grads, deltas))
     biggest = max(float(norm(D, norm_name)) for D in deltas)
-    return linear + 0.5 * sharpness * biggest ** 2
+    return linear + 0.5 * sharpness * biggest**2
 
 
 def test_theorem_4_1_layerwise_sign_descent_equals_joint_linear_program():
@@ -191,7 +211,7 @@ def test_theorem_4_1_layerwise_sign_descent_equals_joint_linear_program():
     g = np.concatenate([G.numpy().ravel() for G in grads])
     lp = linprog(c=g, bounds=[(-1, 1)] * g.size, method="highs")
     t = -lp.fun / sharpness
-    lp_objective = lp.fun * t + 0.5 * sharpness * t ** 2
+    lp_objective = lp.fun * t + 0.5 * sharpness * t**2
     assert tuple_objective(grads, deltas, "l1_to_linf", sharpness) == pytest.approx(lp_objective, rel=1e-9)
 
 
@@ -210,16 +230,18 @@ def test_theorem_4_2_layerwise_spectral_descent_beats_brute_force():
     T2 = unit_extreme_points("spectral", (2, 2), 20000, 23)
     # the layers' directions are chosen independently: best pairing per layer, then summed
     pairing = (grads[0] * T1).sum(dim=(1, 2)).abs().max() + (grads[1] * T2).sum(dim=(1, 2)).abs().max()
-    brute = float(-(pairing ** 2) / (2 * sharpness))
+    brute = float(-(pairing**2) / (2 * sharpness))
     assert closed <= brute + 1e-12
     assert brute <= 0.95 * closed  # within 5%: the search is not vacuous
 
 
 # --- 1. reductions -------------------------------------------------------------------
 
+
 def _adam_class():
     try:
         from gd_lib.optim import Adam
+
         return Adam
     except ImportError:  # gd_lib's Adam is another issue; torch's has the same rule
         return torch.optim.Adam
@@ -230,7 +252,7 @@ def test_adam_without_moving_averages_is_sign_descent_exactly():
     (√(fl(g²)) = |g| exactly in IEEE arithmetic), and it steps like layerwise sign descent.
     lr = 2⁻⁷ is exact in float32 and float64, so rounding the lr cannot differ between paths."""
     Adam = _adam_class()
-    lr = 2.0 ** -7
+    lr = 2.0**-7
     weights = [rand((3, 4), 30, torch.float32).requires_grad_(), rand((5,), 31, torch.float32).requires_grad_()]
     sign_weights = [w.detach().clone() for w in weights]
     opt = Adam(weights, lr=lr, betas=(0.0, 0.0), eps=0.0)
@@ -266,11 +288,12 @@ def test_shampoo_one_step_equals_polar_factor(shape):
 
 # --- Newton–Schulz -------------------------------------------------------------------
 
+
 def scalar_iteration(x: np.ndarray, coefficients, steps) -> np.ndarray:
     """p(x) = a x + b x³ + c x⁵ iterated, written here independently of gd_lib."""
     a, b, c = coefficients
     for _ in range(steps):
-        x = a * x + b * x ** 3 + c * x ** 5
+        x = a * x + b * x**3 + c * x**5
     return x
 
 
@@ -287,8 +310,9 @@ def test_newton_schulz_acts_on_singular_values_only(coefficients, shape):
 
 def test_scalar_map_matches_independent_iteration():
     x = np.linspace(0, 1, 101)
-    np.testing.assert_allclose(newton_schulz_scalar_map(x, 5), scalar_iteration(x, MUON_QUINTIC_COEFFICIENTS, 5),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        newton_schulz_scalar_map(x, 5), scalar_iteration(x, MUON_QUINTIC_COEFFICIENTS, 5), rtol=1e-14
+    )
 
 
 def quintic_band(x_min: float) -> tuple[float, float]:
@@ -333,7 +357,7 @@ def test_newton_schulz_batch_equals_loop_and_zero_maps_to_zero():
 
 def test_newton_schulz_flops_count():
     # square n: per step X Xᵀ (2n³) + A·A (2n³) + B·X (2n³) = 6n³
-    assert newton_schulz_flops(100, 100, steps=5) == 5 * 6 * 100 ** 3
+    assert newton_schulz_flops(100, 100, steps=5) == 5 * 6 * 100**3
     # 30×50: m=30, n=50: 2·30²·50 + 2·30³ + 2·30²·50 per step; cubic drops 2m³
     assert newton_schulz_flops(50, 30, steps=1) == 2 * 900 * 50 * 2 + 2 * 27000
     assert newton_schulz_flops(50, 30, steps=1, quintic=False) == 2 * 900 * 50 * 2

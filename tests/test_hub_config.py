@@ -4,6 +4,7 @@ the image's Dockerfile). The browser tests run the hub for real; these check the
 settings a real class relies on and the browser tests cannot reach (PAM, real
 Unix users, the Kubernetes profiles). The image cannot be built here (no Docker
 daemon), so its recipe is checked as text."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,17 @@ HUB = ROOT / "course" / "hub"
 
 
 def _load(monkeypatch, tmp_path, **env):
-    for name in ("GD_HUB_AUTH", "GD_HUB_SPAWNER", "GD_HUB_STUDENTS", "GD_HUB_INSTRUCTORS", "GD_COURSE_ROOT",
-                 "GD_HUB_PORT", "GD_HUB_IP", "GD_HUB_HOMES", "GD_HUB_CHP"):
+    for name in (
+        "GD_HUB_AUTH",
+        "GD_HUB_SPAWNER",
+        "GD_HUB_STUDENTS",
+        "GD_HUB_INSTRUCTORS",
+        "GD_COURSE_ROOT",
+        "GD_HUB_PORT",
+        "GD_HUB_IP",
+        "GD_HUB_HOMES",
+        "GD_HUB_CHP",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GD_HUB_STATE", str(tmp_path / "state"))
     monkeypatch.setenv("GD_NBGRADER_EXCHANGE", str(tmp_path / "exchange"))
@@ -55,8 +65,13 @@ def test_class_mode_uses_the_machines_accounts_on_loopback(monkeypatch, tmp_path
 
 
 def test_roles_get_their_own_jupyter_configuration(monkeypatch, tmp_path):
-    config = _load(monkeypatch, tmp_path, GD_HUB_INSTRUCTORS="prof,ta", GD_HUB_STUDENTS="alice,bob",
-                   GD_COURSE_ROOT=str(tmp_path / "course-root"))
+    config = _load(
+        monkeypatch,
+        tmp_path,
+        GD_HUB_INSTRUCTORS="prof,ta",
+        GD_HUB_STUDENTS="alice,bob",
+        GD_COURSE_ROOT=str(tmp_path / "course-root"),
+    )
     assert config.Authenticator.allowed_users == {"prof", "ta", "alice", "bob"}
     shared = tmp_path / "state" / "jupyter"
 
@@ -77,8 +92,15 @@ def test_roles_get_their_own_jupyter_configuration(monkeypatch, tmp_path):
 
 
 def test_trial_mode_runs_everyone_under_one_account_with_shared_passwords(monkeypatch, tmp_path):
-    config = _load(monkeypatch, tmp_path, GD_HUB_AUTH="shared-password", GD_HUB_SPAWNER="simple",
-                   GD_HUB_PASSWORD="student-pw", GD_HUB_ADMIN_PASSWORD="x" * 32, GD_HUB_PORT="18000")
+    config = _load(
+        monkeypatch,
+        tmp_path,
+        GD_HUB_AUTH="shared-password",
+        GD_HUB_SPAWNER="simple",
+        GD_HUB_PASSWORD="student-pw",
+        GD_HUB_ADMIN_PASSWORD="x" * 32,
+        GD_HUB_PORT="18000",
+    )
     assert config.JupyterHub.authenticator_class == "shared-password"
     assert config.SharedPasswordAuthenticator.user_password == "student-pw"
     assert config.JupyterHub.spawner_class == "simple"
@@ -154,8 +176,10 @@ def test_values_mount_a_large_shm_and_the_exchange_and_cull_idle_servers(values)
 
 def test_values_hub_hook_compiles_and_sets_roles(values):
     code = values["hub"]["extraConfig"]["guided-descent-roles"]
-    config = SimpleNamespace(Authenticator=SimpleNamespace(admin_users=values["hub"]["config"]["Authenticator"]["admin_users"]),
-                             KubeSpawner=SimpleNamespace())
+    config = SimpleNamespace(
+        Authenticator=SimpleNamespace(admin_users=values["hub"]["config"]["Authenticator"]["admin_users"]),
+        KubeSpawner=SimpleNamespace(),
+    )
     exec(compile(code, "values.yaml:extraConfig", "exec"), {"c": config})
     hook = config.KubeSpawner.pre_spawn_hook
     teacher = SimpleNamespace(user=SimpleNamespace(name="instructor"), environment={}, user_options={"profile": "gpu"})
@@ -173,8 +197,9 @@ def test_image_recipe_installs_environment_yml_and_never_the_solutions():
     copies = [line.split()[1:-1] for line in recipe.splitlines() if line.startswith("COPY")]
     sources = [source for sources in copies for source in sources]
     assert "environment.yml" in sources
-    assert not any(source.rstrip("/") in {".", "solutions", "course"} or source.startswith("solutions")
-                   for source in sources)
+    assert not any(
+        source.rstrip("/") in {".", "solutions", "course"} or source.startswith("solutions") for source in sources
+    )
     assert re.search(r"mamba env update .*--file environment\.yml", recipe)
     image = yaml.safe_load((HUB / "k8s" / "values.yaml").read_text())["singleuser"]["image"]
     assert image["name"] and image["tag"]

@@ -1,4 +1,5 @@
 """Reading a submitted notebook safely (autograder/intake.py): each refusal, with a reason for the student."""
+
 from __future__ import annotations
 
 import json
@@ -55,11 +56,11 @@ def test_links_are_refused(submitted):
 
 
 def test_special_files_are_refused_without_blocking(tmp_path):
-    os.mkfifo(tmp_path / "fifo.ipynb")              # opening it for reading would wait for a writer
+    os.mkfifo(tmp_path / "fifo.ipynb")  # opening it for reading would wait for a writer
     assert "not a regular file" in _reason(tmp_path, ["fifo.ipynb"])
     (tmp_path / "folder.ipynb").mkdir()
     assert "not a regular file" in _reason(tmp_path, ["folder.ipynb"])
-    assert "not a regular file" in _reason("/dev", ["zero"])        # endless: never read
+    assert "not a regular file" in _reason("/dev", ["zero"])  # endless: never read
     assert "no submitted file" in _reason(tmp_path, ["missing.ipynb"])
 
 
@@ -71,23 +72,37 @@ def test_size_is_bounded(tmp_path):
     assert len(read_bytes(str(tmp_path), ["nb.ipynb"], size)) == size
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"\xff\xfe not utf-8", "not UTF-8"),
-    ('{"cells": [], "metadata": {"a": "café"}, "nbformat": 4, "nbformat_minor": 5}'.encode("latin-1"), "not UTF-8"),
-    (b"def f(): pass", "not valid JSON"),
-    (b"", "not valid JSON"),
-    (b"[1, 2, 3]", "not a notebook"),
-    (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nests deeper"),
-    (b"[" * 1_000 + b"]" * 1_000, "nests deeper"),
-    (('{"cells": [], "metadata": {"x": ' + "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
-      + '}, "nbformat": 4, "nbformat_minor": 5}').encode(), "nests deeper"),
-    (b'{"cells": "my answers", "metadata": {}, "nbformat": 4, "nbformat_minor": 5}', "not a notebook"),
-    (b'{"cells": [{"cell_type": "code", "source": 3}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
-     "not a valid notebook"),
-    (b'{"cells": [], "metadata": {}, "nbformat": 99, "nbformat_minor": 0}', "not a valid notebook"),
-    (b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "n": ' + b"9" * 5000 + b"}",
-     "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+        ('{"cells": [], "metadata": {"a": "café"}, "nbformat": 4, "nbformat_minor": 5}'.encode("latin-1"), "not UTF-8"),
+        (b"def f(): pass", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"[1, 2, 3]", "not a notebook"),
+        (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nests deeper"),
+        (b"[" * 1_000 + b"]" * 1_000, "nests deeper"),
+        (
+            (
+                '{"cells": [], "metadata": {"x": '
+                + "[" * MAX_JSON_DEPTH
+                + "]" * MAX_JSON_DEPTH
+                + '}, "nbformat": 4, "nbformat_minor": 5}'
+            ).encode(),
+            "nests deeper",
+        ),
+        (b'{"cells": "my answers", "metadata": {}, "nbformat": 4, "nbformat_minor": 5}', "not a notebook"),
+        (
+            b'{"cells": [{"cell_type": "code", "source": 3}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
+            "not a valid notebook",
+        ),
+        (b'{"cells": [], "metadata": {}, "nbformat": 99, "nbformat_minor": 0}', "not a valid notebook"),
+        (
+            b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "n": ' + b"9" * 5000 + b"}",
+            "not valid JSON",
+        ),
+    ],
+)
 def test_malformed_content_is_refused_with_a_reason(tmp_path, content, words):
     (tmp_path / "nb.ipynb").write_bytes(content)
     assert words in _reason(tmp_path, ["nb.ipynb"])
@@ -95,8 +110,20 @@ def test_malformed_content_is_refused_with_a_reason(tmp_path, content, words):
 
 def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path):
     # 500 brackets and an escaped quote inside a JSON string: text, not nesting
-    nb = {"cells": [{"cell_type": "code", "source": "s = '" + "[" * 500 + "\"'", "metadata": {},
-                     "outputs": [], "execution_count": None, "id": "a1"}],
-          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "source": "s = '" + "[" * 500 + "\"'",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "id": "a1",
+            }
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (tmp_path / "nb.ipynb").write_text(json.dumps(nb))
     assert read_submission(str(tmp_path), ["nb.ipynb"])[0].cells[0].source.count("[") == 500

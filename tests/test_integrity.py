@@ -12,6 +12,7 @@ formula or a terminal escape (the grader does not read those; the report names t
 harmless). Every expectation below comes from how the submissions were written, not from a
 run of the code under test.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,9 +36,9 @@ from integrity_class import ALICE, CLASS, DAVE, ERIN_ADAM, INDEPENDENT
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "01_first_order"
 NOTEBOOK = "first_order.ipynb"
-THRESHOLD = 0.5          # the default flag threshold (IntegrityConfig.threshold)
-HTML_NAME = "zoe<script>alert(1)<\\script>"   # no "/": it is a folder name
-TERMINAL_NAME = "tom\x1b]0;pwned\x07"           # a terminal escape sequence in a folder name
+THRESHOLD = 0.5  # the default flag threshold (IntegrityConfig.threshold)
+HTML_NAME = "zoe<script>alert(1)<\\script>"  # no "/": it is a folder name
+TERMINAL_NAME = "tom\x1b]0;pwned\x07"  # a terminal escape sequence in a folder name
 FORMULA_NAME = "=SUM(1+1)"
 BLANK = ["frank", "gina"]
 
@@ -94,14 +95,18 @@ def _build_class(root: Path) -> None:
     (submitted / "pat" / ASSIGNMENT).symlink_to(submitted / "alice" / ASSIGNMENT)
     (folder("ivan") / NOTEBOOK).write_text("def adam_step(param): return param  # pasted code, not a notebook")
     latin1 = nbformat.writes(_notebook_with({"adam_step": "# café\n" + ALICE["adam_step"]})).encode("utf-8")
-    (folder("judy") / NOTEBOOK).write_bytes(latin1.replace("café".encode("utf-8"), "café".encode("latin-1")))
+    (folder("judy") / NOTEBOOK).write_bytes(latin1.replace("café".encode(), "café".encode("latin-1")))
     huge = _notebook_with(ALICE)
-    huge.cells.append(nbformat.v4.new_code_cell("print('x')", outputs=[
-        nbformat.v4.new_output("stream", name="stdout", text="x" * (17 * 1024 * 1024))]))   # over the intake's 16 MiB
+    huge.cells.append(
+        nbformat.v4.new_code_cell(
+            "print('x')", outputs=[nbformat.v4.new_output("stream", name="stdout", text="x" * (17 * 1024 * 1024))]
+        )
+    )  # over the intake's 16 MiB
     nbformat.write(huge, folder("ken") / NOTEBOOK)
     (folder("leo") / NOTEBOOK).write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
-    (folder("mia") / NOTEBOOK).write_text(json.dumps({"cells": "my answers", "nbformat": 4, "nbformat_minor": 5,
-                                                      "metadata": {}}))
+    (folder("mia") / NOTEBOOK).write_text(
+        json.dumps({"cells": "my answers", "nbformat": 4, "nbformat_minor": 5, "metadata": {}})
+    )
     (folder("nick") / NOTEBOOK).mkdir()
     os.mkfifo(folder("olga") / NOTEBOOK)
     (folder(FORMULA_NAME) / NOTEBOOK).write_text("{ not json")
@@ -117,14 +122,24 @@ def report(tmp_path_factory):
     _build_class(root)
     before = _snapshot(root)
     env = {**os.environ, "GD_COURSE_ROOT": str(root)}
-    proc = subprocess.run(["make", "-s", "-C", str(ROOT), "integrity", f"A={ASSIGNMENT}"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "integrity", f"A={ASSIGNMENT}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = root / "course" / "reports" / ASSIGNMENT
     with open(out / "integrity.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    return {"root": root, "stdout": proc.stdout, "rows": rows, "html": (out / "integrity.html").read_text(),
-            "before": before}
+    return {
+        "root": root,
+        "stdout": proc.stdout,
+        "rows": rows,
+        "html": (out / "integrity.html").read_text(),
+        "before": before,
+    }
 
 
 def _snapshot(root: Path) -> dict[str, tuple]:
@@ -143,8 +158,11 @@ def _snapshot(root: Path) -> dict[str, tuple]:
 
 
 def _pairs(rows, question="(all answers)"):
-    return {frozenset((r["student"], r["other"])): float(r["similarity"]) for r in rows
-            if r["kind"] in ("pair", "pair-question") and r["question"] == question}
+    return {
+        frozenset((r["student"], r["other"])): float(r["similarity"])
+        for r in rows
+        if r["kind"] in ("pair", "pair-question") and r["question"] == question
+    }
 
 
 def test_hand_written_answers_are_correct_and_independent_ones_differ():
@@ -175,8 +193,10 @@ def test_hand_written_answers_are_correct_and_independent_ones_differ():
                 x, buf = ns["sgd_step"](x, g, buf, **kw)
             # same operations up to reordering in float64: 1e-12
             torch.testing.assert_close(x, library(SGD, **kw), rtol=1e-12, atol=1e-12, msg=student)
-        for cls, kw, decoupled in [(Adam, dict(lr=1e-2, weight_decay=0.1), False),
-                                   (AdamW, dict(lr=1e-2, weight_decay=0.5), True)]:
+        for cls, kw, decoupled in [
+            (Adam, dict(lr=1e-2, weight_decay=0.1), False),
+            (AdamW, dict(lr=1e-2, weight_decay=0.5), True),
+        ]:
             x, m, v = param.clone(), torch.zeros_like(param), torch.zeros_like(param)
             for t, g in enumerate(grads, 1):
                 x, m, v = ns["adam_step"](x, g, m, v, t, decoupled=decoupled, **kw)
@@ -187,8 +207,13 @@ def test_hand_written_answers_are_correct_and_independent_ones_differ():
             for g in grads:
                 w.grad = g.clone()
                 opt.step()
-            torch.testing.assert_close(w.detach(), library(Adam, lr=5e-2, betas=(0.5, 0.9), weight_decay=0.01),
-                                       rtol=1e-10, atol=1e-12, msg=student)
+            torch.testing.assert_close(
+                w.detach(),
+                library(Adam, lr=5e-2, betas=(0.5, 0.9), weight_decay=0.01),
+                rtol=1e-10,
+                atol=1e-12,
+                msg=student,
+            )
     released = {line.strip() for cell in _notebook_with({}).cells for line in cell.source.splitlines()}
     for question in ALICE:
         texts = [answers[question] for answers in INDEPENDENT.values()]
@@ -196,7 +221,7 @@ def test_hand_written_answers_are_correct_and_independent_ones_differ():
         for i in range(len(lines)):
             for j in range(i + 1, len(lines)):
                 shared = lines[i] & lines[j]
-                assert len(shared) <= 1, (question, shared)   # beyond the given code, one line at most
+                assert len(shared) <= 1, (question, shared)  # beyond the given code, one line at most
 
 
 @pytest.mark.slow
@@ -243,8 +268,9 @@ def test_starter_code_alone_does_not_flag(report):
 def test_near_copy_of_the_library_adam_update_is_flagged_and_named(report):
     library = [r for r in report["rows"] if r["kind"] == "library"]
     flagged = [r for r in library if r["flagged"] == "1"]
-    assert [(r["student"], r["question"], r["other"]) for r in flagged] == \
-        [("erin", "adam_step", "gd_lib.optim.adam.adam_update")]
+    assert [(r["student"], r["question"], r["other"]) for r in flagged] == [
+        ("erin", "adam_step", "gd_lib.optim.adam.adam_update")
+    ]
     assert flagged[0]["note"].startswith("gd_lib/optim/adam.py:")
     # the lines named for the library are those of adam_update in gd_lib/optim/adam.py
     source = (ROOT / "gd_lib" / "optim" / "adam.py").read_text().splitlines()
@@ -285,7 +311,7 @@ class _Page(HTMLParser):
     def __init__(self):
         super().__init__()
         self.tags, self.external = [], []
-        self.columns: list[list[str]] = []     # per <td> of a table.sbs: its highlighted lines
+        self.columns: list[list[str]] = []  # per <td> of a table.sbs: its highlighted lines
         self._row_highlighted = False
         self._in_code_cell = False
         self._text = ""
@@ -348,16 +374,40 @@ def test_command_line_options(tmp_path):
     _build_class(root)
     env = {**os.environ, "GD_COURSE_ROOT": str(root)}
     out = tmp_path / "elsewhere"
-    proc = subprocess.run([sys.executable, "-m", "autograder", "integrity", ASSIGNMENT, "--out", str(out),
-                           "--threshold", "0.15", "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autograder",
+            "integrity",
+            ASSIGNMENT,
+            "--out",
+            str(out),
+            "--threshold",
+            "0.15",
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "integrity.html").exists() and not (root / "course" / "reports").exists()
     with open(out / "integrity.csv", newline="") as fh:
-        flagged = {frozenset((r["student"], r["other"])) for r in csv.DictReader(fh)
-                   if r["kind"] == "pair" and r["flagged"] == "1"}
+        flagged = {
+            frozenset((r["student"], r["other"]))
+            for r in csv.DictReader(fh)
+            if r["kind"] == "pair" and r["flagged"] == "1"
+        }
     assert {frozenset({"alice", "dave"}), frozenset({"bob", "quinn"})} < flagged
-    bad = subprocess.run([sys.executable, "-m", "autograder", "integrity", ASSIGNMENT, "--threshold", "7"],
-                         env=env, capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        [sys.executable, "-m", "autograder", "integrity", ASSIGNMENT, "--threshold", "7"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and "threshold" in bad.stderr
 
 

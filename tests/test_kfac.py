@@ -9,6 +9,7 @@ torch.optim.SGD / Adam as comparators. vec is row-major (W.flatten()), so F ≈ 
 Tolerances: 1e-10 / 1e-12 for the same maths in float64 (round-off of sums of a few
 hundred products is ~1e-15 relative); Monte-Carlo tolerances are stated where used.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,6 +29,7 @@ DT = torch.float64
 
 # --- helpers --------------------------------------------------------------------------------
 
+
 def small_mlp(seed=0, d_in=6, hidden=5, d_out=4):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, d_out)).to(DT)
@@ -46,7 +48,7 @@ def naive_fisher(model, layer, X, y, loss_fn=F.cross_entropy):
     rows = []
     for n in range(X.shape[0]):
         model.zero_grad()
-        loss_fn(model(X[n:n + 1]), y[n:n + 1]).backward()
+        loss_fn(model(X[n : n + 1]), y[n : n + 1]).backward()
         rows.append(flat_grad(layer).clone())
     R = torch.stack(rows)
     return R.T @ R / X.shape[0], R
@@ -61,6 +63,7 @@ def one_step_state(cls, model, X, y, loss_fn=F.cross_entropy, **kw):
         loss = loss_fn(model(X), y)
         loss.backward()
         return loss
+
     opt.step(closure)
     return opt
 
@@ -75,6 +78,7 @@ def ekfac_matrix(state):
 
 
 # --- 1. the Kronecker factors reproduce the Fisher block where KFAC's assumption holds -------
+
 
 def test_batch_of_one_factors_equal_fisher_block_exactly():
     """N = 1: F = (ĝĝᵀ) ⊗ (āāᵀ) = G ⊗ A exactly (no expectation to factor), for both layers."""
@@ -118,6 +122,7 @@ def _independent_layer_error(N, seed=0):
 
     def example_loss(p, x, c):
         return (torch.func.functional_call(layer, p, (x[None],)) * c).sum()
+
     grads = torch.func.vmap(torch.func.grad(example_loss), in_dims=(None, 0, 0))(params, X, C)
     R = torch.cat([grads["weight"], grads["bias"][:, :, None]], dim=2).reshape(N, -1)
     Fm = R.T @ R / N
@@ -163,14 +168,19 @@ def test_factors_match_curvlinops_kfac(fisher_type):
     (F ≈ A ⊗ G), ours row-major (F ≈ G ⊗ A): the factors themselves coincide."""
     curvlinops = pytest.importorskip("curvlinops")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(27, 4)).to(DT)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(27, 4)).to(DT)
     g = torch.Generator().manual_seed(3)
     X = torch.randn(5, 2, 6, 6, generator=g, dtype=DT)
     y = torch.randint(0, 4, (5,), generator=g)
-    op = curvlinops.KFACLinearOperator(model, nn.CrossEntropyLoss(), list(model.parameters()), [(X, y)],
-                                       fisher_type=fisher_type, separate_weight_and_bias=False,
-                                       check_deterministic=False)
+    op = curvlinops.KFACLinearOperator(
+        model,
+        nn.CrossEntropyLoss(),
+        list(model.parameters()),
+        [(X, y)],
+        fisher_type=fisher_type,
+        separate_weight_and_bias=False,
+        check_deterministic=False,
+    )
     op.compute_kronecker_factors()
     opt = one_step_state(KFAC, model, X, y)
     for name in ("0", "3"):
@@ -180,6 +190,7 @@ def test_factors_match_curvlinops_kfac(fisher_type):
 
 
 # --- 2. EKFAC: the best diagonal in KFAC's eigenbasis ---------------------------------------
+
 
 def test_ekfac_diagonal_is_least_squares_minimizer_and_beats_kfac():
     """s minimises ‖F − U diag(s) Uᵀ‖_F over diagonal s, U = Q_G ⊗ Q_A (brute force: numpy
@@ -217,11 +228,16 @@ def test_ekfac_linear_fast_path_equals_per_example_path():
     Q_A = torch.linalg.qr(torch.randn(8, 8, generator=g, dtype=DT))[0]
     Q_G = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=DT))[0]
     # reordered sums of squares in float64
-    assert torch.allclose(kf.eigenbasis_second_moment(a, gr, Q_A, Q_G),
-                          kf.eigenbasis_second_moment_naive(a, gr, Q_A, Q_G), rtol=1e-12, atol=1e-14)
+    assert torch.allclose(
+        kf.eigenbasis_second_moment(a, gr, Q_A, Q_G),
+        kf.eigenbasis_second_moment_naive(a, gr, Q_A, Q_G),
+        rtol=1e-12,
+        atol=1e-14,
+    )
 
 
 # --- preconditioners against explicit Kronecker solves ---------------------------------------
+
 
 def _spd(n, g, scale=1.0):
     M = torch.randn(n, n + 3, generator=g, dtype=DT)
@@ -271,8 +287,9 @@ def test_cholesky_and_eigh_kfac_take_the_same_steps():
     for method in ("eigh", "cholesky"):
         model = small_mlp()
         g = torch.Generator().manual_seed(8)
-        opt = KFAC(model, lr=0.05, damping=1e-2, pi_damping=True, cov_update_freq=1, inv_update_freq=2,
-                   inverse_method=method)
+        opt = KFAC(
+            model, lr=0.05, damping=1e-2, pi_damping=True, cov_update_freq=1, inv_update_freq=2, inverse_method=method
+        )
         for _ in range(5):
             X = torch.randn(16, 6, generator=g, dtype=DT)
             y = torch.randint(0, 4, (16,), generator=g)
@@ -285,6 +302,7 @@ def test_cholesky_and_eigh_kfac_take_the_same_steps():
 
 
 # --- 3. convolutions: factors against a naive patch computation ------------------------------
+
 
 def naive_patches(x, conv):
     """ā_{n,t} by explicit loops over output positions of the zero-padded input (no unfold)."""
@@ -301,7 +319,7 @@ def naive_patches(x, conv):
         example = []
         for i in range(out_h):
             for j in range(out_w):
-                patch = xp[n, :, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw]
+                patch = xp[n, :, i * sh : i * sh + dh * (kh - 1) + 1 : dh, j * sw : j * sw + dw * (kw - 1) + 1 : dw]
                 example.append(torch.cat([patch.reshape(-1), torch.ones(1, dtype=x.dtype)]))
         rows.append(torch.stack(example))
     return torch.stack(rows)  # (N, T, C kh kw + 1)
@@ -325,9 +343,9 @@ def test_conv2d_factors_match_naive_patches(stride, padding, dilation):
     for n in range(4):
         out = {}
         handle = conv.register_forward_hook(lambda m, i, o: out.__setitem__("s", o))
-        logits = full(X[n:n + 1])
+        logits = full(X[n : n + 1])
         handle.remove()
-        (ds,) = torch.autograd.grad(F.cross_entropy(logits, y[n:n + 1]), out["s"])
+        (ds,) = torch.autograd.grad(F.cross_entropy(logits, y[n : n + 1]), out["s"])
         g_rows.append(ds[0].flatten(1).T)  # (T, c_out)
     gr = torch.stack(g_rows)
     N, T = a.shape[:2]
@@ -361,6 +379,7 @@ def test_conv2d_ekfac_diagonal_equals_naive_fisher_diagonal_in_eigenbasis():
 
 # --- sampled ("true") Fisher ----------------------------------------------------------------
 
+
 def test_sampled_fisher_gradient_factor_matches_exact_fisher():
     """Linear softmax regression: the exact Fisher factor is G = (1/N) Σ_n (diag p_n − p_n p_nᵀ).
     Each of 5 inputs repeated 4000 times: ĝ entries lie in [-1, 1], so each entry of the
@@ -387,6 +406,7 @@ def test_sampled_fisher_gradient_factor_matches_exact_fisher():
 
 
 # --- the optimizer's bookkeeping -------------------------------------------------------------
+
 
 def test_running_averages_follow_cov_update_freq_and_refresh_follows_inv_update_freq():
     """cov_update_freq=2, inv_update_freq=3, β=0.5: A = batch 0, then ½A + ½A(batch 2),
@@ -438,8 +458,7 @@ def test_huge_damping_reduces_to_sgd():
     Relative deviation per step is O(‖A‖/√λ + ‖G‖/√λ) ≈ 1e-5 with λ = 1e12; tolerance 1e-4."""
     lam, eta = 1e12, 0.1
     m1, m2 = small_mlp(), small_mlp()
-    kfac = KFAC(m1, lr=lam * eta, momentum=0.9, weight_decay=0.0, damping=lam, cov_update_freq=1,
-                inv_update_freq=1)
+    kfac = KFAC(m1, lr=lam * eta, momentum=0.9, weight_decay=0.0, damping=lam, cov_update_freq=1, inv_update_freq=1)
     sgd = torch.optim.SGD(m2.parameters(), lr=eta, momentum=0.9)
     g = torch.Generator().manual_seed(13)
     for _ in range(5):
@@ -457,6 +476,7 @@ def test_huge_damping_reduces_to_sgd():
 def test_fallback_parameters_follow_torch_optim(fallback):
     """A LayerNorm and a free parameter are not Linear/Conv2d: they follow torch.optim.SGD
     (same momentum, weight decay) or torch.optim.Adam exactly (same arithmetic, float64)."""
+
     def make():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)).to(DT)
@@ -465,9 +485,20 @@ def test_fallback_parameters_follow_torch_optim(fallback):
 
     def loss(model, X):
         return (model(X) * model.scale).square().mean()
+
     m1, m2 = make(), make()
-    opt = KFAC(m1, lr=0.05, momentum=0.9, weight_decay=1e-2, cov_update_freq=1, inv_update_freq=1,
-               fallback=fallback, fallback_lr=0.01, fallback_betas=(0.8, 0.99), fallback_eps=1e-6)
+    opt = KFAC(
+        m1,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-2,
+        cov_update_freq=1,
+        inv_update_freq=1,
+        fallback=fallback,
+        fallback_lr=0.01,
+        fallback_betas=(0.8, 0.99),
+        fallback_eps=1e-6,
+    )
     assert [g["role"] for g in opt.param_groups] == ["kronecker", "fallback"]
     others = [m2[1].weight, m2[1].bias, m2.scale]
     if fallback == "sgd":
@@ -495,10 +526,10 @@ def test_fallback_parameters_follow_torch_optim(fallback):
 def test_kl_clip_scales_update_by_nu():
     """With momentum 0 the step is -η ν V; ν = sqrt(κ / (η Σ ⟨-Δθ_unclipped, ∇⟩)) from the
     unclipped step Δθ, computed here by hand; a large κ leaves the step unchanged."""
+
     def one_step(kl_clip):
         model = small_mlp()
-        opt = KFAC(model, lr=0.5, momentum=0.0, damping=1e-2, kl_clip=kl_clip, cov_update_freq=1,
-                   inv_update_freq=1)
+        opt = KFAC(model, lr=0.5, momentum=0.0, damping=1e-2, kl_clip=kl_clip, cov_update_freq=1, inv_update_freq=1)
         g = torch.Generator().manual_seed(15)
         X = torch.randn(16, 6, generator=g, dtype=DT)
         y = torch.randint(0, 4, (16,), generator=g)
@@ -512,7 +543,7 @@ def test_kl_clip_scales_update_by_nu():
     delta, grads = one_step(None)
     v_dot_g = sum(float((-d * g).sum()) for d, g in zip(delta, grads)) / 0.5  # Σ⟨V, ∇⟩
     kappa = 1e-4
-    nu = math.sqrt(kappa / (0.5 ** 2 * v_dot_g))
+    nu = math.sqrt(kappa / (0.5**2 * v_dot_g))
     assert nu < 1  # clipping is active
     clipped, _ = one_step(kappa)
     for d, c in zip(delta, clipped):
@@ -545,16 +576,20 @@ def test_constructor_and_usage_errors():
         opt.sample_fisher_gradients(model(torch.randn(2, 6, dtype=DT)))
     sampled = KFAC(small_mlp(), fisher="sampled")
     sampled.zero_grad()
-    F.cross_entropy(sampled._layers[1].module(torch.tanh(sampled._layers[0].module(
-        torch.randn(2, 6, dtype=DT)))), torch.tensor([0, 1])).backward()
+    F.cross_entropy(
+        sampled._layers[1].module(torch.tanh(sampled._layers[0].module(torch.randn(2, 6, dtype=DT)))),
+        torch.tensor([0, 1]),
+    ).backward()
     with pytest.raises(RuntimeError, match="no statistics"):  # forgot sample_fisher_gradients
         sampled.step()
 
 
 # --- 4. training: digits, and an ill-conditioned regression -----------------------------------
 
+
 def _digits():
     from sklearn.datasets import load_digits
+
     data = load_digits()  # bundled with scikit-learn: no download
     X = torch.tensor(data.data, dtype=torch.float32) / 16.0
     y = torch.tensor(data.target)
@@ -626,15 +661,16 @@ def test_beats_sgd_and_adam_on_ill_conditioned_regression():
     X, y = _ill_conditioned_regression()
     Xb = torch.cat([X, torch.ones(len(X), 1, dtype=DT)], 1)
     L = float(torch.linalg.eigvalsh(2 * Xb.T @ Xb / len(X))[-1])
-    sgd_best = min(_steps_to_target(lambda m, c=c: torch.optim.SGD(m.parameters(), lr=c / L), X, y)
-                   for c in (1.0, 1.9))
-    adam_best = min(_steps_to_target(lambda m, lr=lr: torch.optim.Adam(m.parameters(), lr=lr), X, y)
-                    for lr in (3e-2, 1e-1, 3e-1))
+    sgd_best = min(_steps_to_target(lambda m, c=c: torch.optim.SGD(m.parameters(), lr=c / L), X, y) for c in (1.0, 1.9))
+    adam_best = min(
+        _steps_to_target(lambda m, lr=lr: torch.optim.Adam(m.parameters(), lr=lr), X, y) for lr in (3e-2, 1e-1, 3e-1)
+    )
     common = dict(momentum=0.0, damping=1e-12, cov_update_freq=1, inv_update_freq=1)
     results = {}
     for cls in (KFAC, EKFAC):
         results[cls.__name__, "sampled"] = _steps_to_target(
-            lambda m: cls(m, lr=0.5, fisher="sampled", **common), X, y, sampled=True)
+            lambda m: cls(m, lr=0.5, fisher="sampled", **common), X, y, sampled=True
+        )
         results[cls.__name__, "empirical"] = _steps_to_target(lambda m: cls(m, lr=1.0, **common), X, y)
     first_order = min(sgd_best, adam_best)
     assert first_order > 100, (sgd_best, adam_best)
@@ -646,8 +682,9 @@ def test_beats_sgd_and_adam_on_ill_conditioned_regression():
 
 def _conv_net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LayerNorm(6 * 64),
-                         nn.Linear(6 * 64, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LayerNorm(6 * 64), nn.Linear(6 * 64, 10)
+    )
 
 
 @pytest.mark.parametrize("cls", [KFAC, EKFAC])
@@ -657,8 +694,7 @@ def test_trains_small_cnn_on_digits(cls):
     X, y, train, val = _digits()
     X = X.reshape(-1, 1, 8, 8)
     model = _conv_net()
-    opt = cls(model, lr=0.03, damping=1e-2, cov_update_freq=1, inv_update_freq=10, fallback="adam",
-              fallback_lr=1e-2)
+    opt = cls(model, lr=0.03, damping=1e-2, cov_update_freq=1, inv_update_freq=10, fallback="adam", fallback_lr=1e-2)
     g = torch.Generator().manual_seed(0)
     for _ in range(60):
         batch = train[torch.randint(0, len(train), (128,), generator=g)]
@@ -675,8 +711,7 @@ def test_state_dict_resume_with_conv_and_adam_fallback_is_bit_identical(cls):
     """The generic round-trip test uses an MLP; here a Conv2d layer and Adam-fallback state
     (LayerNorm) are saved mid-run, between a statistics update and a refresh."""
     g = torch.Generator().manual_seed(16)
-    batches = [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g))
-               for _ in range(8)]
+    batches = [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(8)]
     kw = dict(lr=0.05, damping=1e-2, cov_update_freq=2, inv_update_freq=3, fallback="adam")
 
     def train(model, opt, part):
@@ -722,12 +757,16 @@ def test_eigh_path_reuses_damped_inverses_and_rebuilds_them_when_damping_changes
         bases.append(state["Q_A"])
         # the step taken is -lr · (reference direction); reference from the stored eigendecomposition
         gamma_A, gamma_G = kf.tikhonov_damping(opt.param_groups[0]["damping"], state["pi"])
-        grad = layer_weight.grad if model[0].bias is None else torch.cat(
-            [layer_weight.grad, model[0].bias.grad[:, None]], dim=1)
+        grad = (
+            layer_weight.grad
+            if model[0].bias is None
+            else torch.cat([layer_weight.grad, model[0].bias.grad[:, None]], dim=1)
+        )
         V = kf.kfac_precondition_eigh(grad, state["Q_A"], state["d_A"], state["Q_G"], state["d_G"], gamma_A, gamma_G)
         # float64, two products against four: round-off ~1e-15 of the step
-        torch.testing.assert_close(before - layer_weight.detach(), 0.05 * V[:, :layer_weight.shape[1]],
-                                   rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            before - layer_weight.detach(), 0.05 * V[:, : layer_weight.shape[1]], rtol=0, atol=1e-12
+        )
     # rebuilt exactly when a refresh brought a new eigenbasis or the damping changed (t = 4)
     for t in range(1, 6):
         fresh = bases[t] is not bases[t - 1] or t == 4

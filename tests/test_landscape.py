@@ -1,5 +1,6 @@
 """Tests of gd_lib.landscape: 1-D and 2-D loss slices, filter normalization,
 random directions and the roughness of a grid."""
+
 import math
 
 import numpy as np
@@ -74,8 +75,7 @@ def test_filter_normalization_matches_each_filter_norm():
     model, _ = make_problem()
     weights = ls.get_weights(model)
     d = ls.random_filter_normalized_direction(model, torch.Generator().manual_seed(1))
-    for name, (p, w, di) in zip([n for n, _ in model.named_parameters()],
-                                zip(model.parameters(), weights, d)):
+    for name, (p, w, di) in zip([n for n, _ in model.named_parameters()], zip(model.parameters(), weights, d)):
         if p.dim() <= 1:
             assert not di.any(), name  # biases and BN gains are not perturbed (ignore="biasbn")
             continue
@@ -127,7 +127,7 @@ def test_every_grid_point_sees_the_same_buffers():
 
     def loss_fn(m):  # depends on the running stats: they are used in eval mode
         m.train()
-        m(x)            # moves the running stats
+        m(x)  # moves the running stats
         m.eval()
         value = m(x).square().mean()
         m.train()
@@ -156,8 +156,9 @@ def test_random_directions_are_nearly_orthogonal():
     d = sum(p.numel() for p in model.parameters())
     n = 400
     g = torch.Generator().manual_seed(7)
-    cos = np.array([ls.cosine_similarity(ls.random_direction(model, g), ls.random_direction(model, g))
-                    for _ in range(n)])
+    cos = np.array(
+        [ls.cosine_similarity(ls.random_direction(model, g), ls.random_direction(model, g)) for _ in range(n)]
+    )
     # 4 standard errors: the mean's is 1/sqrt(d n); the std's relative one ~ 1/sqrt(2 n)
     assert abs(cos.mean()) < 4 / math.sqrt(d * n)
     assert abs(cos.std() * math.sqrt(d) - 1) < 4 / math.sqrt(2 * n)
@@ -193,9 +194,7 @@ def test_symmetric_grid_has_an_exact_zero():
 
 
 def test_roughness_by_hand():
-    Z = np.array([[1.0, 2.0, 3.0],
-                  [2.0, 5.0, 2.0],
-                  [3.0, 2.0, 0.5]])
+    Z = np.array([[1.0, 2.0, 3.0], [2.0, 5.0, 2.0], [3.0, 2.0, 0.5]])
     r = ls.roughness(Z)
     assert r["local_minima"] == 2  # (0, 0) and (2, 2); ties do not count
     # rows: 1+1, 3+3, 1+1.5; columns: 1+1, 3+3, 1+1.5
@@ -208,7 +207,7 @@ def test_roughness_by_hand():
 def test_roughness_higher_on_a_bumpy_grid_than_on_a_bowl():
     a = np.linspace(-1, 1, 41)
     X, Y = np.meshgrid(a, a)
-    bowl = X ** 2 + Y ** 2
+    bowl = X**2 + Y**2
     bumpy = bowl + 0.3 * np.sin(12 * X) * np.sin(12 * Y)
     smooth, rough = ls.roughness(bowl), ls.roughness(bumpy)
     assert smooth["local_minima"] == 1

@@ -4,6 +4,7 @@ paths, plotting included, run in CI. Each run must finish without error under th
 per-cell timeout and every figure it draws must pass the figure check. Pending lectures (issue 21)
 are strict xfails that are not run (see ``test_lecture_notebooks.PENDING``).
 """
+
 from __future__ import annotations
 
 import pytest

@@ -5,6 +5,7 @@ to the p-th power must give A^{-1} (so X^p A = I); the coupled Newton iteration 
 agree with the eigendecomposition; damping must equal its closed form on singular
 matrices; the QR refresh must converge to the eigenvectors numpy finds.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,11 +40,16 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # --- inverse roots by eigendecomposition -------------------------------------------
 
+
 @settings(max_examples=25, deadline=None)
-@given(n=st.sampled_from([1, 2, 5, 16, 40]), log_condition=st.sampled_from([0, 2, 4, 6]),
-       p=st.sampled_from([2, 4, 8]), seed=st.integers(0, 2**16))
+@given(
+    n=st.sampled_from([1, 2, 5, 16, 40]),
+    log_condition=st.sampled_from([0, 2, 4, 6]),
+    p=st.sampled_from([2, 4, 8]),
+    seed=st.integers(0, 2**16),
+)
 def test_inverse_root_raised_back_gives_A(n, log_condition, p, seed):
-    A = random_spd(n, 10.0 ** log_condition, seed)
+    A = random_spd(n, 10.0**log_condition, seed)
     X = inverse_root_eigh(A, p)
     # X = A^{-1/p}  <=>  X^p A = I. In float64 the backward error of eigh is ~1e-16 ‖A‖,
     # amplified by at most the condition number (≤ 1e6): 1e-8 leaves a wide margin.
@@ -87,6 +93,7 @@ def test_batched_inverse_root_equals_one_at_a_time():
 
 # --- damping on singular / slightly indefinite matrices --------------------------
 
+
 def test_eps_on_rank_one_matrix_matches_closed_form():
     """A = v vᵀ is singular; (A + εI)^{-1/p} = ε^{-1/p}(I - u uᵀ) + (‖v‖² + ε)^{-1/p} u uᵀ."""
     g = torch.Generator().manual_seed(0)
@@ -95,8 +102,9 @@ def test_eps_on_rank_one_matrix_matches_closed_form():
     u = v / v.norm()
     eps = 1e-3
     for p in (2, 4):
-        expected = eps ** (-1 / p) * (torch.eye(7, dtype=torch.float64) - torch.outer(u, u)) \
-            + (v.norm() ** 2 + eps) ** (-1 / p) * torch.outer(u, u)
+        expected = eps ** (-1 / p) * (torch.eye(7, dtype=torch.float64) - torch.outer(u, u)) + (
+            v.norm() ** 2 + eps
+        ) ** (-1 / p) * torch.outer(u, u)
         X = inverse_root_eigh(A, p, eps=eps)
         # eigh of a rank-one matrix: its zero eigenvalues come out as ±1e-16·‖v‖²; the shift
         # moves all eigenvalues by at most that, a relative change ~1e-13 after ε = 1e-3.
@@ -106,7 +114,7 @@ def test_eps_on_rank_one_matrix_matches_closed_form():
 
 def test_zero_matrix_with_eps_is_scaled_identity():
     X = inverse_root_eigh(torch.zeros(4, 4, dtype=torch.float64), 4, eps=1e-8)
-    assert torch.allclose(X, 1e-8 ** -0.25 * torch.eye(4, dtype=torch.float64), rtol=1e-12)
+    assert torch.allclose(X, 1e-8**-0.25 * torch.eye(4, dtype=torch.float64), rtol=1e-12)
 
 
 def test_negative_eigenvalue_is_shifted_as_distributed_shampoo_does():
@@ -116,7 +124,7 @@ def test_negative_eigenvalue_is_shifted_as_distributed_shampoo_does():
     A = (Q * lam) @ Q.T
     eps = 1e-6
     damped = lam + 1e-3 + eps
-    expected = (Q * damped ** -0.5) @ Q.T
+    expected = (Q * damped**-0.5) @ Q.T
     assert rel(inverse_root_eigh(A, 2, eps=eps), expected) < 1e-9
     # without the shift the negative eigenvalue gives NaN: the caller asked for it
     assert torch.isnan(inverse_root_eigh(A, 2, eps=eps, shift_negative=False)).any()
@@ -146,11 +154,12 @@ def test_bad_inputs_raise():
 
 # --- coupled Newton against eigh -------------------------------------------------
 
+
 @pytest.mark.parametrize("n", [1, 4, 17, 50])
 @pytest.mark.parametrize("log_condition", [0, 2, 4])
 @pytest.mark.parametrize("p", [2, 4, 8])
 def test_coupled_newton_matches_eigh(n, log_condition, p):
-    A = random_spd(n, 10.0 ** log_condition, seed=n * 100 + p)
+    A = random_spd(n, 10.0**log_condition, seed=n * 100 + p)
     result = inverse_root_newton(A, p, max_iterations=200, tolerance=1e-10)
     assert float(result.error.max()) <= 1e-10, f"did not converge in {result.iterations} iterations"
     exact = inverse_root_eigh(A, p)
@@ -185,6 +194,7 @@ def test_coupled_newton_float32_matches_float64_eigh():
 
 
 # --- eigenbases and the QR refresh ------------------------------------------------
+
 
 def test_symmetric_eigh_descending_reconstructs_A():
     A = random_spd(9, 1e3, seed=9)
@@ -255,6 +265,7 @@ def test_coupled_newton_stops_when_rounding_stops_the_error_shrinking():
 
 def test_shampoo_newton_default_tolerance_is_the_references():
     from gd_lib.optim import ShampooConfig
+
     config = ShampooConfig(root_method="newton")
     assert config.newton_tolerance == 1e-3 and config.newton_max_error_ratio == 1.0
     A = random_spd(32, 1e3, seed=12)

@@ -1,15 +1,15 @@
 """gd_lib.models: shapes, the forward pass against a naive version, init statistics, causality."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gd_lib.models import (MLP, DeepReLUNet, SmallCNN, TinyTransformer, causal_attention,
-                           init_weight_)
-
+from gd_lib.models import MLP, DeepReLUNet, SmallCNN, TinyTransformer, causal_attention, init_weight_
 
 # --- MLP ---------------------------------------------------------------------------------
+
 
 def naive_mlp(model: MLP, x, activation=torch.relu, residual=False):
     """The MLP's equation written out with the layer matrices."""
@@ -37,8 +37,7 @@ def test_mlp_flattens_images_and_activation_choice():
     model = MLP(64, [16], 10, activation="tanh")
     images = torch.randn(3, 1, 8, 8)
     torch.testing.assert_close(model(images), model(images.reshape(3, 64)))
-    torch.testing.assert_close(model(images), naive_mlp(model, images, activation=torch.tanh),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(images), naive_mlp(model, images, activation=torch.tanh), rtol=1e-5, atol=1e-6)
 
 
 def test_mlp_residual_connections():
@@ -75,14 +74,17 @@ def test_mlp_roles_hook_and_output_multiplier():
     torch.testing.assert_close(model(x), naive_mlp(model, x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(in_features=0, widths=[3], out_features=2), "in_features"),
-    (dict(in_features=3, widths=[3, -1], out_features=2), "widths[1]"),
-    (dict(in_features=3, widths=[3], out_features=2, dropout=1.0), "dropout"),
-    (dict(in_features=3, widths=[3], out_features=2, activation="swish!"), "activation"),
-    (dict(in_features=3, widths=[3], out_features=2, init="he"), "init"),
-    (dict(in_features=3, widths=[3], out_features=2, init="normal", sigma=-1.0), "sigma"),
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(in_features=0, widths=[3], out_features=2), "in_features"),
+        (dict(in_features=3, widths=[3, -1], out_features=2), "widths[1]"),
+        (dict(in_features=3, widths=[3], out_features=2, dropout=1.0), "dropout"),
+        (dict(in_features=3, widths=[3], out_features=2, activation="swish!"), "activation"),
+        (dict(in_features=3, widths=[3], out_features=2, init="he"), "init"),
+        (dict(in_features=3, widths=[3], out_features=2, init="normal", sigma=-1.0), "sigma"),
+    ],
+)
 def test_mlp_bad_arguments_raise(kwargs, name):
     with pytest.raises(ValueError, match=name.replace("[", r"\[").replace("]", r"\]")):
         MLP(**kwargs)
@@ -90,12 +92,16 @@ def test_mlp_bad_arguments_raise(kwargs, name):
 
 # --- init schemes --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("init,sigma,expected_std", [
-    ("normal", 0.3, lambda fi, fo: 0.3),
-    ("xavier", 1.0, lambda fi, fo: math.sqrt(2 / (fi + fo))),
-    ("kaiming", 1.0, lambda fi, fo: math.sqrt(2 / fi)),
-    ("kaiming", 2.0, lambda fi, fo: 2 * math.sqrt(2 / fi)),
-])
+
+@pytest.mark.parametrize(
+    "init,sigma,expected_std",
+    [
+        ("normal", 0.3, lambda fi, fo: 0.3),
+        ("xavier", 1.0, lambda fi, fo: math.sqrt(2 / (fi + fo))),
+        ("kaiming", 1.0, lambda fi, fo: math.sqrt(2 / fi)),
+        ("kaiming", 2.0, lambda fi, fo: 2 * math.sqrt(2 / fi)),
+    ],
+)
 def test_init_weight_standard_deviation(init, sigma, expected_std):
     fan_out, fan_in = 300, 500
     w = init_weight_(torch.empty(fan_out, fan_in), init, sigma, torch.Generator().manual_seed(0))
@@ -124,8 +130,9 @@ def test_kaiming_keeps_activation_scale_constant_with_depth():
     torch.manual_seed(0)
     depth, width, nets = 20, 256, 16
     x = torch.randn(128, width)
-    kaiming = torch.stack([second_moments(DeepReLUNet(width, width, depth, 10, init="kaiming"), x)
-                           for _ in range(nets)])
+    kaiming = torch.stack(
+        [second_moments(DeepReLUNet(width, width, depth, 10, init="kaiming"), x) for _ in range(nets)]
+    )
     xavier = second_moments(DeepReLUNet(width, width, depth, 10, init="xavier"), x)
     # He et al. eq. 10: E[h_l^2] is the same at every depth (in expectation over the init).
     # One net at width 256 and depth 20 has log(E[h_20^2]/E[h_1^2]) with std ≈ 0.6 (finite-width
@@ -152,8 +159,10 @@ def test_symmetric_init_gives_identical_hidden_units(init):
 
     def units_identical(net):
         _, hidden = net.forward_with_hidden(x)
-        rows_equal = all(torch.allclose(layer.weight, layer.weight[:1].expand_as(layer.weight),
-                                        atol=1e-6) for layer in net.layers[:-1])
+        rows_equal = all(
+            torch.allclose(layer.weight, layer.weight[:1].expand_as(layer.weight), atol=1e-6)
+            for layer in net.layers[:-1]
+        )
         # identical units: every column of every hidden activation equals the first
         acts_equal = all(torch.allclose(h, h[:, :1].expand_as(h), atol=1e-6) for h in hidden)
         return rows_equal and acts_equal
@@ -163,6 +172,7 @@ def test_symmetric_init_gives_identical_hidden_units(init):
 
 
 # --- CNN -------------------------------------------------------------------------------------
+
 
 def test_small_cnn_shapes():
     torch.manual_seed(0)
@@ -176,22 +186,24 @@ def test_small_cnn_shapes():
 
 # --- transformer ------------------------------------------------------------------------------
 
+
 def naive_attention(q, k, v, scale):
     """Loop over query positions: softmax over the keys at positions 0..i only."""
     out = torch.zeros_like(q)
     for i in range(q.shape[-2]):
-        scores = scale * (q[..., i:i + 1, :] @ k[..., : i + 1, :].transpose(-2, -1))
+        scores = scale * (q[..., i : i + 1, :] @ k[..., : i + 1, :].transpose(-2, -1))
         out[..., i, :] = (torch.softmax(scores, dim=-1) @ v[..., : i + 1, :])[..., 0, :]
     return out
 
 
-@pytest.mark.parametrize("scale", [0.125, 1 / 8 ** 2])
+@pytest.mark.parametrize("scale", [0.125, 1 / 8**2])
 def test_causal_attention_matches_naive_loop(scale):
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 7, 8, dtype=torch.float64) for _ in range(3))
     # same maths in float64: ~1e-12
-    torch.testing.assert_close(causal_attention(q, k, v, scale), naive_attention(q, k, v, scale),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        causal_attention(q, k, v, scale), naive_attention(q, k, v, scale), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_transformer_shapes_and_sdpa_matches_reference():
@@ -210,8 +222,7 @@ def test_transformer_shapes_and_sdpa_matches_reference():
 @pytest.mark.parametrize("use_sdpa", [True, False])
 def test_transformer_is_causal(use_sdpa):
     torch.manual_seed(0)
-    model = TinyTransformer(vocab_size=13, context_length=10, width=32, depth=2, heads=2,
-                            use_sdpa=use_sdpa).eval()
+    model = TinyTransformer(vocab_size=13, context_length=10, width=32, depth=2, heads=2, use_sdpa=use_sdpa).eval()
     tokens = torch.randint(0, 13, (4, 10))
     changed = tokens.clone()
     j = 6

@@ -1,5 +1,6 @@
 """The modular norm: composition laws, a hand-computed norm, dualization, well-normedness,
 and ModularDescent (width-independent updates on a deep MLP; training a small transformer)."""
+
 from __future__ import annotations
 
 import math
@@ -9,9 +10,24 @@ import torch
 from torch import nn
 
 from gd_lib.geometry import modular
-from gd_lib.geometry.modular import (Add, Bias, Composite, Concatenation, Embedding, GELU, Identity, Linear, Mul,
-                                     ReLU, RMSNorm, attention, check_well_normed, from_sequential, residual,
-                                     sequential)
+from gd_lib.geometry.modular import (
+    GELU,
+    Add,
+    Bias,
+    Composite,
+    Concatenation,
+    Embedding,
+    Identity,
+    Linear,
+    Mul,
+    ReLU,
+    RMSNorm,
+    attention,
+    check_well_normed,
+    from_sequential,
+    residual,
+    sequential,
+)
 from gd_lib.optim import ModularDescent
 
 
@@ -20,6 +36,7 @@ def rand(shape, seed):
 
 
 # --- 4. composition laws ---------------------------------------------------------------
+
 
 def test_mass_and_sensitivity_composition_laws():
     a, b = Linear(3, 4, mass=2.0), Linear(5, 3, mass=0.5)
@@ -92,6 +109,7 @@ def test_target_norms_of_hand_example():
 
 # --- dualization (Theorem 4.3) -------------------------------------------------------
 
+
 def small_network():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 7, bias=False), nn.GELU(), nn.Linear(7, 3)).double()
@@ -119,8 +137,10 @@ def test_dualize_has_unit_modular_norm_and_attains_the_dual_norm():
     atoms, targets = tree.atoms(), tree.target_norms()
     best = 0.0
     for seed in range(500):
-        delta = [t * r / a.weight_norm(r) for a, t, r in
-                 zip(atoms, targets, (rand(w.shape, 10000 + 7 * seed + i) for i, w in enumerate(grads)))]
+        delta = [
+            t * r / a.weight_norm(r)
+            for a, t, r in zip(atoms, targets, (rand(w.shape, 10000 + 7 * seed + i) for i, w in enumerate(grads)))
+        ]
         assert float(tree.norm(delta)) == pytest.approx(1.0, abs=1e-10)
         best = max(best, sum(float((g * d).sum()) for g, d in zip(grads, delta)))
     assert best <= pairing * (1 + 1e-12)
@@ -131,11 +151,16 @@ def test_single_atom_tree_dualizes_like_its_dual_map():
     W = rand((3, 5), 4)
     atom = Linear(3, 5, mass=2.0, weight=W)
     (D,) = atom.dualize([W])
-    torch.testing.assert_close(D, math.sqrt(3 / 5) * torch.linalg.svd(W, full_matrices=False)[0]
-                               @ torch.linalg.svd(W, full_matrices=False)[2], rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        D,
+        math.sqrt(3 / 5) * torch.linalg.svd(W, full_matrices=False)[0] @ torch.linalg.svd(W, full_matrices=False)[2],
+        rtol=0,
+        atol=1e-12,
+    )
     # dual of the RMS→RMS norm: √(fan_out/fan_in) · nuclear norm
     assert float(atom.dual_norm([W])) == pytest.approx(
-        math.sqrt(3 / 5) * float(torch.linalg.matrix_norm(W, "nuc")), rel=1e-12)
+        math.sqrt(3 / 5) * float(torch.linalg.matrix_norm(W, "nuc")), rel=1e-12
+    )
 
 
 def test_embedding_dual_map_normalizes_rows():
@@ -152,12 +177,12 @@ def test_embedding_dual_map_normalizes_rows():
 
 # --- well-normedness ------------------------------------------------------------------
 
+
 def test_mlp_in_the_unit_ball_is_well_normed_and_a_misnormed_atom_is_caught():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 12, bias=False), nn.ReLU(), nn.Linear(12, 4, bias=False)).double()
     tree = from_sequential(net)
-    weights = [w.detach() / float(tree.norm([v.detach() for v in tree.bound_weights()]))
-               for w in tree.bound_weights()]
+    weights = [w.detach() / float(tree.norm([v.detach() for v in tree.bound_weights()])) for w in tree.bound_weights()]
     x = rand((5, 6), 7)
     x = x / float(modular.rms_norm(x))
     result = check_well_normed(tree, x, weights, directions=16, generator=torch.Generator().manual_seed(0))
@@ -176,6 +201,7 @@ def test_mlp_in_the_unit_ball_is_well_normed_and_a_misnormed_atom_is_caught():
 
 
 # --- ModularDescent -----------------------------------------------------------------------
+
 
 def test_modular_descent_step_is_lr_times_dualized_gradient():
     net, tree = small_network()
@@ -197,8 +223,15 @@ def deep_mlp_feature_updates(width: int, kind: str) -> list[float]:
     Returns, per layer, ‖ΔW h‖_RMS / ‖h‖_RMS on the batch: how much the step moves the
     layer's output relative to its input."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(16, width, bias=False), nn.ReLU(), nn.Linear(width, width, bias=False), nn.ReLU(),
-                        nn.Linear(width, width, bias=False), nn.ReLU(), nn.Linear(width, 10, bias=False)).double()
+    net = nn.Sequential(
+        nn.Linear(16, width, bias=False),
+        nn.ReLU(),
+        nn.Linear(width, width, bias=False),
+        nn.ReLU(),
+        nn.Linear(width, width, bias=False),
+        nn.ReLU(),
+        nn.Linear(width, 10, bias=False),
+    ).double()
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(8, 16, generator=g, dtype=torch.float64), torch.randint(0, 10, (8,), generator=g)
     linears = [m for m in net if isinstance(m, nn.Linear)]
@@ -214,8 +247,10 @@ def deep_mlp_feature_updates(width: int, kind: str) -> list[float]:
         opt = ModularDescent(from_sequential(net), lr=0.5, orthogonalize=kind)
     nn.functional.cross_entropy(net(x), y).backward()
     opt.step()
-    return [float((h @ (lin.weight.detach() - w0).T).pow(2).mean().sqrt() / h.pow(2).mean().sqrt())
-            for lin, w0, h in zip(linears, before, inputs)]
+    return [
+        float((h @ (lin.weight.detach() - w0).T).pow(2).mean().sqrt() / h.pow(2).mean().sqrt())
+        for lin, w0, h in zip(linears, before, inputs)
+    ]
 
 
 WIDTHS = (32, 128, 512)
@@ -240,6 +275,7 @@ def test_normalized_updates_make_per_layer_update_size_independent_of_width():
 
 
 # --- ModularDescent on a small transformer ---------------------------------------------
+
 
 class ModularTransformer(nn.Module):
     """A bias-free causal transformer whose forward *is* its modular tree: embedding, blocks of

@@ -1,5 +1,6 @@
 """Muon against the reference update rule, written here from the Muon blog post
 (kellerjordan.github.io/posts/muon) and KellerJordan/Muon's muon.py, not imported from gd_lib."""
+
 from __future__ import annotations
 
 import copy
@@ -12,8 +13,8 @@ from torch import nn
 from gd_lib.optim import Muon, muon_param_groups
 from gd_lib.optim.muon import muon_update
 
-
 # --- the reference rule, independently written -----------------------------------------
+
 
 def reference_newton_schulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """Quintic NS with (3.4445, −4.7750, 2.0315), X/‖X‖_F first, transposing tall matrices;
@@ -31,8 +32,8 @@ def reference_newton_schulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
 
 
 def reference_muon_step(p, grad, buf, lr, beta=0.95, weight_decay=0.0, nesterov=True):
-    buf.mul_(beta).add_(grad, alpha=1 - beta)                      # M ← βM + (1−β)G
-    update = beta * buf + (1 - beta) * grad if nesterov else buf   # Nesterov look-ahead
+    buf.mul_(beta).add_(grad, alpha=1 - beta)  # M ← βM + (1−β)G
+    update = beta * buf + (1 - beta) * grad if nesterov else buf  # Nesterov look-ahead
     matrix = update.reshape(len(update), -1)
     O = reference_newton_schulz5(matrix)
     O = O * max(1.0, matrix.size(0) / matrix.size(1)) ** 0.5
@@ -52,6 +53,7 @@ def reference_adamw_step(p, grad, state, lr=3e-4, betas=(0.9, 0.95), eps=1e-10, 
 
 
 # --- a small transformer, written here so that the test does not move with gd_lib.models ---
+
 
 class Block(nn.Module):
     def __init__(self, d: int, heads: int):
@@ -101,6 +103,7 @@ def loss_of(model, step):
 
 # --- 2. Muon matches the reference over 20 steps ------------------------------------------
 
+
 def test_muon_matches_reference_rule_on_a_small_transformer():
     torch.manual_seed(0)
     model = TinyTransformer()
@@ -117,8 +120,11 @@ def test_muon_matches_reference_rule_on_a_small_transformer():
     ref_state = {}
     for name, p in model.named_parameters():
         q = twin_params[name]
-        ref_state[name] = ({"buf": torch.zeros_like(q)} if id(p) in muon_ids else
-                           {"m": torch.zeros_like(q), "v": torch.zeros_like(q), "t": 0})
+        ref_state[name] = (
+            {"buf": torch.zeros_like(q)}
+            if id(p) in muon_ids
+            else {"m": torch.zeros_like(q), "v": torch.zeros_like(q), "t": 0}
+        )
     for step in range(20):
         opt.zero_grad()
         loss_of(model, step).backward()
@@ -163,8 +169,9 @@ def test_tall_matrix_update_is_scaled_by_sqrt_aspect_ratio():
     out = muon_update(grad, torch.zeros_like(grad), beta=0.0, ns_steps=5, nesterov=False, ns_dtype=torch.float64)
     # with β = 0 the update is NS(G)·√(48/12) = 2·NS(G); NS asked in float64 stays float64
     torch.testing.assert_close(out, 2 * reference_newton_schulz5(grad.double()).double(), rtol=0, atol=1e-5)
-    wide = muon_update(grad.T.contiguous(), torch.zeros(12, 48, dtype=torch.float64), 0.0, 5, False,
-                       ns_dtype=torch.float64)
+    wide = muon_update(
+        grad.T.contiguous(), torch.zeros(12, 48, dtype=torch.float64), 0.0, 5, False, ns_dtype=torch.float64
+    )
     torch.testing.assert_close(wide, out.T / 2, rtol=0, atol=1e-12)  # wide: scale 1
 
 
@@ -184,10 +191,19 @@ def test_param_groups_and_validation():
     muon_group, adam_group = opt.param_groups
     assert muon_group["use_muon"] and not adam_group["use_muon"]
     assert [p.ndim for p in muon_group["params"]] == [2, 2] and [p.ndim for p in adam_group["params"]] == [1, 1]
-    assert (muon_group["lr"], muon_group["momentum"], muon_group["nesterov"], muon_group["ns_steps"],
-            muon_group["weight_decay"]) == (0.02, 0.95, True, 5, 0.0)
-    assert (adam_group["lr"], adam_group["betas"], adam_group["eps"], adam_group["weight_decay"]) == \
-        (3e-4, (0.9, 0.95), 1e-10, 0.0)
+    assert (
+        muon_group["lr"],
+        muon_group["momentum"],
+        muon_group["nesterov"],
+        muon_group["ns_steps"],
+        muon_group["weight_decay"],
+    ) == (0.02, 0.95, True, 5, 0.0)
+    assert (adam_group["lr"], adam_group["betas"], adam_group["eps"], adam_group["weight_decay"]) == (
+        3e-4,
+        (0.9, 0.95),
+        1e-10,
+        0.0,
+    )
     # the recipe puts the head (last Linear) on AdamW
     groups = muon_param_groups(model)
     assert [tuple(p.shape) for p in groups[0]["params"]] == [(8, 4)]
@@ -219,6 +235,7 @@ def test_muon_trains_the_transformer():
 
 # --- issue 17: torch.optim.Muon's configuration, the reference package, named parameters ----
 
+
 def _two_layer_problem(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     weights = [torch.randn(16, 8, generator=g), torch.randn(16, 4, generator=g)]  # wide and tall
@@ -241,8 +258,7 @@ def test_torch_style_configuration_reproduces_torch_optim_muon(adjust_lr_fn, nes
     weights, X = _two_layer_problem()
     ours = [nn.Parameter(w.clone()) for w in weights]
     theirs = [nn.Parameter(w.clone()) for w in weights]
-    opt = Muon(ours, lr=1e-2, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn,
-               ns_dtype=torch.bfloat16)
+    opt = Muon(ours, lr=1e-2, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn, ns_dtype=torch.bfloat16)
     ref = torch.optim.Muon(theirs, lr=1e-2, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)
     _train(opt, ours, X)
     _train(ref, theirs, X)
@@ -260,8 +276,9 @@ def test_default_matches_kellerjordan_muon_package():
     ours = [nn.Parameter(w.clone()) for w in weights]
     theirs = [nn.Parameter(w.clone()) for w in weights]
     opt = Muon([{"params": ours, "use_muon": True}], lr=0.02, weight_decay=0.01, ns_dtype=torch.bfloat16)
-    ref = muon_reference.SingleDeviceMuonWithAuxAdam([{"params": theirs, "use_muon": True, "lr": 0.02,
-                                                       "weight_decay": 0.01}])
+    ref = muon_reference.SingleDeviceMuonWithAuxAdam(
+        [{"params": theirs, "use_muon": True, "lr": 0.02, "weight_decay": 0.01}]
+    )
     _train(opt, ours, X)
     _train(ref, theirs, X)
     for a, b, w in zip(ours, theirs, weights):
@@ -278,6 +295,7 @@ def test_bfloat16_update_is_close_to_the_exact_polar_factor_direction():
     """NS in bfloat16 still gives U S' Vᵀ with S' in Muon's band: compare with the SVD's U Vᵀ."""
     from gd_lib.linalg import polar_factor
     from gd_lib.optim.muon import muon_orthogonalize
+
     g = torch.Generator().manual_seed(5)
     G = torch.randn(32, 64, generator=g, dtype=torch.float64)
     O = muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).double()
@@ -298,6 +316,7 @@ def test_bfloat16_update_is_close_to_the_exact_polar_factor_direction():
 def test_float32_option_is_closer_to_the_polar_factor_than_bfloat16():
     from gd_lib.linalg import newton_schulz, polar_factor
     from gd_lib.optim.muon import muon_orthogonalize
+
     g = torch.Generator().manual_seed(6)
     G = torch.randn(24, 40, generator=g)
     exact64 = newton_schulz(G.double(), 5, dtype=torch.float64)  # the same polynomial, exactly
@@ -341,6 +360,7 @@ def test_muon_options_are_validated():
 def test_default_newton_schulz_dtype_is_bfloat16_where_it_is_native():
     from gd_lib.linalg import fast_bfloat16_matmul, muon_newton_schulz_dtype
     from gd_lib.optim.muon import muon_orthogonalize
+
     assert fast_bfloat16_matmul("cuda") and muon_newton_schulz_dtype("cuda") == torch.bfloat16
     assert muon_newton_schulz_dtype("cuda", torch.float64) == torch.bfloat16  # as the references
     native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

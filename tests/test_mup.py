@@ -14,10 +14,10 @@ from torch import nn
 from gd_lib import mup
 from gd_lib.models import MLP, TinyTransformer
 
-
 # ----------------------------------------------------------------------------
 # models used by the tests
 # ----------------------------------------------------------------------------
+
 
 class ReadoutMLP(nn.Module):
     """A 2-hidden-layer MLP whose output layer is a MuReadout (the mup package's form)."""
@@ -69,6 +69,7 @@ def shapes_of(make, width):
 # base shapes and the per-parameter rules
 # ----------------------------------------------------------------------------
 
+
 def test_infshape_of_a_matrix_and_a_vector():
     s = mup.zip_infshape((64, 64), (256, 512))
     assert s.ninf == 2 and s.fanout_mult == 4.0 and s.fanin_mult == 8.0
@@ -88,12 +89,12 @@ def test_roles_and_multipliers_of_the_course_mlp_match_table_3():
     sgd = {r["name"]: r for r in mup.mup_table(model, shapes_of(course_mlp, 64), "sgd")}
     expected = {
         # name:            (role,     Adam lr, SGD lr, init (fan-in SP init))
-        "layers.0.weight": ("vector", 1.0, 4.0, 1.0),    # input weights: fan-out is the width
-        "layers.0.bias":   ("vector", 1.0, 4.0, 1.0),    # fan-in 16 is finite: bias stays
-        "layers.1.weight": ("hidden", 0.25, 1.0, 1.0),   # Adam 1/fan_in, SGD fan_out/fan_in
-        "layers.1.bias":   ("vector", 1.0, 4.0, 2.0),    # drawn ~1/sqrt(fan_in): times sqrt(4)
+        "layers.0.weight": ("vector", 1.0, 4.0, 1.0),  # input weights: fan-out is the width
+        "layers.0.bias": ("vector", 1.0, 4.0, 1.0),  # fan-in 16 is finite: bias stays
+        "layers.1.weight": ("hidden", 0.25, 1.0, 1.0),  # Adam 1/fan_in, SGD fan_out/fan_in
+        "layers.1.bias": ("vector", 1.0, 4.0, 2.0),  # drawn ~1/sqrt(fan_in): times sqrt(4)
         "layers.2.weight": ("output", 0.25, 0.25, 0.5),  # variance 1/fan_in^2, lr 1/fan_in
-        "layers.2.bias":   ("finite", 1.0, 1.0, 2.0),
+        "layers.2.bias": ("finite", 1.0, 1.0, 2.0),
     }
     assert set(rows) == set(expected)
     for name, (role, adam_lr, sgd_lr, init) in expected.items():
@@ -109,7 +110,7 @@ def test_readout_form_multipliers():
     sgd = {r["name"]: r for r in mup.mup_table(model, shapes_of(ReadoutMLP, 64), "sgd")}
     assert rows["readout.weight"]["role"] == "readout"
     assert rows["readout.weight"]["init_mult"] == 2.0  # sqrt(m): SP-size stored weight
-    assert rows["readout.weight"]["lr_mult"] == 1.0    # the forward's 1/m does the scaling
+    assert rows["readout.weight"]["lr_mult"] == 1.0  # the forward's 1/m does the scaling
     assert sgd["readout.weight"]["lr_mult"] == 4.0
 
 
@@ -135,7 +136,7 @@ def test_constant_sp_init_scales_hidden_weights_by_inverse_sqrt_width():
     mup.set_base_shapes(model, base, sp_init="constant")
     qkv = "blocks.0.attn.qkv.weight"
     params, sp_params = dict(model.named_parameters()), dict(sp.named_parameters())
-    assert torch.equal(params[qkv], 0.5 * sp_params[qkv])                    # 1/sqrt(4)
+    assert torch.equal(params[qkv], 0.5 * sp_params[qkv])  # 1/sqrt(4)
     assert torch.equal(params["head.weight"], 0.25 * sp_params["head.weight"])  # 1/m
     assert torch.equal(params["token_embedding.weight"], sp_params["token_embedding.weight"])
 
@@ -170,8 +171,14 @@ def test_param_groups_apply_the_multipliers_in_one_sgd_step():
     mup.set_base_shapes(model, base)
     x, y = classification_data()
     lr = 0.1
-    expected_mult = {"layers.0.weight": 4.0, "layers.0.bias": 4.0, "layers.1.weight": 1.0,
-                     "layers.1.bias": 4.0, "layers.2.weight": 0.25, "layers.2.bias": 1.0}
+    expected_mult = {
+        "layers.0.weight": 4.0,
+        "layers.0.bias": 4.0,
+        "layers.1.weight": 1.0,
+        "layers.1.bias": 4.0,
+        "layers.2.weight": 0.25,
+        "layers.2.bias": 1.0,
+    }
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD(mup.mup_param_groups(model, base, "sgd", lr=lr))
     F.cross_entropy(model(x), y).backward()
@@ -192,8 +199,10 @@ def test_param_groups_work_with_gd_lib_optimizers():
         m = course_mlp(128)
         mup.set_base_shapes(m, base)
         models.append(m)
-    opts = [torch.optim.Adam(mup.mup_param_groups(models[0], base, "adam", lr=1e-2, weight_decay=1e-3)),
-            GdAdam(mup.mup_param_groups(models[1], base, "adam", lr=1e-2, weight_decay=1e-3))]
+    opts = [
+        torch.optim.Adam(mup.mup_param_groups(models[0], base, "adam", lr=1e-2, weight_decay=1e-3)),
+        GdAdam(mup.mup_param_groups(models[1], base, "adam", lr=1e-2, weight_decay=1e-3)),
+    ]
     assert [g["lr"] for g in opts[0].param_groups] == [1e-2, 1e-2 / 2]
     assert [g["weight_decay"] for g in opts[0].param_groups] == [1e-3, 2e-3]
     for _ in range(3):
@@ -209,6 +218,7 @@ def test_param_groups_work_with_gd_lib_optimizers():
 # ----------------------------------------------------------------------------
 # μP at the base width is SP
 # ----------------------------------------------------------------------------
+
 
 def _train(model, groups, family, x, y, loss_fn, steps=5):
     cls = torch.optim.Adam if family == "adam" else torch.optim.SGD
@@ -265,8 +275,7 @@ def test_mup_away_from_base_width_differs_from_sp():
     mu = course_mlp(128)
     mup.set_base_shapes(mu, base, delta)
     _train(sp, sp_groups, "adam", x, y, F.cross_entropy)
-    _train(mu, mup.mup_param_groups(mu, base, "adam", 1e-2, delta_model=delta), "adam", x, y,
-           F.cross_entropy)
+    _train(mu, mup.mup_param_groups(mu, base, "adam", 1e-2, delta_model=delta), "adam", x, y, F.cross_entropy)
     assert not torch.equal(sp.layers[1].weight, mu.layers[1].weight)
 
 
@@ -274,9 +283,10 @@ def test_mup_away_from_base_width_differs_from_sp():
 # attention scale and argument checks
 # ----------------------------------------------------------------------------
 
+
 def test_attention_scale():
     assert mup.attention_scale(16, parametrization="sp") == 0.25
-    assert mup.attention_scale(16, 16) == 0.25                     # μP = SP at the base
+    assert mup.attention_scale(16, 16) == 0.25  # μP = SP at the base
     assert mup.attention_scale(64, 16) == pytest.approx(0.25 / 4, rel=1e-15)  # ∝ 1/d
     assert mup.attention_scale(64) == 1 / 64
     with pytest.raises(ValueError, match="head_dim"):
@@ -298,8 +308,10 @@ def test_bad_arguments_raise():
         mup.set_base_shapes(model, base, sp_init="xavier")
     with pytest.raises(ValueError, match="different parameters"):
         mup.get_infshapes(model, shapes_of(ReadoutMLP, 64))
+
     def tied(width):
         return TinyTransformer(VOCAB, CONTEXT, width=width, depth=1, heads=4, tie_weights=True)
+
     with pytest.raises(ValueError, match="shared"):
         mup.set_base_shapes(tied(64), shapes_of(tied, 32))
 
@@ -314,11 +326,11 @@ def test_readout_must_be_prepared_before_param_groups():
 # coordinate check
 # ----------------------------------------------------------------------------
 
+
 def test_coord_check_records_the_layer_outputs():
     # a naive recomputation of step 0 (before any update) of one width
     x, y = classification_data()
-    result = mup.coord_check(course_mlp, [64], x, y, base_width=64, steps=1,
-                             module_names=["layers.0", "layers.1"])
+    result = mup.coord_check(course_mlp, [64], x, y, base_width=64, steps=1, module_names=["layers.0", "layers.1"])
     torch.manual_seed(0)
     model = course_mlp(64)  # the base width: μP init is the SP init
     h1 = model.layers[0](x)
@@ -326,10 +338,10 @@ def test_coord_check_records_the_layer_outputs():
     assert result["layers"] == ["layers.0", "layers.1"]
     assert result["activation_l1"].shape == (1, 2, 2)
     # float32 means computed by the same ops: 1e-6
-    np.testing.assert_allclose(result["activation_l1"][0, :, 0],
-                               [h1.abs().mean().item(), h2.abs().mean().item()], rtol=1e-6)
-    np.testing.assert_allclose(result["activation_rms"][0, 0, 0], h1.pow(2).mean().sqrt().item(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        result["activation_l1"][0, :, 0], [h1.abs().mean().item(), h2.abs().mean().item()], rtol=1e-6
+    )
+    np.testing.assert_allclose(result["activation_rms"][0, 0, 0], h1.pow(2).mean().sqrt().item(), rtol=1e-6)
     assert result["update_l1"][0, 0, 0] == 0.0 and result["update_l1"][0, 0, 1] > 0
     np.testing.assert_allclose(result["loss"][0, 0], F.cross_entropy(model(x), y).item(), rtol=1e-6)
 
@@ -340,10 +352,20 @@ def test_coord_check_flat_under_mup_and_growing_under_sp():
     layers = ["layers.0", "layers.1", "layers.2"]
     ratios = {}
     for parametrization in ("mup", "sp"):
-        r = mup.coord_check(course_mlp, widths, x, y, base_width=64, parametrization=parametrization,
-                            family="adam", lr=1e-2, steps=5, seeds=(0, 1), module_names=layers)
-        ratios[parametrization] = (mup.growth_ratio(r, "activation_l1"),
-                                   mup.growth_ratio(r, "update_l1")[:, 1:])
+        r = mup.coord_check(
+            course_mlp,
+            widths,
+            x,
+            y,
+            base_width=64,
+            parametrization=parametrization,
+            family="adam",
+            lr=1e-2,
+            steps=5,
+            seeds=(0, 1),
+            module_names=layers,
+        )
+        ratios[parametrization] = (mup.growth_ratio(r, "activation_l1"), mup.growth_ratio(r, "update_l1")[:, 1:])
     act, upd = ratios["mup"]
     # μP: width 64 -> 1024 changes no coordinate size by more than 20% (finite-width noise)
     assert act.max() <= 1.2, act
@@ -361,9 +383,19 @@ def test_coord_check_transformer_flat_under_mup_and_growing_under_sp():
     widths = [64, 256, 512]
     out = {}
     for parametrization in ("mup", "sp"):
-        r = mup.coord_check(lambda w: transformer(w, parametrization), widths, x, y, base_width=64,
-                            parametrization=parametrization, lr=3e-3, steps=5, seeds=(0, 1),
-                            loss_fn=lm_loss, sp_init="constant")
+        r = mup.coord_check(
+            lambda w: transformer(w, parametrization),
+            widths,
+            x,
+            y,
+            base_width=64,
+            parametrization=parametrization,
+            lr=3e-3,
+            steps=5,
+            seeds=(0, 1),
+            loss_fn=lm_loss,
+            sp_init="constant",
+        )
         out[parametrization] = (r["layers"], mup.growth_ratio(r, "update_l1")[:, 1:])
     layers, upd = out["mup"]
     # μP with 1/d attention, 8x wider: no layer's update grows by more than 20%
@@ -378,16 +410,18 @@ def test_coord_check_transformer_flat_under_mup_and_growing_under_sp():
 # μTransfer of the Adam learning rate
 # ----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_optimal_adam_lr_transfers_under_mup_and_drifts_under_sp():
     # 128 random labels, full batch, 15 Adam steps; lr grid of factor 2
     x, y = classification_data(n=128)
-    lrs = [2.0 ** k for k in range(-9, -1)]
+    lrs = [2.0**k for k in range(-9, -1)]
     widths = [64, 256, 1024]
     best = {}
     for parametrization in ("mup", "sp"):
-        r = mup.lr_sweep(course_mlp, widths, lrs, x, y, base_width=64, parametrization=parametrization,
-                         family="adam", steps=15)
+        r = mup.lr_sweep(
+            course_mlp, widths, lrs, x, y, base_width=64, parametrization=parametrization, family="adam", steps=15
+        )
         best[parametrization] = r["best_index"]
         assert np.isfinite(r["loss"][:, 0]).all()
     # μP: the best lr moves by at most one grid step from width 64 to 1024
@@ -405,9 +439,22 @@ def test_optimal_adam_lr_transfers_under_mup_and_drifts_under_sp():
 SEAMS = {
     "shapes": ["InfDim", "InfShape", "zip_infshape", "get_infshapes"],
     "readout": ["MuReadout"],
-    "rules": ["PARAMETRIZATIONS", "OPTIMIZER_FAMILIES", "ROLES", "SP_INITS", "ParamInfo", "parameter_role",
-              "parameter_infos", "init_multiplier", "lr_multiplier", "weight_decay_multiplier", "set_base_shapes",
-              "mup_param_groups", "mup_table", "attention_scale"],
+    "rules": [
+        "PARAMETRIZATIONS",
+        "OPTIMIZER_FAMILIES",
+        "ROLES",
+        "SP_INITS",
+        "ParamInfo",
+        "parameter_role",
+        "parameter_infos",
+        "init_multiplier",
+        "lr_multiplier",
+        "weight_decay_multiplier",
+        "set_base_shapes",
+        "mup_param_groups",
+        "mup_table",
+        "attention_scale",
+    ],
     "coordinate_check": ["coord_stats", "coord_check", "growth_ratio", "lr_sweep"],
 }
 

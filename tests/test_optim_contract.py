@@ -12,6 +12,7 @@ on and off equal, deepcopy and pickle, and the error inputs with torch's excepti
 Where two runs must agree they do the same float64 arithmetic in the same order, so they
 are compared bit for bit (``torch.equal``) unless a comment says otherwise.
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,7 +25,7 @@ import torch
 
 import gd_lib.optim as gd_optim
 from optim_registry import all_specs
-from test_optim_generic import TinyMLP, make_closure, run
+from test_optim_generic import TinyMLP, run
 
 SPECS = all_specs()
 IDS = [s.name for s in SPECS]
@@ -36,17 +37,30 @@ TORCH_SPECS = [s for s in SPECS if s.torch_cls is not None]
 TORCH_IDS = [s.name for s in TORCH_SPECS]
 
 # the flags torch.optim added over its versions; an old checkpoint's param groups lack them
-FLAG_KEYS = {"maximize", "foreach", "capturable", "differentiable", "fused", "decoupled_weight_decay",
-             # Muon's options added in issue 17: an older gd_lib Muon checkpoint lacks them
-             "ns_coefficients", "eps", "adjust_lr_fn", "ns_dtype"}
+FLAG_KEYS = {
+    "maximize",
+    "foreach",
+    "capturable",
+    "differentiable",
+    "fused",
+    "decoupled_weight_decay",
+    # Muon's options added in issue 17: an older gd_lib Muon checkpoint lacks them
+    "ns_coefficients",
+    "eps",
+    "adjust_lr_fn",
+    "ns_dtype",
+}
 
 
 # --- a parameter-list problem: a matrix, a vector and a 0-dim scalar ------------------------
 
+
 def make_params(seed: int = 0, dtype=torch.float64, scalar: bool = True) -> list[torch.nn.Parameter]:
     g = torch.Generator().manual_seed(seed)
-    params = [torch.nn.Parameter(torch.randn(4, 3, generator=g, dtype=dtype) * 0.5),
-              torch.nn.Parameter(torch.randn(4, generator=g, dtype=dtype) * 0.5)]
+    params = [
+        torch.nn.Parameter(torch.randn(4, 3, generator=g, dtype=dtype) * 0.5),
+        torch.nn.Parameter(torch.randn(4, generator=g, dtype=dtype) * 0.5),
+    ]
     if scalar:
         params.append(torch.nn.Parameter(torch.tensor(0.7, dtype=dtype)))
     return params
@@ -64,7 +78,7 @@ def problem_loss(params: list[torch.Tensor]) -> torch.Tensor:
     loss = ((out - _Y) ** 2).mean()
     if len(params) > 2:
         s = params[2]
-        loss = loss + (s - 0.3) ** 2 + 0.1 * s ** 4
+        loss = loss + (s - 0.3) ** 2 + 0.1 * s**4
     return loss
 
 
@@ -74,6 +88,7 @@ def param_closure(opt, params, loss_fn=problem_loss, sign: float = 1.0):
         loss = sign * loss_fn(params)
         loss.backward()
         return loss
+
     return closure
 
 
@@ -83,8 +98,11 @@ def steps(opt, params, n, **kwargs):
 
 
 def default_lr(spec) -> float:
-    return float(spec.build_params(make_params())).param_groups[0]["lr"] if False else \
-        float(spec.build_params(make_params()).param_groups[0]["lr"])
+    return (
+        float(spec.build_params(make_params())).param_groups[0]["lr"]
+        if False
+        else float(spec.build_params(make_params()).param_groups[0]["lr"])
+    )
 
 
 def state_tensors(opt) -> list[tuple[str, torch.Tensor]]:
@@ -121,9 +139,13 @@ def assert_same_state(a, b, name, *, loaded: bool = False):
 
 # --- the registry covers everything gd_lib.optim exports --------------------------------------
 
+
 def test_every_exported_optimizer_has_a_registry_entry():
-    exported = {obj for name in dir(gd_optim) if isinstance(obj := getattr(gd_optim, name), type)
-                and issubclass(obj, torch.optim.Optimizer)}
+    exported = {
+        obj
+        for name in dir(gd_optim)
+        if isinstance(obj := getattr(gd_optim, name), type) and issubclass(obj, torch.optim.Optimizer)
+    }
     covered = {type(spec.build(TinyMLP())) for spec in SPECS}
     missing = sorted(c.__name__ for c in exported - covered)
     assert not missing, f"optimizers without a registry entry: {missing}"
@@ -155,6 +177,7 @@ def test_state_dict_round_trip_restores_state_tensors(spec):
 
 
 # --- torch.optim state dicts load into gd_lib and back ----------------------------------------
+
 
 def _torch_kwargs(spec):
     """The spec's hyperparameters as torch's constructor takes them."""
@@ -205,6 +228,7 @@ def test_adam_state_dict_into_adamw_keeps_decoupled_weight_decay():
 
 # --- old-style state dicts: flags missing, step a plain number ---------------------------------
 
+
 def _old_style(state_dict: dict) -> tuple[dict, int]:
     """The state dict as an older torch (or older gd_lib) wrote it; returns it and how much changed."""
     old = copy.deepcopy(state_dict)
@@ -222,8 +246,14 @@ def _old_style(state_dict: dict) -> tuple[dict, int]:
     return old, changed
 
 
-OLD_STYLE_SPECS = [s for s in PARAM_SPECS if _old_style(
-    (lambda o, p: (steps(o, p, 1), o.state_dict())[1])(*(lambda p: (s.build_params(p), p))(make_params())))[1] > 0]
+OLD_STYLE_SPECS = [
+    s
+    for s in PARAM_SPECS
+    if _old_style(
+        (lambda o, p: (steps(o, p, 1), o.state_dict())[1])(*(lambda p: (s.build_params(p), p))(make_params()))
+    )[1]
+    > 0
+]
 
 
 @pytest.mark.parametrize("spec", OLD_STYLE_SPECS, ids=[s.name for s in OLD_STYLE_SPECS])
@@ -260,6 +290,7 @@ def test_old_style_torch_checkpoint_loads_into_gd_lib(spec):
 
 # --- torch.load(weights_only=True) ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_state_dict_survives_weights_only_load(spec):
     ref_model = TinyMLP()
@@ -283,6 +314,7 @@ def test_state_dict_survives_weights_only_load(spec):
 
 # --- named parameters -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("spec", PARAM_SPECS, ids=PARAM_IDS)
 def test_named_parameters(spec):
     plain = make_params()
@@ -300,6 +332,7 @@ def test_named_parameters(spec):
 
 # --- tensor learning rates --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(), (1,)], ids=["0-dim", "1-element"])
 @pytest.mark.parametrize("spec", PARAM_SPECS, ids=PARAM_IDS)
 def test_tensor_lr(spec, shape):
@@ -315,6 +348,7 @@ def test_tensor_lr(spec, shape):
 
 
 # --- add_param_group mid-run ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("spec", PARAM_SPECS, ids=PARAM_IDS)
 def test_add_param_group_mid_run(spec):
@@ -345,12 +379,14 @@ def test_add_param_group_mid_run(spec):
                     for p in reference[1:]:
                         p.grad = None
                 return loss
+
             ref_opt.step(masked)
         for p, q in zip(params, reference):
             assert torch.equal(p, q), spec.name
 
 
 # --- hooks ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("spec", PARAM_SPECS, ids=PARAM_IDS)
 def test_step_and_state_dict_hooks(spec):
@@ -365,6 +401,7 @@ def test_step_and_state_dict_hooks(spec):
         calls.append("sd_post")
         state_dict["extra"] = 1
         return state_dict
+
     opt.register_state_dict_post_hook(sd_post)
     opt.register_load_state_dict_pre_hook(lambda o, sd: calls.append("load_pre"))
     opt.register_load_state_dict_post_hook(lambda o: calls.append("load_post"))
@@ -377,6 +414,7 @@ def test_step_and_state_dict_hooks(spec):
 
 
 # --- LR schedulers ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("spec", PARAM_SPECS, ids=PARAM_IDS)
 def test_lr_scheduler_attached(spec):
@@ -392,7 +430,7 @@ def test_lr_scheduler_attached(spec):
         steps(ref_opt, reference, 1)
         for group in ref_opt.param_groups:
             group["lr"] = group["lr"] * 0.5  # what the scheduler does, by hand
-    assert opt.param_groups[0]["lr"] == pytest.approx(lr * 0.5 ** 4)
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr * 0.5**4)
     for p, q in zip(params, reference):
         assert torch.equal(p, q), spec.name
 
@@ -416,13 +454,16 @@ def test_maximize_equals_minimizing_the_negative(spec):
 
 # --- zero-size and 0-dim parameters -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("spec", PARAM_SPECS, ids=PARAM_IDS)
 def test_zero_size_and_zero_dim_parameters(spec):
     def loss_fn(ps):
         return problem_loss(ps[:3]) + ps[3].sum() ** 2 + ps[4].sum()
 
-    params = make_params() + [torch.nn.Parameter(torch.zeros(0, 3, dtype=torch.float64)),
-                              torch.nn.Parameter(torch.zeros(0, dtype=torch.float64))]
+    params = make_params() + [
+        torch.nn.Parameter(torch.zeros(0, 3, dtype=torch.float64)),
+        torch.nn.Parameter(torch.zeros(0, dtype=torch.float64)),
+    ]
     opt = spec.build_params(params)
     steps(opt, params, 3, loss_fn=loss_fn)  # crashed in SOAP and Shampoo before
     assert params[3].shape == (0, 3) and params[4].shape == (0,)
@@ -438,7 +479,8 @@ def test_zero_size_and_zero_dim_parameters(spec):
 
     def scalar_loss(ps):
         s = ps[0].sum()
-        return (s - 0.3) ** 2 + 0.1 * s ** 4
+        return (s - 0.3) ** 2 + 0.1 * s**4
+
     for ps in (scalar, vector):
         steps(spec.build_params(ps), ps, 3, loss_fn=scalar_loss)
     assert scalar[0].shape == () and float(scalar[0]) != 0.7
@@ -446,6 +488,7 @@ def test_zero_size_and_zero_dim_parameters(spec):
 
 
 # --- complex parameters -----------------------------------------------------------------------
+
 
 def _complex_loss(ps):
     z = ps[0] if torch.is_complex(ps[0]) else torch.view_as_complex(ps[0])
@@ -494,6 +537,7 @@ def test_foreach_on_and_off_equal(spec):
 
 # --- deepcopy and pickle ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
 @pytest.mark.parametrize("spec", PARAM_SPECS, ids=PARAM_IDS)
 def test_deepcopy_and_pickle_continue_identically(spec, how):
@@ -513,6 +557,7 @@ def test_deepcopy_and_pickle_continue_identically(spec, how):
 
 
 # --- error inputs, with torch's exception types -----------------------------------------------
+
 
 @pytest.mark.parametrize("spec", PARAM_SPECS, ids=PARAM_IDS)
 def test_error_inputs_raise_torch_exception_types(spec):
@@ -534,8 +579,11 @@ TORCH_FLAG_SPECS = [s for s in TORCH_SPECS]
 
 @pytest.mark.parametrize("spec", TORCH_FLAG_SPECS, ids=[s.name for s in TORCH_FLAG_SPECS])
 def test_implementation_flags_false_accepted_true_refused(spec):
-    flags = [f for f in ("fused", "differentiable", "capturable")
-             if f in inspect.signature(spec.torch_cls.__init__).parameters]
+    flags = [
+        f
+        for f in ("fused", "differentiable", "capturable")
+        if f in inspect.signature(spec.torch_cls.__init__).parameters
+    ]
     assert flags
     reference = make_params()
     steps(spec.build_params(reference), reference, 2)

@@ -9,6 +9,7 @@ two paths with each other. Then: sparse and complex gradients, a torch state_dic
 loaded into ours, mixed dtypes on the foreach path, and a reduction (Adam with
 β1 = β2 = ε = 0 is sign descent).
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,38 +30,42 @@ CASES = [
     # (id, ours, torch's, kwargs)
     ("SGD-plain", gd.SGD, torch.optim.SGD, dict(lr=0.05)),
     ("SGD-momentum", gd.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
-    ("SGD-dampening-wd", gd.SGD, torch.optim.SGD,
-     dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01)),
-    ("SGD-nesterov-wd", gd.SGD, torch.optim.SGD,
-     dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("SGD-dampening-wd", gd.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    ("SGD-nesterov-wd", gd.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
     ("SGD-maximize", gd.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.5, maximize=True)),
     ("Adagrad-plain", gd.Adagrad, torch.optim.Adagrad, dict(lr=0.1)),
-    ("Adagrad-lr_decay-wd", gd.Adagrad, torch.optim.Adagrad,
-     dict(lr=0.1, lr_decay=0.01, weight_decay=0.01)),
-    ("Adagrad-init-eps-maximize", gd.Adagrad, torch.optim.Adagrad,
-     dict(lr=0.1, initial_accumulator_value=0.1, eps=1e-6, maximize=True)),
+    ("Adagrad-lr_decay-wd", gd.Adagrad, torch.optim.Adagrad, dict(lr=0.1, lr_decay=0.01, weight_decay=0.01)),
+    (
+        "Adagrad-init-eps-maximize",
+        gd.Adagrad,
+        torch.optim.Adagrad,
+        dict(lr=0.1, initial_accumulator_value=0.1, eps=1e-6, maximize=True),
+    ),
     ("RMSprop-plain", gd.RMSprop, torch.optim.RMSprop, dict(lr=0.01)),
-    ("RMSprop-alpha-momentum", gd.RMSprop, torch.optim.RMSprop,
-     dict(lr=0.01, alpha=0.9, momentum=0.9)),
-    ("RMSprop-centered-wd", gd.RMSprop, torch.optim.RMSprop,
-     dict(lr=0.01, centered=True, weight_decay=0.01)),
-    ("RMSprop-centered-momentum-maximize", gd.RMSprop, torch.optim.RMSprop,
-     dict(lr=0.01, centered=True, momentum=0.5, eps=1e-6, maximize=True)),
+    ("RMSprop-alpha-momentum", gd.RMSprop, torch.optim.RMSprop, dict(lr=0.01, alpha=0.9, momentum=0.9)),
+    ("RMSprop-centered-wd", gd.RMSprop, torch.optim.RMSprop, dict(lr=0.01, centered=True, weight_decay=0.01)),
+    (
+        "RMSprop-centered-momentum-maximize",
+        gd.RMSprop,
+        torch.optim.RMSprop,
+        dict(lr=0.01, centered=True, momentum=0.5, eps=1e-6, maximize=True),
+    ),
     ("Adam-plain", gd.Adam, torch.optim.Adam, dict(lr=0.01)),
     ("Adam-betas-wd", gd.Adam, torch.optim.Adam, dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.01)),
     ("Adam-amsgrad", gd.Adam, torch.optim.Adam, dict(lr=0.01, amsgrad=True)),
-    ("Adam-amsgrad-decoupled-maximize", gd.Adam, torch.optim.Adam,
-     dict(lr=0.01, amsgrad=True, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    (
+        "Adam-amsgrad-decoupled-maximize",
+        gd.Adam,
+        torch.optim.Adam,
+        dict(lr=0.01, amsgrad=True, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
+    ),
     ("AdamW-default-wd", gd.AdamW, torch.optim.AdamW, dict(lr=0.01)),
     ("AdamW-amsgrad-wd", gd.AdamW, torch.optim.AdamW, dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
     ("AdamW-maximize-eps", gd.AdamW, torch.optim.AdamW, dict(lr=0.01, eps=1e-3, maximize=True)),
     ("NAdam-plain", gd.NAdam, torch.optim.NAdam, dict(lr=0.01)),
-    ("NAdam-momentum_decay-wd", gd.NAdam, torch.optim.NAdam,
-     dict(lr=0.01, momentum_decay=0.01, weight_decay=0.01)),
-    ("NAdamW-decoupled", gd.NAdam, torch.optim.NAdam,
-     dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
-    ("NAdam-betas-maximize", gd.NAdam, torch.optim.NAdam,
-     dict(lr=0.01, betas=(0.95, 0.99), maximize=True)),
+    ("NAdam-momentum_decay-wd", gd.NAdam, torch.optim.NAdam, dict(lr=0.01, momentum_decay=0.01, weight_decay=0.01)),
+    ("NAdamW-decoupled", gd.NAdam, torch.optim.NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("NAdam-betas-maximize", gd.NAdam, torch.optim.NAdam, dict(lr=0.01, betas=(0.95, 0.99), maximize=True)),
 ]
 IDS = [c[0] for c in CASES]
 STEPS = 50
@@ -84,8 +89,10 @@ class MLP(nn.Module):
 
 def param_groups(model: MLP, lr: float) -> list[dict]:
     """Two groups, the second with half the learning rate."""
-    return [{"params": [*model.fc1.parameters(), model.unused]},
-            {"params": [*model.fc2.parameters(), *model.fc3.parameters()], "lr": lr / 2}]
+    return [
+        {"params": [*model.fc1.parameters(), model.unused]},
+        {"params": [*model.fc2.parameters(), *model.fc3.parameters()], "lr": lr / 2},
+    ]
 
 
 def train(cls, kwargs: dict, steps: int = STEPS, **extra):
@@ -117,8 +124,7 @@ def assert_same(model_a, opt_a, model_b, opt_b, rtol=RTOL, atol=ATOL):
         for key in sb:
             va, vb = sa[key], sb[key]
             if torch.is_tensor(vb):
-                assert_close(va, vb, rtol=rtol, atol=atol,
-                             msg=lambda m: f"state {key} of {name}: {m}")
+                assert_close(va, vb, rtol=rtol, atol=atol, msg=lambda m: f"state {key} of {name}: {m}")
             else:
                 assert va == vb, f"state {key} of {name}: {va} vs {vb}"
 
@@ -141,12 +147,12 @@ def test_foreach_path_equals_per_tensor_path(case):
     _, ours, _, kwargs = case
     # Same ops in the same order, so equal on the CPU bit for bit; 1e-12 would still
     # catch any change to the update (those move parameters by ~lr = 1e-2).
-    assert_same(*train(ours, kwargs, foreach=True), *train(ours, kwargs, foreach=False),
-                rtol=1e-12, atol=1e-12)
+    assert_same(*train(ours, kwargs, foreach=True), *train(ours, kwargs, foreach=False), rtol=1e-12, atol=1e-12)
 
 
 def test_default_foreach_none_takes_the_fast_path_for_uniform_params():
     from gd_lib.optim._foreach import use_foreach
+
     a = torch.zeros(3, dtype=torch.float64)
     b = torch.zeros(2, dtype=torch.float64)
     c = torch.zeros(2, dtype=torch.float32)
@@ -155,12 +161,17 @@ def test_default_foreach_none_takes_the_fast_path_for_uniform_params():
     assert use_foreach(True, [a, c]) is True and use_foreach(False, [a, b]) is False
 
 
-@pytest.mark.parametrize("ours,theirs,kwargs", [
-    (gd.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
-    (gd.Adam, torch.optim.Adam, dict(lr=0.01, amsgrad=True)),
-], ids=["SGD", "Adam"])
+@pytest.mark.parametrize(
+    "ours,theirs,kwargs",
+    [
+        (gd.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+        (gd.Adam, torch.optim.Adam, dict(lr=0.01, amsgrad=True)),
+    ],
+    ids=["SGD", "Adam"],
+)
 def test_foreach_with_mixed_dtypes_matches_torch(ours, theirs, kwargs):
     """foreach=True buckets tensors by dtype; each bucket must still match torch."""
+
     def run(cls):
         torch.manual_seed(0)
         w64 = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
@@ -171,6 +182,7 @@ def test_foreach_with_mixed_dtypes_matches_torch(ours, theirs, kwargs):
             ((w64 @ w32.double()).sin().sum() + w32.pow(2).sum()).backward()
             opt.step()
         return [w64, w32], opt
+
     (a64, a32), oa = run(ours)
     (b64, b32), ob = run(theirs)
     assert a64.dtype == torch.float64 and a32.dtype == torch.float32
@@ -179,17 +191,21 @@ def test_foreach_with_mixed_dtypes_matches_torch(ours, theirs, kwargs):
     assert_close(a32, b32, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("ours,theirs,kwargs", [
-    (gd.SGD, torch.optim.SGD, dict(lr=0.1)),
-    (gd.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
-    (gd.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.5, maximize=True)),
-    (gd.Adagrad, torch.optim.Adagrad, dict(lr=0.1)),
-    (gd.Adagrad, torch.optim.Adagrad, dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.2,
-                                           maximize=True)),
-], ids=["SGD", "SGD-nesterov", "SGD-dampening-maximize", "Adagrad", "Adagrad-options"])
+@pytest.mark.parametrize(
+    "ours,theirs,kwargs",
+    [
+        (gd.SGD, torch.optim.SGD, dict(lr=0.1)),
+        (gd.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+        (gd.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.5, maximize=True)),
+        (gd.Adagrad, torch.optim.Adagrad, dict(lr=0.1)),
+        (gd.Adagrad, torch.optim.Adagrad, dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.2, maximize=True)),
+    ],
+    ids=["SGD", "SGD-nesterov", "SGD-dampening-maximize", "Adagrad", "Adagrad-options"],
+)
 @pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning")  # from torch's Adagrad
 def test_sparse_gradients_match_torch(ours, theirs, kwargs):
     """SGD and Adagrad accept sparse gradients (nn.Embedding(sparse=True)), as torch's do."""
+
     def run(cls):
         torch.manual_seed(0)
         emb = nn.Embedding(12, 4, sparse=True).double()
@@ -202,6 +218,7 @@ def test_sparse_gradients_match_torch(ours, theirs, kwargs):
             assert emb.weight.grad.is_sparse
             opt.step()
         return emb.weight, opt
+
     wa, oa = run(ours)
     wb, ob = run(theirs)
     assert_close(wa, wb, rtol=RTOL, atol=ATOL)
@@ -213,15 +230,20 @@ def test_sparse_gradients_match_torch(ours, theirs, kwargs):
 
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
-@pytest.mark.parametrize("ours,theirs,kwargs", [
-    (gd.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
-    (gd.Adagrad, torch.optim.Adagrad, dict(lr=0.1)),
-    (gd.RMSprop, torch.optim.RMSprop, dict(lr=0.01, centered=True, momentum=0.5)),
-    (gd.Adam, torch.optim.Adam, dict(lr=0.01, amsgrad=True)),
-    (gd.NAdam, torch.optim.NAdam, dict(lr=0.01)),
-], ids=["SGD", "Adagrad", "RMSprop", "Adam", "NAdam"])
+@pytest.mark.parametrize(
+    "ours,theirs,kwargs",
+    [
+        (gd.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
+        (gd.Adagrad, torch.optim.Adagrad, dict(lr=0.1)),
+        (gd.RMSprop, torch.optim.RMSprop, dict(lr=0.01, centered=True, momentum=0.5)),
+        (gd.Adam, torch.optim.Adam, dict(lr=0.01, amsgrad=True)),
+        (gd.NAdam, torch.optim.NAdam, dict(lr=0.01)),
+    ],
+    ids=["SGD", "Adagrad", "RMSprop", "Adam", "NAdam"],
+)
 def test_complex_parameters_match_torch(ours, theirs, kwargs, foreach):
     """Complex tensors: real and imaginary parts are separate coordinates, as in torch.optim."""
+
     def run(cls):
         g = torch.Generator().manual_seed(3)
         w = nn.Parameter(torch.randn(3, 4, dtype=torch.complex128, generator=g))
@@ -233,6 +255,7 @@ def test_complex_parameters_match_torch(ours, theirs, kwargs, foreach):
             (w @ x - y).abs().pow(2).sum().backward()
             opt.step()
         return w, opt
+
     wa, oa = run(ours)
     wb, ob = run(theirs)
     assert_close(wa, wb, rtol=RTOL, atol=ATOL)
@@ -241,8 +264,9 @@ def test_complex_parameters_match_torch(ours, theirs, kwargs, foreach):
         assert_close(oa.state[wa][key], vb, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("case", [CASES[i] for i in (1, 6, 11, 14, 17, 22)],
-                         ids=[IDS[i] for i in (1, 6, 11, 14, 17, 22)])
+@pytest.mark.parametrize(
+    "case", [CASES[i] for i in (1, 6, 11, 14, 17, 22)], ids=[IDS[i] for i in (1, 6, 11, 14, 17, 22)]
+)
 def test_torch_state_dict_loads_and_continues_like_torch(case):
     """Same state keys as torch.optim: a torch checkpoint resumes in gd_lib."""
     _, ours, theirs, kwargs = case

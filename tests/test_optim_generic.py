@@ -7,6 +7,7 @@ hyperparameters raise ValueError naming the argument, sparse gradients raise a
 clear error where unsupported, and a NaN gradient does not silently corrupt
 the other parameters' state.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,17 +32,19 @@ ROSENBROCK_SPECS = [s for s in VECTOR_SPECS if s.rosenbrock is not None]
 
 # --- problems -----------------------------------------------------------------
 
+
 class Quadratic(nn.Module):
     """f(x) = ½ xᵀ diag(h) x with condition number 100 (h from 1 to 100), x0 = 1."""
 
     def __init__(self, dim: int = 10, condition: float = 100.0):
         super().__init__()
-        self.register_buffer("h", torch.logspace(0, torch.log10(torch.tensor(condition)).item(), dim,
-                                                 dtype=torch.float64))
+        self.register_buffer(
+            "h", torch.logspace(0, torch.log10(torch.tensor(condition)).item(), dim, dtype=torch.float64)
+        )
         self.x = nn.Parameter(torch.ones(dim, dtype=torch.float64))
 
     def forward(self, _batch=None):
-        return 0.5 * (self.h * self.x ** 2).sum()
+        return 0.5 * (self.h * self.x**2).sum()
 
 
 class Rosenbrock(nn.Module):
@@ -53,7 +56,7 @@ class Rosenbrock(nn.Module):
 
     def forward(self, _batch=None):
         x, y = self.xy
-        return (1 - x) ** 2 + 100 * (y - x ** 2) ** 2
+        return (1 - x) ** 2 + 100 * (y - x**2) ** 2
 
 
 class TinyMLP(nn.Module):
@@ -81,6 +84,7 @@ def make_closure(model, opt, record=None):
         if record is not None:
             record[:] = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
         return loss
+
     return closure
 
 
@@ -97,6 +101,7 @@ def eval_loss(model, opt):
 
 
 # --- tests ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("spec", QUADRATIC_SPECS, ids=[s.name for s in QUADRATIC_SPECS])
 def test_descends_on_ill_conditioned_quadratic(spec):
@@ -202,6 +207,7 @@ def test_sparse_gradients(spec):
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_nan_gradient_does_not_silently_corrupt_other_state(spec):
     """A NaN in fc1's gradient either raises, or leaves fc2 exactly as without it."""
+
     def step_with(nan: bool):
         model = TinyMLP()
         opt = spec.build(model)

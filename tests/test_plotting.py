@@ -1,6 +1,7 @@
 """Tests of gd_lib.plotting: each helper draws the expected artists onto an
 Agg figure (checked through the artists' data, not just that it ran) and the
 figure saves as a PNG."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -45,8 +46,10 @@ def test_backend_is_agg():
 
 
 def test_plot_trajectories_2d(tmp_path):
-    paths = {"gd": np.array([[-1.5, 2.0], [-1.0, 1.0], [0.0, 0.5]]),
-             "adam": torch.tensor([[-1.5, 2.0], [-0.5, 0.5], [0.5, 0.3], [1.0, 1.0]])}
+    paths = {
+        "gd": np.array([[-1.5, 2.0], [-1.0, 1.0], [0.0, 0.5]]),
+        "adam": torch.tensor([[-1.5, 2.0], [-0.5, 0.5], [0.5, 0.3], [1.0, 1.0]]),
+    }
     fig, ax = plotting.plot_trajectories_2d(rosenbrock, paths, resolution=40, minimum=(1, 1))
     assert len(contour_sets(ax)) == 1
     lines = ax.get_lines()
@@ -59,8 +62,9 @@ def test_plot_trajectories_2d(tmp_path):
 
 def test_trajectories_contour_values_are_the_function():
     # the contour levels span the function's range on the grid (log-spaced)
-    fig, ax = plotting.plot_trajectories_2d(rosenbrock, [np.zeros((1, 2))], xlim=(-2, 2),
-                                            ylim=(-1, 3), resolution=41, levels=10)
+    fig, ax = plotting.plot_trajectories_2d(
+        rosenbrock, [np.zeros((1, 2))], xlim=(-2, 2), ylim=(-1, 3), resolution=41, levels=10
+    )
     levels = contour_sets(ax)[0].levels
     xs, ys = np.meshgrid(np.linspace(-2, 2, 41), np.linspace(-1, 3, 41))
     Z = rosenbrock(np.stack([xs, ys]))
@@ -74,14 +78,16 @@ def test_point_by_point_fallback():
         assert xy.shape == (2,)
         return float(xy[0] ** 2 + xy[1] ** 2)
 
-    fig, ax = plotting.plot_trajectories_2d(only_points, [np.zeros((2, 2))], resolution=8,
-                                            log_levels=False, levels=5)
+    fig, ax = plotting.plot_trajectories_2d(only_points, [np.zeros((2, 2))], resolution=8, log_levels=False, levels=5)
     assert len(contour_sets(ax)) == 1
 
 
 def test_plot_curves(tmp_path):
-    histories = {"sgd": [1.0, 0.5, 0.25], "adam": ([0, 10, 20, 30], [1.0, 0.1, 0.01, 0.001]),
-                 "muon": {"step": [0, 5], "loss": [2.0, 1.0]}}
+    histories = {
+        "sgd": [1.0, 0.5, 0.25],
+        "adam": ([0, 10, 20, 30], [1.0, 0.1, 0.01, 0.001]),
+        "muon": {"step": [0, 5], "loss": [2.0, 1.0]},
+    }
     fig, ax = plotting.plot_curves(histories)
     lines = ax.get_lines()
     assert len(lines) == 3
@@ -94,11 +100,10 @@ def test_plot_curves(tmp_path):
 
 def test_plot_landscape_1d(tmp_path):
     alphas = np.linspace(-0.5, 1.5, 9)
-    fig, ax = plotting.plot_landscape_1d(alphas, {"train": alphas ** 2, "test": alphas ** 2 + 1},
-                                         mark_points=(0.0, 1.0))
+    fig, ax = plotting.plot_landscape_1d(alphas, {"train": alphas**2, "test": alphas**2 + 1}, mark_points=(0.0, 1.0))
     lines = ax.get_lines()
     assert len(lines) == 4  # two curves, two vertical markers
-    np.testing.assert_array_equal(lines[1].get_ydata(), alphas ** 2 + 1)
+    np.testing.assert_array_equal(lines[1].get_ydata(), alphas**2 + 1)
     assert list(lines[2].get_xdata()) == [0.0, 0.0]
     saves_png(fig, tmp_path)
 
@@ -106,9 +111,10 @@ def test_plot_landscape_1d(tmp_path):
 def test_plot_landscape_contour(tmp_path):
     a = np.linspace(-1, 1, 11)
     b = np.linspace(-1, 1, 7)
-    Z = np.add.outer(b ** 2, a ** 2) + 0.1  # rows follow betas
-    fig, ax = plotting.plot_landscape_contour(a, b, Z, levels=6, log=True,
-                                              points={"init": (0.0, 0.0), "trained": (1.0, 0.0)})
+    Z = np.add.outer(b**2, a**2) + 0.1  # rows follow betas
+    fig, ax = plotting.plot_landscape_contour(
+        a, b, Z, levels=6, log=True, points={"init": (0.0, 0.0), "trained": (1.0, 0.0)}
+    )
     cs = contour_sets(ax)
     assert len(cs) == 1
     # log=True contours log10 of the grid
@@ -121,7 +127,7 @@ def test_plot_landscape_contour(tmp_path):
 
 def test_plot_landscape_surface(tmp_path):
     a = np.linspace(-1, 1, 9)
-    Z = np.add.outer(a ** 2, a ** 2)
+    Z = np.add.outer(a**2, a**2)
     fig, ax = plotting.plot_landscape_surface(a, a, Z)
     assert ax.name == "3d"
     surfaces = [c for c in ax.collections if isinstance(c, Poly3DCollection)]
@@ -138,8 +144,15 @@ def fake_coord_check():
     act = np.arange(3 * 2 * 3, dtype=float).reshape(3, 2, 3) + 1.0
     upd = act.copy()
     upd[:, :, 0] = 0.0
-    return {"widths": widths, "steps": steps, "layers": ["fc1", "fc2"],
-            "activation_l1": act, "update_l1": upd, "parametrization": "mup", "family": "adam"}
+    return {
+        "widths": widths,
+        "steps": steps,
+        "layers": ["fc1", "fc2"],
+        "activation_l1": act,
+        "update_l1": upd,
+        "parametrization": "mup",
+        "family": "adam",
+    }
 
 
 def test_plot_coord_check(tmp_path):
@@ -186,14 +199,13 @@ def test_plot_performance_profiles(tmp_path):
 
 def test_plot_lr_sweep(tmp_path):
     lrs = 2.0 ** np.arange(-6, 0)
-    loss = np.array([[3.0, 2.0, 1.0, 0.5, 0.9, np.inf],
-                     [2.0, 1.0, 0.4, 0.8, 2.0, np.nan],
-                     [1.0, 0.3, 0.6, 1.5, 3.0, 9.0]])
+    loss = np.array(
+        [[3.0, 2.0, 1.0, 0.5, 0.9, np.inf], [2.0, 1.0, 0.4, 0.8, 2.0, np.nan], [1.0, 0.3, 0.6, 1.5, 3.0, 9.0]]
+    )
     fig, ax = plotting.plot_lr_sweep(lrs, loss, widths=[64, 256, 1024])
     lines = ax.get_lines()
     assert len(lines) == 3  # one per width
-    assert [t.get_text() for t in ax.get_legend().get_texts()][:3] == \
-        ["width 64", "width 256", "width 1024"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:3] == ["width 64", "width 256", "width 1024"]
     stars = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert len(stars) == 1
     # the stars sit at each width's minimum
@@ -211,6 +223,7 @@ def test_helpers_draw_on_a_given_axes():
 
 
 # --- the course style and the figure check ---------------------------------------------------
+
 
 @pytest.fixture
 def course_style():
@@ -282,7 +295,9 @@ def test_figure_problems_flags_series_without_a_legend(course_style):
     fig, ax = labelled_axes()
     ax.plot([0, 1, 2], [3, 2, 1], label="sgd")
     ax.plot([0, 1, 2], [3, 1, 0.5], label="adam")
-    assert plotting.figure_problems(fig) == ["axes 0 ('loss'): 2 series share the axes, 2 of them not named in a legend"]
+    assert plotting.figure_problems(fig) == [
+        "axes 0 ('loss'): 2 series share the axes, 2 of them not named in a legend"
+    ]
     plotting.figure_legend(fig)  # a figure legend names them too
     assert plotting.figure_problems(fig) == []
 
@@ -316,13 +331,16 @@ def test_figure_problems_flags_overlapping_panels_and_unlabelled_colour_bars(cou
 
 def test_every_helper_draws_a_figure_that_passes_the_check(course_style):
     a = np.linspace(-1, 1, 9)
-    plane = np.add.outer(a ** 2, a ** 2) + 0.1
+    plane = np.add.outer(a**2, a**2) + 0.1
     figures = [
-        plotting.plot_trajectories_2d(rosenbrock, {"gd": np.array([[-1.5, 2.0], [0.0, 0.5]]),
-                                                   "adam": np.array([[-1.5, 2.0], [0.5, 0.3]])},
-                                      resolution=30, minimum=(1, 1))[0],
+        plotting.plot_trajectories_2d(
+            rosenbrock,
+            {"gd": np.array([[-1.5, 2.0], [0.0, 0.5]]), "adam": np.array([[-1.5, 2.0], [0.5, 0.3]])},
+            resolution=30,
+            minimum=(1, 1),
+        )[0],
         plotting.plot_curves({"sgd": [1.0, 0.5, 0.25], "adam": [1.0, 0.1, 0.01]})[0],
-        plotting.plot_landscape_1d(a, {"train": a ** 2, "test": a ** 2 + 1}, mark_points=(0.0,))[0],
+        plotting.plot_landscape_1d(a, {"train": a**2, "test": a**2 + 1}, mark_points=(0.0,))[0],
         plotting.plot_landscape_contour(a, a, plane, points={"init": (0.0, 0.0), "end": (0.5, 0.5)})[0],
         plotting.plot_landscape_surface(a, a, plane)[0],
         plotting.plot_coord_check(fake_coord_check(), "activation_l1")[0],
@@ -337,8 +355,9 @@ def test_every_helper_draws_a_figure_that_passes_the_check(course_style):
 
 def test_plot_trajectory_grid_draws_one_path_per_panel(course_style):
     paths = {f"opt{k}": np.array([[-1.5, 2.0], [0.1 * k, 0.5], [1.0, 1.0]]) for k in range(5)}
-    fig, axes = plotting.plot_trajectory_grid(rosenbrock, paths, resolution=30, minimum=(1, 1), ncols=3,
-                                              titles={"opt0": "first"})
+    fig, axes = plotting.plot_trajectory_grid(
+        rosenbrock, paths, resolution=30, minimum=(1, 1), ncols=3, titles={"opt0": "first"}
+    )
     assert axes.shape == (2, 3)
     used = [ax for ax in axes.flat if ax.axison]
     assert len(used) == 5 and not axes.flat[5].axison
@@ -352,11 +371,19 @@ def test_plot_trajectory_grid_draws_one_path_per_panel(course_style):
 def test_figure_problems_counts_error_bars_with_their_series(course_style):
     fig, ax = labelled_axes()
     for k, label in enumerate(("a", "b")):
-        ax.bar(np.arange(3) + 0.4 * k, [1.0, 2.0, 1.5], width=0.4, yerr=[[0.1, 0.2, 0.1], [0.3, 0.1, 0.2]],
-               capsize=3, label=label)
+        ax.bar(
+            np.arange(3) + 0.4 * k,
+            [1.0, 2.0, 1.5],
+            width=0.4,
+            yerr=[[0.1, 0.2, 0.1], [0.3, 0.1, 0.2]],
+            capsize=3,
+            label=label,
+        )
     plotting.legend_outside(ax)
     assert plotting.figure_problems(fig) == []
     fig, ax = labelled_axes()
     ax.errorbar([0, 1, 2], [1, 2, 3], yerr=0.1, capsize=3)
     ax.errorbar([0, 1, 2], [3, 2, 1], yerr=0.1, capsize=3)
-    assert plotting.figure_problems(fig) == ["axes 0 ('loss'): 2 series share the axes, 2 of them not named in a legend"]
+    assert plotting.figure_problems(fig) == [
+        "axes 0 ('loss'): 2 series share the axes, 2 of them not named in a legend"
+    ]

@@ -18,6 +18,7 @@ in it, a link to a classmate's folder). A second assignment has no ``mistakes.js
 The slow test grades a few submissions of the same assignment with the real grader (sandbox,
 nbgrader) and checks the report against what each submission was written to do.
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,16 +44,22 @@ from autograder.report import analyse, heading_title, kind_of_tests, load_questi
 
 ROOT = Path(__file__).resolve().parents[1]
 A = "09_demo"
-PLAIN = "10_plain"             # the same notebook, without mistakes.json
+PLAIN = "10_plain"  # the same notebook, without mistakes.json
 NB = "demo"
-HTML_NAME = "zoe<b>"           # refused by the grader (not a safe folder name); must reach the page escaped
+HTML_NAME = "zoe<b>"  # refused by the grader (not a safe folder name); must reach the page escaped
 
 # --- the assignment ---------------------------------------------------------------------------------------
 
 
 def _meta(gid, *, grade=False, solution=False, points=None):
-    meta = {"grade": grade, "grade_id": gid, "locked": not solution, "schema_version": 3, "solution": solution,
-            "task": False}
+    meta = {
+        "grade": grade,
+        "grade_id": gid,
+        "locked": not solution,
+        "schema_version": 3,
+        "solution": solution,
+        "task": False,
+    }
     if points is not None:
         meta["points"] = points
     return {"nbgrader": meta}
@@ -64,21 +71,35 @@ def source_notebook():
         md("# Demo assignment\n\nTwo small functions.", metadata=_meta("intro")),
         code("from autograder.checks import check, reference", metadata=_meta("setup")),
         md("## 1. Step (4 points)\n\nReturn `x + 1`.", metadata=_meta("q1_text")),
-        code("def step(x):\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION",
-             metadata=_meta("step", solution=True)),
-        code('# Public tests\ncheck("step/one", step(1), 2)\ncheck("step/two", step(2), 3)',
-             metadata=_meta("test_step_public", grade=True, points=2)),
-        code('### BEGIN HIDDEN TESTS\ncheck("step/big", step(100), 101)\ncheck("step/neg", step(-5), -4)\n'
-             '### END HIDDEN TESTS', metadata=_meta("test_step_hidden", grade=True, points=2)),
+        code(
+            "def step(x):\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION",
+            metadata=_meta("step", solution=True),
+        ),
+        code(
+            '# Public tests\ncheck("step/one", step(1), 2)\ncheck("step/two", step(2), 3)',
+            metadata=_meta("test_step_public", grade=True, points=2),
+        ),
+        code(
+            '### BEGIN HIDDEN TESTS\ncheck("step/big", step(100), 101)\ncheck("step/neg", step(-5), -4)\n'
+            "### END HIDDEN TESTS",
+            metadata=_meta("test_step_hidden", grade=True, points=2),
+        ),
         md("## 2. Norm (3 points)\n\nThe sum of the absolute values.", metadata=_meta("q2_text")),
-        code("def norm(v):\n    ### BEGIN SOLUTION\n    return sum(abs(x) for x in v)\n    ### END SOLUTION",
-             metadata=_meta("norm", solution=True)),
-        code('check("norm/a", norm([1, -2]), 3)\ncheck("norm/type", isinstance(norm([1]), int), True)\n'
-             '### BEGIN HIDDEN TESTS\ncheck("norm/b", norm([-3]), 3)\ncheck("norm/inf", norm([2, -7]), 9)\n'
-             '### END HIDDEN TESTS', metadata=_meta("test_norm", grade=True, points=3)),
+        code(
+            "def norm(v):\n    ### BEGIN SOLUTION\n    return sum(abs(x) for x in v)\n    ### END SOLUTION",
+            metadata=_meta("norm", solution=True),
+        ),
+        code(
+            'check("norm/a", norm([1, -2]), 3)\ncheck("norm/type", isinstance(norm([1]), int), True)\n'
+            '### BEGIN HIDDEN TESTS\ncheck("norm/b", norm([-3]), 3)\ncheck("norm/inf", norm([2, -7]), 9)\n'
+            "### END HIDDEN TESTS",
+            metadata=_meta("test_norm", grade=True, points=3),
+        ),
         md("### 2b. Explain (2 points, graded by hand)\n\nWhy is it a norm?", metadata=_meta("q2b_text")),
-        md("### BEGIN SOLUTION\nIt is positive, homogeneous and satisfies the triangle inequality.\n"
-           "### END SOLUTION", metadata=_meta("explain", grade=True, solution=True, points=2)),
+        md(
+            "### BEGIN SOLUTION\nIt is positive, homogeneous and satisfies the triangle inequality.\n### END SOLUTION",
+            metadata=_meta("explain", grade=True, solution=True, points=2),
+        ),
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -87,14 +108,34 @@ def source_notebook():
 
 OFF, SIGN, SQUARED = "the step is off by one", "the sign is flipped", "the norm is squared"
 CATALOGUE = {
-    "off_by_one": {"cell": "step", "replace": [["return x + 1", "return x + 2"]],
-                   "fails": ["test_step_public", "test_step_hidden"], "says": OFF, "hidden": False},
-    "sign_flip": {"cell": "step", "replace": [["return x + 1", "return abs(x) + 1"]],
-                  "fails": ["test_step_hidden"], "says": SIGN, "hidden": True},
-    "norm_squared": {"cell": "norm", "replace": [["abs(x)", "x * x"]], "fails": ["test_norm"], "says": SQUARED,
-                     "hidden": False},
-    "never_made": {"cell": "norm", "replace": [["sum(", "max("]], "fails": ["test_norm"],
-                   "says": "nobody does this", "hidden": False},
+    "off_by_one": {
+        "cell": "step",
+        "replace": [["return x + 1", "return x + 2"]],
+        "fails": ["test_step_public", "test_step_hidden"],
+        "says": OFF,
+        "hidden": False,
+    },
+    "sign_flip": {
+        "cell": "step",
+        "replace": [["return x + 1", "return abs(x) + 1"]],
+        "fails": ["test_step_hidden"],
+        "says": SIGN,
+        "hidden": True,
+    },
+    "norm_squared": {
+        "cell": "norm",
+        "replace": [["abs(x)", "x * x"]],
+        "fails": ["test_norm"],
+        "says": SQUARED,
+        "hidden": False,
+    },
+    "never_made": {
+        "cell": "norm",
+        "replace": [["sum(", "max("]],
+        "fails": ["test_norm"],
+        "says": "nobody does this",
+        "hidden": False,
+    },
 }
 
 
@@ -111,18 +152,27 @@ def make_course(root: Path) -> Path:
 
 # --- the synthetic class --------------------------------------------------------------------------------
 
-CELLS = {"test_step_public": (2.0, ["step/one", "step/two"]),
-         "test_step_hidden": (2.0, ["step/big", "step/neg"]),
-         "test_norm": (3.0, ["norm/a", "norm/type", "norm/b", "norm/inf"])}
+CELLS = {
+    "test_step_public": (2.0, ["step/one", "step/two"]),
+    "test_step_hidden": (2.0, ["step/big", "step/neg"]),
+    "test_norm": (3.0, ["norm/a", "norm/type", "norm/b", "norm/inf"]),
+}
 # student -> {check the student fails: the diagnosis in the feedback ("" for none)}; other checks pass.
 # norm/inf fails for everybody (a broken test, as far as the report can tell); norm/type for nobody.
-OLD = "an old diagnosis"       # a diagnosis no entry of today's catalogue gives
+OLD = "an old diagnosis"  # a diagnosis no entry of today's catalogue gives
 FAILS = {
     "ann": {"norm/inf": ""},
     "ben": {"step/big": SIGN, "step/neg": SIGN, "norm/inf": ""},
     "cat": {"step/big": SIGN, "norm/b": SQUARED, "norm/inf": ""},
-    "dan": {"step/one": OFF, "step/two": OFF, "step/big": OFF, "step/neg": "", "norm/a": SQUARED,
-            "norm/b": SQUARED, "norm/inf": ""},
+    "dan": {
+        "step/one": OFF,
+        "step/two": OFF,
+        "step/big": OFF,
+        "step/neg": "",
+        "norm/a": SQUARED,
+        "norm/b": SQUARED,
+        "norm/inf": "",
+    },
     "eve": {"step/big": "", "norm/inf": ""},
     "hal": {"step/one": "", "step/two": OLD, "norm/inf": ""},
 }
@@ -145,19 +195,37 @@ def _verdicts(fails: dict[str, str]) -> dict:
     cells = {}
     for gid, (points, names) in CELLS.items():
         share = points / len(names)
-        checks = [CheckVerdict(n, share, n not in fails, "differs" if n in fails else "", fails.get(n) or None)
-                  for n in names]
+        checks = [
+            CheckVerdict(n, share, n not in fails, "differs" if n in fails else "", fails.get(n) or None) for n in names
+        ]
         passed = sum(c.passed for c in checks)
-        cells[gid] = asdict(CellVerdict(gid, points, passed == len(names), f"{passed} of {len(names)} passed",
-                                        share * passed, [asdict(c) for c in checks]))
+        cells[gid] = asdict(
+            CellVerdict(
+                gid,
+                points,
+                passed == len(names),
+                f"{passed} of {len(names)} passed",
+                share * passed,
+                [asdict(c) for c in checks],
+            )
+        )
     return cells
 
 
-def write_result(course: Course, assignment: str, student: str, cells: dict, *, failed=False, fatal=None,
-                 reference: str | None = None) -> None:
+def write_result(
+    course: Course,
+    assignment: str,
+    student: str,
+    cells: dict,
+    *,
+    failed=False,
+    fatal=None,
+    reference: str | None = None,
+) -> None:
     source = course.source_dir / assignment / f"{NB}.ipynb"
-    result = NotebookResult(assignment, student, NB, "sha", reference or grading_digest(source), "bwrap", 1.0, fatal,
-                            cells, failed=failed)
+    result = NotebookResult(
+        assignment, student, NB, "sha", reference or grading_digest(source), "bwrap", 1.0, fatal, cells, failed=failed
+    )
     path = course.results_path(assignment, student, NB)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"version": RESULTS_VERSION, **asdict(result)}))
@@ -167,10 +235,10 @@ def write_gradebook(course: Course, assignment: str, rows: dict) -> None:
     from nbgrader.api import Gradebook
 
     path = os.environ["PATH"]
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + path   # a new gradebook runs `alembic`
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + path  # a new gradebook runs `alembic`
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")    # SQLAlchemy's about nbgrader's own session use
+            warnings.simplefilter("ignore")  # SQLAlchemy's about nbgrader's own session use
             _fill_gradebook(Gradebook(f"sqlite:///{course.gradebook}", "guided-descent"), assignment, rows)
     finally:
         os.environ["PATH"] = path
@@ -201,8 +269,10 @@ def course(tmp_path_factory) -> Course:
     course = Course(root)
     for student, fails in FAILS.items():
         write_result(course, A, student, _verdicts(fails), reference="old" if student == "hal" else None)
-    blank = {gid: asdict(CellVerdict(gid, points, False, "not graded: the notebook is not valid JSON"))
-             for gid, (points, _) in CELLS.items()}
+    blank = {
+        gid: asdict(CellVerdict(gid, points, False, "not graded: the notebook is not valid JSON"))
+        for gid, (points, _) in CELLS.items()
+    }
     write_result(course, A, "fay", blank, failed=True, fatal="the notebook is not valid JSON")
     for student in [*FAILS, "fay", "gus"]:
         (course.submitted_dir / student / A).mkdir(parents=True)
@@ -230,38 +300,52 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 def _cli(course: Course, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "GD_COURSE_ROOT": str(course.root), "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "autograder", "report", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "autograder", "report", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 # --- reading the assignment -------------------------------------------------------------------------------
 
+
 def test_questions_and_their_cells_come_from_the_headings(course):
     questions = load_questions(course, A)
     got = [(q.title, [(c.grade_id, c.kind, c.points) for c in q.cells], q.answers) for q in questions]
-    assert got == [("1. Step", [("test_step_public", "public", 2.0), ("test_step_hidden", "hidden", 2.0)], ["step"]),
-                   ("2. Norm", [("test_norm", "mixed", 3.0)], ["norm"]),
-                   ("2b. Explain", [("explain", "manual", 2.0)], [])]
+    assert got == [
+        ("1. Step", [("test_step_public", "public", 2.0), ("test_step_hidden", "hidden", 2.0)], ["step"]),
+        ("2. Norm", [("test_norm", "mixed", 3.0)], ["norm"]),
+        ("2b. Explain", [("explain", "manual", 2.0)], []),
+    ]
     assert heading_title("## 3. `MyAdam`: an optimizer class (7 points)") == "3. MyAdam: an optimizer class"
     assert heading_title("Not a heading") is None
-    assert kind_of_tests("# a comment: check(x)\n### BEGIN HIDDEN TESTS\ncheck('a', 1)\n### END HIDDEN TESTS") == "hidden"
+    assert (
+        kind_of_tests("# a comment: check(x)\n### BEGIN HIDDEN TESTS\ncheck('a', 1)\n### END HIDDEN TESTS") == "hidden"
+    )
 
 
 # --- the numbers ------------------------------------------------------------------------------------------
 
+
 def test_pass_rate_of_each_check_is_the_hand_count(analysis):
     rates = {c.name: (c.passed, c.students) for c in analysis.checks}
     # counted in FAILS, over the six students graded normally (ann, ben, cat, dan, eve, hal)
-    assert rates == {"step/one": (4, 6),    # dan, hal fail
-                     "step/two": (4, 6),    # dan, hal
-                     "step/big": (2, 6),    # ben, cat, dan, eve
-                     "step/neg": (4, 6),    # ben, dan
-                     "norm/a": (5, 6),      # dan
-                     "norm/type": (6, 6),   # nobody fails
-                     "norm/b": (4, 6),      # cat, dan
-                     "norm/inf": (0, 6)}    # everybody fails
+    assert rates == {
+        "step/one": (4, 6),  # dan, hal fail
+        "step/two": (4, 6),  # dan, hal
+        "step/big": (2, 6),  # ben, cat, dan, eve
+        "step/neg": (4, 6),  # ben, dan
+        "norm/a": (5, 6),  # dan
+        "norm/type": (6, 6),  # nobody fails
+        "norm/b": (4, 6),  # cat, dan
+        "norm/inf": (0, 6),
+    }  # everybody fails
     order = [c.name for c in analysis.checks]
-    assert order[:2] == ["norm/inf", "step/big"] and order[-1] == "norm/type"    # lowest pass rate first
+    assert order[:2] == ["norm/inf", "step/big"] and order[-1] == "norm/type"  # lowest pass rate first
 
 
 def test_flags(analysis):
@@ -271,7 +355,10 @@ def test_flags(analysis):
     assert flags["norm/type"].startswith("everybody passes")
     # step/big fails 4/6 = 67% against 4/12 = 33% for the public checks of question 1; of the students who
     # pass both public checks (ann, ben, cat, eve), ben, cat and eve fail it. step/neg (2/6 = 33%) is not flagged.
-    assert "fails 67% of the class against 33%" in flags["step/big"] and "3 students pass every public" in flags["step/big"]
+    assert (
+        "fails 67% of the class against 33%" in flags["step/big"]
+        and "3 students pass every public" in flags["step/big"]
+    )
 
 
 def test_questions_scores(analysis):
@@ -288,14 +375,22 @@ def test_questions_scores(analysis):
 
 def test_classic_mistakes_per_student(analysis):
     seen = {m.name: sorted(m.students) for m in analysis.mistakes}
-    assert seen == {"off_by_one": ["dan"], "sign_flip": ["ben", "cat"], "norm_squared": ["cat", "dan"],
-                    "never_made": [], OLD: ["hal"]}
+    assert seen == {
+        "off_by_one": ["dan"],
+        "sign_flip": ["ben", "cat"],
+        "norm_squared": ["cat", "dan"],
+        "never_made": [],
+        OLD: ["hal"],
+    }
     by_name = {m.name: m for m in analysis.mistakes}
     assert by_name["sign_flip"].hidden and not by_name["off_by_one"].hidden
     assert by_name["sign_flip"].question == "1. Step" and by_name["norm_squared"].question == "2. Norm"
     assert not by_name[OLD].in_catalogue and by_name["never_made"].in_catalogue
-    assert by_name["off_by_one"].checks == {"test_step_public: step/one", "test_step_public: step/two",
-                                             "test_step_hidden: step/big"}
+    assert by_name["off_by_one"].checks == {
+        "test_step_public: step/one",
+        "test_step_public: step/two",
+        "test_step_hidden: step/big",
+    }
     big = next(c for c in analysis.checks if c.name == "step/big")
     assert dict(big.mistakes) == {"sign_flip": 2, "off_by_one": 1}
 
@@ -306,10 +401,10 @@ def test_students_not_graded_normally_and_why(analysis):
     assert "not valid JSON" in problems["fay"]
     assert "not graded yet" in problems["gus"]
     assert "symbolic link" in problems["sym"] and "folder name" in problems[HTML_NAME]
-    assert [r.student for r in analysis.students if r.notes] == ["hal"]     # graded, not in the gradebook
+    assert [r.student for r in analysis.students if r.notes] == ["hal"]  # graded, not in the gradebook
     assert "not in the gradebook" in analysis.students[[r.student for r in analysis.students].index("hal")].notes[0]
     assert [r.student for r in analysis.students if r.pending] == ["cat"]
-    assert any("older version" in n and "1 student" in n for n in analysis.notes)     # hal's stale result
+    assert any("older version" in n and "1 student" in n for n in analysis.notes)  # hal's stale result
 
 
 def test_final_scores_from_the_gradebook(analysis):
@@ -317,13 +412,24 @@ def test_final_scores_from_the_gradebook(analysis):
     assert finals == pytest.approx(FINAL, abs=1e-9)
     assert analysis.max_score == 9.0 and analysis.auto_max == 7.0
     # sorted by final score, then the grader's points (hal), then the students with neither, by name
-    assert [r.student for r in analysis.students] == ["ann", "eve", "ben", "cat", "dan", "fay", "hal", "gus", "sym",
-                                                      HTML_NAME]
+    assert [r.student for r in analysis.students] == [
+        "ann",
+        "eve",
+        "ben",
+        "cat",
+        "dan",
+        "fay",
+        "hal",
+        "gus",
+        "sym",
+        HTML_NAME,
+    ]
     explain = analysis.manual[0]
     assert explain.scores == {"ann": 2.0, "ben": 1.0, "dan": 0.0, "eve": 1.5, "fay": 0.0} and explain.pending == ["cat"]
 
 
 # --- the command, the page, the CSV -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cli_run(course):
@@ -337,7 +443,7 @@ def test_command_writes_only_the_report(course, cli_run):
     proc, before, after = cli_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = f"course/reports/{A}/"
-    assert {k: v for k, v in after.items() if not k.startswith(reports)} == before    # gradebook and results untouched
+    assert {k: v for k, v in after.items() if not k.startswith(reports)} == before  # gradebook and results untouched
     assert sorted(k for k in after if k.startswith(reports)) == [reports + "checks.csv", reports + "report.html"]
 
 
@@ -379,11 +485,19 @@ def test_page_is_self_contained_with_its_figures(course, cli_run):
     assert not {"script", "link", "iframe", "object"} & set(page.tags)
     links = [v for _, k, v in page.attrs if k == "href"]
     assert links == ["checks.csv"]
-    assert HTML_NAME not in html and "zoe&lt;b&gt;" in html      # a folder name is text, never markup
+    assert HTML_NAME not in html and "zoe&lt;b&gt;" in html  # a folder name is text, never markup
     text = " ".join(page.text)
-    for words in ("6 students graded normally", "4 not graded normally", "1 student awaiting manual grading",
-                  "nobody passes it", "everybody passes it", "public tests may miss something", "never seen",
-                  "not in the catalogue", "awaiting grading"):
+    for words in (
+        "6 students graded normally",
+        "4 not graded normally",
+        "1 student awaiting manual grading",
+        "nobody passes it",
+        "everybody passes it",
+        "public tests may miss something",
+        "never seen",
+        "not in the catalogue",
+        "awaiting grading",
+    ):
         assert words in text, words
 
 
@@ -391,9 +505,16 @@ def test_csv_has_every_check(course, cli_run):
     with open(course.course_dir / "reports" / A / "checks.csv", newline="", encoding="utf-8") as fh:
         rows = {row["check"]: row for row in csv.DictReader(fh)}
     assert {k: (int(r["passed"]), int(r["students"])) for k, r in rows.items()} == {
-        "step/one": (4, 6), "step/two": (4, 6), "step/big": (2, 6), "step/neg": (4, 6), "norm/a": (5, 6),
-        "norm/type": (6, 6), "norm/b": (4, 6), "norm/inf": (0, 6)}
-    assert float(rows["step/big"]["pass_rate"]) == pytest.approx(2 / 6, abs=1e-4)     # 4 decimals in the file
+        "step/one": (4, 6),
+        "step/two": (4, 6),
+        "step/big": (2, 6),
+        "step/neg": (4, 6),
+        "norm/a": (5, 6),
+        "norm/type": (6, 6),
+        "norm/b": (4, 6),
+        "norm/inf": (0, 6),
+    }
+    assert float(rows["step/big"]["pass_rate"]) == pytest.approx(2 / 6, abs=1e-4)  # 4 decimals in the file
     assert rows["step/big"]["tests"] == "hidden" and rows["norm/a"]["tests"] == "mixed"
     assert rows["step/big"]["mistakes"] == "sign_flip=2; off_by_one=1"
 
@@ -406,7 +527,7 @@ def test_assignment_without_catalogue_or_gradebook_entry(course, tmp_path):
     assert f"the gradebook does not know {PLAIN}" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == ["checks.csv", "report.html"]
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "not in the catalogue" in html              # ben's diagnosis, from a catalogue since removed
+    assert "not in the catalogue" in html  # ben's diagnosis, from a catalogue since removed
     analysis = analyse(course, PLAIN)
     assert {c.name: (c.passed, c.students) for c in analysis.checks}["step/big"] == (1, 2)
     assert [m.name for m in analysis.mistakes] == [SIGN] and not analysis.in_gradebook()
@@ -426,6 +547,7 @@ def test_nothing_graded_and_unknown_assignment(course):
 
 
 # --- with the real grader -----------------------------------------------------------------------------------
+
 
 def _answered(nb, replace=()):
     """The source notebook as a student who wrote the solution (with ``replace`` applied) hands it in."""
@@ -447,22 +569,40 @@ def test_report_on_submissions_graded_for_real(tmp_path):
     if not shutil.which("bwrap"):
         pytest.fail("bubblewrap is missing: apt-get install -y bubblewrap (make setup installs it)")
     course = Course(make_course(tmp_path / "root"))
-    env = {**os.environ, "GD_COURSE_ROOT": str(course.root), "GD_QUICK": "1",
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    release = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", A, "--force"],
-                             cwd=course.course_dir, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "GD_COURSE_ROOT": str(course.root),
+        "GD_QUICK": "1",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    }
+    release = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", A, "--force"],
+        cwd=course.course_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert release.returncode == 0, release.stderr[-3000:]
     source = source_notebook()
-    submissions = {"good": _answered(source),
-                   "off": _answered(source, CATALOGUE["off_by_one"]["replace"]),
-                   "sq": _answered(source, CATALOGUE["norm_squared"]["replace"]),
-                   "blank": nbformat.read(course.release_dir / A / f"{NB}.ipynb", as_version=4)}
+    submissions = {
+        "good": _answered(source),
+        "off": _answered(source, CATALOGUE["off_by_one"]["replace"]),
+        "sq": _answered(source, CATALOGUE["norm_squared"]["replace"]),
+        "blank": nbformat.read(course.release_dir / A / f"{NB}.ipynb", as_version=4),
+    }
     for student, nb in submissions.items():
         folder = course.submitted_dir / student / A
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / f"{NB}.ipynb")
-    graded = subprocess.run([sys.executable, "-m", "autograder", "autograde", A, "--workers", "2", "--quiet"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    graded = subprocess.run(
+        [sys.executable, "-m", "autograder", "autograde", A, "--workers", "2", "--quiet"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert graded.returncode == 0, graded.stdout[-3000:] + graded.stderr[-3000:]
     proc = _cli(course, A)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -471,15 +611,27 @@ def test_report_on_submissions_graded_for_real(tmp_path):
     rates = {c.name: (c.passed, c.students) for c in analysis.checks}
     # good passes all; off fails every step check (x + 2); sq fails norm a, b, inf (squares: 5, 9, 53) but
     # passes norm/type (an int); blank passes nothing (its answers raise NotImplementedError)
-    assert rates == {"step/one": (2, 4), "step/two": (2, 4), "step/big": (2, 4), "step/neg": (2, 4),
-                     "norm/a": (2, 4), "norm/type": (3, 4), "norm/b": (2, 4), "norm/inf": (2, 4)}
+    assert rates == {
+        "step/one": (2, 4),
+        "step/two": (2, 4),
+        "step/big": (2, 4),
+        "step/neg": (2, 4),
+        "norm/a": (2, 4),
+        "norm/type": (3, 4),
+        "norm/b": (2, 4),
+        "norm/inf": (2, 4),
+    }
     seen = {m.name: sorted(m.students) for m in analysis.mistakes}
     assert seen == {"off_by_one": ["off"], "norm_squared": ["sq"], "sign_flip": [], "never_made": []}
     # autograded points (7): good 7, off 3 (norm only), sq 4 + 0.75 (norm/type), blank 0
     assert {r.student: r.auto_score for r in analysis.students} == {"good": 7, "off": 3, "sq": 4.75, "blank": 0}
     # the written answer: unchanged in the blank notebook (nbgrader gives it 0), to be graded for the others
     assert sorted(r.student for r in analysis.students if r.pending) == ["good", "off", "sq"]
-    assert {r.student: r.submission.final for r in analysis.in_gradebook()} == {"good": 7, "off": 3, "sq": 4.75,
-                                                                                 "blank": 0}
+    assert {r.student: r.submission.final for r in analysis.in_gradebook()} == {
+        "good": 7,
+        "off": 3,
+        "sq": 4.75,
+        "blank": 0,
+    }
     html = (course.course_dir / "reports" / A / "report.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == 5

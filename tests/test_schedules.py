@@ -1,4 +1,5 @@
 """gd_lib.schedules: closed forms written here, torch's own schedulers, composition, ScheduleLR."""
+
 import math
 
 import pytest
@@ -43,24 +44,28 @@ def schedule_lr_lrs(schedule, steps=STEPS, base_lrs=(1.0,)):
 
 # --- closed forms --------------------------------------------------------------------------------
 
+
 def test_constant_and_linear_warmup():
     closed_form_check(S.Constant(0.3), lambda t: 0.3)
-    closed_form_check(S.LinearWarmup(10, start=0.2, end=0.8),
-                      lambda t: 0.2 + 0.6 * t / 10 if t < 10 else 0.8)
+    closed_form_check(S.LinearWarmup(10, start=0.2, end=0.8), lambda t: 0.2 + 0.6 * t / 10 if t < 10 else 0.8)
 
 
 @pytest.mark.parametrize("final", [0.0, 0.1])
 def test_cosine(final):
     T = 40
-    closed_form_check(S.Cosine(T, final=final),
-                      lambda t: final + (1 - final) * (1 + math.cos(math.pi * min(t, T) / T)) / 2)
+    closed_form_check(
+        S.Cosine(T, final=final), lambda t: final + (1 - final) * (1 + math.cos(math.pi * min(t, T) / T)) / 2
+    )
 
 
 @pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt"])
 def test_warmup_stable_decay(shape):
     T, w, D, final = 50, 5, 20, 0.05
-    g = {"linear": lambda s: 1 - s, "cosine": lambda s: (1 + math.cos(math.pi * s)) / 2,
-         "1-sqrt": lambda s: 1 - math.sqrt(s)}[shape]
+    g = {
+        "linear": lambda s: 1 - s,
+        "cosine": lambda s: (1 + math.cos(math.pi * s)) / 2,
+        "1-sqrt": lambda s: 1 - math.sqrt(s),
+    }[shape]
 
     def formula(t):
         if t < w:
@@ -76,16 +81,15 @@ def test_warmup_stable_decay(shape):
 
 def test_step_multistep_exponential():
     closed_form_check(S.StepDecay(7, gamma=0.5), lambda t: 0.5 ** (t // 7))
-    closed_form_check(S.MultiStep((10, 25, 40), gamma=0.3),
-                      lambda t: 0.3 ** ((t >= 10) + (t >= 25) + (t >= 40)))
-    closed_form_check(S.Exponential(0.95), lambda t: 0.95 ** t)
+    closed_form_check(S.MultiStep((10, 25, 40), gamma=0.3), lambda t: 0.3 ** ((t >= 10) + (t >= 25) + (t >= 40)))
+    closed_form_check(S.Exponential(0.95), lambda t: 0.95**t)
 
 
 def test_inverse_sqrt_is_vaswani_normalised():
     w, d = 8, 64
 
     def vaswani(t):  # eq. 3 of Vaswani et al., divided by its peak at t = w
-        lrate = d ** -0.5 * min(t ** -0.5, t * w ** -1.5) if t > 0 else 0.0
+        lrate = d**-0.5 * min(t**-0.5, t * w**-1.5) if t > 0 else 0.0
         return lrate / (d * w) ** -0.5
 
     closed_form_check(S.InverseSqrt(w), vaswani)
@@ -120,36 +124,74 @@ def test_one_cycle_closed_form_cos():
 
 # --- against torch's schedulers ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ours,theirs", [
-    (S.LinearWarmup(10, start=0.25, end=1.0),
-     lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=0.25, end_factor=1.0, total_iters=10)),
-    (S.StepDecay(7, gamma=0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 7, gamma=0.5)),
-    (S.MultiStep((10, 25), gamma=0.3),
-     lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [10, 25], gamma=0.3)),
-    (S.Exponential(0.95), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.95)),
-    (S.Cosine(STEPS, final=0.1),
-     lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=STEPS, eta_min=0.1)),
-    (S.Cyclic(4, 0.1, 1.0, step_size_down=9),
-     lambda o: torch.optim.lr_scheduler.CyclicLR(o, 0.1, 1.0, step_size_up=4, step_size_down=9,
-                                                 cycle_momentum=False)),
-    (S.Cyclic(5, 0.1, 1.0, mode="triangular2"),
-     lambda o: torch.optim.lr_scheduler.CyclicLR(o, 0.1, 1.0, step_size_up=5, mode="triangular2",
-                                                 cycle_momentum=False)),
-    (S.Cyclic(5, 0.1, 1.0, mode="exp_range", gamma=0.97),
-     lambda o: torch.optim.lr_scheduler.CyclicLR(o, 0.1, 1.0, step_size_up=5, mode="exp_range",
-                                                 gamma=0.97, cycle_momentum=False)),
-    (S.OneCycle(STEPS),
-     lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=STEPS,
-                                                   cycle_momentum=False)),
-    (S.OneCycle(STEPS, pct_start=0.25, anneal="linear", div_factor=10.0, final_div_factor=100.0),
-     lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=STEPS, pct_start=0.25,
-                                                   anneal_strategy="linear", div_factor=10.0,
-                                                   final_div_factor=100.0, cycle_momentum=False)),
-    (S.OneCycle(STEPS, three_phase=True),
-     lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=STEPS, three_phase=True,
-                                                   cycle_momentum=False)),
-], ids=["linear", "step", "multistep", "exponential", "cosine", "cyclic", "triangular2", "exp_range",
-        "one_cycle_cos", "one_cycle_linear", "one_cycle_three_phase"])
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (
+            S.LinearWarmup(10, start=0.25, end=1.0),
+            lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=0.25, end_factor=1.0, total_iters=10),
+        ),
+        (S.StepDecay(7, gamma=0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 7, gamma=0.5)),
+        (S.MultiStep((10, 25), gamma=0.3), lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [10, 25], gamma=0.3)),
+        (S.Exponential(0.95), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.95)),
+        (S.Cosine(STEPS, final=0.1), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=STEPS, eta_min=0.1)),
+        (
+            S.Cyclic(4, 0.1, 1.0, step_size_down=9),
+            lambda o: torch.optim.lr_scheduler.CyclicLR(
+                o, 0.1, 1.0, step_size_up=4, step_size_down=9, cycle_momentum=False
+            ),
+        ),
+        (
+            S.Cyclic(5, 0.1, 1.0, mode="triangular2"),
+            lambda o: torch.optim.lr_scheduler.CyclicLR(
+                o, 0.1, 1.0, step_size_up=5, mode="triangular2", cycle_momentum=False
+            ),
+        ),
+        (
+            S.Cyclic(5, 0.1, 1.0, mode="exp_range", gamma=0.97),
+            lambda o: torch.optim.lr_scheduler.CyclicLR(
+                o, 0.1, 1.0, step_size_up=5, mode="exp_range", gamma=0.97, cycle_momentum=False
+            ),
+        ),
+        (
+            S.OneCycle(STEPS),
+            lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=STEPS, cycle_momentum=False),
+        ),
+        (
+            S.OneCycle(STEPS, pct_start=0.25, anneal="linear", div_factor=10.0, final_div_factor=100.0),
+            lambda o: torch.optim.lr_scheduler.OneCycleLR(
+                o,
+                max_lr=1.0,
+                total_steps=STEPS,
+                pct_start=0.25,
+                anneal_strategy="linear",
+                div_factor=10.0,
+                final_div_factor=100.0,
+                cycle_momentum=False,
+            ),
+        ),
+        (
+            S.OneCycle(STEPS, three_phase=True),
+            lambda o: torch.optim.lr_scheduler.OneCycleLR(
+                o, max_lr=1.0, total_steps=STEPS, three_phase=True, cycle_momentum=False
+            ),
+        ),
+    ],
+    ids=[
+        "linear",
+        "step",
+        "multistep",
+        "exponential",
+        "cosine",
+        "cyclic",
+        "triangular2",
+        "exp_range",
+        "one_cycle_cos",
+        "one_cycle_linear",
+        "one_cycle_three_phase",
+    ],
+)
 def test_matches_torch_scheduler(ours, theirs):
     expected = torch_lrs(theirs)
     # torch's chainable forms (cosine, exponential) update recursively: round-off ~1e-14 per step
@@ -159,37 +201,46 @@ def test_matches_torch_scheduler(ours, theirs):
 
 # --- composition ---------------------------------------------------------------------------------------------
 
+
 def test_join_restarts_each_schedule_at_its_boundary():
     a, b, c = S.Constant(0.5), S.Exponential(0.9), S.LinearWarmup(4)
     joined = S.join([a, b, c], [10, 30])
-    closed_form_check(joined, lambda t: 0.5 if t < 10 else (0.9 ** (t - 10) if t < 30
-                                                            else min(t - 30, 4) / 4))
+    closed_form_check(joined, lambda t: 0.5 if t < 10 else (0.9 ** (t - 10) if t < 30 else min(t - 30, 4) / 4))
 
 
 def test_with_warmup_and_warmup_cosine():
     w, T = 10, 50
     decay = S.Cosine(T - w, final=0.2)
-    closed_form_check(S.with_warmup(decay, w),
-                      lambda t: t / w if t < w else 0.2 + 0.8 * (1 + math.cos(math.pi * min(t - w, T - w)
-                                                                               / (T - w))) / 2)
-    assert S.warmup_cosine(T, w, final=0.2).values(STEPS).tolist() == \
-        S.with_warmup(decay, w).values(STEPS).tolist()
+    closed_form_check(
+        S.with_warmup(decay, w),
+        lambda t: t / w if t < w else 0.2 + 0.8 * (1 + math.cos(math.pi * min(t - w, T - w) / (T - w))) / 2,
+    )
+    assert S.warmup_cosine(T, w, final=0.2).values(STEPS).tolist() == S.with_warmup(decay, w).values(STEPS).tolist()
     # warmup into any decay: here a step decay starting from 1
-    closed_form_check(S.with_warmup(S.StepDecay(5, 0.5), 4, start=0.1),
-                      lambda t: 0.1 + 0.9 * t / 4 if t < 4 else 0.5 ** ((t - 4) // 5))
+    closed_form_check(
+        S.with_warmup(S.StepDecay(5, 0.5), 4, start=0.1),
+        lambda t: 0.1 + 0.9 * t / 4 if t < 4 else 0.5 ** ((t - 4) // 5),
+    )
 
 
 def test_scaled_schedule_gives_absolute_lr():
     closed_form_check(3e-4 * S.Cosine(20), lambda t: 3e-4 * (1 + math.cos(math.pi * min(t, 20) / 20)) / 2)
-    closed_form_check(S.Exponential(0.9) * 2.0, lambda t: 2.0 * 0.9 ** t)
+    closed_form_check(S.Exponential(0.9) * 2.0, lambda t: 2.0 * 0.9**t)
 
 
 # --- as an LRScheduler -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("schedule", [S.warmup_cosine(STEPS, 10, final=0.1),
-                                      S.WarmupStableDecay(STEPS, 20, 5, shape="1-sqrt"),
-                                      S.InverseSqrt(6), S.Cyclic(5, mode="triangular2")],
-                         ids=["warmup_cosine", "wsd", "inverse_sqrt", "cyclic"])
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        S.warmup_cosine(STEPS, 10, final=0.1),
+        S.WarmupStableDecay(STEPS, 20, 5, shape="1-sqrt"),
+        S.InverseSqrt(6),
+        S.Cyclic(5, mode="triangular2"),
+    ],
+    ids=["warmup_cosine", "wsd", "inverse_sqrt", "cyclic"],
+)
 def test_function_and_scheduler_agree_for_every_group(schedule):
     base_lrs = (0.1, 0.003)
     lrs = schedule_lr_lrs(schedule, base_lrs=base_lrs)
@@ -202,7 +253,7 @@ def test_per_group_schedules():
     opt = torch.optim.SGD([{"params": [params[0]], "lr": 1.0}, {"params": [params[1]], "lr": 2.0}])
     sched = S.ScheduleLR(opt, [S.Exponential(0.5), S.Constant(0.25)])
     for t in range(5):
-        assert [g["lr"] for g in opt.param_groups] == [0.5 ** t, 0.5]
+        assert [g["lr"] for g in opt.param_groups] == [0.5**t, 0.5]
         opt.step()
         sched.step()
     with pytest.raises(ValueError, match="schedule"):
@@ -240,30 +291,34 @@ def test_scheduler_state_dict_resume_is_exact():
 
 # --- bad arguments ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("build,name", [
-    (lambda: S.Constant(-1.0), "value"),
-    (lambda: S.LinearWarmup(0), "warmup_steps"),
-    (lambda: S.Cosine(0), "total_steps"),
-    (lambda: S.Cosine(10, final=-0.1), "final"),
-    (lambda: S.WarmupStableDecay(10, 8, warmup_steps=5), "decay_steps"),
-    (lambda: S.WarmupStableDecay(10, 5, shape="sqrt"), "shape"),
-    (lambda: S.StepDecay(0), "step_size"),
-    (lambda: S.MultiStep((5, 3)), "milestones"),
-    (lambda: S.Exponential(1.5), "gamma"),
-    (lambda: S.InverseSqrt(0), "warmup_steps"),
-    (lambda: S.Cyclic(5, mode="sine"), "mode"),
-    (lambda: S.Cyclic(0), "step_size_up"),
-    (lambda: S.OneCycle(100, pct_start=1.2), "pct_start"),
-    (lambda: S.OneCycle(100, anneal="exp"), "anneal"),
-    (lambda: S.OneCycle(100, div_factor=0.0), "div_factor"),
-    (lambda: S.join([S.Constant(), S.Constant()], []), "boundaries"),
-    (lambda: S.join([S.Constant(), S.Constant(), S.Constant()], [5, 5]), "boundaries"),
-    (lambda: S.with_warmup(S.Constant(), 0), "warmup_steps"),
-    (lambda: S.warmup_cosine(10, 10), "warmup_steps"),
-    (lambda: S.Constant() * -2.0, "factor"),
-    (lambda: S.Constant()(-1), "step"),
-    (lambda: S.Constant()(1.5), "step"),
-])
+
+@pytest.mark.parametrize(
+    "build,name",
+    [
+        (lambda: S.Constant(-1.0), "value"),
+        (lambda: S.LinearWarmup(0), "warmup_steps"),
+        (lambda: S.Cosine(0), "total_steps"),
+        (lambda: S.Cosine(10, final=-0.1), "final"),
+        (lambda: S.WarmupStableDecay(10, 8, warmup_steps=5), "decay_steps"),
+        (lambda: S.WarmupStableDecay(10, 5, shape="sqrt"), "shape"),
+        (lambda: S.StepDecay(0), "step_size"),
+        (lambda: S.MultiStep((5, 3)), "milestones"),
+        (lambda: S.Exponential(1.5), "gamma"),
+        (lambda: S.InverseSqrt(0), "warmup_steps"),
+        (lambda: S.Cyclic(5, mode="sine"), "mode"),
+        (lambda: S.Cyclic(0), "step_size_up"),
+        (lambda: S.OneCycle(100, pct_start=1.2), "pct_start"),
+        (lambda: S.OneCycle(100, anneal="exp"), "anneal"),
+        (lambda: S.OneCycle(100, div_factor=0.0), "div_factor"),
+        (lambda: S.join([S.Constant(), S.Constant()], []), "boundaries"),
+        (lambda: S.join([S.Constant(), S.Constant(), S.Constant()], [5, 5]), "boundaries"),
+        (lambda: S.with_warmup(S.Constant(), 0), "warmup_steps"),
+        (lambda: S.warmup_cosine(10, 10), "warmup_steps"),
+        (lambda: S.Constant() * -2.0, "factor"),
+        (lambda: S.Constant()(-1), "step"),
+        (lambda: S.Constant()(1.5), "step"),
+    ],
+)
 def test_bad_arguments_raise(build, name):
     with pytest.raises(ValueError, match=name):
         build()

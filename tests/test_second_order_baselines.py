@@ -12,6 +12,7 @@ Tolerances: float64 throughout; a step computed from the same matrices by a diff
 (LU solve vs CG to 1e-13, HVP rows vs torch.autograd.functional.hessian) agrees to ~1e-12;
 1e-9 allows for the conditioning of the damped systems (cond ≤ ~1e4).
 """
+
 from __future__ import annotations
 
 import math
@@ -45,6 +46,7 @@ def closure_for(opt, model, loss_fn, X, y):
         loss = loss_fn(model(X), y)
         loss.backward()
         return loss
+
     return closure
 
 
@@ -59,7 +61,7 @@ def naive_gradient_and_hessian(model, loss_fn, X, y):
     def loss(theta):
         out, i = {}, 0
         for n, s in zip(names, shapes):
-            out[n] = theta[i:i + math.prod(s)].reshape(s)
+            out[n] = theta[i : i + math.prod(s)].reshape(s)
             i += math.prod(s)
         return loss_fn(functional_call(model, out, (X,)), y)
 
@@ -72,6 +74,7 @@ def close(a, b, tol):
 
 
 # --- Newton -----------------------------------------------------------------------------
+
 
 def test_newton_step_is_the_damped_newton_step_of_the_exact_hessian():
     model, loss_fn = mlp(), nn.CrossEntropyLoss()
@@ -126,8 +129,9 @@ def test_levenberg_marquardt_rule_and_reduction_ratio():
     f = lambda x: float(0.5 * x @ A @ x - b @ x)
     x0, delta = torch.tensor([0.3, 0.2], dtype=DT), torch.tensor([-0.1, 0.25], dtype=DT)
     g = A @ x0 - b
-    assert abs(reduction_ratio(f(x0), f(x0 + delta), g, A, delta) - 1.0) < 1e-12 or \
-        reduction_ratio(f(x0), f(x0 + delta), g, A, delta) == float("-inf")
+    assert abs(reduction_ratio(f(x0), f(x0 + delta), g, A, delta) - 1.0) < 1e-12 or reduction_ratio(
+        f(x0), f(x0 + delta), g, A, delta
+    ) == float("-inf")
     step = -torch.linalg.solve(A, g) * 0.5  # a descent step
     assert abs(reduction_ratio(f(x0), f(x0 + step), g, A, step) - 1.0) < 1e-12
     assert reduction_ratio(1.0, float("nan"), g, A, step) == float("-inf")
@@ -175,6 +179,7 @@ def test_newton_and_natural_gradient_need_a_closure():
 
 # --- NaturalGradient ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("loss_fn", [nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="sum")])
 @pytest.mark.parametrize("fisher", ["true", "empirical"])
 def test_natural_gradient_step_solves_the_damped_fisher_system(fisher, loss_fn):
@@ -182,8 +187,9 @@ def test_natural_gradient_step_solves_the_damped_fisher_system(fisher, loss_fn):
     itself checked against naive per-example gradients in test_curvature.py) and an LU solve."""
     model = mlp()
     X, y = batch()
-    opt = NaturalGradient(model.parameters(), model, lr=0.8, damping=0.1, loss=loss_fn, fisher=fisher,
-                          cg_max_iter=500, cg_tol=1e-13)
+    opt = NaturalGradient(
+        model.parameters(), model, lr=0.8, damping=0.1, loss=loss_fn, fisher=fisher, cg_max_iter=500, cg_tol=1e-13
+    )
     for _ in range(3):
         Fm = fisher_matrix(model, loss_fn, X, y, kind=fisher)
         g, _ = naive_gradient_and_hessian(model, loss_fn, X, y)
@@ -201,8 +207,9 @@ def test_natural_gradient_with_sampled_labels_uses_the_monte_carlo_fisher_of_tho
     model, loss_fn = mlp(), nn.CrossEntropyLoss()
     X, y = batch(n=10)
     S = 3
-    opt = NaturalGradient(model.parameters(), model, lr=1.0, damping=0.05, mc_samples=S, seed=5,
-                          cg_max_iter=500, cg_tol=1e-13)
+    opt = NaturalGradient(
+        model.parameters(), model, lr=1.0, damping=0.05, mc_samples=S, seed=5, cg_max_iter=500, cg_tol=1e-13
+    )
     for step in range(2):
         with torch.no_grad():
             probs = torch.softmax(model(X), 1)
@@ -212,7 +219,7 @@ def test_natural_gradient_with_sampled_labels_uses_the_monte_carlo_fisher_of_tho
         rows = []
         for lab in labels:
             for n in range(X.shape[0]):
-                out = F.cross_entropy(model(X[n:n + 1]), lab[n:n + 1])
+                out = F.cross_entropy(model(X[n : n + 1]), lab[n : n + 1])
                 rows.append(torch.cat([t.reshape(-1) for t in torch.autograd.grad(out, params)]))
         G = torch.stack(rows)
         Fm = G.T @ G / (X.shape[0] * S)
@@ -284,6 +291,7 @@ def test_natural_gradient_accepts_a_last_layer_as_output_module():
 
 # --- the problems the baselines are for ------------------------------------------------------
 
+
 def _least_squares(seed=0):
     """min_w (1/N)||X w - y||², X's columns scaled from 1 to 10^-1.5: cond(H) ≈ 10^3, min 0."""
     g = torch.Generator().manual_seed(seed)
@@ -313,13 +321,17 @@ def test_newton_and_natural_gradient_beat_tuned_sgd_and_adam_on_an_ill_condition
     X, _ = _least_squares()
     lam_max = float(torch.linalg.eigvalsh(2 * X.T @ X / X.shape[0])[-1])
     newton = _steps_to_target(lambda m: Newton(m.parameters(), lr=1.0, damping=1e-9), 10)
-    ng = _steps_to_target(lambda m: NaturalGradient(m.parameters(), m, lr=1.0, damping=1e-9, loss="mse",
-                                                    cg_max_iter=50, cg_tol=1e-12), 10)
+    ng = _steps_to_target(
+        lambda m: NaturalGradient(m.parameters(), m, lr=1.0, damping=1e-9, loss="mse", cg_max_iter=50, cg_tol=1e-12), 10
+    )
     budget = 300
-    sgd = min(_steps_to_target(lambda m: torch.optim.SGD(m.parameters(), lr=c / lam_max), budget)
-              for c in (0.5, 1.0, 1.5, 1.9))
-    adam = min(_steps_to_target(lambda m: torch.optim.Adam(m.parameters(), lr=lr), budget)
-               for lr in (1e-3, 1e-2, 1e-1, 1.0))
+    sgd = min(
+        _steps_to_target(lambda m: torch.optim.SGD(m.parameters(), lr=c / lam_max), budget)
+        for c in (0.5, 1.0, 1.5, 1.9)
+    )
+    adam = min(
+        _steps_to_target(lambda m: torch.optim.Adam(m.parameters(), lr=lr), budget) for lr in (1e-3, 1e-2, 1e-1, 1.0)
+    )
     assert newton <= 2 and ng <= 2, (newton, ng)
     assert newton < sgd and ng < sgd and newton < adam and ng < adam, (newton, ng, sgd, adam)
 

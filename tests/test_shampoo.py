@@ -10,6 +10,7 @@
 - It trains an MLP on scikit-learn's digits and beats tuned SGD/Adam on an
   ill-conditioned matrix problem.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,40 +66,82 @@ NEVER = 10_000  # precondition_frequency (hence start_preconditioning_step) beyo
 # versus torch's addcdiv with value=-lr): differences are a few ulps, ≤ 1e-13 relative
 # after 8 steps; SGD's arithmetic is identical and must match bit for bit.
 
+
 def test_sgd_grafting_without_preconditioning_is_sgd_bit_for_bit():
     ref, _, _ = trajectory(lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.01))
-    ours, _, _ = trajectory(lambda p: Shampoo(p, lr=0.01, betas=(0.0, 1.0), grafting="sgd", momentum=0.9,
-                                              nesterov=True, weight_decay=0.01, precondition_frequency=NEVER))
+    ours, _, _ = trajectory(
+        lambda p: Shampoo(
+            p,
+            lr=0.01,
+            betas=(0.0, 1.0),
+            grafting="sgd",
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=0.01,
+            precondition_frequency=NEVER,
+        )
+    )
     for a, b in zip(ours, ref):
         assert torch.equal(a, b)
 
 
 def test_sgd_grafting_heavy_ball_and_coupled_decay():
     ref, _, _ = trajectory(lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.5, weight_decay=0.1))
-    ours, _, _ = trajectory(lambda p: Shampoo(p, lr=0.02, betas=(0.0, 1.0), grafting="sgd", momentum=0.5,
-                                              weight_decay=0.1, decoupled_weight_decay=False,
-                                              precondition_frequency=NEVER))
+    ours, _, _ = trajectory(
+        lambda p: Shampoo(
+            p,
+            lr=0.02,
+            betas=(0.0, 1.0),
+            grafting="sgd",
+            momentum=0.5,
+            weight_decay=0.1,
+            decoupled_weight_decay=False,
+            precondition_frequency=NEVER,
+        )
+    )
     assert_close(ours, ref, 1e-13)
 
 
 def test_adagrad_grafting_without_preconditioning_is_adagrad():
     ref, _, _ = trajectory(lambda p: torch.optim.Adagrad(p, lr=0.1, eps=1e-10))
-    ours, _, _ = trajectory(lambda p: Shampoo(p, lr=0.1, betas=(0.0, 1.0), grafting="adagrad",
-                                              grafting_epsilon=1e-10, precondition_frequency=NEVER))
+    ours, _, _ = trajectory(
+        lambda p: Shampoo(
+            p, lr=0.1, betas=(0.0, 1.0), grafting="adagrad", grafting_epsilon=1e-10, precondition_frequency=NEVER
+        )
+    )
     assert_close(ours, ref, 1e-13)
 
 
 def test_adam_grafting_without_preconditioning_is_adam():
     ref, _, _ = trajectory(lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.9, 0.999), eps=1e-8))
-    ours, _, _ = trajectory(lambda p: Shampoo(p, lr=0.01, betas=(0.9, 1.0), grafting="adam", grafting_beta2=0.999,
-                                              grafting_epsilon=1e-8, precondition_frequency=NEVER))
+    ours, _, _ = trajectory(
+        lambda p: Shampoo(
+            p,
+            lr=0.01,
+            betas=(0.9, 1.0),
+            grafting="adam",
+            grafting_beta2=0.999,
+            grafting_epsilon=1e-8,
+            precondition_frequency=NEVER,
+        )
+    )
     assert_close(ours, ref, 1e-13)
 
 
 def test_adam_grafting_with_decoupled_decay_is_adamw():
     ref, _, _ = trajectory(lambda p: torch.optim.AdamW(p, lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.1))
-    ours, _, _ = trajectory(lambda p: Shampoo(p, lr=0.01, betas=(0.8, 1.0), grafting="adam", grafting_beta2=0.99,
-                                              grafting_epsilon=1e-8, weight_decay=0.1, precondition_frequency=NEVER))
+    ours, _, _ = trajectory(
+        lambda p: Shampoo(
+            p,
+            lr=0.01,
+            betas=(0.8, 1.0),
+            grafting="adam",
+            grafting_beta2=0.99,
+            grafting_epsilon=1e-8,
+            weight_decay=0.1,
+            precondition_frequency=NEVER,
+        )
+    )
     assert_close(ours, ref, 1e-13)
 
 
@@ -111,6 +154,7 @@ def test_grafting_none_before_start_is_filtered_gradient_descent():
 
 
 # --- the spectral step and the inverse roots ---------------------------------------
+
 
 @pytest.mark.parametrize("shape", [(5, 5), (4, 7), (7, 4)])
 def test_first_step_without_grafting_is_spectral_step(shape):
@@ -131,18 +175,30 @@ def test_first_step_without_grafting_is_spectral_step(shape):
     assert float((step - U @ Vh).abs().max()) < 1e-9
 
 
-@pytest.mark.parametrize("root_method, extra, rtol", [("eigh", {}, 1e-12), ("newton", {}, 2.5e-4),
-                                                     ("newton", {"newton_tolerance": 1e-6}, 1e-6)])
+@pytest.mark.parametrize(
+    "root_method, extra, rtol",
+    [("eigh", {}, 1e-12), ("newton", {}, 2.5e-4), ("newton", {"newton_tolerance": 1e-6}, 1e-6)],
+)
 def test_inverse_roots_match_eigendecomposition_of_recorded_statistics(root_method, extra, rtol):
     beta2, eps = 0.95, 1e-6
-    _, opt, grads = trajectory(lambda p: Shampoo(p, lr=0.01, betas=(0.9, beta2), epsilon=eps, grafting="adam",
-                                                 precondition_frequency=2, root_method=root_method, **extra),
-                               steps=6)
+    _, opt, grads = trajectory(
+        lambda p: Shampoo(
+            p,
+            lr=0.01,
+            betas=(0.9, beta2),
+            epsilon=eps,
+            grafting="adam",
+            precondition_frequency=2,
+            root_method=root_method,
+            **extra,
+        ),
+        steps=6,
+    )
     W = opt.param_groups[0]["params"][0]
     # L_t = Σ_s β2^{t-s} (1-β2) G_s G_sᵀ, last roots computed at step 6 (a multiple of 2)
     L = sum((1 - beta2) * beta2 ** (6 - s) * g[0] @ g[0].T for s, g in enumerate(grads, start=1))
     R = sum((1 - beta2) * beta2 ** (6 - s) * g[0].T @ g[0] for s, g in enumerate(grads, start=1))
-    bias_correction = 1 - beta2 ** 6
+    bias_correction = 1 - beta2**6
     P_L, P_R = opt.state[W]["inverse_roots"][0]
     # eigh: same float64 maths, summation order differs (~1e-14); newton: tolerance τ on
     # max|M - I| gives ≈ τ/4 relative error in X (see gd_lib.linalg.inverse_root_newton):
@@ -206,6 +262,7 @@ def test_size_one_dimensions_are_dropped():
 
 # --- blocking --------------------------------------------------------------------
 
+
 def test_blocking_equals_separate_shampoo_on_each_block():
     """An 8x5 matrix with max_preconditioner_dim=3 is six blocks: 3x3, 3x2, 3x3, 3x2, 2x3, 2x2.
 
@@ -230,10 +287,10 @@ def test_blocking_equals_separate_shampoo_on_each_block():
         loss_of(W).backward()
         blocked.step()
         separate.zero_grad()
-        assembled = torch.cat([torch.cat(pieces[i * 2:(i + 1) * 2], dim=1) for i in range(3)], dim=0)
+        assembled = torch.cat([torch.cat(pieces[i * 2 : (i + 1) * 2], dim=1) for i in range(3)], dim=0)
         loss_of(assembled).backward()
         separate.step()
-    assembled = torch.cat([torch.cat(pieces[i * 2:(i + 1) * 2], dim=1) for i in range(3)], dim=0).detach()
+    assembled = torch.cat([torch.cat(pieces[i * 2 : (i + 1) * 2], dim=1) for i in range(3)], dim=0).detach()
     # same per-block maths, stacked/batched versus one at a time: float64 round-off
     assert torch.allclose(W.detach(), assembled, rtol=1e-10, atol=1e-12)
     classes = blocked.state[W]["factors"]
@@ -242,13 +299,16 @@ def test_blocking_equals_separate_shampoo_on_each_block():
 
 def test_newton_roots_follow_eigh_trajectory():
     ref, _, _ = trajectory(lambda p: Shampoo(p, lr=0.01, grafting="adam", epsilon=1e-6), steps=6)
-    ours, _, _ = trajectory(lambda p: Shampoo(p, lr=0.01, grafting="adam", epsilon=1e-6, root_method="newton",
-                                              newton_tolerance=1e-10), steps=6)
+    ours, _, _ = trajectory(
+        lambda p: Shampoo(p, lr=0.01, grafting="adam", epsilon=1e-6, root_method="newton", newton_tolerance=1e-10),
+        steps=6,
+    )
     # roots agree to ~1e-10 relative; grafting normalises the step, so parameters ≤ 1e-8
     assert_close(ours, ref, 1e-8)
 
 
 # --- configuration ----------------------------------------------------------------
+
 
 def test_config_is_frozen_and_checked():
     config = ShampooConfig()
@@ -269,6 +329,7 @@ def test_config_is_frozen_and_checked():
 
 # --- training ----------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_trains_mlp_on_digits():
     """64-32-10 tanh MLP, minibatches of 200, 60 steps, Adam grafting: ≥ 93% validation accuracy.
@@ -276,8 +337,9 @@ def test_trains_mlp_on_digits():
     Measured 95.2% (Adam at lr 1e-2 on the same budget: 95.0%). The 2-point margin covers
     BLAS differences across machines.
     """
-    acc = train_digits(lambda p: Shampoo(p, lr=1e-2, betas=(0.9, 0.999), grafting="adam", epsilon=1e-8,
-                                         precondition_frequency=5))
+    acc = train_digits(
+        lambda p: Shampoo(p, lr=1e-2, betas=(0.9, 0.999), grafting="adam", epsilon=1e-8, precondition_frequency=5)
+    )
     assert acc >= 0.93, acc
 
 
@@ -349,8 +411,9 @@ def test_beats_tuned_sgd_and_adam_on_ill_conditioned_matrix_problem():
     """Target: loss ≤ 1e-6 × initial. Shampoo (Adam grafting, lr 0.3, f=1) needs 129 steps;
     none of SGD, SGD+momentum (best 828 steps in a 2000-step sweep) or Adam (best 645)
     reaches it in 400 steps at any learning rate of its grid."""
-    shampoo_steps = steps_to_target(lambda p: Shampoo(p, lr=0.3, betas=(0.9, 0.999), grafting="adam",
-                                                      epsilon=1e-12, precondition_frequency=1))
+    shampoo_steps = steps_to_target(
+        lambda p: Shampoo(p, lr=0.3, betas=(0.9, 0.999), grafting="adam", epsilon=1e-12, precondition_frequency=1)
+    )
     assert shampoo_steps is not None and shampoo_steps <= 200, shampoo_steps
     for name, makers in BASELINES.items():
         results = [steps_to_target(make) for make in makers]

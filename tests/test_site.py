@@ -8,6 +8,7 @@ lectures (their execution is tests/test_site_cache.py's and the browser test's b
   and to its source notebook; assignment pages do not pull from git (students fetch them with nbgrader);
 - the instructor guide is the README's grading, hub and website sections.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,17 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from site_support import (ROOT, build_site, external_references, find_leaks, legitimate_sources,
-                          load_build_module, normalize, page_text, solution_lines)
+from site_support import (
+    ROOT,
+    build_site,
+    external_references,
+    find_leaks,
+    legitimate_sources,
+    load_build_module,
+    normalize,
+    page_text,
+    solution_lines,
+)
 
 HUB, REPOSITORY, BRANCH = "https://hub.example.org", "https://github.com/example-org/guided-descent", "spring-2026"
 LECTURES = sorted(p.stem for p in (ROOT / "lectures").glob("[0-9]*.ipynb"))
@@ -28,8 +38,21 @@ ASSIGNMENTS = sorted(str(p.relative_to(ROOT).with_suffix("")) for p in (ROOT / "
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     work = tmp_path_factory.mktemp("site")
-    build_site(ROOT, work / "site", work / "build", "--execute", "off", "--mode", "quick", "--hub-url", HUB,
-               "--repository", REPOSITORY + ".git", "--branch", BRANCH)
+    build_site(
+        ROOT,
+        work / "site",
+        work / "build",
+        "--execute",
+        "off",
+        "--mode",
+        "quick",
+        "--hub-url",
+        HUB,
+        "--repository",
+        REPOSITORY + ".git",
+        "--branch",
+        BRANCH,
+    )
     return work / "site"
 
 
@@ -73,38 +96,54 @@ def test_no_page_loads_anything_from_outside_the_site(site):
 
 
 def test_the_external_reference_check_sees_a_cdn(tmp_path):
-    (tmp_path / "a.html").write_text('<link rel="stylesheet" href="https://cdn.example.org/x.css">'
-                                     '<script src="//cdn.example.org/x.js"></script><script src="_static/ok.js"></script>'
-                                     '<a href="https://example.org/a-link-is-fine">x</a>')
-    (tmp_path / "b.css").write_text("@font-face { src: url(https://fonts.example.org/f.woff2) } .x { background: url(img.png) }")
-    assert sorted(external_references(tmp_path)) == [("a.html", "//cdn.example.org/x.js"),
-                                                     ("a.html", "https://cdn.example.org/x.css"),
-                                                     ("b.css", "https://fonts.example.org/f.woff2")]
+    (tmp_path / "a.html").write_text(
+        '<link rel="stylesheet" href="https://cdn.example.org/x.css">'
+        '<script src="//cdn.example.org/x.js"></script><script src="_static/ok.js"></script>'
+        '<a href="https://example.org/a-link-is-fine">x</a>'
+    )
+    (tmp_path / "b.css").write_text(
+        "@font-face { src: url(https://fonts.example.org/f.woff2) } .x { background: url(img.png) }"
+    )
+    assert sorted(external_references(tmp_path)) == [
+        ("a.html", "//cdn.example.org/x.js"),
+        ("a.html", "https://cdn.example.org/x.css"),
+        ("b.css", "https://fonts.example.org/f.woff2"),
+    ]
 
 
 # --------------------------------------------------------------------------- the front page
 @pytest.mark.slow
 def test_front_page_tells_a_student_what_they_need(site):
     html = _html(site, "index")
-    for heading in ("Prerequisites", "What you will be able to do", "Schedule", "How to run a lecture",
-                    "Honour code for the assignments"):
+    for heading in (
+        "Prerequisites",
+        "What you will be able to do",
+        "Schedule",
+        "How to run a lecture",
+        "Honour code for the assignments",
+    ):
         assert f">{heading}<" in html, heading
     text = normalize(page_text(site / "index.html"))
-    for words in ("make lectures QUICK=1", "GD_QUICK=1", "Python 3 (CPU, quick mode)", "Old Optimizer, New Norm",
-                  "no gd_lib.optim inside your answers"):
+    for words in (
+        "make lectures QUICK=1",
+        "GD_QUICK=1",
+        "Python 3 (CPU, quick mode)",
+        "Old Optimizer, New Norm",
+        "no gd_lib.optim inside your answers",
+    ):
         assert words in text, words
 
 
 @pytest.mark.slow
 def test_schedule_lists_every_lecture_and_assignment_in_order(site):
     html = _html(site, "index")
-    table = html[html.index("course-schedule"):]
-    table = table[:table.index("</table>")]
+    table = html[html.index("course-schedule") :]
+    table = table[: table.index("</table>")]
     links = [h for h in _hrefs(table) if h.endswith(".html")]
     lecture_links = [h for h in links if h.startswith("lectures/")]
     assert lecture_links == [f"lectures/{name}.html" for name in LECTURES]
     # every assignment appears, in the table or under it
-    schedule = html[html.index("course-schedule"):html.index('id="how-to-run-a-lecture"')]
+    schedule = html[html.index("course-schedule") : html.index('id="how-to-run-a-lecture"')]
     for assignment in ASSIGNMENTS:
         assert f'href="{assignment}.html"' in schedule, assignment
     # the readings of lecture 2 come from schedule.yaml
@@ -132,8 +171,11 @@ def test_lecture_page_opens_on_the_hub_with_nbgitpuller_and_links_its_source(sit
         assert f"{url.scheme}://{url.netloc}{url.path}" == f"{HUB}/hub/user-redirect/git-pull"
         query = parse_qs(url.query)
         # nbgitpuller clones into the repository's last path part without '.git'
-        assert query == {"repo": [REPOSITORY], "branch": [BRANCH],
-                         "urlpath": [f"lab/tree/guided-descent/lectures/{lecture}.ipynb"]}
+        assert query == {
+            "repo": [REPOSITORY],
+            "branch": [BRANCH],
+            "urlpath": [f"lab/tree/guided-descent/lectures/{lecture}.ipynb"],
+        }
     # the source notebook, downloadable from the site, is the repository's
     source = site / "_sources" / "lectures" / f"{lecture}.ipynb"
     assert source.read_bytes() == (ROOT / "lectures" / f"{lecture}.ipynb").read_bytes()
@@ -159,8 +201,8 @@ def test_instructor_guide_is_the_readme_sections(site):
     for page, heading in load_build_module().INSTRUCTOR_SECTIONS:
         html = _html(site, f"instructors/{page}")
         assert f"{heading}<" in html
-        section = readme[readme.index(f"## {heading}"):]
-        section = section[:section.find("\n## ", 3)]
+        section = readme[readme.index(f"## {heading}") :]
+        section = section[: section.find("\n## ", 3)]
         # the section's plain prose lines (no markup or quotes, which the page renders differently)
         prose = [line for line in section.splitlines() if re.fullmatch(r"[A-Za-z][^`*\[\]_|<>'\"]{40,}", line)]
         text = normalize(page_text(site / "instructors" / f"{page}.html"))
@@ -193,8 +235,10 @@ def test_auto_mode_is_full_on_a_gpu_and_quick_without(monkeypatch):
 
 def test_readme_section_moves_headings_up_and_links_to_the_repository():
     build = load_build_module()
-    readme = ("# Title\n\n## Grading things\n\nSee [the doc](docs/x.md), [up](#layout) and [web](https://a.b/c).\n\n"
-              "```bash\n## not a heading\n```\n\n### Sub\n\ntext\n\n## Next\n\nother\n")
+    readme = (
+        "# Title\n\n## Grading things\n\nSee [the doc](docs/x.md), [up](#layout) and [web](https://a.b/c).\n\n"
+        "```bash\n## not a heading\n```\n\n### Sub\n\ntext\n\n## Next\n\nother\n"
+    )
     text = build.readme_section(readme, "Grading", lambda path: f"https://r/blob/main/{path}")
     assert text.splitlines()[0] == "# Grading things"
     assert "## Sub" in text and "## not a heading" in text and "other" not in text
@@ -210,8 +254,18 @@ def test_staging_refuses_an_instructors_notebook_in_assignments(tmp_path):
     (course / "lectures").mkdir(parents=True)
     (course / "lectures" / "01_x.ipynb").write_text("{}")
     (course / "assignments" / "01_a").mkdir(parents=True)
-    (course / "assignments" / "01_a" / "a.ipynb").write_text(json.dumps(
-        {"cells": [{"cell_type": "code", "source": "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"}]}))
+    (course / "assignments" / "01_a" / "a.ipynb").write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {
+                        "cell_type": "code",
+                        "source": "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION",
+                    }
+                ]
+            }
+        )
+    )
     (course / "README.md").write_text("\n".join(f"## {h}\ntext\n" for _, h in build.INSTRUCTOR_SECTIONS))
     with pytest.raises(build.SiteError, match="BEGIN SOLUTION"):
         build.stage(course, tmp_path / "src", lambda path: path)
@@ -221,8 +275,9 @@ def test_the_hub_image_and_the_hub_extra_carry_nbgitpuller():
     """The lectures' links need nbgitpuller on the hub: in the Kubernetes image, and in the hub extra
     that make hub / make hub-trial install (the browser test runs it for real)."""
     recipe = (ROOT / "course" / "hub" / "k8s" / "Dockerfile").read_text()
-    assert re.search(r"^RUN .*mamba env update[^\n]*\\\n\s+&& mamba install [^\n]*\bnbgitpuller\b[^\n]*\bgit\b",
-                     recipe, re.MULTILINE)
+    assert re.search(
+        r"^RUN .*mamba env update[^\n]*\\\n\s+&& mamba install [^\n]*\bnbgitpuller\b[^\n]*\bgit\b", recipe, re.MULTILINE
+    )
     pyproject = (ROOT / "pyproject.toml").read_text()
-    hub_extra = pyproject[pyproject.index("\nhub = ["):]
-    assert '"nbgitpuller' in hub_extra[:hub_extra.index("]")]
+    hub_extra = pyproject[pyproject.index("\nhub = [") :]
+    assert '"nbgitpuller' in hub_extra[: hub_extra.index("]")]

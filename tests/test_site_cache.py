@@ -13,6 +13,7 @@ so the count of executions is observed from outside the site builder:
 After the first build the page shows the lecture's output and figure, the widget's controls drawn
 statically at their values, the math for MathJax, and no widget-manager script or state.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ import re
 import nbformat
 import pytest
 
-from site_support import ROOT, build_site, load_build_module
+from site_support import build_site, load_build_module
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +50,11 @@ interactive_figure(draw, slope=ipywidgets.FloatSlider(value=0.25, min=0.0, max=2
 def _lecture(markdown: str = MARKDOWN, extra_code: str = "print(6 * 7)") -> str:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_markdown_cell(markdown), nbformat.v4.new_code_cell(PLOT),
-                      nbformat.v4.new_code_cell(extra_code)]
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell(markdown),
+        nbformat.v4.new_code_cell(PLOT),
+        nbformat.v4.new_code_cell(extra_code),
+    ]
     return nbformat.writes(notebook)
 
 
@@ -61,13 +65,16 @@ def course(tmp_path):
     (root / "lectures").mkdir(parents=True)
     (root / "lectures" / "01_tiny.ipynb").write_text(_lecture())
     released = nbformat.v4.new_notebook()
-    released.cells = [nbformat.v4.new_markdown_cell("# Assignment 1 — Tiny\n\nWrite `f`."),
-                      nbformat.v4.new_code_cell("def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()")]
+    released.cells = [
+        nbformat.v4.new_markdown_cell("# Assignment 1 — Tiny\n\nWrite `f`."),
+        nbformat.v4.new_code_cell("def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"),
+    ]
     (root / "assignments" / "01_tiny").mkdir(parents=True)
     (root / "assignments" / "01_tiny" / "tiny.ipynb").write_text(nbformat.writes(released))
     build = load_build_module()
-    (root / "README.md").write_text("# Tiny\n\n" + "".join(f"## {heading}\n\nAbout {page}.\n\n"
-                                                            for page, heading in build.INSTRUCTOR_SECTIONS))
+    (root / "README.md").write_text(
+        "# Tiny\n\n" + "".join(f"## {heading}\n\nAbout {page}.\n\n" for page, heading in build.INSTRUCTOR_SECTIONS)
+    )
     # the library the outputs depend on (the kernel imports the installed gd_lib; this copy is hashed)
     (root / "gd_lib").mkdir()
     (root / "gd_lib" / "__init__.py").write_text("VERSION = 1\n")
@@ -117,9 +124,9 @@ def check_lecture_page(site):
     images = re.findall(r'<img[^>]+src="([^"]+\.png)"', page)
     assert len(images) == 1 and (site / "lectures" / images[0]).is_file()
     # the slider, drawn disabled at its value, before the figure
-    widget = page[page.index('class="gd-static-widget"'):]
+    widget = page[page.index('class="gd-static-widget"') :]
     assert re.search(r'<input type="range" disabled min="0.0" max="2.0" step="0.05" value="0.25">', widget)
-    assert "slope" in widget[:widget.index("<img")]
+    assert "slope" in widget[: widget.index("<img")]
     # no widget manager: no view or state script, and nothing loaded from a CDN
     assert "application/vnd.jupyter.widget-view+json" not in page
     assert "application/vnd.jupyter.widget-state+json" not in page

@@ -10,6 +10,7 @@
 - It trains an MLP on scikit-learn's digits and beats tuned SGD/Adam on an
   ill-conditioned matrix problem.
 """
+
 from __future__ import annotations
 
 from itertools import chain, product
@@ -28,8 +29,18 @@ DT = torch.float64
 class NaiveSOAP:
     """The reference algorithm, step by step, for parameters of any order (no merge_dims)."""
 
-    def __init__(self, params, lr=3e-3, betas=(0.95, 0.95), shampoo_beta=-1, eps=1e-8, weight_decay=0.01,
-                 precondition_frequency=10, max_precond_dim=10000, precondition_1d=False):
+    def __init__(
+        self,
+        params,
+        lr=3e-3,
+        betas=(0.95, 0.95),
+        shampoo_beta=-1,
+        eps=1e-8,
+        weight_decay=0.01,
+        precondition_frequency=10,
+        max_precond_dim=10000,
+        precondition_1d=False,
+    ):
         self.params = list(params)
         self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
         self.shampoo_beta = shampoo_beta if shampoo_beta >= 0 else betas[1]
@@ -50,8 +61,9 @@ class NaiveSOAP:
             if GG is None:
                 continue
             axes = [*chain(range(k), range(k + 1, g.dim()))]
-            GG.lerp_(torch.tensordot(g, g, dims=[axes, axes]) if g.dim() > 1 else torch.outer(g, g),
-                     1 - self.shampoo_beta)
+            GG.lerp_(
+                torch.tensordot(g, g, dims=[axes, axes]) if g.dim() > 1 else torch.outer(g, g), 1 - self.shampoo_beta
+            )
 
     @torch.no_grad()
     def step(self):
@@ -75,7 +87,7 @@ class NaiveSOAP:
             st["exp_avg"].mul_(beta1).add_(g_proj, alpha=1 - beta1)
             st["exp_avg_sq"].mul_(beta2).add_(g_proj.square(), alpha=1 - beta2)
             denom = st["exp_avg_sq"].sqrt() + self.eps
-            step_size = self.lr * (1 - beta2 ** t) ** 0.5 / (1 - beta1 ** t)
+            step_size = self.lr * (1 - beta2**t) ** 0.5 / (1 - beta1**t)
             p.add_(self.project(st["exp_avg"] / denom, st["Q"], back=True), alpha=-step_size)
             if self.wd > 0:
                 p.add_(p, alpha=-self.lr * self.wd)
@@ -123,17 +135,22 @@ def run(make_optimizer, steps=20, seed=0, shapes=((8, 8), (8, 8))):
 
 
 def max_rel(a_list, b_list):
-    return max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(map(torch.detach, a_list), map(torch.detach, b_list)))
+    return max(
+        float((a - b).abs().max() / b.abs().max()) for a, b in zip(map(torch.detach, a_list), map(torch.detach, b_list))
+    )
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(lr=3e-2, precondition_frequency=3),
-    dict(lr=1e-2, betas=(0.9, 0.99), shampoo_beta=0.9, weight_decay=0.1, precondition_frequency=1),
-    # a vector's statistic g gᵀ + ... is rank-deficient for its first steps: its null-space
-    # basis is arbitrary, so the ordering of tiny eigenvalues at a refresh is decided by
-    # round-off. Compare precondition_1d without refreshes.
-    dict(lr=1e-2, precondition_frequency=100, precondition_1d=True),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(lr=3e-2, precondition_frequency=3),
+        dict(lr=1e-2, betas=(0.9, 0.99), shampoo_beta=0.9, weight_decay=0.1, precondition_frequency=1),
+        # a vector's statistic g gᵀ + ... is rank-deficient for its first steps: its null-space
+        # basis is arbitrary, so the ordering of tiny eigenvalues at a refresh is decided by
+        # round-off. Compare precondition_1d without refreshes.
+        dict(lr=1e-2, precondition_frequency=100, precondition_1d=True),
+    ],
+)
 def test_matches_naive_reference_over_twenty_steps(kwargs):
     ours, _ = run(lambda p: SOAP(p, **kwargs))
     ref, _ = run(lambda p: NaiveSOAP(p, **kwargs))
@@ -231,7 +248,7 @@ def test_one_dimensional_parameter_without_precondition_1d_is_adamw_like():
         m = 0.9 * m + 0.1 * g
         v = 0.95 * v + 0.05 * g * g
         step = t  # updates so far
-        p = p - 0.1 * (1 - 0.95 ** step) ** 0.5 / (1 - 0.9 ** step) * m / (v.sqrt() + 1e-8)
+        p = p - 0.1 * (1 - 0.95**step) ** 0.5 / (1 - 0.9**step) * m / (v.sqrt() + 1e-8)
         p = p - 0.1 * 0.1 * p
         assert torch.allclose(b.detach(), p, rtol=1e-13, atol=1e-15)
 
@@ -319,8 +336,9 @@ def test_beats_tuned_sgd_and_adam_on_ill_conditioned_matrix_problem():
     """Target loss ≤ 1e-6 × initial on the κ⁴ = 1e4 matrix problem of test_shampoo. SOAP
     (lr 0.1, betas (0.9, 0.99), refresh every step, no weight decay) needs 158 steps; none of
     SGD, SGD+momentum (best 828 in a 2000-step sweep) or Adam (best 645) reaches it in 400."""
-    soap_steps = steps_to_target(lambda p: SOAP(p, lr=0.1, betas=(0.9, 0.99), weight_decay=0.0,
-                                                precondition_frequency=1))
+    soap_steps = steps_to_target(
+        lambda p: SOAP(p, lr=0.1, betas=(0.9, 0.99), weight_decay=0.0, precondition_frequency=1)
+    )
     assert soap_steps is not None and soap_steps <= 200, soap_steps
     for name, makers in BASELINES.items():
         results = [steps_to_target(make) for make in makers]

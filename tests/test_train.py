@@ -1,4 +1,5 @@
 """gd_lib.train: reaches the accuracy it promises, equals a naive loop, schedules, closures, progress."""
+
 import fcntl
 import os
 import pty
@@ -37,8 +38,10 @@ def test_mlp_reaches_95_percent_on_digits(digits):
     t0 = time.perf_counter()
     history = train(model, optimizer, digits, steps=300, batch_size=64, eval_every=100, device=CPU)
     elapsed = time.perf_counter() - t0
-    print(f"\nMLP on digits: {history.final('val_accuracy'):.1%} validation accuracy after "
-          f"{history.steps_taken} steps in {elapsed:.1f} s (train {history.train_time:.1f} s)")
+    print(
+        f"\nMLP on digits: {history.final('val_accuracy'):.1%} validation accuracy after "
+        f"{history.steps_taken} steps in {elapsed:.1f} s (train {history.train_time:.1f} s)"
+    )
     assert history.final("val_accuracy") >= 0.95
     assert history.step.tolist() == list(range(1, 301))
     assert history.eval_step.tolist() == [100, 200, 300]
@@ -57,8 +60,15 @@ def test_full_batch_training_equals_a_naive_loop():
     naive = models.MLP(5, [16], 3)
     naive.load_state_dict(model.state_dict())
     schedule = schedules.Cosine(20, final=0.1)
-    history = train(model, torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9), (X, y), steps=20,
-                    batch_size=None, schedule=schedule, device=CPU)
+    history = train(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9),
+        (X, y),
+        steps=20,
+        batch_size=None,
+        schedule=schedule,
+        device=CPU,
+    )
     optimizer = torch.optim.SGD(naive.parameters(), lr=0.5, momentum=0.9)
     naive_losses, naive_lrs = [], []
     for t in range(20):
@@ -92,21 +102,19 @@ def test_minibatches_are_epochs_without_replacement():
 
     model = Recorder()
     X, y = torch.arange(n, dtype=torch.float32).unsqueeze(1), torch.zeros(n)
-    train(model, torch.optim.SGD(model.parameters(), lr=0.0), (X, y), steps=12, batch_size=batch,
-          device=CPU)
+    train(model, torch.optim.SGD(model.parameters(), lr=0.0), (X, y), steps=12, batch_size=batch, device=CPU)
     per_epoch = n // batch
     for epoch in range(12 // per_epoch):
-        indices = sum(model.seen[epoch * per_epoch:(epoch + 1) * per_epoch], [])
+        indices = sum(model.seen[epoch * per_epoch : (epoch + 1) * per_epoch], [])
         assert sorted(indices) == list(range(n))
-    assert model.seen[:per_epoch] != model.seen[per_epoch:2 * per_epoch]  # reshuffled each epoch
+    assert model.seen[:per_epoch] != model.seen[per_epoch : 2 * per_epoch]  # reshuffled each epoch
 
 
 def test_same_seed_same_history(digits):
     def run(seed):
         torch.manual_seed(0)
         model = models.MLP(64, [32], 10, dropout=0.2)
-        return train(model, torch.optim.SGD(model.parameters(), lr=0.1), digits, steps=30, device=CPU,
-                     seed=seed)
+        return train(model, torch.optim.SGD(model.parameters(), lr=0.1), digits, steps=30, device=CPU, seed=seed)
 
     a, b, c = run(3), run(3), run(4)
     assert a.loss.tolist() == b.loss.tolist()
@@ -117,8 +125,7 @@ def test_optimizer_that_needs_a_closure():
     problem = data.least_squares(100, 5, condition_number=10.0, noise=0.1, seed=0)
     model = nn.Linear(5, 1, bias=False)
     nn.init.zeros_(model.weight)
-    optimizer = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=20,
-                                  line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=20, line_search_fn="strong_wolfe")
     history = train(model, optimizer, (problem.X, problem.y), steps=3, batch_size=None, device=CPU)
     # mse = 2 ℓ(w); L-BFGS on a 5-d quadratic reaches the least-squares solution (float32: ~1e-5)
     torch.testing.assert_close(model.weight[0], problem.w_star, rtol=1e-4, atol=1e-4)
@@ -129,8 +136,16 @@ def test_averager_target_and_divergence(digits):
     torch.manual_seed(0)
     model = models.MLP(64, [64], 10)
     ema = averaging.EMA(model, decay=0.9)
-    history = train(model, torch.optim.Adam(model.parameters(), lr=1e-3), digits, steps=2000,
-                    eval_every=25, averager=ema, target=("val_accuracy", 0.9), device=CPU)
+    history = train(
+        model,
+        torch.optim.Adam(model.parameters(), lr=1e-3),
+        digits,
+        steps=2000,
+        eval_every=25,
+        averager=ema,
+        target=("val_accuracy", 0.9),
+        device=CPU,
+    )
     accuracy = history["val_accuracy"]
     assert history.target_step == history.eval_step[-1] < 2000
     assert accuracy[-1] >= 0.9 and np.all(accuracy[:-1] < 0.9)
@@ -157,15 +172,20 @@ def test_transformer_on_modular_arithmetic_and_text():
     torch.manual_seed(0)
     split = data.modular_arithmetic(7, "+", train_fraction=0.6)
     model = models.TinyTransformer(split.info["vocab_size"], 4, width=32, depth=1, heads=2)
-    history = train(model, torch.optim.AdamW(model.parameters(), lr=3e-3), split, steps=40,
-                    batch_size=16, device=CPU)
+    history = train(model, torch.optim.AdamW(model.parameters(), lr=3e-3), split, steps=40, batch_size=16, device=CPU)
     assert history.loss[-5:].mean() < history.loss[:5].mean()
     assert set(history.metrics) == {"val_loss", "val_accuracy"}
 
     corpus = data.stdlib_corpus("char", max_files=3)
     model = models.TinyTransformer(corpus.vocab_size, 16, width=32, depth=1, heads=2)
-    history = train(model, torch.optim.Adam(model.parameters(), lr=3e-3), corpus.sampler(16, max_val_windows=8),
-                    steps=30, batch_size=8, device=CPU)
+    history = train(
+        model,
+        torch.optim.Adam(model.parameters(), lr=3e-3),
+        corpus.sampler(16, max_val_windows=8),
+        steps=30,
+        batch_size=8,
+        device=CPU,
+    )
     assert history.loss[-5:].mean() < history.loss[:5].mean() and "val_loss" in history.metrics
 
 
@@ -188,8 +208,9 @@ def test_seed_everything():
         gd_lib.seed_everything(-1)
 
 
-@pytest.mark.parametrize("kwargs,name", [(dict(steps=0), "steps"), (dict(batch_size=0), "batch_size"),
-                                         (dict(eval_every=0), "eval_every")])
+@pytest.mark.parametrize(
+    "kwargs,name", [(dict(steps=0), "steps"), (dict(batch_size=0), "batch_size"), (dict(eval_every=0), "eval_every")]
+)
 def test_bad_arguments_raise(kwargs, name, digits):
     model = models.MLP(64, [8], 10)
     with pytest.raises(ValueError, match=name):
@@ -199,6 +220,7 @@ def test_bad_arguments_raise(kwargs, name, digits):
 
 
 # --- progress bar -----------------------------------------------------------------------------------------
+
 
 def test_no_progress_output_under_pytest(capfd, digits):
     assert "PYTEST_CURRENT_TEST" in os.environ
@@ -235,8 +257,14 @@ def test_progress_bar_in_a_terminal():
     primary, secondary = pty.openpty()
     # a terminal of 24 rows × 100 columns, as a user's would report
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdin=secondary, stdout=secondary,
-                            stderr=secondary, env=_clean_env(), close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=_clean_env(),
+        close_fds=True,
+    )
     os.close(secondary)
     chunks = []
     deadline = time.time() + 120
@@ -245,7 +273,7 @@ def test_progress_bar_in_a_terminal():
         if ready:
             try:
                 chunk = os.read(primary, 4096)
-            except OSError:   # the child closed the terminal
+            except OSError:  # the child closed the terminal
                 break
             if not chunk:
                 break
@@ -261,8 +289,9 @@ def test_progress_bar_in_a_terminal():
 
 def test_no_progress_bar_when_stderr_is_not_a_terminal(monkeypatch, digits):
     import io
+
     monkeypatch.delenv("PYTEST_CURRENT_TEST")
-    fake_stderr = io.StringIO()          # not a tty, as a pipe or a log file
+    fake_stderr = io.StringIO()  # not a tty, as a pipe or a log file
     monkeypatch.setattr(sys, "stderr", fake_stderr)
     model = models.MLP(64, [8], 10)
     train(model, torch.optim.SGD(model.parameters(), lr=0.1), digits, steps=20, device=CPU)

@@ -40,6 +40,7 @@ students get the assignment list (fetch, validate, submit, fetch feedback)
 and no formgrader. Every server has two kernels: ``Python 3 (GPU)`` (the
 default; CUDA when the machine has it) and ``Python 3 (CPU, quick mode)``.
 """
+
 import os
 import shutil
 import stat
@@ -120,11 +121,24 @@ c.Spawner.default_url = "/lab"
 c.Spawner.http_timeout = 120  # a loaded machine may take a while to start JupyterLab
 c.Spawner.start_timeout = 180
 # LocalProcessSpawner's own list, plus the course's switches (quick mode, device) for trials and tests
-c.LocalProcessSpawner.env_keep = ["CONDA_DEFAULT_ENV", "CONDA_ROOT", "JUPYTERHUB_SINGLEUSER_APP", "LANG", "LC_ALL",
-                                  "LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "VIRTUAL_ENV",
-                                  "GD_QUICK", "GD_DEVICE", "CUDA_VISIBLE_DEVICES"]
-c.Spawner.args = [f"--MappingKernelManager.cull_idle_timeout={IDLE_TIMEOUT}",
-                  "--MappingKernelManager.cull_interval=300"]
+c.LocalProcessSpawner.env_keep = [
+    "CONDA_DEFAULT_ENV",
+    "CONDA_ROOT",
+    "JUPYTERHUB_SINGLEUSER_APP",
+    "LANG",
+    "LC_ALL",
+    "LD_LIBRARY_PATH",
+    "PATH",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "GD_QUICK",
+    "GD_DEVICE",
+    "CUDA_VISIBLE_DEVICES",
+]
+c.Spawner.args = [
+    f"--MappingKernelManager.cull_idle_timeout={IDLE_TIMEOUT}",
+    "--MappingKernelManager.cull_interval=300",
+]
 if SPAWNER == "simple":
     c.JupyterHub.spawner_class = "simple"
     c.SimpleLocalProcessSpawner.home_dir_template = str(Path(_env("GD_HUB_HOMES", str(STATE / "home"))) / "{username}")

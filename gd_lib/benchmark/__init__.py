@@ -10,6 +10,7 @@ measures how fast the course's own code runs, for its maintainers.
 
 Command line: ``python -m gd_lib.benchmark score --evals EVALS.csv --workloads WORKLOADS.csv``.
 """
+
 from .scoring import (
     Evaluation,
     ScoreResult,
@@ -31,8 +32,21 @@ from .scoring import (
 )
 
 __all__ = [
-    "Evaluation", "ScoreResult", "Workload", "apply_variant_rules", "performance_profile",
-    "performance_ratios", "profile_score", "read_evaluations", "read_workloads", "score_submissions",
-    "score_times", "study_time_to_target", "tau_grid", "time_table", "trial_time_to_target",
-    "workload_time_to_target", "write_evaluations",
+    "Evaluation",
+    "ScoreResult",
+    "Workload",
+    "apply_variant_rules",
+    "performance_profile",
+    "performance_ratios",
+    "profile_score",
+    "read_evaluations",
+    "read_workloads",
+    "score_submissions",
+    "score_times",
+    "study_time_to_target",
+    "tau_grid",
+    "time_table",
+    "trial_time_to_target",
+    "workload_time_to_target",
+    "write_evaluations",
 ]

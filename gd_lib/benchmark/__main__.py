@@ -8,6 +8,7 @@
         runs (or resumes) the trials on the mini workloads, writes EVALS.csv files,
         the performance-profile plot, and prints the score table
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ from .scoring import read_evaluations, read_workloads, score_submissions
 def plot_profiles(result, path) -> None:
     """Draw ρ(τ) for every submission into ``path`` (PNG, PDF, ...)."""
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
@@ -58,20 +60,34 @@ def _run(args) -> int:
     trials = args.trials if args.trials is not None else (2 if args.quick else 5)
     studies = args.studies if args.studies is not None else (1 if args.quick else 3)
     start = time.perf_counter()
-    result = run_benchmark(submissions, workloads, ruleset=args.ruleset, trials=trials, studies=studies,
-                           out_dir=args.out, quick=args.quick, progress=not args.no_progress,
-                           threads=args.threads)
+    result = run_benchmark(
+        submissions,
+        workloads,
+        ruleset=args.ruleset,
+        trials=trials,
+        studies=studies,
+        out_dir=args.out,
+        quick=args.quick,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
     elapsed = time.perf_counter() - start
     by_time, by_steps = result.by_time, result.by_steps
     names = [w for w in WORKLOADS if w in by_time.workload_names]
-    print(f"ruleset={args.ruleset} trials={trials} studies={studies} quick={args.quick} "
-          f"(ran {result.ran_trials} trials, resumed {result.skipped_trials}) in {elapsed / 60:.1f} min")
+    print(
+        f"ruleset={args.ruleset} trials={trials} studies={studies} quick={args.quick} "
+        f"(ran {result.ran_trials} trials, resumed {result.skipped_trials}) in {elapsed / 60:.1f} min"
+    )
     header = ["submission", "score (time)", "score (steps)"] + [f"{w} [s]" for w in names]
     rows = []
     for sub in sorted(by_time.scores, key=lambda s: -by_time.scores[s]):
-        rows.append([sub, f"{by_time.scores[sub]:.4f}", f"{by_steps.scores[sub]:.4f}"] +
-                    [("inf" if by_time.raw_times[sub][w] == float("inf") else f"{by_time.raw_times[sub][w]:.2f}")
-                     for w in names])
+        rows.append(
+            [sub, f"{by_time.scores[sub]:.4f}", f"{by_steps.scores[sub]:.4f}"]
+            + [
+                ("inf" if by_time.raw_times[sub][w] == float("inf") else f"{by_time.raw_times[sub][w]:.2f}")
+                for w in names
+            ]
+        )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
     print("| " + " | ".join("-" * w for w in widths) + " |")
@@ -83,15 +99,22 @@ def _run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gd_lib.benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m gd_lib.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     score = sub.add_parser("score", help="score submissions from evaluation logs")
-    score.add_argument("--evals", required=True, help="EVALS.csv: submission,workload,study,trial,eval_index,time,metric_value")
+    score.add_argument(
+        "--evals", required=True, help="EVALS.csv: submission,workload,study,trial,eval_index,time,metric_value"
+    )
     score.add_argument("--workloads", required=True, help="WORKLOADS.csv: workload,base_workload,direction,target")
     score.add_argument("--profile", help="also draw the performance profiles to this image file")
-    score.add_argument("--num-studies", type=int, default=None,
-                       help="expected studies per workload; missing ones count as not reaching the target")
+    score.add_argument(
+        "--num-studies",
+        type=int,
+        default=None,
+        help="expected studies per workload; missing ones count as not reaching the target",
+    )
     score.set_defaults(func=_score)
     run = sub.add_parser("run", help="run (or resume) a benchmark on the mini workloads and score it")
     run.add_argument("--submissions", required=True, help="comma-separated names (see gd_lib.benchmark.SUBMISSIONS)")
@@ -101,8 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--studies", type=int, default=None, help="studies; default 3, quick 1")
     run.add_argument("--quick", action="store_true", help="small step budgets: minutes on a 2-core CPU")
     run.add_argument("--out", default="out/benchmark", help="output folder; rerun with the same one to resume")
-    run.add_argument("--threads", type=int, default=None,
-                     help="torch threads for the trials on a CPU (default 1: the mini workloads are too small for more)")
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for the trials on a CPU (default 1: the mini workloads are too small for more)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
     return parser

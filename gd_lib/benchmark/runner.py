@@ -18,6 +18,7 @@ Every finished trial is appended to ``trials.jsonl`` in the output folder;
 rerunning with the same folder skips finished trials, so an interrupted run
 resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,9 +27,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
@@ -71,8 +72,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_trial(submission: Submission, workload: MiniWorkload, hparams: dict, seed: int,
-              device: torch.device, quick: bool, budget_multiplier: int = 1) -> list[dict]:
+def run_trial(
+    submission: Submission,
+    workload: MiniWorkload,
+    hparams: dict,
+    seed: int,
+    device: torch.device,
+    quick: bool,
+    budget_multiplier: int = 1,
+) -> list[dict]:
     """Train once; returns the evaluations [{eval_index, time, step, metric_value, train_loss}]."""
     torch.manual_seed(seed)
     problem = workload.make(seed=seed, device=device, quick=quick)
@@ -117,8 +125,15 @@ def run_trial(submission: Submission, workload: MiniWorkload, hparams: dict, see
                 optimizer.eval()
             with torch.no_grad():
                 metric = float(problem.evaluate(model))
-            evals.append({"eval_index": len(evals), "time": train_seconds, "step": step + 1,
-                          "metric_value": metric, "train_loss": loss_value})
+            evals.append(
+                {
+                    "eval_index": len(evals),
+                    "time": train_seconds,
+                    "step": step + 1,
+                    "metric_value": metric,
+                    "train_loss": loss_value,
+                }
+            )
             if workload.target_reached(metric) or diverged:
                 break  # time to target is known (or never will be): the rest of the budget is not needed
     return evals
@@ -157,8 +172,17 @@ def records_to_evaluations(records: Iterable[dict], clock: str) -> list[Evaluati
     out = []
     for r in records:
         for e in r["evals"]:
-            out.append(Evaluation(r["submission"], r["workload"], str(r["study"]), str(r["trial"]),
-                                  int(e["eval_index"]), float(e[clock]), float(e["metric_value"])))
+            out.append(
+                Evaluation(
+                    r["submission"],
+                    r["workload"],
+                    str(r["study"]),
+                    str(r["trial"]),
+                    int(e["eval_index"]),
+                    float(e[clock]),
+                    float(e["metric_value"]),
+                )
+            )
     return out
 
 
@@ -170,14 +194,15 @@ def workload_table(workloads: Sequence[MiniWorkload]) -> dict[str, Workload]:
 class RunResult:
     out_dir: Path
     records: list[dict]
-    by_time: ScoreResult    # scored on wall-clock training seconds
-    by_steps: ScoreResult   # scored on steps
+    by_time: ScoreResult  # scored on wall-clock training seconds
+    by_steps: ScoreResult  # scored on steps
     ran_trials: int
     skipped_trials: int
 
 
-def _run_plan(plan, finished: dict, log_path: Path, bar, device: torch.device, quick: bool, ruleset: str,
-              max_trials: int | None) -> tuple[int, int]:
+def _run_plan(
+    plan, finished: dict, log_path: Path, bar, device: torch.device, quick: bool, ruleset: str, max_trials: int | None
+) -> tuple[int, int]:
     """Run the trials of ``plan`` not yet in ``finished``, appending each to the log; (ran, skipped)."""
     ran = skipped = 0
     warmed: set[str] = set()
@@ -197,9 +222,18 @@ def _run_plan(plan, finished: dict, log_path: Path, bar, device: torch.device, q
             bar.set_postfix_str(key.as_id())
             budget = SELF_TUNING_BUDGET if ruleset == "self" else 1
             evals = run_trial(sub, wl, hparams, stable_seed(wl.name, key.study, key.trial), device, quick, budget)
-            record = {"id": key.as_id(), "submission": sub.name, "workload": wl.name, "study": key.study,
-                      "trial": key.trial, "hparams": hparams, "ruleset": ruleset, "quick": quick,
-                      "device": str(device), "evals": evals}
+            record = {
+                "id": key.as_id(),
+                "submission": sub.name,
+                "workload": wl.name,
+                "study": key.study,
+                "trial": key.trial,
+                "hparams": hparams,
+                "ruleset": ruleset,
+                "quick": quick,
+                "device": str(device),
+                "evals": evals,
+            }
             log.write(json.dumps(record) + "\n")
             log.flush()
             os.fsync(log.fileno())
@@ -209,10 +243,19 @@ def _run_plan(plan, finished: dict, log_path: Path, bar, device: torch.device, q
     return ran, skipped
 
 
-def run_benchmark(submissions: Sequence[str], workloads: Sequence[str] | None = None, ruleset: str = "external",
-                  trials: int = 5, studies: int = 1, out_dir="out/benchmark", quick: bool = True,
-                  device: torch.device | None = None, progress: bool | None = None,
-                  max_trials: int | None = None, threads: int | None = None) -> RunResult:
+def run_benchmark(
+    submissions: Sequence[str],
+    workloads: Sequence[str] | None = None,
+    ruleset: str = "external",
+    trials: int = 5,
+    studies: int = 1,
+    out_dir="out/benchmark",
+    quick: bool = True,
+    device: torch.device | None = None,
+    progress: bool | None = None,
+    max_trials: int | None = None,
+    threads: int | None = None,
+) -> RunResult:
     """Run (or resume) a benchmark and score it; see the module docstring.
 
     ``max_trials`` stops after that many new trials (used to test resuming). ``threads``:
@@ -266,6 +309,8 @@ def run_benchmark(submissions: Sequence[str], workloads: Sequence[str] | None = 
         write_evaluations(out / name, records_to_evaluations(records, clock))
     by_time = score_submissions(records_to_evaluations(records, "time"), table)
     by_steps = score_submissions(records_to_evaluations(records, "step"), table)
-    (out / "WORKLOADS.csv").write_text("workload,base_workload,direction,target\n" + "".join(
-        f"{w.name},{w.base_workload or ''},{w.direction},{w.target!r}\n" for w in wls))
+    (out / "WORKLOADS.csv").write_text(
+        "workload,base_workload,direction,target\n"
+        + "".join(f"{w.name},{w.base_workload or ''},{w.direction},{w.target!r}\n" for w in wls)
+    )
     return RunResult(out, records, by_time, by_steps, ran, skipped)

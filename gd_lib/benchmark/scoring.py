@@ -28,13 +28,14 @@ the target). Studies that are absent from the logs are not counted unless
 
 Everything here is plain Python and NumPy, so that it reads next to the rules.
 """
+
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -55,8 +56,9 @@ class Workload:
 
     def __post_init__(self):
         if self.direction not in ("min", "max"):
-            raise ValueError(f"Invalid direction for workload {self.name!r}: {self.direction!r}; "
-                             "expected 'min' or 'max'")
+            raise ValueError(
+                f"Invalid direction for workload {self.name!r}: {self.direction!r}; expected 'min' or 'max'"
+            )
         if not math.isfinite(self.target):
             raise ValueError(f"Invalid target for workload {self.name!r}: {self.target!r}; expected a finite number")
 
@@ -107,13 +109,16 @@ def study_time_to_target(trials: Mapping[str, list[Evaluation]], workload: Workl
     return math.inf if best is None else best[1]
 
 
-def workload_time_to_target(studies: Mapping[str, Mapping[str, list[Evaluation]]], workload: Workload,
-                            num_studies: int | None = None) -> float:
+def workload_time_to_target(
+    studies: Mapping[str, Mapping[str, list[Evaluation]]], workload: Workload, num_studies: int | None = None
+) -> float:
     """Median over studies of the study times (inf when there are no studies at all)."""
     times = [study_time_to_target(trials, workload) for trials in studies.values()]
     if num_studies is not None:
         if len(times) > num_studies:
-            raise ValueError(f"workload {workload.name!r} has {len(times)} studies, more than num_studies={num_studies}")
+            raise ValueError(
+                f"workload {workload.name!r} has {len(times)} studies, more than num_studies={num_studies}"
+            )
         times += [math.inf] * (num_studies - len(times))
     if not times:
         return math.inf
@@ -124,13 +129,15 @@ def group_evaluations(evals: Iterable[Evaluation]) -> dict:
     """{submission: {workload: {study: {trial: [Evaluation, ...]}}}}, insertion-ordered."""
     tree: dict = {}
     for ev in evals:
-        tree.setdefault(ev.submission, {}).setdefault(ev.workload, {}).setdefault(ev.study, {}) \
-            .setdefault(ev.trial, []).append(ev)
+        tree.setdefault(ev.submission, {}).setdefault(ev.workload, {}).setdefault(ev.study, {}).setdefault(
+            ev.trial, []
+        ).append(ev)
     return tree
 
 
-def time_table(evals: Iterable[Evaluation], workloads: Mapping[str, Workload],
-               num_studies: int | None = None) -> dict[str, dict[str, float]]:
+def time_table(
+    evals: Iterable[Evaluation], workloads: Mapping[str, Workload], num_studies: int | None = None
+) -> dict[str, dict[str, float]]:
     """{submission: {workload: time to target}} for every workload in ``workloads``."""
     tree = group_evaluations(evals)
     unknown = {w for sub in tree.values() for w in sub} - set(workloads)
@@ -138,8 +145,7 @@ def time_table(evals: Iterable[Evaluation], workloads: Mapping[str, Workload],
         raise ValueError(f"evaluations name workloads missing from the workloads table: {sorted(unknown)}")
     return {
         submission: {
-            name: workload_time_to_target(per_workload.get(name, {}), wl, num_studies)
-            for name, wl in workloads.items()
+            name: workload_time_to_target(per_workload.get(name, {}), wl, num_studies) for name, wl in workloads.items()
         }
         for submission, per_workload in tree.items()
     }
@@ -148,8 +154,9 @@ def time_table(evals: Iterable[Evaluation], workloads: Mapping[str, Workload],
 # --- step 4: held-out variants and the 4x rule ---------------------------------------
 
 
-def apply_variant_rules(times: Mapping[str, Mapping[str, float]],
-                        workloads: Mapping[str, Workload]) -> dict[str, dict[str, float]]:
+def apply_variant_rules(
+    times: Mapping[str, Mapping[str, float]], workloads: Mapping[str, Workload]
+) -> dict[str, dict[str, float]]:
     """Step 4 of the rules, on a {submission: {workload: time}} table; returns a new table."""
     table = {s: dict(row) for s, row in times.items()}
     variants = [w for w in workloads.values() if not w.is_base]
@@ -186,7 +193,8 @@ def performance_ratios(times: Mapping[str, Mapping[str, float]], base_workloads:
     """r[s][w] = t[s][w] / min_s' t[s'][w] on base workloads (inf where unreached, or where none reached)."""
     submissions = list(times)
     t = np.array([[times[s][w] for w in base_workloads] for s in submissions], dtype=float).reshape(
-        len(submissions), len(base_workloads))
+        len(submissions), len(base_workloads)
+    )
     best = t.min(axis=0) if len(submissions) else np.full(len(base_workloads), math.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = t / best
@@ -210,9 +218,9 @@ def profile_score(rho: np.ndarray, taus: np.ndarray) -> float:
 @dataclass
 class ScoreResult:
     scores: dict[str, float]
-    times: dict[str, dict[str, float]]            # after the variant and 4x rules
-    raw_times: dict[str, dict[str, float]]        # median time to target per workload
-    ratios: dict[str, np.ndarray]                 # on base workloads
+    times: dict[str, dict[str, float]]  # after the variant and 4x rules
+    raw_times: dict[str, dict[str, float]]  # median time to target per workload
+    ratios: dict[str, np.ndarray]  # on base workloads
     base_workloads: list[str]
     taus: np.ndarray
     profiles: dict[str, np.ndarray]
@@ -222,8 +230,9 @@ class ScoreResult:
         return list(next(iter(self.raw_times.values()), {}))
 
 
-def score_submissions(evals: Iterable[Evaluation], workloads: Mapping[str, Workload],
-                      num_studies: int | None = None) -> ScoreResult:
+def score_submissions(
+    evals: Iterable[Evaluation], workloads: Mapping[str, Workload], num_studies: int | None = None
+) -> ScoreResult:
     """All five steps: evaluation logs and workload targets -> {submission: score}."""
     raw = time_table(evals, workloads, num_studies)
     return score_times(raw, workloads)
@@ -296,8 +305,17 @@ def read_evaluations(path) -> list[Evaluation]:
             index = _float(idx, path, line, "eval_index")
             if not index.is_integer():
                 raise ValueError(f"{path}:{line}: eval_index must be an integer: {idx!r}")
-            evals.append(Evaluation(sub, wl, study, trial, int(index), _float(time, path, line, "time"),
-                                    _float(metric, path, line, "metric_value")))
+            evals.append(
+                Evaluation(
+                    sub,
+                    wl,
+                    study,
+                    trial,
+                    int(index),
+                    _float(time, path, line, "time"),
+                    _float(metric, path, line, "metric_value"),
+                )
+            )
     return evals
 
 
@@ -309,5 +327,14 @@ def write_evaluations(path, evals: Iterable[Evaluation], append: bool = False) -
         if new:
             writer.writerow(EVALS_COLUMNS)
         for ev in evals:
-            writer.writerow([ev.submission, ev.workload, ev.study, ev.trial, ev.eval_index,
-                             repr(float(ev.time)), repr(float(ev.metric_value))])
+            writer.writerow(
+                [
+                    ev.submission,
+                    ev.workload,
+                    ev.study,
+                    ev.trial,
+                    ev.eval_index,
+                    repr(float(ev.time)),
+                    repr(float(ev.metric_value)),
+                ]
+            )

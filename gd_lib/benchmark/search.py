@@ -7,11 +7,12 @@ the unit cube, randomly shifted per study (a Cranley–Patterson rotation
 u_i = frac(h_i + s) with s drawn from the study's seed), then mapped through
 each parameter's distribution.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -41,8 +42,9 @@ def halton(n: int, dim: int, seed: int | None = None) -> np.ndarray:
         raise ValueError(f"Invalid n: {n}; expected an integer >= 0")
     if not 1 <= dim <= len(_PRIMES):
         raise ValueError(f"Invalid dim: {dim}; expected 1 <= dim <= {len(_PRIMES)}")
-    points = np.array([[radical_inverse(i + 1, _PRIMES[j]) for j in range(dim)] for i in range(n)],
-                      dtype=float).reshape(n, dim)
+    points = np.array(
+        [[radical_inverse(i + 1, _PRIMES[j]) for j in range(dim)] for i in range(n)], dtype=float
+    ).reshape(n, dim)
     if seed is not None:
         shift = np.random.default_rng(seed).random(dim)
         points = np.mod(points + shift, 1.0)
@@ -102,4 +104,3 @@ def sample_search_space(space: SearchSpace, n: int, seed: int) -> list[dict]:
         return [dict(fixed) for _ in range(n)]
     points = halton(n, len(names), seed=seed)
     return [{**fixed, **{name: space[name](float(u)) for name, u in zip(names, row)}} for row in points]
-

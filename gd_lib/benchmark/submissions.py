@@ -10,10 +10,11 @@ The search spaces follow the AlgoPerf baselines' shapes (log-uniform
 learning rates, 1 - β on a log scale, warm-up as a fraction of the budget),
 scaled down to the mini workloads.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -57,65 +58,97 @@ def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def _sgd(model, h, total_steps):
     from gd_lib.optim import SGD
-    opt = SGD(_decay_groups(model, h["weight_decay"]), lr=h["lr"], momentum=1 - h["one_minus_momentum"],
-              nesterov=True)
+
+    opt = SGD(_decay_groups(model, h["weight_decay"]), lr=h["lr"], momentum=1 - h["one_minus_momentum"], nesterov=True)
     return opt, warmup_cosine(total_steps, h["warmup_fraction"])
 
 
 def _adamw(model, h, total_steps):
     from gd_lib.optim import AdamW
-    opt = AdamW(_decay_groups(model, h["weight_decay"]), lr=h["lr"],
-                betas=(1 - h["one_minus_beta1"], h["beta2"]), eps=1e-8)
+
+    opt = AdamW(
+        _decay_groups(model, h["weight_decay"]), lr=h["lr"], betas=(1 - h["one_minus_beta1"], h["beta2"]), eps=1e-8
+    )
     return opt, warmup_cosine(total_steps, h["warmup_fraction"])
 
 
 def _nadamw(model, h, total_steps):
     from gd_lib.optim import NAdam
-    opt = NAdam(_decay_groups(model, h["weight_decay"]), lr=h["lr"],
-                betas=(1 - h["one_minus_beta1"], h["beta2"]), eps=1e-8, decoupled_weight_decay=True)
+
+    opt = NAdam(
+        _decay_groups(model, h["weight_decay"]),
+        lr=h["lr"],
+        betas=(1 - h["one_minus_beta1"], h["beta2"]),
+        eps=1e-8,
+        decoupled_weight_decay=True,
+    )
     return opt, warmup_cosine(total_steps, h["warmup_fraction"])
 
 
 def _lion(model, h, total_steps):
     from gd_lib.optim import Lion
+
     opt = Lion(_decay_groups(model, h["weight_decay"]), lr=h["lr"], betas=(0.9, 0.99))
     return opt, warmup_cosine(total_steps, h["warmup_fraction"])
 
 
 def _schedule_free_adamw(model, h, total_steps):
     from gd_lib.optim import AdamWScheduleFree
-    opt = AdamWScheduleFree(_decay_groups(model, h["weight_decay"]), lr=h["lr"],
-                            betas=(1 - h["one_minus_beta1"], 0.999),
-                            warmup_steps=max(1, int(h["warmup_fraction"] * total_steps)))
+
+    opt = AdamWScheduleFree(
+        _decay_groups(model, h["weight_decay"]),
+        lr=h["lr"],
+        betas=(1 - h["one_minus_beta1"], 0.999),
+        warmup_steps=max(1, int(h["warmup_fraction"] * total_steps)),
+    )
     opt.train()
     return opt, None
 
 
 def _muon(model, h, total_steps):
     from gd_lib.optim import Muon, muon_param_groups
-    opt = Muon(muon_param_groups(model), lr=h["lr"], weight_decay=h["weight_decay"], adam_lr=h["adam_lr"],
-               adam_weight_decay=h["weight_decay"])
+
+    opt = Muon(
+        muon_param_groups(model),
+        lr=h["lr"],
+        weight_decay=h["weight_decay"],
+        adam_lr=h["adam_lr"],
+        adam_weight_decay=h["weight_decay"],
+    )
     return opt, warmup_cosine(total_steps, h["warmup_fraction"])
 
 
 def _shampoo(model, h, total_steps):
     from gd_lib.optim import Shampoo, ShampooConfig
-    config = ShampooConfig(betas=(1 - h["one_minus_beta1"], h["beta2"]), epsilon=1e-12,
-                           weight_decay=h["weight_decay"], precondition_frequency=10,
-                           start_preconditioning_step=10, grafting="adam")
+
+    config = ShampooConfig(
+        betas=(1 - h["one_minus_beta1"], h["beta2"]),
+        epsilon=1e-12,
+        weight_decay=h["weight_decay"],
+        precondition_frequency=10,
+        start_preconditioning_step=10,
+        grafting="adam",
+    )
     opt = Shampoo(model.parameters(), lr=h["lr"], config=config)
     return opt, warmup_cosine(total_steps, h["warmup_fraction"])
 
 
 def _soap(model, h, total_steps):
     from gd_lib.optim import SOAP
-    opt = SOAP(model.parameters(), lr=h["lr"], betas=(1 - h["one_minus_beta1"], h["beta2"]),
-               weight_decay=h["weight_decay"], precondition_frequency=10)
+
+    opt = SOAP(
+        model.parameters(),
+        lr=h["lr"],
+        betas=(1 - h["one_minus_beta1"], h["beta2"]),
+        weight_decay=h["weight_decay"],
+        precondition_frequency=10,
+    )
     return opt, warmup_cosine(total_steps, h["warmup_fraction"])
 
 
 def _prodigy(model, h, total_steps):
     from gd_lib.optim import Prodigy
+
     opt = Prodigy(_decay_groups(model, h["weight_decay"]), lr=1.0, safeguard_warmup=True, use_bias_correction=True)
     return opt, warmup_cosine(total_steps, h["warmup_fraction"])
 
@@ -130,38 +163,65 @@ _ADAM_SPACE = {
 _ADAM_DEFAULTS = {"lr": 2e-3, "one_minus_beta1": 0.1, "beta2": 0.999, "weight_decay": 0.01, "warmup_fraction": 0.05}
 
 SUBMISSIONS: dict[str, Submission] = {
-    s.name: s for s in [
-        Submission("sgd", _sgd,
-                   {"lr": LogUniform(1e-2, 0.5), "one_minus_momentum": LogUniform(0.02, 0.2),
-                    "weight_decay": LogUniform(1e-5, 1e-2), "warmup_fraction": 0.05},
-                   {"lr": 0.1, "one_minus_momentum": 0.1, "weight_decay": 1e-4, "warmup_fraction": 0.05},
-                   "SGD with Nesterov momentum, warm-up + cosine"),
+    s.name: s
+    for s in [
+        Submission(
+            "sgd",
+            _sgd,
+            {
+                "lr": LogUniform(1e-2, 0.5),
+                "one_minus_momentum": LogUniform(0.02, 0.2),
+                "weight_decay": LogUniform(1e-5, 1e-2),
+                "warmup_fraction": 0.05,
+            },
+            {"lr": 0.1, "one_minus_momentum": 0.1, "weight_decay": 1e-4, "warmup_fraction": 0.05},
+            "SGD with Nesterov momentum, warm-up + cosine",
+        ),
         Submission("adamw", _adamw, _ADAM_SPACE, _ADAM_DEFAULTS, "AdamW, warm-up + cosine"),
-        Submission("nadamw", _nadamw, _ADAM_SPACE, _ADAM_DEFAULTS,
-                   "NAdamW (AlgoPerf's baseline), warm-up + cosine"),
-        Submission("lion", _lion,
-                   {"lr": LogUniform(3e-5, 1e-3), "weight_decay": LogUniform(1e-3, 1.0), "warmup_fraction": 0.05},
-                   {"lr": 3e-4, "weight_decay": 0.1, "warmup_fraction": 0.05}, "Lion, warm-up + cosine"),
-        Submission("schedule_free_adamw", _schedule_free_adamw,
-                   {"lr": LogUniform(1e-3, 3e-2), "one_minus_beta1": LogUniform(0.02, 0.2),
-                    "weight_decay": LogUniform(1e-4, 0.1), "warmup_fraction": 0.05},
-                   {"lr": 5e-3, "one_minus_beta1": 0.1, "weight_decay": 0.01, "warmup_fraction": 0.05},
-                   "Schedule-Free AdamW (no schedule, evaluated at the averaged weights)",
-                   uses_eval_mode=True),
-        Submission("muon", _muon,
-                   {"lr": LogUniform(3e-3, 0.1), "adam_lr": LogUniform(3e-4, 1e-2),
-                    "weight_decay": LogUniform(1e-4, 0.1), "warmup_fraction": 0.05},
-                   {"lr": 0.02, "adam_lr": 3e-3, "weight_decay": 0.01, "warmup_fraction": 0.05},
-                   "Muon on matrices, AdamW on the rest, warm-up + cosine"),
-        Submission("shampoo", _shampoo, _ADAM_SPACE, _ADAM_DEFAULTS,
-                   "Shampoo with Adam grafting, warm-up + cosine"),
-        Submission("soap", _soap,
-                   {**_ADAM_SPACE, "beta2": 0.95},
-                   {**_ADAM_DEFAULTS, "beta2": 0.95}, "SOAP, warm-up + cosine"),
-        Submission("prodigy", _prodigy,
-                   {"weight_decay": LogUniform(1e-4, 0.1), "warmup_fraction": 0.05},
-                   {"weight_decay": 0.01, "warmup_fraction": 0.05},
-                   "Prodigy (learning-rate free), warm-up + cosine"),
+        Submission("nadamw", _nadamw, _ADAM_SPACE, _ADAM_DEFAULTS, "NAdamW (AlgoPerf's baseline), warm-up + cosine"),
+        Submission(
+            "lion",
+            _lion,
+            {"lr": LogUniform(3e-5, 1e-3), "weight_decay": LogUniform(1e-3, 1.0), "warmup_fraction": 0.05},
+            {"lr": 3e-4, "weight_decay": 0.1, "warmup_fraction": 0.05},
+            "Lion, warm-up + cosine",
+        ),
+        Submission(
+            "schedule_free_adamw",
+            _schedule_free_adamw,
+            {
+                "lr": LogUniform(1e-3, 3e-2),
+                "one_minus_beta1": LogUniform(0.02, 0.2),
+                "weight_decay": LogUniform(1e-4, 0.1),
+                "warmup_fraction": 0.05,
+            },
+            {"lr": 5e-3, "one_minus_beta1": 0.1, "weight_decay": 0.01, "warmup_fraction": 0.05},
+            "Schedule-Free AdamW (no schedule, evaluated at the averaged weights)",
+            uses_eval_mode=True,
+        ),
+        Submission(
+            "muon",
+            _muon,
+            {
+                "lr": LogUniform(3e-3, 0.1),
+                "adam_lr": LogUniform(3e-4, 1e-2),
+                "weight_decay": LogUniform(1e-4, 0.1),
+                "warmup_fraction": 0.05,
+            },
+            {"lr": 0.02, "adam_lr": 3e-3, "weight_decay": 0.01, "warmup_fraction": 0.05},
+            "Muon on matrices, AdamW on the rest, warm-up + cosine",
+        ),
+        Submission("shampoo", _shampoo, _ADAM_SPACE, _ADAM_DEFAULTS, "Shampoo with Adam grafting, warm-up + cosine"),
+        Submission(
+            "soap", _soap, {**_ADAM_SPACE, "beta2": 0.95}, {**_ADAM_DEFAULTS, "beta2": 0.95}, "SOAP, warm-up + cosine"
+        ),
+        Submission(
+            "prodigy",
+            _prodigy,
+            {"weight_decay": LogUniform(1e-4, 0.1), "warmup_fraction": 0.05},
+            {"weight_decay": 0.01, "warmup_fraction": 0.05},
+            "Prodigy (learning-rate free), warm-up + cosine",
+        ),
     ]
 }
 

@@ -11,11 +11,12 @@ Budgets are in steps (``quick_steps`` for ``--quick``, ``steps`` otherwise);
 targets were set so that a reasonably tuned AdamW reaches them inside the
 quick budget on a CPU. All data come from :mod:`gd_lib.data` (offline).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ class Problem:
 @dataclass(frozen=True)
 class MiniWorkload:
     name: str
-    direction: str            # "max" (accuracy) or "min" (loss)
+    direction: str  # "max" (accuracy) or "min" (loss)
     target: float
     metric: str
     quick_steps: int
@@ -65,6 +66,7 @@ class MiniWorkload:
 
 
 # --- classification on digits ----------------------------------------------------------------
+
 
 @lru_cache(maxsize=4)
 def _digits(images: bool):
@@ -95,6 +97,7 @@ def _mlp_digits(activation: str):
     def build(seed, device, quick):
         torch.manual_seed(seed)
         return _classification(MLP(64, [128, 128], 10, activation=activation), False, 64, seed, device)
+
     return build
 
 
@@ -102,10 +105,12 @@ def _cnn_digits(channels: int):
     def build(seed, device, quick):
         torch.manual_seed(seed)
         return _classification(SmallCNN(channels=channels, hidden=64), True, 64, seed, device)
+
     return build
 
 
 # --- language modelling on the standard library's text ---------------------------------------
+
 
 @lru_cache(maxsize=2)
 def _corpus(max_files: int):
@@ -117,8 +122,9 @@ def _lm(tie_weights: bool, width: int):
         torch.manual_seed(seed)
         corpus = _corpus(40 if quick else 400)
         context, batch_size = (32, 16) if quick else (128, 64)
-        model = TinyTransformer(corpus.vocab_size, context, width=width, depth=2, heads=4,
-                                tie_weights=tie_weights).to(device)
+        model = TinyTransformer(corpus.vocab_size, context, width=width, depth=2, heads=4, tie_weights=tie_weights).to(
+            device
+        )
         sampler = corpus.sampler(context, max_val_windows=64 if quick else 512)
         gen = torch.Generator().manual_seed(seed)
         x_val, y_val = (t.to(device) for t in sampler.validation)
@@ -137,10 +143,12 @@ def _lm(tie_weights: bool, width: int):
             return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_val.reshape(-1)))
 
         return Problem(model, train_batch, loss, evaluate)
+
     return build
 
 
 # --- modular arithmetic with a transformer -----------------------------------------------------
+
 
 def _modular(op: str, train_fraction: float, width: int):
     def build(seed, device, quick):
@@ -166,29 +174,107 @@ def _modular(op: str, train_fraction: float, width: int):
             return float((last_logits(m, split.X_val).argmax(-1) == split.y_val).float().mean())
 
         return Problem(model, train_batch, loss, evaluate)
+
     return build
 
 
-WORKLOADS: dict[str, MiniWorkload] = {w.name: w for w in [
-    MiniWorkload("mlp_digits", "max", 0.95, "validation accuracy", 300, 1500, 25, _mlp_digits("relu"),
-                 description="MLP 64-128-128-10 (ReLU) on scikit-learn's digits"),
-    MiniWorkload("mlp_digits_tanh", "max", 0.94, "validation accuracy", 300, 1500, 25, _mlp_digits("tanh"),
-                 base_workload="mlp_digits", description="variant: tanh activations"),
-    MiniWorkload("cnn_digits", "max", 0.95, "validation accuracy", 300, 1500, 25, _cnn_digits(16),
-                 description="small CNN on 1x8x8 digit images"),
-    MiniWorkload("cnn_digits_narrow", "max", 0.93, "validation accuracy", 300, 1500, 25, _cnn_digits(6),
-                 base_workload="cnn_digits", description="variant: 6 instead of 16 channels"),
-    MiniWorkload("lm_stdlib", "min", 2.6, "validation cross-entropy (nats/char)", 300, 3000, 50,
-                 _lm(tie_weights=False, width=32),
-                 description="2-layer transformer, character LM on the standard library's docstrings"),
-    MiniWorkload("lm_stdlib_tied", "min", 2.7, "validation cross-entropy (nats/char)", 300, 3000, 50,
-                 _lm(tie_weights=True, width=32), base_workload="lm_stdlib",
-                 description="variant: tied input/output embeddings"),
-    MiniWorkload("modular_add", "max", 0.85, "validation accuracy", 400, 3000, 50, _modular("+", 0.8, 64),
-                 description="1-layer transformer on a + b mod p (p = 23 quick, 97 full), 80% train"),
-    MiniWorkload("modular_add_wide", "max", 0.75, "validation accuracy", 400, 3000, 50, _modular("+", 0.8, 96),
-                 base_workload="modular_add", description="variant: width 96 instead of 64"),
-]}
+WORKLOADS: dict[str, MiniWorkload] = {
+    w.name: w
+    for w in [
+        MiniWorkload(
+            "mlp_digits",
+            "max",
+            0.95,
+            "validation accuracy",
+            300,
+            1500,
+            25,
+            _mlp_digits("relu"),
+            description="MLP 64-128-128-10 (ReLU) on scikit-learn's digits",
+        ),
+        MiniWorkload(
+            "mlp_digits_tanh",
+            "max",
+            0.94,
+            "validation accuracy",
+            300,
+            1500,
+            25,
+            _mlp_digits("tanh"),
+            base_workload="mlp_digits",
+            description="variant: tanh activations",
+        ),
+        MiniWorkload(
+            "cnn_digits",
+            "max",
+            0.95,
+            "validation accuracy",
+            300,
+            1500,
+            25,
+            _cnn_digits(16),
+            description="small CNN on 1x8x8 digit images",
+        ),
+        MiniWorkload(
+            "cnn_digits_narrow",
+            "max",
+            0.93,
+            "validation accuracy",
+            300,
+            1500,
+            25,
+            _cnn_digits(6),
+            base_workload="cnn_digits",
+            description="variant: 6 instead of 16 channels",
+        ),
+        MiniWorkload(
+            "lm_stdlib",
+            "min",
+            2.6,
+            "validation cross-entropy (nats/char)",
+            300,
+            3000,
+            50,
+            _lm(tie_weights=False, width=32),
+            description="2-layer transformer, character LM on the standard library's docstrings",
+        ),
+        MiniWorkload(
+            "lm_stdlib_tied",
+            "min",
+            2.7,
+            "validation cross-entropy (nats/char)",
+            300,
+            3000,
+            50,
+            _lm(tie_weights=True, width=32),
+            base_workload="lm_stdlib",
+            description="variant: tied input/output embeddings",
+        ),
+        MiniWorkload(
+            "modular_add",
+            "max",
+            0.85,
+            "validation accuracy",
+            400,
+            3000,
+            50,
+            _modular("+", 0.8, 64),
+            description="1-layer transformer on a + b mod p (p = 23 quick, 97 full), 80% train",
+        ),
+        MiniWorkload(
+            "modular_add_wide",
+            "max",
+            0.75,
+            "validation accuracy",
+            400,
+            3000,
+            50,
+            _modular("+", 0.8, 96),
+            base_workload="modular_add",
+            description="variant: width 96 instead of 64",
+        ),
+    ]
+}
 
 
 def get_workloads(names: Sequence[str] | None = None) -> list[MiniWorkload]:

@@ -17,11 +17,12 @@ active; it passes all of them through unchanged, except ``Tensor.backward`` and
 users to write ``loss.backward(create_graph=True)`` in the closure as AdaHessian does, puts a
 graph into ``p.grad`` and a reference cycle between a parameter and its gradient.)
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -53,8 +54,9 @@ def evaluate_keeping_graph(closure: Callable[[], Tensor]) -> Tensor:
     if not isinstance(loss, Tensor) or loss.dim() != 0:
         raise RuntimeError("the closure must return the loss as a scalar tensor")
     if loss.grad_fn is None:
-        raise RuntimeError("the closure's loss has no graph: compute it with gradients enabled "
-                           "from the parameters being optimized")
+        raise RuntimeError(
+            "the closure's loss has no graph: compute it with gradients enabled from the parameters being optimized"
+        )
     return loss
 
 
@@ -65,8 +67,10 @@ def capture_outputs(module: nn.Module) -> Iterator[list[Tensor]]:
 
     def hook(_module, _inputs, output):
         if not isinstance(output, Tensor):
-            raise RuntimeError(f"capture_outputs: {type(_module).__name__} returned "
-                               f"{type(output).__name__}, expected a tensor of model outputs")
+            raise RuntimeError(
+                f"capture_outputs: {type(_module).__name__} returned "
+                f"{type(output).__name__}, expected a tensor of model outputs"
+            )
         captured.append(output)
 
     handle = module.register_forward_hook(hook)

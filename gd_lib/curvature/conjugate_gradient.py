@@ -20,9 +20,11 @@ References:
     Nocedal & Wright (2006), Numerical Optimization, 2nd ed., Algorithm 5.2.
     Martens (2010), "Deep learning via Hessian-free optimization", ICML.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,8 +39,14 @@ class CGResult(NamedTuple):
     converged: bool
 
 
-def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor | None = None, *,
-                       max_iter: int | None = None, tol: float = 1e-10) -> CGResult:
+def conjugate_gradient(
+    matvec: Callable[[Tensor], Tensor],
+    b: Tensor,
+    x0: Tensor | None = None,
+    *,
+    max_iter: int | None = None,
+    tol: float = 1e-10,
+) -> CGResult:
     """Solve ``matvec(x) = b`` (Nocedal & Wright, Algorithm 5.2); ``max_iter`` defaults to ``len(b)``."""
     max_iter = b.numel() if max_iter is None else max_iter
     x = torch.zeros_like(b) if x0 is None else x0.clone()

@@ -18,9 +18,10 @@ Rows are computed one backward pass at a time (the readable path) or all at once
 ``torch.autograd.grad(..., is_grads_batched=True)``, which vectorizes the backward pass with
 vmap (``batched=True``, the fast path; tests check that both agree).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +30,7 @@ from .likelihood import likelihood_of
 from .operators import FISHER_KINDS, model_loss_and_outputs
 from .params import flatten, num_parameters, trainable_parameters
 
-__all__ = ["hessian_of_loss", "jacobian_of_outputs", "hessian_matrix", "jacobian_matrix",
-           "ggn_matrix", "fisher_matrix"]
+__all__ = ["hessian_of_loss", "jacobian_of_outputs", "hessian_matrix", "jacobian_matrix", "ggn_matrix", "fisher_matrix"]
 
 
 def _rows_of_jacobian(f: Tensor, params: Sequence[Tensor], batched: bool) -> Tensor:
@@ -38,10 +38,18 @@ def _rows_of_jacobian(f: Tensor, params: Sequence[Tensor], batched: bool) -> Ten
     f = f.reshape(-1)
     if batched:
         eye = torch.eye(f.numel(), dtype=f.dtype, device=f.device)
-        rows = torch.autograd.grad(f, params, grad_outputs=eye, retain_graph=True, allow_unused=True,
-                                   is_grads_batched=True)
-        return torch.cat([torch.zeros(f.numel(), p.numel(), dtype=f.dtype, device=f.device) if r is None
-                          else r.reshape(f.numel(), -1) for r, p in zip(rows, params)], dim=1)
+        rows = torch.autograd.grad(
+            f, params, grad_outputs=eye, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
+        return torch.cat(
+            [
+                torch.zeros(f.numel(), p.numel(), dtype=f.dtype, device=f.device)
+                if r is None
+                else r.reshape(f.numel(), -1)
+                for r, p in zip(rows, params)
+            ],
+            dim=1,
+        )
     out = torch.empty(f.numel(), num_parameters(params), dtype=f.dtype, device=f.device)
     for i in range(f.numel()):
         # row i: ∇_θ f_i
@@ -70,15 +78,17 @@ def jacobian_of_outputs(outputs: Tensor, params: Sequence[Tensor], batched: bool
     return _rows_of_jacobian(outputs, list(params), batched)
 
 
-def hessian_matrix(model: nn.Module, loss_fn, X: Tensor, y: Tensor,
-                   params: Sequence[Tensor] | None = None, batched: bool = False) -> Tensor:
+def hessian_matrix(
+    model: nn.Module, loss_fn, X: Tensor, y: Tensor, params: Sequence[Tensor] | None = None, batched: bool = False
+) -> Tensor:
     r"""The exact Hessian :math:`\nabla_\theta^2\,\text{loss\_fn}(f_\theta(X), y)`: (P, P)."""
     loss, _, params = model_loss_and_outputs(model, loss_fn, X, y, params)
     return hessian_of_loss(loss, params, batched).detach()
 
 
-def jacobian_matrix(model: nn.Module, X: Tensor, params: Sequence[Tensor] | None = None,
-                    batched: bool = False) -> Tensor:
+def jacobian_matrix(
+    model: nn.Module, X: Tensor, params: Sequence[Tensor] | None = None, batched: bool = False
+) -> Tensor:
     r"""The output Jacobian :math:`\partial\,\mathrm{vec}(f_\theta(X)) / \partial\theta`: (numel z, P)."""
     params = list(trainable_parameters(model) if params is None else params)
     with torch.enable_grad():
@@ -86,8 +96,9 @@ def jacobian_matrix(model: nn.Module, X: Tensor, params: Sequence[Tensor] | None
     return jacobian_of_outputs(outputs, params, batched).detach()
 
 
-def ggn_matrix(model: nn.Module, loss_fn, X: Tensor, y: Tensor,
-               params: Sequence[Tensor] | None = None, batched: bool = False) -> Tensor:
+def ggn_matrix(
+    model: nn.Module, loss_fn, X: Tensor, y: Tensor, params: Sequence[Tensor] | None = None, batched: bool = False
+) -> Tensor:
     r"""The exact GGN :math:`J^\top (\nabla_z^2 L) J` (Schraudolph 2002): (P, P)."""
     loss, outputs, params = model_loss_and_outputs(model, loss_fn, X, y, params)
     # J: (NC, P); ∇²_z L: (NC, NC)
@@ -96,8 +107,15 @@ def ggn_matrix(model: nn.Module, loss_fn, X: Tensor, y: Tensor,
     return (J.T @ H_z @ J).detach()
 
 
-def fisher_matrix(model: nn.Module, loss_fn, X: Tensor, y: Tensor, kind: str = "true",
-                  params: Sequence[Tensor] | None = None, batched: bool = False) -> Tensor:
+def fisher_matrix(
+    model: nn.Module,
+    loss_fn,
+    X: Tensor,
+    y: Tensor,
+    kind: str = "true",
+    params: Sequence[Tensor] | None = None,
+    batched: bool = False,
+) -> Tensor:
     r"""The exact Fisher (``kind="true"``) or empirical Fisher (``kind="empirical"``): (P, P).
 
     For cross-entropy the true Fisher is the sum over classes

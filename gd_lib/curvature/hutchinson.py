@@ -19,9 +19,11 @@ References:
     Avron & Toledo (2011), "Randomized algorithms for estimating the trace of an implicit symmetric
       positive semi-definite matrix", J. ACM 58(2).
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -42,8 +44,9 @@ def rademacher(dim: int, generator: torch.Generator, dtype=torch.float64) -> Ten
     return torch.randint(0, 2, (dim,), generator=generator).to(dtype) * 2 - 1
 
 
-def hutchinson_trace(matvec: Callable[[Tensor], Tensor], num_samples: int = 100, *,
-                     dim: int | None = None, seed: int = 0) -> TraceEstimate:
+def hutchinson_trace(
+    matvec: Callable[[Tensor], Tensor], num_samples: int = 100, *, dim: int | None = None, seed: int = 0
+) -> TraceEstimate:
     r""":math:`\frac1S\sum_s \varepsilon_s^\top A \varepsilon_s` with ``num_samples`` seeded Rademacher probes."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"Invalid num_samples: {num_samples!r}; expected an integer >= 1")
@@ -55,5 +58,5 @@ def hutchinson_trace(matvec: Callable[[Tensor], Tensor], num_samples: int = 100,
         eps = rademacher(dim, generator, dtype).to(device)
         terms.append(float(torch.dot(eps, matvec(eps))))
     values = torch.tensor(terms, dtype=torch.float64)
-    stderr = float(values.std(unbiased=True) / num_samples ** 0.5) if num_samples > 1 else float("nan")
+    stderr = float(values.std(unbiased=True) / num_samples**0.5) if num_samples > 1 else float("nan")
     return TraceEstimate(float(values.mean()), stderr, num_samples)

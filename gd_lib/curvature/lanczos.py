@@ -25,9 +25,11 @@ References:
     Golub & Van Loan (2013), Matrix Computations, 4th ed., section 10.1.
     Parlett (1998), The Symmetric Eigenvalue Problem, section 6.9.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -40,13 +42,20 @@ _WHICH = ("largest", "smallest", "magnitude")
 
 
 class LanczosResult(NamedTuple):
-    eigenvalues: Tensor   # (k,), ordered as asked (largest first for "largest")
+    eigenvalues: Tensor  # (k,), ordered as asked (largest first for "largest")
     eigenvectors: Tensor  # (P, k), unit columns
 
 
-def lanczos_tridiagonal(matvec: Callable[[Tensor], Tensor], dim: int, num_iterations: int, *,
-                        seed: int = 0, dtype: torch.dtype = torch.float64,
-                        device: torch.device | str | None = None, breakdown_tol: float = 1e-12):
+def lanczos_tridiagonal(
+    matvec: Callable[[Tensor], Tensor],
+    dim: int,
+    num_iterations: int,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    breakdown_tol: float = 1e-12,
+):
     r"""Run :math:`m` Lanczos steps: ``(alpha (m,), beta (m-1,), Q (P, m))`` with :math:`T = Q^\top A Q`.
 
     Stops early, with fewer than ``num_iterations`` steps, when :math:`\beta_j` falls below
@@ -83,9 +92,17 @@ def lanczos_tridiagonal(matvec: Callable[[Tensor], Tensor], dim: int, num_iterat
     return alpha, beta[: m - 1], Q[:, :m]
 
 
-def lanczos(matvec: Callable[[Tensor], Tensor], k: int = 1, num_iterations: int | None = None, *,
-            dim: int | None = None, which: str = "largest", seed: int = 0,
-            dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> LanczosResult:
+def lanczos(
+    matvec: Callable[[Tensor], Tensor],
+    k: int = 1,
+    num_iterations: int | None = None,
+    *,
+    dim: int | None = None,
+    which: str = "largest",
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> LanczosResult:
     r"""The ``k`` extreme eigenpairs of a symmetric operator, from ``num_iterations`` Lanczos steps.
 
     ``matvec`` is a function ``v -> A v`` on flat vectors, or a

@@ -34,6 +34,7 @@ References:
     Martens (2014/2020), "New insights and perspectives on the natural gradient method", JMLR 21,
       arXiv:1412.1193, sections 9.1–9.2.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,7 @@ class Likelihood:
 
     def check_outputs(self, outputs: Tensor) -> None:
         if self.kind == "cross_entropy" and outputs.dim() != 2:
-            raise ValueError("cross_entropy curvature expects outputs of shape (N, C), "
-                             f"got {tuple(outputs.shape)}")
+            raise ValueError(f"cross_entropy curvature expects outputs of shape (N, C), got {tuple(outputs.shape)}")
         if outputs.dim() < 1:
             raise ValueError("outputs must have a batch dimension")
 
@@ -93,7 +93,7 @@ class Likelihood:
             probs = torch.softmax(outputs, dim=1)
             return torch.multinomial(probs, 1, generator=generator).squeeze(1)
         noise = torch.randn(outputs.shape, generator=generator, dtype=outputs.dtype, device=outputs.device)
-        return outputs + noise * 0.5 ** 0.5  # standard deviation sqrt(1/2)
+        return outputs + noise * 0.5**0.5  # standard deviation sqrt(1/2)
 
     def fisher_product(self, outputs: Tensor, u: Tensor) -> Tensor:
         r"""Per example :math:`\Lambda(z_n)\,u_n`, the expected outer product of output gradients.
@@ -129,10 +129,11 @@ def likelihood_of(loss) -> Likelihood:
         return Likelihood(loss)
     if isinstance(loss, nn.CrossEntropyLoss):
         if loss.weight is not None or loss.label_smoothing != 0.0:
-            raise ValueError("Invalid loss: CrossEntropyLoss with weight or label_smoothing has no "
-                             "plain categorical likelihood; expected weight=None, label_smoothing=0")
+            raise ValueError(
+                "Invalid loss: CrossEntropyLoss with weight or label_smoothing has no "
+                "plain categorical likelihood; expected weight=None, label_smoothing=0"
+            )
         return Likelihood("cross_entropy", loss.reduction)
     if isinstance(loss, nn.MSELoss):
         return Likelihood("mse", loss.reduction)
-    raise ValueError(f"Invalid loss: {loss!r}; expected 'cross_entropy', 'mse', nn.CrossEntropyLoss "
-                     "or nn.MSELoss")
+    raise ValueError(f"Invalid loss: {loss!r}; expected 'cross_entropy', 'mse', nn.CrossEntropyLoss or nn.MSELoss")

@@ -12,21 +12,32 @@ The loss is :math:`L(\theta) = \text{loss\_fn}(f_\theta(X), y)`. The Hessian and
 for any twice-differentiable ``loss_fn``; the Fisher needs a likelihood, so ``loss_fn`` must be
 cross-entropy or squared error (:func:`gd_lib.curvature.likelihood.likelihood_of`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .likelihood import likelihood_of
 from .params import num_parameters, trainable_parameters
-from .products import (fisher_vector_product_from_output_gradients, ggn_vector_product,
-                       hessian_vector_product, true_fisher_vector_product)
+from .products import (
+    fisher_vector_product_from_output_gradients,
+    ggn_vector_product,
+    hessian_vector_product,
+    true_fisher_vector_product,
+)
 
-__all__ = ["CurvatureOperator", "hessian_operator", "ggn_operator", "fisher_operator",
-           "model_loss_and_outputs", "FISHER_KINDS"]
+__all__ = [
+    "CurvatureOperator",
+    "hessian_operator",
+    "ggn_operator",
+    "fisher_operator",
+    "model_loss_and_outputs",
+    "FISHER_KINDS",
+]
 
 FISHER_KINDS = ("true", "empirical")
 
@@ -43,16 +54,18 @@ class CurvatureOperator:
 
     def __call__(self, v: Tensor) -> Tensor:
         if v.shape != (self.dim,):
-            raise ValueError(f"{self.name} operator: expected a flat vector of length {self.dim}, "
-                             f"got shape {tuple(v.shape)}")
+            raise ValueError(
+                f"{self.name} operator: expected a flat vector of length {self.dim}, got shape {tuple(v.shape)}"
+            )
         return self.matvec(v.to(dtype=self.dtype, device=self.device))
 
     def __matmul__(self, v: Tensor) -> Tensor:
         return self(v)
 
 
-def operator_layout(matvec: Callable[[Tensor], Tensor],
-                    dim: int | None = None) -> tuple[int, torch.dtype, torch.device | None]:
+def operator_layout(
+    matvec: Callable[[Tensor], Tensor], dim: int | None = None
+) -> tuple[int, torch.dtype, torch.device | None]:
     """``(dim, dtype, device)`` of the vectors ``matvec`` takes, for methods that draw their own.
 
     A :class:`CurvatureOperator` knows all three; a plain function ``v -> A v`` needs ``dim``
@@ -64,8 +77,7 @@ def operator_layout(matvec: Callable[[Tensor], Tensor],
     return int(dim), getattr(matvec, "dtype", torch.float64), getattr(matvec, "device", None)
 
 
-def model_loss_and_outputs(model: nn.Module, loss_fn, X: Tensor, y: Tensor,
-                           params: Sequence[Tensor] | None = None):
+def model_loss_and_outputs(model: nn.Module, loss_fn, X: Tensor, y: Tensor, params: Sequence[Tensor] | None = None):
     """Forward pass with gradients on: ``(loss, outputs, params)``, the graph kept for products."""
     params = list(trainable_parameters(model) if params is None else params)
     if not params:
@@ -79,27 +91,38 @@ def model_loss_and_outputs(model: nn.Module, loss_fn, X: Tensor, y: Tensor,
 
 
 def _operator(name, matvec, params) -> CurvatureOperator:
-    return CurvatureOperator(matvec=matvec, dim=num_parameters(params), dtype=params[0].dtype,
-                             device=params[0].device, name=name)
+    return CurvatureOperator(
+        matvec=matvec, dim=num_parameters(params), dtype=params[0].dtype, device=params[0].device, name=name
+    )
 
 
-def hessian_operator(model: nn.Module, loss_fn, X: Tensor, y: Tensor,
-                     params: Sequence[Tensor] | None = None) -> CurvatureOperator:
+def hessian_operator(
+    model: nn.Module, loss_fn, X: Tensor, y: Tensor, params: Sequence[Tensor] | None = None
+) -> CurvatureOperator:
     r"""The Hessian :math:`\nabla_\theta^2 L` (Pearlmutter 1994)."""
     loss, _, params = model_loss_and_outputs(model, loss_fn, X, y, params)
     return _operator("Hessian", lambda v: hessian_vector_product(loss, params, v), params)
 
 
-def ggn_operator(model: nn.Module, loss_fn, X: Tensor, y: Tensor,
-                 params: Sequence[Tensor] | None = None) -> CurvatureOperator:
+def ggn_operator(
+    model: nn.Module, loss_fn, X: Tensor, y: Tensor, params: Sequence[Tensor] | None = None
+) -> CurvatureOperator:
     r"""The generalized Gauss–Newton matrix :math:`J^\top (\nabla_z^2 L) J` (Schraudolph 2002)."""
     loss, outputs, params = model_loss_and_outputs(model, loss_fn, X, y, params)
     return _operator("GGN", lambda v: ggn_vector_product(loss, outputs, params, v), params)
 
 
-def fisher_operator(model: nn.Module, loss_fn, X: Tensor, y: Tensor, kind: str = "true", *,
-                    mc_samples: int | None = None, seed: int = 0,
-                    params: Sequence[Tensor] | None = None) -> CurvatureOperator:
+def fisher_operator(
+    model: nn.Module,
+    loss_fn,
+    X: Tensor,
+    y: Tensor,
+    kind: str = "true",
+    *,
+    mc_samples: int | None = None,
+    seed: int = 0,
+    params: Sequence[Tensor] | None = None,
+) -> CurvatureOperator:
     r"""The Fisher of the model's predictive distribution on the batch ``X``.
 
     * ``kind="true"``, ``mc_samples=None``: :math:`\frac1M\sum_n J_n^\top \Lambda(z_n) J_n`, the
@@ -112,8 +135,7 @@ def fisher_operator(model: nn.Module, loss_fn, X: Tensor, y: Tensor, kind: str =
     """
     if kind not in FISHER_KINDS:
         raise ValueError(f"Invalid kind: {kind!r}; expected one of {FISHER_KINDS}")
-    if mc_samples is not None and (isinstance(mc_samples, bool) or not isinstance(mc_samples, int)
-                                   or mc_samples < 1):
+    if mc_samples is not None and (isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1):
         raise ValueError(f"Invalid mc_samples: {mc_samples!r}; expected None or an integer >= 1")
     likelihood = likelihood_of(loss_fn)
     _, outputs, params = model_loss_and_outputs(model, loss_fn, X, y, params)
@@ -121,14 +143,14 @@ def fisher_operator(model: nn.Module, loss_fn, X: Tensor, y: Tensor, kind: str =
     M = likelihood.normalizer(outputs)
     if kind == "empirical":
         s = likelihood.output_gradient(outputs.detach(), y)
-        return _operator("empirical Fisher", lambda v: fisher_vector_product_from_output_gradients(
-            outputs, params, v, s, M), params)
+        return _operator(
+            "empirical Fisher", lambda v: fisher_vector_product_from_output_gradients(outputs, params, v, s, M), params
+        )
     if mc_samples is None:
-        return _operator("Fisher", lambda v: true_fisher_vector_product(outputs, params, v, likelihood),
-                         params)
+        return _operator("Fisher", lambda v: true_fisher_vector_product(outputs, params, v, likelihood), params)
     generator = torch.Generator(device=outputs.device).manual_seed(seed)
     z = outputs.detach()
-    s = torch.stack([likelihood.output_gradient(z, likelihood.sample(z, generator))
-                     for _ in range(mc_samples)])
-    return _operator("Monte-Carlo Fisher", lambda v: fisher_vector_product_from_output_gradients(
-        outputs, params, v, s, M), params)
+    s = torch.stack([likelihood.output_gradient(z, likelihood.sample(z, generator)) for _ in range(mc_samples)])
+    return _operator(
+        "Monte-Carlo Fisher", lambda v: fisher_vector_product_from_output_gradients(outputs, params, v, s, M), params
+    )

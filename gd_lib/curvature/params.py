@@ -10,9 +10,10 @@ in the order of the parameter list (for a model: the order of ``model.parameters
 each tensor flattened in row-major (``reshape(-1)``) order. That is the order of
 ``torch.nn.utils.parameters_to_vector`` and of curvlinops' linear operators.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -49,10 +50,11 @@ def flatten(tensors: Sequence[Tensor | None], like: Sequence[Tensor] | None = No
 def unflatten(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     """Split a flat vector into tensors shaped as ``like`` (the inverse of :func:`flatten`)."""
     if vector.dim() != 1 or vector.numel() != num_parameters(like):
-        raise ValueError(f"unflatten: expected a flat vector of length {num_parameters(like)}, "
-                         f"got shape {tuple(vector.shape)}")
+        raise ValueError(
+            f"unflatten: expected a flat vector of length {num_parameters(like)}, got shape {tuple(vector.shape)}"
+        )
     out, start = [], 0
     for p in like:
-        out.append(vector[start:start + p.numel()].view_as(p))
+        out.append(vector[start : start + p.numel()].view_as(p))
         start += p.numel()
     return out

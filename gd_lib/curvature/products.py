@@ -32,9 +32,10 @@ References:
     Amari (1998), "Natural gradient works efficiently in learning", Neural Computation 10(2).
     Martens (2014/2020), "New insights and perspectives on the natural gradient method", JMLR 21.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -67,8 +68,9 @@ def jacobian_vector_product(outputs: Tensor, params: Sequence[Tensor], v: Tensor
     if not pairs:
         return torch.zeros_like(outputs)
     # J v = d/du <J^T u, v>
-    (jv,) = torch.autograd.grad([g for g, _ in pairs], u, grad_outputs=[vi for _, vi in pairs],
-                                retain_graph=True, allow_unused=True)
+    (jv,) = torch.autograd.grad(
+        [g for g, _ in pairs], u, grad_outputs=[vi for _, vi in pairs], retain_graph=True, allow_unused=True
+    )
     return torch.zeros_like(outputs) if jv is None else jv
 
 
@@ -80,8 +82,9 @@ def hessian_vector_product(loss: Tensor, params: Sequence[Tensor], v: Tensor) ->
     if not pairs:
         return torch.zeros_like(v)
     # H v = ∇(g · v)
-    hv = torch.autograd.grad([g for g, _, _ in pairs], params, grad_outputs=[vi for _, _, vi in pairs],
-                             retain_graph=True, allow_unused=True)
+    hv = torch.autograd.grad(
+        [g for g, _, _ in pairs], params, grad_outputs=[vi for _, _, vi in pairs], retain_graph=True, allow_unused=True
+    )
     return flatten(hv, like=params)
 
 
@@ -101,8 +104,7 @@ def ggn_vector_product(loss: Tensor, outputs: Tensor, params: Sequence[Tensor], 
     return transposed_jacobian_vector_product(outputs, params, hjv)
 
 
-def true_fisher_vector_product(outputs: Tensor, params: Sequence[Tensor], v: Tensor,
-                               likelihood: Likelihood) -> Tensor:
+def true_fisher_vector_product(outputs: Tensor, params: Sequence[Tensor], v: Tensor, likelihood: Likelihood) -> Tensor:
     r""":math:`F v = \frac1M \sum_n J_n^\top \Lambda(z_n) J_n v`: the Fisher of the model's predictive
     distribution, with the expectation over labels taken exactly (Amari 1998; Martens 2014, eq. 9.2).
 
@@ -117,8 +119,9 @@ def true_fisher_vector_product(outputs: Tensor, params: Sequence[Tensor], v: Ten
     return transposed_jacobian_vector_product(outputs, params, u)
 
 
-def fisher_vector_product_from_output_gradients(outputs: Tensor, params: Sequence[Tensor], v: Tensor,
-                                                output_gradients: Tensor, normalizer: int) -> Tensor:
+def fisher_vector_product_from_output_gradients(
+    outputs: Tensor, params: Sequence[Tensor], v: Tensor, output_gradients: Tensor, normalizer: int
+) -> Tensor:
     r""":math:`\hat F v = \frac{1}{M S}\sum_{k=1}^{S}\sum_n J_n^\top s_{kn}\,(s_{kn}^\top J_n v)`.
 
     ``output_gradients`` holds :math:`s_{kn} = \nabla_z \ell(z_n, \cdot)`, shape ``(S, *outputs.shape)``

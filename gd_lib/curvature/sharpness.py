@@ -18,9 +18,11 @@ References:
       occurs at the edge of stability", ICLR.
     Golub & Van Loan (2013), Matrix Computations, section 7.3.1 (the power method).
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -39,8 +41,14 @@ class PowerIterationResult(NamedTuple):
     iterations: int
 
 
-def power_iteration(matvec: Callable[[Tensor], Tensor], num_iterations: int = 100, *,
-                    dim: int | None = None, tol: float = 1e-8, seed: int = 0) -> PowerIterationResult:
+def power_iteration(
+    matvec: Callable[[Tensor], Tensor],
+    num_iterations: int = 100,
+    *,
+    dim: int | None = None,
+    tol: float = 1e-8,
+    seed: int = 0,
+) -> PowerIterationResult:
     r"""The eigenvalue of largest magnitude: :math:`v \leftarrow A v / \|Av\|`, :math:`\lambda = v^\top A v`.
 
     Stops when the Rayleigh quotient changes by less than ``tol`` relative to its size.
@@ -67,8 +75,9 @@ def power_iteration(matvec: Callable[[Tensor], Tensor], num_iterations: int = 10
     return PowerIterationResult(eigenvalue, v, num_iterations)
 
 
-def sharpness(model: nn.Module, loss_fn, X: Tensor, y: Tensor, *, method: str = "lanczos",
-              num_iterations: int = 20, seed: int = 0) -> float:
+def sharpness(
+    model: nn.Module, loss_fn, X: Tensor, y: Tensor, *, method: str = "lanczos", num_iterations: int = 20, seed: int = 0
+) -> float:
     r""":math:`\lambda_{\max}(\nabla_\theta^2 L)` on the batch ``(X, y)``, from Hessian-vector products.
 
     Leaves ``p.grad`` and the global random state alone.
@@ -97,8 +106,18 @@ class SharpnessTracker:
     changes between measurements come from the parameters, not from the probe.
     """
 
-    def __init__(self, model: nn.Module, loss_fn, X: Tensor, y: Tensor, every: int = 1, *,
-                 method: str = "lanczos", num_iterations: int = 20, seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn,
+        X: Tensor,
+        y: Tensor,
+        every: int = 1,
+        *,
+        method: str = "lanczos",
+        num_iterations: int = 20,
+        seed: int = 0,
+    ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"Invalid every: {every!r}; expected an integer >= 1")
         if method not in _METHODS:
@@ -111,8 +130,15 @@ class SharpnessTracker:
         """Measure and record the sharpness if ``step`` is a multiple of ``every``; else ``None``."""
         if step % self.every != 0:
             return None
-        value = sharpness(self.model, self.loss_fn, self.X, self.y, method=self.method,
-                          num_iterations=self.num_iterations, seed=self.seed)
+        value = sharpness(
+            self.model,
+            self.loss_fn,
+            self.X,
+            self.y,
+            method=self.method,
+            num_iterations=self.num_iterations,
+            seed=self.seed,
+        )
         self.history.append((int(step), value))
         return value
 

@@ -13,11 +13,28 @@ Everything is deterministic given its ``seed`` and builds in seconds on a CPU.
 
 Supervised sets come as a :class:`Split` (train and validation tensors plus ``info``).
 """
+
 from .digits import load_digits
-from .double_descent import (legendre_features, min_norm_least_squares, polynomial_regression,
-                             random_features_regression, random_relu_features)
-from .functions2d import (BEALE, FUNCTIONS_2D, HIMMELBLAU, ROSENBROCK, TWO_BASINS, Function2D,
-                          beale_fn, function_2d, himmelblau_fn, rosenbrock_fn, two_basins_fn)
+from .double_descent import (
+    legendre_features,
+    min_norm_least_squares,
+    polynomial_regression,
+    random_features_regression,
+    random_relu_features,
+)
+from .functions2d import (
+    BEALE,
+    FUNCTIONS_2D,
+    HIMMELBLAU,
+    ROSENBROCK,
+    TWO_BASINS,
+    Function2D,
+    beale_fn,
+    function_2d,
+    himmelblau_fn,
+    rosenbrock_fn,
+    two_basins_fn,
+)
 from .modular import modular_arithmetic
 from .quadratics import LeastSquares, Quadratic, least_squares, quadratic, spectrum
 from .split import Split, random_split
@@ -25,11 +42,37 @@ from .text import LMSampler, TextCorpus, consecutive_windows, random_windows, st
 from .zipf import zipf_classification, zipf_probabilities
 
 __all__ = [
-    "Split", "random_split", "load_digits", "zipf_classification", "zipf_probabilities",
-    "stdlib_corpus", "TextCorpus", "LMSampler", "tokenize", "random_windows", "consecutive_windows",
-    "modular_arithmetic", "quadratic", "Quadratic", "spectrum", "least_squares", "LeastSquares",
-    "Function2D", "FUNCTIONS_2D", "function_2d", "ROSENBROCK", "BEALE", "HIMMELBLAU", "TWO_BASINS",
-    "rosenbrock_fn", "beale_fn", "himmelblau_fn", "two_basins_fn",
-    "random_features_regression", "random_relu_features", "polynomial_regression",
-    "legendre_features", "min_norm_least_squares",
+    "Split",
+    "random_split",
+    "load_digits",
+    "zipf_classification",
+    "zipf_probabilities",
+    "stdlib_corpus",
+    "TextCorpus",
+    "LMSampler",
+    "tokenize",
+    "random_windows",
+    "consecutive_windows",
+    "modular_arithmetic",
+    "quadratic",
+    "Quadratic",
+    "spectrum",
+    "least_squares",
+    "LeastSquares",
+    "Function2D",
+    "FUNCTIONS_2D",
+    "function_2d",
+    "ROSENBROCK",
+    "BEALE",
+    "HIMMELBLAU",
+    "TWO_BASINS",
+    "rosenbrock_fn",
+    "beale_fn",
+    "himmelblau_fn",
+    "two_basins_fn",
+    "random_features_regression",
+    "random_relu_features",
+    "polynomial_regression",
+    "legendre_features",
+    "min_norm_least_squares",
 ]

@@ -14,6 +14,7 @@ standardized per pixel with the training split's mean and standard deviation
 
 Reference: E. Alpaydin, C. Kaynak. Optical recognition of handwritten digits. UCI ML repository, 1998.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,6 +43,7 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
         X, y = table[:, :-1], table[:, -1].astype(np.int64)
     else:  # pragma: no cover - depends on scikit-learn's layout
         from sklearn.datasets import load_digits as sklearn_digits
+
         bunch = sklearn_digits()
         X, y = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
     X.setflags(write=False)
@@ -49,8 +51,7 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def load_digits(val_fraction: float = 0.2, *, images: bool = False, seed: int = 0,
-                dtype=torch.float32) -> Split:
+def load_digits(val_fraction: float = 0.2, *, images: bool = False, seed: int = 0, dtype=torch.float32) -> Split:
     """The digits as a :class:`Split`: ``X`` of shape ``(N, 64)`` (or ``(N, 1, 8, 8)`` with
     ``images=True``), ``y`` int64 labels 0..9.
 
@@ -80,6 +81,15 @@ def load_digits(val_fraction: float = 0.2, *, images: bool = False, seed: int = 
     def tensor(a):
         return torch.as_tensor(a, dtype=dtype).reshape(shape)
 
-    return Split(tensor(X_tr), torch.as_tensor(y[train_idx]), tensor(X_va), torch.as_tensor(y[val_idx]),
-                 {"mean": torch.as_tensor(mean, dtype=dtype), "std": torch.as_tensor(std, dtype=dtype),
-                  "num_classes": 10, "image_shape": (1, 8, 8)})
+    return Split(
+        tensor(X_tr),
+        torch.as_tensor(y[train_idx]),
+        tensor(X_va),
+        torch.as_tensor(y[val_idx]),
+        {
+            "mean": torch.as_tensor(mean, dtype=dtype),
+            "std": torch.as_tensor(std, dtype=dtype),
+            "num_classes": 10,
+            "image_shape": (1, 8, 8),
+        },
+    )

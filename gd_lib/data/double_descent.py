@@ -16,6 +16,7 @@ References:
     classical bias–variance trade-off. PNAS 2019.
     S. Mei, A. Montanari. The generalization error of random features regression. 2019.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,15 @@ from gd_lib._checks import check_int, check_number
 from .split import Split
 
 
-def random_features_regression(n_train: int = 100, n_test: int = 1000, input_dim: int = 20, *,
-                               noise: float = 0.5, seed: int = 0, dtype=torch.float64) -> Split:
+def random_features_regression(
+    n_train: int = 100,
+    n_test: int = 1000,
+    input_dim: int = 20,
+    *,
+    noise: float = 0.5,
+    seed: int = 0,
+    dtype=torch.float64,
+) -> Split:
     """``x ~ N(0, I_d)``, ``y = xᵀβ + noise · ε`` with a unit-norm ``β`` (``info["beta"]``)."""
     check_int("n_train", n_train, 1)
     check_int("n_test", n_test, 1)
@@ -38,8 +46,13 @@ def random_features_regression(n_train: int = 100, n_test: int = 1000, input_dim
     beta = beta / beta.norm()
     X = torch.randn(n_train + n_test, input_dim, generator=gen, dtype=torch.float64)
     y = X @ beta + noise * torch.randn(n_train + n_test, generator=gen, dtype=torch.float64)
-    return Split(X[:n_train].to(dtype), y[:n_train].to(dtype), X[n_train:].to(dtype), y[n_train:].to(dtype),
-                 {"beta": beta.to(dtype), "noise": noise})
+    return Split(
+        X[:n_train].to(dtype),
+        y[:n_train].to(dtype),
+        X[n_train:].to(dtype),
+        y[n_train:].to(dtype),
+        {"beta": beta.to(dtype), "noise": noise},
+    )
 
 
 def random_relu_features(X: torch.Tensor, num_features: int, *, seed: int = 0) -> torch.Tensor:
@@ -47,7 +60,7 @@ def random_relu_features(X: torch.Tensor, num_features: int, *, seed: int = 0) -
     check_int("num_features", num_features, 1)
     gen = torch.Generator().manual_seed(seed)
     W = torch.randn(num_features, X.shape[1], generator=gen, dtype=torch.float64) / X.shape[1] ** 0.5
-    return torch.relu(X.to(torch.float64) @ W.T).to(X.dtype) / num_features ** 0.5
+    return torch.relu(X.to(torch.float64) @ W.T).to(X.dtype) / num_features**0.5
 
 
 def legendre_features(x: torch.Tensor, degree: int) -> torch.Tensor:
@@ -60,8 +73,15 @@ def legendre_features(x: torch.Tensor, degree: int) -> torch.Tensor:
     return torch.stack(columns[: degree + 1], dim=1)
 
 
-def polynomial_regression(n_train: int = 20, n_test: int = 500, *, true_degree: int = 5,
-                          noise: float = 0.1, seed: int = 0, dtype=torch.float64) -> Split:
+def polynomial_regression(
+    n_train: int = 20,
+    n_test: int = 500,
+    *,
+    true_degree: int = 5,
+    noise: float = 0.1,
+    seed: int = 0,
+    dtype=torch.float64,
+) -> Split:
     """``x ~ U[−1, 1]`` (shape N × 1), ``y = Σ_{k ≤ true_degree} c_k P_k(x) + noise · ε``
     with ``c_k ~ N(0, 1/(k+1))`` (``info["coefficients"]``)."""
     check_int("n_train", n_train, 1)
@@ -70,14 +90,22 @@ def polynomial_regression(n_train: int = 20, n_test: int = 500, *, true_degree: 
     check_number("noise", noise, 0.0)
     check_int("seed", seed, 0)
     gen = torch.Generator().manual_seed(seed)
-    coefficients = torch.randn(true_degree + 1, generator=gen, dtype=torch.float64) / \
-        torch.arange(1, true_degree + 2, dtype=torch.float64).sqrt()
+    coefficients = (
+        torch.randn(true_degree + 1, generator=gen, dtype=torch.float64)
+        / torch.arange(1, true_degree + 2, dtype=torch.float64).sqrt()
+    )
     x = 2 * torch.rand(n_train + n_test, generator=gen, dtype=torch.float64) - 1
-    y = legendre_features(x, true_degree) @ coefficients + \
-        noise * torch.randn(n_train + n_test, generator=gen, dtype=torch.float64)
+    y = legendre_features(x, true_degree) @ coefficients + noise * torch.randn(
+        n_train + n_test, generator=gen, dtype=torch.float64
+    )
     x = x.unsqueeze(1)
-    return Split(x[:n_train].to(dtype), y[:n_train].to(dtype), x[n_train:].to(dtype), y[n_train:].to(dtype),
-                 {"coefficients": coefficients.to(dtype), "noise": noise, "true_degree": true_degree})
+    return Split(
+        x[:n_train].to(dtype),
+        y[:n_train].to(dtype),
+        x[n_train:].to(dtype),
+        y[n_train:].to(dtype),
+        {"coefficients": coefficients.to(dtype), "noise": noise, "true_degree": true_degree},
+    )
 
 
 def min_norm_least_squares(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -27,10 +27,11 @@ References:
     variable. 1958.
     D. Himmelblau. Applied nonlinear programming. 1972.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -63,27 +64,28 @@ class Function2D:
     def grid(self, n: int = 200, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(X, Y, Z)`` on an ``n × n`` grid over :attr:`domain` (for contour plots)."""
         (x0, x1), (y0, y1) = self.domain
-        X, Y = torch.meshgrid(torch.linspace(x0, x1, n, dtype=dtype),
-                              torch.linspace(y0, y1, n, dtype=dtype), indexing="xy")
+        X, Y = torch.meshgrid(
+            torch.linspace(x0, x1, n, dtype=dtype), torch.linspace(y0, y1, n, dtype=dtype), indexing="xy"
+        )
         return X, Y, self.fn(torch.stack([X, Y], dim=-1))
 
 
 def rosenbrock_fn(xy: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tensor:
     """``(a − x)² + b (y − x²)²``."""
     x, y = xy[..., 0], xy[..., 1]
-    return (a - x) ** 2 + b * (y - x ** 2) ** 2
+    return (a - x) ** 2 + b * (y - x**2) ** 2
 
 
 def beale_fn(xy: torch.Tensor) -> torch.Tensor:
     """``(1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²``."""
     x, y = xy[..., 0], xy[..., 1]
-    return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y ** 2) ** 2 + (2.625 - x + x * y ** 3) ** 2
+    return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
 
 
 def himmelblau_fn(xy: torch.Tensor) -> torch.Tensor:
     """``(x² + y − 11)² + (x + y² − 7)²``."""
     x, y = xy[..., 0], xy[..., 1]
-    return (x ** 2 + y - 11) ** 2 + (x + y ** 2 - 7) ** 2
+    return (x**2 + y - 11) ** 2 + (x + y**2 - 7) ** 2
 
 
 def two_basins_fn(xy: torch.Tensor, a: float = -1.0, b: float = 1.0, c: float = 4.0) -> torch.Tensor:
@@ -91,18 +93,22 @@ def two_basins_fn(xy: torch.Tensor, a: float = -1.0, b: float = 1.0, c: float = 
     ``(a, 0)`` and a sharp one at ``(b, 0)``, both with ``f = 0``."""
     x, y = xy[..., 0], xy[..., 1]
     r = 1.0 + c * (x - a) ** 2
-    return r * ((x - a) ** 2 * (x - b) ** 2 + 0.5 * y ** 2)
+    return r * ((x - a) ** 2 * (x - b) ** 2 + 0.5 * y**2)
 
 
-ROSENBROCK = Function2D("rosenbrock", rosenbrock_fn, ((1.0, 1.0),), 0.0, ((-2.0, 2.0), (-1.0, 3.0)),
-                        (-1.2, 1.0))
+ROSENBROCK = Function2D("rosenbrock", rosenbrock_fn, ((1.0, 1.0),), 0.0, ((-2.0, 2.0), (-1.0, 3.0)), (-1.2, 1.0))
 BEALE = Function2D("beale", beale_fn, ((3.0, 0.5),), 0.0, ((-4.5, 4.5), (-4.5, 4.5)), (1.0, 1.5))
 HIMMELBLAU = Function2D(
-    "himmelblau", himmelblau_fn,
+    "himmelblau",
+    himmelblau_fn,
     ((3.0, 2.0), (-2.805118, 3.131312), (-3.779310, -3.283186), (3.584428, -1.848126)),
-    0.0, ((-5.0, 5.0), (-5.0, 5.0)), (0.0, 0.0))
-TWO_BASINS = Function2D("two_basins", two_basins_fn, ((-1.0, 0.0), (1.0, 0.0)), 0.0,
-                        ((-2.0, 2.0), (-1.5, 1.5)), (0.0, 1.0))
+    0.0,
+    ((-5.0, 5.0), (-5.0, 5.0)),
+    (0.0, 0.0),
+)
+TWO_BASINS = Function2D(
+    "two_basins", two_basins_fn, ((-1.0, 0.0), (1.0, 0.0)), 0.0, ((-2.0, 2.0), (-1.5, 1.5)), (0.0, 1.0)
+)
 
 FUNCTIONS_2D: dict[str, Function2D] = {f.name: f for f in (ROSENBROCK, BEALE, HIMMELBLAU, TWO_BASINS)}
 

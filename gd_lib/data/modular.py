@@ -18,19 +18,20 @@ Token ids: ``0..p−1`` the numbers, ``p`` the operation, ``p + 1`` the ``=`` si
 Reference: A. Power, Y. Burda, H. Edwards, I. Babuschkin, V. Misra. Grokking: generalization
 beyond overfitting on small algorithmic datasets. 2022.
 """
+
 from __future__ import annotations
 
 import torch
 
 from gd_lib._checks import check_int, check_number
 
-from .split import random_split, Split
+from .split import Split, random_split
 
 OPERATIONS = ("+", "-", "*", "/")
 
 
 def is_prime(p: int) -> bool:
-    return p >= 2 and all(p % d for d in range(2, int(p ** 0.5) + 1))
+    return p >= 2 and all(p % d for d in range(2, int(p**0.5) + 1))
 
 
 def modular_arithmetic(p: int = 97, op: str = "+", train_fraction: float = 0.5, *, seed: int = 0) -> Split:

@@ -12,6 +12,7 @@ is ``L``-Lipschitz with ``L = λ_max(H)``. ``X = √n U diag(s) Vᵀ`` with
 orthonormal ``U, V`` makes ``H = V diag(s²) Vᵀ`` exactly, with ``s²`` spaced
 geometrically from ``L`` down to ``L/κ``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ def _haar_orthogonal(d: int, generator: torch.Generator, dtype=torch.float64) ->
     return (q * torch.sign(torch.diagonal(r))).to(dtype)
 
 
-def spectrum(dim: int, condition_number: float, kind: str = "geometric", largest: float = 1.0,
-             dtype=torch.float64) -> torch.Tensor:
+def spectrum(
+    dim: int, condition_number: float, kind: str = "geometric", largest: float = 1.0, dtype=torch.float64
+) -> torch.Tensor:
     """``dim`` eigenvalues from ``largest`` down to ``largest/κ``, in decreasing order.
 
     ``kind="geometric"``: evenly spaced in log; ``"linear"``: evenly spaced;
@@ -52,7 +54,7 @@ def spectrum(dim: int, condition_number: float, kind: str = "geometric", largest
         top = min(largest, max(low, largest / 10))
         rest = top * (low / top) ** (torch.arange(dim - 1, dtype=torch.float64) / max(dim - 2, 1))
         lam = torch.cat([torch.tensor([largest], dtype=torch.float64), rest])
-    lam[0], lam[-1] = largest, low   # exact ends despite round-off
+    lam[0], lam[-1] = largest, low  # exact ends despite round-off
     return lam.to(dtype)
 
 
@@ -95,9 +97,16 @@ class Quadratic:
         return x @ self.A - self.b
 
 
-def quadratic(eigenvalues: torch.Tensor | None = None, *, dim: int = 20, condition_number: float = 100.0,
-              kind: str = "geometric", rotate: bool = True, seed: int = 0,
-              dtype=torch.float64) -> Quadratic:
+def quadratic(
+    eigenvalues: torch.Tensor | None = None,
+    *,
+    dim: int = 20,
+    condition_number: float = 100.0,
+    kind: str = "geometric",
+    rotate: bool = True,
+    seed: int = 0,
+    dtype=torch.float64,
+) -> Quadratic:
     """An ill-conditioned quadratic with the given ``eigenvalues`` (or ``spectrum(dim, κ, kind)``).
 
     ``x*`` is drawn ``N(0, I)`` and ``b = A x*``; ``rotate=False`` keeps ``A`` diagonal.
@@ -113,7 +122,7 @@ def quadratic(eigenvalues: torch.Tensor | None = None, *, dim: int = 20, conditi
     d = lam.numel()
     Q = _haar_orthogonal(d, gen) if rotate else torch.eye(d, dtype=torch.float64)
     A = (Q * lam) @ Q.T
-    A = 0.5 * (A + A.T)                                       # exactly symmetric
+    A = 0.5 * (A + A.T)  # exactly symmetric
     x_star = torch.randn(d, generator=gen, dtype=torch.float64)
     b = A @ x_star
     return Quadratic(A.to(dtype), b.to(dtype), lam.to(dtype), Q.to(dtype), x_star.to(dtype))
@@ -150,8 +159,16 @@ class LeastSquares:
         return self.X.T @ (self.X @ w - self.y) / self.X.shape[0]
 
 
-def least_squares(n: int = 200, d: int = 20, condition_number: float = 100.0, noise: float = 0.1, *,
-                  L: float = 1.0, seed: int = 0, dtype=torch.float32) -> LeastSquares:
+def least_squares(
+    n: int = 200,
+    d: int = 20,
+    condition_number: float = 100.0,
+    noise: float = 0.1,
+    *,
+    L: float = 1.0,
+    seed: int = 0,
+    dtype=torch.float32,
+) -> LeastSquares:
     """Linear least squares whose Hessian ``XᵀX/n`` has largest eigenvalue ``L`` and condition ``κ``.
 
     ``w_true ~ N(0, I)``, ``y = X w_true + noise · N(0, I)``. Needs ``n ≥ d``.
@@ -166,9 +183,10 @@ def least_squares(n: int = 200, d: int = 20, condition_number: float = 100.0, no
     U, _ = torch.linalg.qr(torch.randn(n, d, generator=gen, dtype=torch.float64))
     V = _haar_orthogonal(d, gen)
     s2 = spectrum(d, condition_number, "geometric", largest=L)
-    X = n ** 0.5 * (U * s2.sqrt()) @ V.T
+    X = n**0.5 * (U * s2.sqrt()) @ V.T
     w_true = torch.randn(d, generator=gen, dtype=torch.float64)
     y = X @ w_true + noise * torch.randn(n, generator=gen, dtype=torch.float64)
     w_star = torch.linalg.lstsq(X, y.unsqueeze(1)).solution.squeeze(1)
-    return LeastSquares(X.to(dtype), y.to(dtype), w_true.to(dtype), w_star.to(dtype),
-                        float(s2.max()), float(s2.min()), float(noise))
+    return LeastSquares(
+        X.to(dtype), y.to(dtype), w_true.to(dtype), w_star.to(dtype), float(s2.max()), float(s2.min()), float(noise)
+    )

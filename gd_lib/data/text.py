@@ -20,6 +20,7 @@ language modelling a heavy-tailed, class-imbalanced problem.
 
 Reference: G. K. Zipf. Human behavior and the principle of least effort. 1949.
 """
+
 from __future__ import annotations
 
 import functools
@@ -84,8 +85,9 @@ class LMSampler:
         return random_windows(self.tokens, batch_size, self.context_length, generator)
 
 
-def random_windows(tokens: torch.Tensor, batch_size: int, context_length: int,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def random_windows(
+    tokens: torch.Tensor, batch_size: int, context_length: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch_size`` windows ``x = t[s : s+T]``, ``y = t[s+1 : s+T+1]`` at uniform random starts ``s``."""
     check_int("batch_size", batch_size, 1)
     check_int("context_length", context_length, 1, tokens.numel() - 1)
@@ -95,15 +97,16 @@ def random_windows(tokens: torch.Tensor, batch_size: int, context_length: int,
     return tokens[index], tokens[index + 1]
 
 
-def consecutive_windows(tokens: torch.Tensor, context_length: int,
-                        max_windows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def consecutive_windows(
+    tokens: torch.Tensor, context_length: int, max_windows: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Non-overlapping windows covering the stream from its start (for a fixed evaluation set)."""
     check_int("context_length", context_length, 1, tokens.numel() - 1)
     n = (tokens.numel() - 1) // context_length
     if max_windows is not None:
         n = min(n, max_windows)
     x = tokens[: n * context_length].view(n, context_length)
-    y = tokens[1: n * context_length + 1].view(n, context_length)
+    y = tokens[1 : n * context_length + 1].view(n, context_length)
     return x, y
 
 
@@ -139,15 +142,17 @@ class TextCorpus:
         ranked = sorted(self.type_counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return [t for t, _ in ranked], torch.tensor([c for _, c in ranked], dtype=torch.long)
 
-    def get_batch(self, split: str, batch_size: int, context_length: int,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(
+        self, split: str, batch_size: int, context_length: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Random windows from ``split`` (``"train"`` or ``"val"``)."""
         return random_windows(self._tokens(split), batch_size, context_length, generator)
 
     def sampler(self, context_length: int, *, max_val_windows: int | None = 256) -> LMSampler:
         """An :class:`LMSampler` over the training tokens, validating on fixed validation windows."""
-        return LMSampler(self.train_tokens, context_length,
-                         consecutive_windows(self.val_tokens, context_length, max_val_windows))
+        return LMSampler(
+            self.train_tokens, context_length, consecutive_windows(self.val_tokens, context_length, max_val_windows)
+        )
 
     def _tokens(self, split: str) -> torch.Tensor:
         if split == "train":
@@ -157,8 +162,14 @@ class TextCorpus:
         raise ValueError(f"Invalid split: {split!r}; expected 'train' or 'val'")
 
 
-def stdlib_corpus(level: str = "word", *, source: str = "docstrings", min_count: int | None = None,
-                  val_fraction: float = 0.1, max_files: int | None = None) -> TextCorpus:
+def stdlib_corpus(
+    level: str = "word",
+    *,
+    source: str = "docstrings",
+    min_count: int | None = None,
+    val_fraction: float = 0.1,
+    max_files: int | None = None,
+) -> TextCorpus:
     """Build the corpus (see the module docstring).
 
     Args:
@@ -189,8 +200,13 @@ def stdlib_corpus(level: str = "word", *, source: str = "docstrings", min_count:
     ids = torch.tensor([stoi.get(t, 0) for t in tokens], dtype=torch.long)
     counts = torch.bincount(ids, minlength=len(vocab))
     n_train = int(round((1.0 - val_fraction) * ids.numel()))
-    info = {"files": files, "num_files": len(files), "num_tokens": ids.numel(), "source": source,
-            "min_count": min_count, "python_version": platform.python_version(),
-            "num_characters": len(text)}
-    return TextCorpus(level, vocab, counts, ids[:n_train].clone(), ids[n_train:].clone(), type_counts,
-                      info)
+    info = {
+        "files": files,
+        "num_files": len(files),
+        "num_tokens": ids.numel(),
+        "source": source,
+        "min_count": min_count,
+        "python_version": platform.python_version(),
+        "num_characters": len(text),
+    }
+    return TextCorpus(level, vocab, counts, ids[:n_train].clone(), ids[n_train:].clone(), type_counts, info)

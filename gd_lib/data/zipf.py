@@ -13,25 +13,35 @@ and ``ε ~ N(0, I_d)``.
 Reference: F. Kunstner, R. Yadav, A. Milligan, M. Schmidt, A. Bietti. Heavy-tailed class
 imbalance and why Adam outperforms gradient descent on language models. NeurIPS 2024.
 """
+
 from __future__ import annotations
 
 import torch
 
 from gd_lib._checks import check_int, check_number
 
-from .split import random_split, Split
+from .split import Split, random_split
 
 
 def zipf_probabilities(num_classes: int, exponent: float) -> torch.Tensor:
     """``p_k ∝ k^{−s}`` for ``k = 1..K`` (float64, sums to 1)."""
     k = torch.arange(1, num_classes + 1, dtype=torch.float64)
-    weights = k ** -exponent
+    weights = k**-exponent
     return weights / weights.sum()
 
 
-def zipf_classification(num_classes: int = 50, num_samples: int = 20_000, exponent: float = 1.0, *,
-                        dim: int = 32, noise: float = 1.0, separation: float = 3.0,
-                        val_fraction: float = 0.2, seed: int = 0, dtype=torch.float32) -> Split:
+def zipf_classification(
+    num_classes: int = 50,
+    num_samples: int = 20_000,
+    exponent: float = 1.0,
+    *,
+    dim: int = 32,
+    noise: float = 1.0,
+    separation: float = 3.0,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    dtype=torch.float32,
+) -> Split:
     """Samples ``(x, y)`` with ``P(y = k − 1) ∝ k^{−s}`` and ``x = μ_y + noise · ε``.
 
     ``info``: ``class_probs`` (the ``p_k``), ``means`` (``K × d``), ``exponent``, ``num_classes``.
@@ -46,10 +56,9 @@ def zipf_classification(num_classes: int = 50, num_samples: int = 20_000, expone
     check_int("seed", seed, 0)
     gen = torch.Generator().manual_seed(seed)
     probs = zipf_probabilities(num_classes, exponent)
-    means = separation / dim ** 0.5 * torch.randn(num_classes, dim, generator=gen, dtype=torch.float64)
+    means = separation / dim**0.5 * torch.randn(num_classes, dim, generator=gen, dtype=torch.float64)
     # y ~ Categorical(p), x = μ_y + σ ε
     y = torch.multinomial(probs, num_samples, replacement=True, generator=gen)
     X = means[y] + noise * torch.randn(num_samples, dim, generator=gen, dtype=torch.float64)
-    info = {"class_probs": probs, "means": means.to(dtype), "exponent": exponent,
-            "num_classes": num_classes}
+    info = {"class_probs": probs, "means": means.to(dtype), "exponent": exponent, "num_classes": num_classes}
     return random_split(X.to(dtype), y, val_fraction, gen, info)

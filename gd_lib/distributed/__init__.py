@@ -6,6 +6,7 @@
 - :mod:`gd_lib.distributed.launch`: start a small multi-process run on one machine
   (:func:`launch`), or join one started by ``torchrun`` (:func:`init_from_env`).
 """
+
 from .launch import default_backend, free_port, init_from_env, launch
 from .work import WorkLog, WorkSharing, assign_work
 

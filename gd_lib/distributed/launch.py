@@ -12,6 +12,7 @@ it reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_
 from the environment, initialises the default process group and picks the device.
 See docs/distributed.md for the commands.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -21,7 +22,8 @@ import queue as queue_module
 import socket
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -54,8 +56,9 @@ def init_from_env(backend: str | None = None, timeout_s: float = 300.0) -> tuple
     """
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise RuntimeError(f"init_from_env: {missing} not set; start the script with torchrun "
-                           "(or use gd_lib.distributed.launch)")
+        raise RuntimeError(
+            f"init_from_env: {missing} not set; start the script with torchrun (or use gd_lib.distributed.launch)"
+        )
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if dist.is_initialized():  # the group's backend decides: nccl ranks get a GPU, gloo ranks the CPU
         use_cuda = torch.cuda.is_available() and dist.get_backend() == "nccl"
@@ -67,15 +70,31 @@ def init_from_env(backend: str | None = None, timeout_s: float = 300.0) -> tuple
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend or default_backend(use_cuda), init_method="env://",
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend or default_backend(use_cuda), init_method="env://", timeout=datetime.timedelta(seconds=timeout_s)
+        )
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def _worker(rank: int, world_size: int, port: int, backend: str, fn: Callable, args: tuple,
-            results, timeout_s: float, threads: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size))
+def _worker(
+    rank: int,
+    world_size: int,
+    port: int,
+    backend: str,
+    fn: Callable,
+    args: tuple,
+    results,
+    timeout_s: float,
+    threads: int,
+) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
+    )
     torch.set_num_threads(threads)
     try:
         init_from_env(backend, timeout_s)
@@ -91,7 +110,7 @@ def _worker(rank: int, world_size: int, port: int, backend: str, fn: Callable, a
 
 
 def _context(start_method: str | None, fn: Callable):
-    """"forkserver" where available: one server imports torch once and forks every rank from it
+    """ "forkserver" where available: one server imports torch once and forks every rank from it
     (a fresh "spawn" re-imports torch per rank, seconds each; a plain "fork" of a process that has
     run OpenMP work can deadlock). The server preloads torch, this module and ``fn``'s module."""
     if start_method is None:
@@ -102,8 +121,15 @@ def _context(start_method: str | None, fn: Callable):
     return ctx
 
 
-def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None = None,
-           timeout_s: float = 300.0, threads_per_process: int = 1, start_method: str | None = None) -> list[Any]:
+def launch(
+    fn: Callable[..., Any],
+    world_size: int,
+    *args,
+    backend: str | None = None,
+    timeout_s: float = 300.0,
+    threads_per_process: int = 1,
+    start_method: str | None = None,
+) -> list[Any]:
     """Run ``fn(*args)`` on ``world_size`` new processes joined in one process group; results by rank.
 
     ``fn`` must be importable by name (a module-level function of an installed module:
@@ -123,9 +149,14 @@ def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None =
     ctx = _context(start_method, fn)
     results = ctx.Queue()
     port = free_port()
-    processes = [ctx.Process(target=_worker, args=(rank, world_size, port, backend, fn, args, results,
-                                                   timeout_s, threads_per_process), daemon=True)
-                 for rank in range(world_size)]
+    processes = [
+        ctx.Process(
+            target=_worker,
+            args=(rank, world_size, port, backend, fn, args, results, timeout_s, threads_per_process),
+            daemon=True,
+        )
+        for rank in range(world_size)
+    ]
     for process in processes:
         process.start()
     deadline = time.monotonic() + timeout_s
@@ -134,15 +165,17 @@ def launch(fn: Callable[..., Any], world_size: int, *args, backend: str | None =
         while len(values) < world_size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"launch: {world_size - len(values)} of {world_size} ranks did not finish "
-                                   f"within {timeout_s} s")
+                raise TimeoutError(
+                    f"launch: {world_size - len(values)} of {world_size} ranks did not finish within {timeout_s} s"
+                )
             try:
                 rank, ok, value = results.get(timeout=min(remaining, 1.0))
             except queue_module.Empty:
                 dead = [r for r, p in enumerate(processes) if r not in values and p.exitcode not in (None, 0)]
                 if dead:
-                    raise RuntimeError(f"launch: rank {dead[0]} died with exit code "
-                                       f"{processes[dead[0]].exitcode}") from None
+                    raise RuntimeError(
+                        f"launch: rank {dead[0]} died with exit code {processes[dead[0]].exitcode}"
+                    ) from None
                 continue
             if not ok:
                 raise RuntimeError(f"launch: rank {rank} failed:\n{value}")

@@ -33,12 +33,13 @@ References:
     Neural Network Training with Distributed K-FAC", SC20 (factors all-reduced,
     inversions assigned to ranks and broadcast).
 """
+
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -117,7 +118,8 @@ def _reject_dtensors(tensors: Sequence[Tensor]) -> None:
             raise NotImplementedError(
                 "sharded (FSDP/DTensor) parameters are not supported by the work-sharing optimizers: "
                 "they need each parameter's full matrix on its owner rank; use DDP (replicated "
-                "parameters), see docs/distributed.md")
+                "parameters), see docs/distributed.md"
+            )
 
 
 class WorkSharing:
@@ -135,9 +137,11 @@ class WorkSharing:
             self.rank, self.world_size = 0, 1
         else:
             if not dist.is_available() or not dist.is_initialized():
-                raise RuntimeError("a process_group was given but torch.distributed is not initialized; "
-                                   "call torch.distributed.init_process_group first (or use "
-                                   "gd_lib.distributed.launch)")
+                raise RuntimeError(
+                    "a process_group was given but torch.distributed is not initialized; "
+                    "call torch.distributed.init_process_group first (or use "
+                    "gd_lib.distributed.launch)"
+                )
             self.rank = dist.get_rank(process_group)
             self.world_size = dist.get_world_size(process_group)
         self.log = WorkLog()
@@ -165,10 +169,14 @@ class WorkSharing:
             flat.div_(self.world_size)
             _unflatten_into(flat, same_dtype)
 
-    def compute_shared(self, units: Sequence, costs: Sequence[float],
-                       compute: Callable[[object], Sequence[Tensor]],
-                       allocate: Callable[[object], Sequence[Tensor]],
-                       kind: str | Callable[[object], str]) -> list[list[Tensor]]:
+    def compute_shared(
+        self,
+        units: Sequence,
+        costs: Sequence[float],
+        compute: Callable[[object], Sequence[Tensor]],
+        allocate: Callable[[object], Sequence[Tensor]],
+        kind: str | Callable[[object], str],
+    ) -> list[list[Tensor]]:
         """Steps 2–4 for a list of units: the owner computes, the others allocate, then all share.
 
         ``owners = self.owners(costs)``; this rank runs ``compute(unit)`` for the units it owns
@@ -239,7 +247,7 @@ class WorkSharing:
             dtype, device = key
             send = torch.zeros(longest, dtype=dtype, device=device)
             if sizes[self.rank]:
-                send[:sizes[self.rank]] = torch.cat([t.reshape(-1) for t in per_rank[self.rank]])
+                send[: sizes[self.rank]] = torch.cat([t.reshape(-1) for t in per_rank[self.rank]])
             received = [torch.empty(longest, dtype=dtype, device=device) for _ in range(self.world_size)]
             dist.all_gather(received, send, group=self.process_group)
             for rank, ts in enumerate(per_rank):
@@ -258,5 +266,5 @@ def _unflatten_into(flat: Tensor, tensors: Sequence[Tensor]) -> None:
     offset = 0
     for t in tensors:
         n = t.numel()
-        t.copy_(flat[offset:offset + n].view(t.shape))
+        t.copy_(flat[offset : offset + n].view(t.shape))
         offset += n

@@ -43,10 +43,11 @@ References:
     Kingma & Ba (2015, Adam); Loshchilov & Hutter (2019, AdamW); Chen et al. (2023, Lion);
     Bernstein et al. (2018, signSGD); Agarwal et al. (2019, GGT, arXiv:1806.02958).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -58,22 +59,46 @@ from gd_lib.data.functions2d import rosenbrock_fn
 from gd_lib.demo import rosenbrock_value_and_grad
 
 __all__ = [
-    "OPTIMIZERS_2D", "make_optimizer", "rosenbrock_problem", "quadratic_2d", "objective_2d", "trajectories_2d",
-    "hessian_top_eigenvalue_rosenbrock", "QUADRATIC_LRS", "gd_threshold", "sgd_second_moment_operator",
-    "sgd_critical_lr", "predicted_noise_floor", "sgd_noise_floor", "correlated_quadratic",
-    "ggt_vs_diagonal", "stability_limits", "iteration_spectral_radius", "stability_diagram",
+    "OPTIMIZERS_2D",
+    "make_optimizer",
+    "rosenbrock_problem",
+    "quadratic_2d",
+    "objective_2d",
+    "trajectories_2d",
+    "hessian_top_eigenvalue_rosenbrock",
+    "QUADRATIC_LRS",
+    "gd_threshold",
+    "sgd_second_moment_operator",
+    "sgd_critical_lr",
+    "predicted_noise_floor",
+    "sgd_noise_floor",
+    "correlated_quadratic",
+    "ggt_vs_diagonal",
+    "stability_limits",
+    "iteration_spectral_radius",
+    "stability_diagram",
 ]
 
 #: The optimizers of the lecture's figures, in legend order.
-OPTIMIZERS_2D: tuple[str, ...] = ("SGD", "momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW",
-                                  "Lion", "sign descent")
+OPTIMIZERS_2D: tuple[str, ...] = (
+    "SGD",
+    "momentum",
+    "Nesterov",
+    "AdaGrad",
+    "RMSProp",
+    "Adam",
+    "AdamW",
+    "Lion",
+    "sign descent",
+)
 
 ROSENBROCK_START = (0.0, 0.0)
 ROSENBROCK_MINIMUM = (1.0, 1.0)
 
 
-def make_optimizer(name: str, params, lr: float, *, momentum: float = 0.9,
-                   betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params, lr: float, *, momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999)
+) -> torch.optim.Optimizer:
     """The ``gd_lib.optim`` optimizer behind a name of :data:`OPTIMIZERS_2D`.
 
     ``momentum`` goes to momentum/Nesterov SGD, ``betas`` to Adam and AdamW, ``betas[1]`` to
@@ -104,6 +129,7 @@ def make_optimizer(name: str, params, lr: float, *, momentum: float = 0.9,
 # 2-D problems: Rosenbrock and a rotated ill-conditioned quadratic
 # ---------------------------------------------------------------------------
 
+
 def rosenbrock_problem():
     """``(value_and_grad, minimum)`` for f(x, y) = (1 − x)² + 100 (y − x²)² (gd_lib.data.ROSENBROCK)."""
     return (lambda xy: rosenbrock_value_and_grad(*xy)), ROSENBROCK_MINIMUM
@@ -122,6 +148,7 @@ def objective_2d(problem: str = "rosenbrock", condition_number: float = 50.0, an
         def f(xy):
             dx, dy = np.asarray(xy[0]) - x_star[0], np.asarray(xy[1]) - x_star[1]
             return 0.5 * (A[0, 0] * dx * dx + 2 * A[0, 1] * dx * dy + A[1, 1] * dy * dy)
+
         return f
     raise ValueError(f"Invalid problem: {problem!r}; expected 'rosenbrock' or 'quadratic'")
 
@@ -138,8 +165,7 @@ def quadratic_2d(condition_number: float = 50.0, angle_degrees: float = 30.0) ->
     if not (math.isfinite(condition_number) and condition_number >= 1):
         raise ValueError(f"Invalid condition_number: {condition_number!r}; expected a number >= 1")
     theta = math.radians(angle_degrees)
-    Q = torch.tensor([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]],
-                     dtype=torch.float64)
+    Q = torch.tensor([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]], dtype=torch.float64)
     eigenvalues = torch.tensor([1.0, 1.0 / condition_number], dtype=torch.float64)
     A = (Q * eigenvalues) @ Q.T
     A = 0.5 * (A + A.T)
@@ -147,8 +173,9 @@ def quadratic_2d(condition_number: float = 50.0, angle_degrees: float = 30.0) ->
     return Quadratic(A, A @ x_star, eigenvalues, Q, x_star)
 
 
-def _run_path(name: str, value_and_grad, start, lr: float, steps: int, radius: float, minimum,
-              momentum: float, betas) -> dict:
+def _run_path(
+    name: str, value_and_grad, start, lr: float, steps: int, radius: float, minimum, momentum: float, betas
+) -> dict:
     """``steps`` steps of one optimizer from ``start``; stops early on divergence (|x| > 1e3)."""
     xy = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
     opt = make_optimizer(name, [xy], lr, momentum=momentum, betas=betas)
@@ -173,15 +200,28 @@ def _run_path(name: str, value_and_grad, start, lr: float, steps: int, radius: f
             first_inside = t
     if not diverged:
         losses.append(float(value_and_grad(path[-1])[0]))
-    return {"path": np.asarray(path), "loss": np.asarray(losses), "steps_to_neighbourhood": first_inside,
-            "diverged": diverged}
+    return {
+        "path": np.asarray(path),
+        "loss": np.asarray(losses),
+        "steps_to_neighbourhood": first_inside,
+        "diverged": diverged,
+    }
 
 
-def trajectories_2d(problem: str = "rosenbrock", lr: float | dict = 0.003, steps: int | None = None, *,
-                    momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
-                    start: Sequence[float] | None = None, optimizers: Sequence[str] = OPTIMIZERS_2D,
-                    condition_number: float = 50.0, angle_degrees: float = 30.0, radius: float = 0.1,
-                    quick: bool | None = None) -> dict:
+def trajectories_2d(
+    problem: str = "rosenbrock",
+    lr: float | dict = 0.003,
+    steps: int | None = None,
+    *,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+    start: Sequence[float] | None = None,
+    optimizers: Sequence[str] = OPTIMIZERS_2D,
+    condition_number: float = 50.0,
+    angle_degrees: float = 30.0,
+    radius: float = 0.1,
+    quick: bool | None = None,
+) -> dict:
     """Paths of the optimizers of :data:`OPTIMIZERS_2D` on a 2-D problem, all in float64.
 
     Args:
@@ -215,20 +255,27 @@ def trajectories_2d(problem: str = "rosenbrock", lr: float | dict = 0.003, steps
     else:
         raise ValueError(f"Invalid problem: {problem!r}; expected 'rosenbrock' or 'quadratic'")
     lrs = dict(lr) if isinstance(lr, dict) else {name: float(lr) for name in optimizers}
-    runs = {name: _run_path(name, value_and_grad, start, lrs[name], steps, radius, minimum, momentum, betas)
-            for name in optimizers}
+    runs = {
+        name: _run_path(name, value_and_grad, start, lrs[name], steps, radius, minimum, momentum, betas)
+        for name in optimizers
+    }
     return {
         "paths": {n: r["path"] for n, r in runs.items()},
         "losses": {n: r["loss"] for n, r in runs.items()},
         "steps_to_neighbourhood": {n: r["steps_to_neighbourhood"] for n, r in runs.items()},
         "diverged": {n: r["diverged"] for n, r in runs.items()},
-        "minimum": minimum, "start": start, "lr": lrs, "steps": steps, "radius": radius,
+        "minimum": minimum,
+        "start": start,
+        "lr": lrs,
+        "steps": steps,
+        "radius": radius,
     }
 
 
 # ---------------------------------------------------------------------------
 # Stability of GD, heavy ball and Nesterov on a quadratic
 # ---------------------------------------------------------------------------
+
 
 def stability_limits(curvature: float, momentum: float = 0.9) -> dict:
     r"""The largest stable learning rate on :math:`f(x) = \tfrac\lambda2 x^2` (λ = ``curvature``)
@@ -254,8 +301,11 @@ def stability_limits(curvature: float, momentum: float = 0.9) -> dict:
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"Invalid momentum: {momentum!r}; expected a number in [0, 1)")
     mu = float(momentum)
-    return {"SGD": 2.0 / curvature, "momentum": 2.0 * (1 + mu) / curvature,
-            "Nesterov": 2.0 * (1 + mu) / ((1 + 2 * mu) * curvature)}
+    return {
+        "SGD": 2.0 / curvature,
+        "momentum": 2.0 * (1 + mu) / curvature,
+        "Nesterov": 2.0 * (1 + mu) / ((1 + 2 * mu) * curvature),
+    }
 
 
 def iteration_spectral_radius(method: str, h: float, momentum: float = 0.9) -> float:
@@ -266,9 +316,9 @@ def iteration_spectral_radius(method: str, h: float, momentum: float = 0.9) -> f
     if method == "SGD":
         M = np.array([[1.0 - h]])
     elif method == "momentum":
-        M = np.array([[1.0 + mu - h, -mu], [1.0, 0.0]])                  # (x_t, x_{t-1})
+        M = np.array([[1.0 + mu - h, -mu], [1.0, 0.0]])  # (x_t, x_{t-1})
     elif method == "Nesterov":
-        M = np.array([[1.0 - h * (1 + mu), -mu * mu], [h, mu]])            # (x_t, η b_{t-1})
+        M = np.array([[1.0 - h * (1 + mu), -mu * mu], [h, mu]])  # (x_t, η b_{t-1})
     else:
         raise ValueError(f"Invalid method: {method!r}; expected 'SGD', 'momentum' or 'Nesterov'")
     return float(np.abs(np.linalg.eigvals(M)).max())
@@ -280,31 +330,43 @@ def stability_diagram(momentum: float = 0.9, h_max: float = 4.5, points: int = 4
     Returns ``{"h": array, "radius": {method: array}, "limits": {method: h at which the radius
     crosses 1}}`` (the limits of :func:`stability_limits` at λ = 1)."""
     h = np.linspace(0.0, h_max, points)
-    radius = {m: np.array([iteration_spectral_radius(m, float(v), momentum) for v in h])
-              for m in ("SGD", "momentum", "Nesterov")}
+    radius = {
+        m: np.array([iteration_spectral_radius(m, float(v), momentum) for v in h])
+        for m in ("SGD", "momentum", "Nesterov")
+    }
     return {"h": h, "radius": radius, "limits": stability_limits(1.0, momentum), "momentum": momentum}
 
 
 #: Learning rates for the quadratic of :func:`quadratic_2d` (L = 1): 1/L-ish for the SGD family,
 #: a step of about 0.1 per coordinate for the adaptive and sign methods.
-QUADRATIC_LRS = {"SGD": 1.0, "momentum": 0.5, "Nesterov": 0.5, "AdaGrad": 0.5, "RMSProp": 0.03,
-                 "Adam": 0.1, "AdamW": 0.1, "Lion": 0.03, "sign descent": 0.03}
+QUADRATIC_LRS = {
+    "SGD": 1.0,
+    "momentum": 0.5,
+    "Nesterov": 0.5,
+    "AdaGrad": 0.5,
+    "RMSProp": 0.03,
+    "Adam": 0.1,
+    "AdamW": 0.1,
+    "Lion": 0.03,
+    "sign descent": 0.03,
+}
 
 
 # ---------------------------------------------------------------------------
 # Least squares: GD's threshold 2/L
 # ---------------------------------------------------------------------------
 
+
 def _least_squares(quick: bool, noise: float = 0.5, seed: int = 0):
     """The GD problem: n = 200, d = 20 (40 in full mode), κ = 100, L = 1."""
-    return least_squares(n=200, d=20 if quick else 40, condition_number=100.0, noise=noise, L=1.0,
-                         seed=seed, dtype=torch.float64)
+    return least_squares(
+        n=200, d=20 if quick else 40, condition_number=100.0, noise=noise, L=1.0, seed=seed, dtype=torch.float64
+    )
 
 
 def _sgd_least_squares(noise: float = 0.5, seed: int = 0):
     """The SGD problem: n = 200, d = 10, κ = 10, L = 1 (the exact operator is d² × d²)."""
-    return least_squares(n=200, d=10, condition_number=10.0, noise=noise, L=1.0, seed=seed,
-                         dtype=torch.float64)
+    return least_squares(n=200, d=10, condition_number=10.0, noise=noise, L=1.0, seed=seed, dtype=torch.float64)
 
 
 def _gd_final_losses(problem, lrs: Sequence[float], steps: int) -> np.ndarray:
@@ -319,8 +381,9 @@ def _gd_final_losses(problem, lrs: Sequence[float], steps: int) -> np.ndarray:
         return np.array([float(problem.loss(w)) for w in ws])
 
 
-def gd_threshold(quick: bool | None = None, *, steps: int | None = None, bisection_steps: int = 12,
-                 grid_size: int = 21) -> dict:
+def gd_threshold(
+    quick: bool | None = None, *, steps: int | None = None, bisection_steps: int = 12, grid_size: int = 21
+) -> dict:
     r"""The lr at which full-batch GD on least squares starts to diverge, measured, against 2/L.
 
     "Diverges" means: the loss after ``steps`` steps from w = 0 exceeds the loss at w = 0.
@@ -365,15 +428,24 @@ def gd_threshold(quick: bool | None = None, *, steps: int | None = None, bisecti
             opt.step()
             values.append(float(problem.loss(w.detach())))
         curves[float(lr)] = np.asarray(values)
-    return {"L": L, "two_over_L": 2.0 / L, "threshold": threshold,
-            "relative_error": abs(threshold - 2.0 / L) / (2.0 / L), "lrs": lrs, "final_losses": final,
-            "initial_loss": initial_loss, "f_star": float(problem.loss(problem.w_star)), "curves": curves,
-            "steps": steps}
+    return {
+        "L": L,
+        "two_over_L": 2.0 / L,
+        "threshold": threshold,
+        "relative_error": abs(threshold - 2.0 / L) / (2.0 / L),
+        "lrs": lrs,
+        "final_losses": final,
+        "initial_loss": initial_loss,
+        "f_star": float(problem.loss(problem.w_star)),
+        "curves": curves,
+        "steps": steps,
+    }
 
 
 # ---------------------------------------------------------------------------
 # Least squares: SGD's noise floor and critical lr, exactly
 # ---------------------------------------------------------------------------
+
 
 def sgd_second_moment_operator(X: torch.Tensor, lr: float, batch_size: int) -> np.ndarray:
     r"""The matrix of :math:`\mathcal T_\eta` (module docstring) acting on row-major vec(M): (d², d²).
@@ -385,10 +457,13 @@ def sgd_second_moment_operator(X: torch.Tensor, lr: float, batch_size: int) -> n
     n, d = X.shape
     H = X.T @ X / n
     eye = np.eye(d)
-    Z = np.einsum("ni,nj->nij", X, X).reshape(n, d * d)   # rows x_i ⊗ x_i
+    Z = np.einsum("ni,nj->nij", X, X).reshape(n, d * d)  # rows x_i ⊗ x_i
     K = Z.T @ Z / n
-    return (np.eye(d * d) - lr * (np.kron(H, eye) + np.kron(eye, H))
-            + lr ** 2 * ((1 - 1 / batch_size) * np.kron(H, H) + K / batch_size))
+    return (
+        np.eye(d * d)
+        - lr * (np.kron(H, eye) + np.kron(eye, H))
+        + lr**2 * ((1 - 1 / batch_size) * np.kron(H, H) + K / batch_size)
+    )
 
 
 def _spectral_radius(T: np.ndarray) -> float:
@@ -415,14 +490,13 @@ def predicted_noise_floor(problem, lr: float, batch_size: int) -> float:
     n, d = X.shape
     H = X.T @ X / n
     r = X @ problem.w_star.double().numpy() - problem.y.double().numpy()
-    Sigma = (X * (r ** 2)[:, None]).T @ X / n / batch_size
+    Sigma = (X * (r**2)[:, None]).T @ X / n / batch_size
     T = sgd_second_moment_operator(problem.X, lr, batch_size)
-    M = np.linalg.solve(np.eye(d * d) - T, lr ** 2 * Sigma.reshape(-1)).reshape(d, d)
+    M = np.linalg.solve(np.eye(d * d) - T, lr**2 * Sigma.reshape(-1)).reshape(d, d)
     return 0.5 * float(np.trace(H @ M))
 
 
-def _simulate_sgd(problem, lrs: Sequence[float], batch_size: int, steps: int, runs: int,
-                  seed: int) -> list[np.ndarray]:
+def _simulate_sgd(problem, lrs: Sequence[float], batch_size: int, steps: int, runs: int, seed: int) -> list[np.ndarray]:
     """Excess loss ℓ(w_t) − ℓ(w*), averaged over ``runs`` independent SGD runs, for every lr.
 
     One ``gd_lib.optim.SGD`` with a param group per lr, each holding a (runs, d) tensor whose
@@ -438,21 +512,21 @@ def _simulate_sgd(problem, lrs: Sequence[float], batch_size: int, steps: int, ru
     opt = optim.SGD([{"params": [W], "lr": float(lr)} for W, lr in zip(Ws, lrs)], lr=float(lrs[0]))
 
     def excess():
-        E = torch.stack([W.detach() for W in Ws]) - w_star        # (lrs, runs, d)
+        E = torch.stack([W.detach() for W in Ws]) - w_star  # (lrs, runs, d)
         return (0.5 * ((E @ H) * E).sum(-1).mean(-1)).tolist()
 
     values = [excess()]
     for _ in range(steps):
         idx = torch.randint(0, n, (len(Ws), runs, batch_size), generator=gen)
         for W, i in zip(Ws, idx):
-            Xb, yb = X[i], y[i]                                      # (runs, B, d), (runs, B)
+            Xb, yb = X[i], y[i]  # (runs, B, d), (runs, B)
             residual = (Xb @ W.detach().unsqueeze(-1)).squeeze(-1) - yb
-            W.grad = (Xb * residual.unsqueeze(-1)).mean(1)            # per-run minibatch gradient
+            W.grad = (Xb * residual.unsqueeze(-1)).mean(1)  # per-run minibatch gradient
         opt.step()
         values.append(excess())
         for W, v in zip(Ws, values[-1]):
             if not math.isfinite(v) or v > 1e6:
-                W.grad = None                                        # stop the diverged lr here
+                W.grad = None  # stop the diverged lr here
                 W.requires_grad_(False)
     curves = np.asarray(values).T
     out = []
@@ -462,8 +536,15 @@ def _simulate_sgd(problem, lrs: Sequence[float], batch_size: int, steps: int, ru
     return out
 
 
-def sgd_noise_floor(quick: bool | None = None, *, batch_size: int = 1, lr_fractions: Sequence[float] = (
-        0.1, 0.3, 0.9, 1.3), steps: int | None = None, runs: int | None = None, seed: int = 0) -> dict:
+def sgd_noise_floor(
+    quick: bool | None = None,
+    *,
+    batch_size: int = 1,
+    lr_fractions: Sequence[float] = (0.1, 0.3, 0.9, 1.3),
+    steps: int | None = None,
+    runs: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Constant-lr SGD on least squares: η_c, 2/L, the predicted floors and simulated excess losses.
 
     ``lr_fractions`` are multiples of η_c (the last, above 1, diverges). Returns ``{"L",
@@ -482,17 +563,28 @@ def sgd_noise_floor(quick: bool | None = None, *, batch_size: int = 1, lr_fracti
     for lr, curve in zip(lrs, simulated):
         predicted[lr] = predicted_noise_floor(problem, lr, batch_size) if lr < critical else math.inf
         curves[lr] = curve
-        tail = curves[lr][len(curves[lr]) // 2:]
+        tail = curves[lr][len(curves[lr]) // 2 :]
         finished = len(curves[lr]) == steps + 1 and np.isfinite(tail).all()
         measured[lr] = float(tail.mean()) if finished else math.inf
-    return {"L": problem.L, "two_over_L": 2.0 / problem.L, "critical_lr": critical, "lrs": lrs,
-            "predicted_floor": predicted, "excess_loss": curves, "measured_floor": measured,
-            "batch_size": batch_size, "noise": problem.noise, "runs": runs, "steps": steps}
+    return {
+        "L": problem.L,
+        "two_over_L": 2.0 / problem.L,
+        "critical_lr": critical,
+        "lrs": lrs,
+        "predicted_floor": predicted,
+        "excess_loss": curves,
+        "measured_floor": measured,
+        "batch_size": batch_size,
+        "noise": problem.noise,
+        "runs": runs,
+        "steps": steps,
+    }
 
 
 # ---------------------------------------------------------------------------
 # GGT against diagonal AdaGrad / Adam on a rotated quadratic
 # ---------------------------------------------------------------------------
+
 
 def correlated_quadratic(dim: int = 10, correlation: float = 0.99, seed: int = 0) -> Quadratic:
     r"""f(x) = ½ (x − x*)ᵀ A (x − x*) + f* with A = (1 − ρ) I + ρ 𝟙𝟙ᵀ (every pair of coordinates
@@ -506,7 +598,8 @@ def correlated_quadratic(dim: int = 10, correlation: float = 0.99, seed: int = 0
     if not 0.0 <= correlation < 1.0:
         raise ValueError(f"Invalid correlation: {correlation!r}; expected a number in [0, 1)")
     A = (1 - correlation) * torch.eye(dim, dtype=torch.float64) + correlation * torch.ones(
-        dim, dim, dtype=torch.float64)
+        dim, dim, dtype=torch.float64
+    )
     eigenvalues, Q = torch.linalg.eigh(A)
     x_star = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return Quadratic(A, A @ x_star, eigenvalues, Q, x_star)
@@ -541,9 +634,16 @@ def _quadratic_run(name: str, q: Quadratic, lr: float, steps: int, window: int) 
     return np.where(np.isfinite(values), values, np.inf)
 
 
-def ggt_vs_diagonal(quick: bool | None = None, *, dim: int = 10, correlation: float = 0.99,
-                    steps: int | None = None, methods: Sequence[str] = ("GD", "AdaGrad", "Adam", "GGT"),
-                    lr_grid: Sequence[float] | None = None, seed: int = 0) -> dict:
+def ggt_vs_diagonal(
+    quick: bool | None = None,
+    *,
+    dim: int = 10,
+    correlation: float = 0.99,
+    steps: int | None = None,
+    methods: Sequence[str] = ("GD", "AdaGrad", "Adam", "GGT"),
+    lr_grid: Sequence[float] | None = None,
+    seed: int = 0,
+) -> dict:
     """Best-lr loss curves on the correlated quadratic of :func:`correlated_quadratic`.
 
     Every method gets the lr of ``lr_grid`` (default 10^-2 … 10^0.5 in steps of √10) with the
@@ -563,6 +663,13 @@ def ggt_vs_diagonal(quick: bool | None = None, *, dim: int = 10, correlation: fl
         sweep[name] = {lr: float(v[-1]) for lr, v in runs.items()}
         best = min(runs, key=lambda lr: runs[lr][-1])
         curves[name], best_lr[name], final[name] = runs[best], best, float(runs[best][-1])
-    return {"curves": curves, "best_lr": best_lr, "final": final, "sweep": sweep,
-            "condition_number": q.condition_number, "dim": dim, "correlation": correlation,
-            "steps": steps}
+    return {
+        "curves": curves,
+        "best_lr": best_lr,
+        "final": final,
+        "sweep": sweep,
+        "condition_number": q.condition_number,
+        "dim": dim,
+        "correlation": correlation,
+        "steps": steps,
+    }

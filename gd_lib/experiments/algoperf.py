@@ -35,6 +35,7 @@ References:
     E. D. Dolan, J. J. Moré. "Benchmarking optimization software with performance profiles",
     Math. Program. 2002.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,9 +50,22 @@ from gd_lib.benchmark import Workload, score_times
 from gd_lib.benchmark.runner import run_benchmark
 from gd_lib.benchmark.workloads import get_workloads
 
-__all__ = ["HAND_TIMES", "HAND_WORKLOADS", "LEADERBOARD_V05", "SELF_TUNING_V05", "LEADERBOARD_SOURCE", "COMPETITION",
-           "exact_score", "hand_example", "rescore", "live_benchmark", "default_log_dir", "seconds_per_step", "per_step_cost",
-           "leaderboard"]
+__all__ = [
+    "HAND_TIMES",
+    "HAND_WORKLOADS",
+    "LEADERBOARD_V05",
+    "SELF_TUNING_V05",
+    "LEADERBOARD_SOURCE",
+    "COMPETITION",
+    "exact_score",
+    "hand_example",
+    "rescore",
+    "live_benchmark",
+    "default_log_dir",
+    "seconds_per_step",
+    "per_step_cost",
+    "leaderboard",
+]
 
 MAX_TAU = 4.0
 
@@ -67,46 +81,133 @@ HAND_TIMES = {
 # The AlgoPerf v0.5 leaderboard, as published by MLCommons in the README of
 # github.com/mlcommons/submissions_algorithms ("Leaderboard Version: 0.5"): all 11 rows of the
 # external-tuning ruleset and all 6 of the self-tuning ruleset, scores as printed there.
-LEADERBOARD_SOURCE = ("MLCommons AlgoPerf leaderboard v0.5 (the first competition, scored on benchmark version "
-                      "0.1.5): github.com/mlcommons/submissions_algorithms, README.md; analysed in "
-                      "Kasimbeg et al. (2025)")
+LEADERBOARD_SOURCE = (
+    "MLCommons AlgoPerf leaderboard v0.5 (the first competition, scored on benchmark version "
+    "0.1.5): github.com/mlcommons/submissions_algorithms, README.md; analysed in "
+    "Kasimbeg et al. (2025)"
+)
 LEADERBOARD_V05 = [
-    {"submission": "Distributed Shampoo", "score": 0.7784, "framework": "PyTorch", "team": "Meta Platforms",
-     "idea": "non-diagonal (Kronecker-factored) preconditioning with Adam grafting"},
-    {"submission": "Schedule Free AdamW", "score": 0.7077, "framework": "PyTorch", "team": "Meta AI, Samsung AI",
-     "idea": "no learning-rate schedule: interpolation and averaging (Defazio et al. 2024)"},
-    {"submission": "Generalized Adam", "score": 0.6383, "framework": "JAX", "team": "Google",
-     "idea": "tunes over Adam, NadamW and SGD (with or without momentum)"},
-    {"submission": "Cyclic LR", "score": 0.6301, "framework": "PyTorch", "team": "MPI-IS, ELLIS Tübingen",
-     "idea": "NadamW with a cyclic (warmup + cosine) learning-rate schedule"},
-    {"submission": "NadamP", "score": 0.5909, "framework": "JAX", "team": "Google",
-     "idea": "NadamW with a tunable p-th root in the denominator instead of the square root"},
-    {"submission": "Baseline", "score": 0.5707, "framework": "JAX", "team": "(the organisers)",
-     "idea": "NadamW, linear warmup + cosine decay"},
-    {"submission": "Amos", "score": 0.4918, "framework": "JAX", "team": "Google",
-     "idea": "the Amos optimizer (Tian & Parikh 2022), five hyperparameter settings"},
-    {"submission": "CASPR Adaptive", "score": 0.4722, "framework": "JAX", "team": "UT Austin, UCLA, Google",
-     "idea": "CASPR (Duvvuri et al. 2024), a Kronecker-factored preconditioner"},
-    {"submission": "LAWA Queue", "score": 0.3699, "framework": "PyTorch", "team": "MPI-IS, ELLIS Tübingen",
-     "idea": "latest weight averaging over a queue of checkpoints, on NadamW"},
-    {"submission": "LAWA EMA", "score": 0.3384, "framework": "PyTorch", "team": "MPI-IS, ELLIS Tübingen",
-     "idea": "latest weight averaging as an EMA of checkpoints, on NadamW"},
-    {"submission": "Schedule Free Prodigy", "score": 0.0000, "framework": "PyTorch", "team": "Meta AI, Samsung AI",
-     "idea": "Schedule-Free combined with Prodigy's learned step size"},
+    {
+        "submission": "Distributed Shampoo",
+        "score": 0.7784,
+        "framework": "PyTorch",
+        "team": "Meta Platforms",
+        "idea": "non-diagonal (Kronecker-factored) preconditioning with Adam grafting",
+    },
+    {
+        "submission": "Schedule Free AdamW",
+        "score": 0.7077,
+        "framework": "PyTorch",
+        "team": "Meta AI, Samsung AI",
+        "idea": "no learning-rate schedule: interpolation and averaging (Defazio et al. 2024)",
+    },
+    {
+        "submission": "Generalized Adam",
+        "score": 0.6383,
+        "framework": "JAX",
+        "team": "Google",
+        "idea": "tunes over Adam, NadamW and SGD (with or without momentum)",
+    },
+    {
+        "submission": "Cyclic LR",
+        "score": 0.6301,
+        "framework": "PyTorch",
+        "team": "MPI-IS, ELLIS Tübingen",
+        "idea": "NadamW with a cyclic (warmup + cosine) learning-rate schedule",
+    },
+    {
+        "submission": "NadamP",
+        "score": 0.5909,
+        "framework": "JAX",
+        "team": "Google",
+        "idea": "NadamW with a tunable p-th root in the denominator instead of the square root",
+    },
+    {
+        "submission": "Baseline",
+        "score": 0.5707,
+        "framework": "JAX",
+        "team": "(the organisers)",
+        "idea": "NadamW, linear warmup + cosine decay",
+    },
+    {
+        "submission": "Amos",
+        "score": 0.4918,
+        "framework": "JAX",
+        "team": "Google",
+        "idea": "the Amos optimizer (Tian & Parikh 2022), five hyperparameter settings",
+    },
+    {
+        "submission": "CASPR Adaptive",
+        "score": 0.4722,
+        "framework": "JAX",
+        "team": "UT Austin, UCLA, Google",
+        "idea": "CASPR (Duvvuri et al. 2024), a Kronecker-factored preconditioner",
+    },
+    {
+        "submission": "LAWA Queue",
+        "score": 0.3699,
+        "framework": "PyTorch",
+        "team": "MPI-IS, ELLIS Tübingen",
+        "idea": "latest weight averaging over a queue of checkpoints, on NadamW",
+    },
+    {
+        "submission": "LAWA EMA",
+        "score": 0.3384,
+        "framework": "PyTorch",
+        "team": "MPI-IS, ELLIS Tübingen",
+        "idea": "latest weight averaging as an EMA of checkpoints, on NadamW",
+    },
+    {
+        "submission": "Schedule Free Prodigy",
+        "score": 0.0000,
+        "framework": "PyTorch",
+        "team": "Meta AI, Samsung AI",
+        "idea": "Schedule-Free combined with Prodigy's learned step size",
+    },
 ]
 SELF_TUNING_V05 = [
-    {"submission": "Schedule Free AdamW", "score": 0.8542, "framework": "PyTorch", "team": "Meta AI, Samsung AI",
-     "idea": "Schedule-Free AdamW with a single hyperparameter configuration"},
-    {"submission": "Baseline", "score": 0.8194, "framework": "JAX", "team": "(the organisers)",
-     "idea": "NadamW, warmup + cosine, a single hyperparameter point"},
-    {"submission": "NadamW Sequential", "score": 0.3308, "framework": "JAX", "team": "Google",
-     "idea": "three fixed NadamW settings run one after the other within the budget"},
-    {"submission": "Sinv6 75", "score": 0.1420, "framework": "JAX", "team": "Mila, Concordia University",
-     "idea": "a learned optimizer, initialised for 75 % of the step budget"},
-    {"submission": "Sinv6", "score": 0.0903, "framework": "JAX", "team": "Mila, Concordia University",
-     "idea": "a task-invariant learned optimizer meta-trained on small tasks"},
-    {"submission": "AdamG", "score": 0.0000, "framework": "PyTorch", "team": "Michigan State University",
-     "idea": "AdamG (Pang et al. 2024), a parameter-free Adam"},
+    {
+        "submission": "Schedule Free AdamW",
+        "score": 0.8542,
+        "framework": "PyTorch",
+        "team": "Meta AI, Samsung AI",
+        "idea": "Schedule-Free AdamW with a single hyperparameter configuration",
+    },
+    {
+        "submission": "Baseline",
+        "score": 0.8194,
+        "framework": "JAX",
+        "team": "(the organisers)",
+        "idea": "NadamW, warmup + cosine, a single hyperparameter point",
+    },
+    {
+        "submission": "NadamW Sequential",
+        "score": 0.3308,
+        "framework": "JAX",
+        "team": "Google",
+        "idea": "three fixed NadamW settings run one after the other within the budget",
+    },
+    {
+        "submission": "Sinv6 75",
+        "score": 0.1420,
+        "framework": "JAX",
+        "team": "Mila, Concordia University",
+        "idea": "a learned optimizer, initialised for 75 % of the step budget",
+    },
+    {
+        "submission": "Sinv6",
+        "score": 0.0903,
+        "framework": "JAX",
+        "team": "Mila, Concordia University",
+        "idea": "a task-invariant learned optimizer meta-trained on small tasks",
+    },
+    {
+        "submission": "AdamG",
+        "score": 0.0000,
+        "framework": "PyTorch",
+        "team": "Michigan State University",
+        "idea": "AdamG (Pang et al. 2024), a parameter-free Adam",
+    },
 ]
 
 
@@ -117,11 +218,16 @@ def exact_score(ratios) -> float:
 
 
 def _as_dict(result) -> dict:
-    return {"times": result.times, "raw_times": result.raw_times, "workloads": result.base_workloads,
-            "ratios": {s: np.asarray(r) for s, r in result.ratios.items()},
-            "taus": np.asarray(result.taus), "profiles": {s: np.asarray(p) for s, p in result.profiles.items()},
-            "scores": dict(result.scores),
-            "exact_scores": {s: exact_score(r) for s, r in result.ratios.items()}}
+    return {
+        "times": result.times,
+        "raw_times": result.raw_times,
+        "workloads": result.base_workloads,
+        "ratios": {s: np.asarray(r) for s, r in result.ratios.items()},
+        "taus": np.asarray(result.taus),
+        "profiles": {s: np.asarray(p) for s, p in result.profiles.items()},
+        "scores": dict(result.scores),
+        "exact_scores": {s: exact_score(r) for s, r in result.ratios.items()},
+    }
 
 
 def hand_example() -> dict:
@@ -217,8 +323,16 @@ def live_benchmark(quick: bool | None = None, out_dir=None) -> dict:
         trials = 3 if gd_lib.step_scale() == 1.0 else 1
 
     def run(folder):
-        return run_benchmark(submissions, workloads, ruleset="external", trials=trials, studies=1,
-                             out_dir=folder, quick=quick, progress=not quick)
+        return run_benchmark(
+            submissions,
+            workloads,
+            ruleset="external",
+            trials=trials,
+            studies=1,
+            out_dir=folder,
+            quick=quick,
+            progress=not quick,
+        )
 
     log_dir = None
     if quick and out_dir is None:
@@ -230,19 +344,38 @@ def live_benchmark(quick: bool | None = None, out_dir=None) -> dict:
     chosen = get_workloads(workloads)
     records = [{"id": r["id"], "hparams": r["hparams"], "evals": r["evals"]} for r in result.records]
     return {
-        "by_time": _as_dict(result.by_time), "by_steps": _as_dict(result.by_steps),
-        "submissions": submissions, "trials": trials, "ran_trials": result.ran_trials,
-        "workloads": {w.name: {"target": w.target, "direction": w.direction, "base_workload": w.base_workload,
-                               "metric": w.metric, "description": w.description} for w in chosen},
-        "records": records, "seconds_per_step": seconds_per_step(records),
+        "by_time": _as_dict(result.by_time),
+        "by_steps": _as_dict(result.by_steps),
+        "submissions": submissions,
+        "trials": trials,
+        "ran_trials": result.ran_trials,
+        "workloads": {
+            w.name: {
+                "target": w.target,
+                "direction": w.direction,
+                "base_workload": w.base_workload,
+                "metric": w.metric,
+                "description": w.description,
+            }
+            for w in chosen
+        },
+        "records": records,
+        "seconds_per_step": seconds_per_step(records),
         "log_dir": None if log_dir is None else str(log_dir),
     }
 
 
 # Facts about the first competition, as published (Dahl et al. 2023; Kasimbeg et al. 2025; the v0.5 leaderboard).
-COMPETITION = {"submissions": 18, "teams": 10, "base_workloads": 8, "hardware": "8x NVIDIA V100",
-               "external_tuning_trials_per_workload": 5, "self_tuning_budget_factor": 3,
-               "winner_external_tuning": "Distributed Shampoo", "winner_self_tuning": "Schedule Free AdamW"}
+COMPETITION = {
+    "submissions": 18,
+    "teams": 10,
+    "base_workloads": 8,
+    "hardware": "8x NVIDIA V100",
+    "external_tuning_trials_per_workload": 5,
+    "self_tuning_budget_factor": 3,
+    "winner_external_tuning": "Distributed Shampoo",
+    "winner_self_tuning": "Schedule Free AdamW",
+}
 
 
 def leaderboard() -> dict:
@@ -250,5 +383,4 @@ def leaderboard() -> dict:
     ``"self_tuning"`` (6 submissions), their source and the competition's facts (:data:`COMPETITION`)."""
     rows = sorted(LEADERBOARD_V05, key=lambda row: -row["score"])
     self_tuning = sorted(SELF_TUNING_V05, key=lambda row: -row["score"])
-    return {"rows": rows, "self_tuning": self_tuning, "source": LEADERBOARD_SOURCE,
-            "competition": dict(COMPETITION)}
+    return {"rows": rows, "self_tuning": self_tuning, "source": LEADERBOARD_SOURCE, "competition": dict(COMPETITION)}

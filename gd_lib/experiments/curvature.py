@@ -49,10 +49,11 @@ References:
     Kolter & Talwalkar (2021), "Gradient descent on neural networks typically occurs at the edge
     of stability", ICLR.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -62,28 +63,44 @@ import gd_lib
 import gd_lib.data
 import gd_lib.models
 import gd_lib.optim as optim
-from gd_lib.curvature import (SharpnessTracker, fisher_matrix, ggn_matrix, hessian_matrix, hessian_operator,
-                              lanczos_tridiagonal)
-from gd_lib.optim._kfac_factors import activation_factor, append_ones, eigenbasis_second_moment, gradient_factor, \
-    psd_eigh
+from gd_lib.curvature import (
+    SharpnessTracker,
+    fisher_matrix,
+    ggn_matrix,
+    hessian_matrix,
+    hessian_operator,
+    lanczos_tridiagonal,
+)
+from gd_lib.optim._kfac_factors import (
+    activation_factor,
+    append_ones,
+    eigenbasis_second_moment,
+    gradient_factor,
+    psd_eigh,
+)
 
 __all__ = [
-    "small_network", "curvature_matrices", "block_statistics", "kronecker_approximations", "hessian_spectrum",
+    "small_network",
+    "curvature_matrices",
+    "block_statistics",
+    "kronecker_approximations",
+    "hessian_spectrum",
     "sharpness_during_training",
 ]
 
 _DT = torch.float64
 
 
-def small_network(in_features: int = 5, width: int = 8, num_classes: int = 3, num_examples: int = 64,
-                  seed: int = 0):
+def small_network(in_features: int = 5, width: int = 8, num_classes: int = 3, num_examples: int = 64, seed: int = 0):
     """A tanh MLP ``in_features → width → num_classes`` (float64) and a batch ``(X, y)`` whose labels
     come from a random teacher network of the same shape (so the problem is learnable, not trivial)."""
     gen = torch.Generator().manual_seed(seed)
-    model = gd_lib.models.MLP(in_features, [width], num_classes, activation="tanh", init="xavier",
-                              generator=gen).double()
-    teacher = gd_lib.models.MLP(in_features, [width], num_classes, activation="tanh", init="xavier",
-                                sigma=3.0, generator=gen).double()
+    model = gd_lib.models.MLP(
+        in_features, [width], num_classes, activation="tanh", init="xavier", generator=gen
+    ).double()
+    teacher = gd_lib.models.MLP(
+        in_features, [width], num_classes, activation="tanh", init="xavier", sigma=3.0, generator=gen
+    ).double()
     X = torch.randn(num_examples, in_features, generator=gen, dtype=_DT)
     with torch.no_grad():
         y = teacher(X).argmax(1)
@@ -120,9 +137,17 @@ def curvature_matrices(quick: bool | None = None, seed: int = 0) -> dict:
 
     with torch.no_grad():
         loss = float(loss_fn(model(X), y))
-    return {"hessian": H.numpy(), "ggn": GGN.numpy(), "fisher": F.numpy(), "empirical_fisher": EF.numpy(),
-            "blocks": _block_slices(model), "loss": loss, "ggn_minus_fisher": rel(GGN, F),
-            "hessian_minus_ggn": rel(H, GGN), "empirical_minus_fisher": rel(EF, F)}
+    return {
+        "hessian": H.numpy(),
+        "ggn": GGN.numpy(),
+        "fisher": F.numpy(),
+        "empirical_fisher": EF.numpy(),
+        "blocks": _block_slices(model),
+        "loss": loss,
+        "ggn_minus_fisher": rel(GGN, F),
+        "hessian_minus_ggn": rel(H, GGN),
+        "empirical_minus_fisher": rel(EF, F),
+    }
 
 
 def block_statistics(model: nn.Module, layer: nn.Linear, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +167,7 @@ def block_statistics(model: nn.Module, layer: nn.Linear, X: torch.Tensor) -> tup
             probs = torch.softmax(logits.detach(), dim=1)
             # S_n = diag(√π_n) − π_n √π_nᵀ, so that S_n S_nᵀ = diag(π_n) − π_n π_nᵀ = Λ_n
             root = probs.sqrt()
-            S = torch.diag_embed(root) - probs.unsqueeze(2) * root.unsqueeze(1)      # (N, C, C)
+            S = torch.diag_embed(root) - probs.unsqueeze(2) * root.unsqueeze(1)  # (N, C, C)
             columns = []
             for c in range(logits.shape[1]):
                 # ĝ_{n,c} = (∂z_n/∂s_n)ᵀ S_n[:, c], for all n at once (examples do not interact)
@@ -150,8 +175,8 @@ def block_statistics(model: nn.Module, layer: nn.Linear, X: torch.Tensor) -> tup
                 columns.append(g_c)
     finally:
         handle.remove()
-    g = torch.stack(columns, dim=1)                                                 # (N, C, d_out)
-    a = append_ones(captured["input"]).unsqueeze(1)                                  # (N, 1, d_in + 1)
+    g = torch.stack(columns, dim=1)  # (N, C, d_out)
+    a = append_ones(captured["input"]).unsqueeze(1)  # (N, 1, d_in + 1)
     return a, g
 
 
@@ -208,12 +233,12 @@ def kronecker_approximations(quick: bool | None = None, layer_index: int = 0, se
     d_G, Q_G = psd_eigh(G)
     a_pairs = a.expand(N, C, a.shape[2]).reshape(N * C, 1, -1)
     g_pairs = g.reshape(N * C, 1, -1)
-    s = C * eigenbasis_second_moment(a_pairs, g_pairs, Q_A, Q_G)     # the helper averages over N·C
+    s = C * eigenbasis_second_moment(a_pairs, g_pairs, Q_A, Q_G)  # the helper averages over N·C
     Q = torch.kron(Q_G, Q_A)
     ekfac = (Q * s.reshape(-1)) @ Q.T
     # Shampoo: L = (1/N) Σ Γ Γᵀ, R = (1/N) Σ Γᵀ Γ with Γ = ĝ āᵀ;  F ≈ L ⊗ R / tr(F)
-    a_norm2 = a[:, 0].square().sum(1)                                 # ‖ā_n‖²
-    g_norm2 = g.square().sum(2)                                       # ‖ĝ_{n,c}‖²
+    a_norm2 = a[:, 0].square().sum(1)  # ‖ā_n‖²
+    g_norm2 = g.square().sum(2)  # ‖ĝ_{n,c}‖²
     L = torch.einsum("nc,nci,ncj->ij", a_norm2.unsqueeze(1).expand(N, C), g, g) / N
     R = torch.einsum("nc,ni,nj->ij", g_norm2, a[:, 0], a[:, 0]) / N
     shampoo = torch.kron(L.contiguous(), R.contiguous()) / torch.trace(exact)
@@ -237,16 +262,23 @@ def kronecker_approximations(quick: bool | None = None, layer_index: int = 0, se
     A_d = A + delta * torch.eye(A.shape[0], dtype=A.dtype)
     V = torch.randn(G.shape[0], A.shape[0], generator=torch.Generator().manual_seed(seed), dtype=G.dtype)
     by_kron = torch.linalg.solve(torch.kron(G_d, A_d), V.reshape(-1)).reshape(V.shape)
-    by_factors = torch.linalg.solve(G_d, torch.linalg.solve(A_d, V.T).T)   # G^{-1} V A^{-1} (A symmetric)
+    by_factors = torch.linalg.solve(G_d, torch.linalg.solve(A_d, V.T).T)  # G^{-1} V A^{-1} (A symmetric)
 
     approximations = {"KFAC": kfac, "EKFAC": ekfac, "Shampoo": shampoo, "SOAP": soap}
-    return {"exact": exact.numpy(), "block_from_factors": from_factors.numpy(),
-            **{k: v.numpy() for k, v in approximations.items()}, "A": A.numpy(), "G": G.numpy(),
-            "L": L.numpy(), "R": R.numpy(),
-            "errors": {k: rel(v) for k, v in approximations.items()},
-            "shampoo_is_fisher_to_the_minus_quarter": float((preconditioner - scaled).norm() / scaled.norm()),
-            "kfac_solve_by_factors_error": float((by_kron - by_factors).norm() / by_kron.norm()),
-            "layer": f"layers.{layer_index}", "shape": tuple(layer.weight.shape)}
+    return {
+        "exact": exact.numpy(),
+        "block_from_factors": from_factors.numpy(),
+        **{k: v.numpy() for k, v in approximations.items()},
+        "A": A.numpy(),
+        "G": G.numpy(),
+        "L": L.numpy(),
+        "R": R.numpy(),
+        "errors": {k: rel(v) for k, v in approximations.items()},
+        "shampoo_is_fisher_to_the_minus_quarter": float((preconditioner - scaled).norm() / scaled.norm()),
+        "kfac_solve_by_factors_error": float((by_kron - by_factors).norm() / by_kron.norm()),
+        "layer": f"layers.{layer_index}",
+        "shape": tuple(layer.weight.shape),
+    }
 
 
 def hessian_spectrum(quick: bool | None = None, *, iterations: int | None = None, seed: int = 0) -> dict:
@@ -270,12 +302,23 @@ def hessian_spectrum(quick: bool | None = None, *, iterations: int | None = None
     T = torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
     theta, S = torch.linalg.eigh(T)
     exact = torch.linalg.eigvalsh(hessian_matrix(model, loss_fn, X, y))
-    return {"ritz_values": theta.numpy(), "ritz_weights": (S[0] ** 2).numpy(), "exact": exact.numpy(),
-            "iterations": int(alpha.numel()), "dim": H.dim}
+    return {
+        "ritz_values": theta.numpy(),
+        "ritz_weights": (S[0] ** 2).numpy(),
+        "exact": exact.numpy(),
+        "iterations": int(alpha.numel()),
+        "dim": H.dim,
+    }
 
 
-def sharpness_during_training(quick: bool | None = None, *, lrs: Sequence[float] = (1.0, 0.5),
-                              steps: int | None = None, every: int | None = None, seed: int = 0) -> dict:
+def sharpness_during_training(
+    quick: bool | None = None,
+    *,
+    lrs: Sequence[float] = (1.0, 0.5),
+    steps: int | None = None,
+    every: int | None = None,
+    seed: int = 0,
+) -> dict:
     r"""Full-batch GD (``gd_lib.optim.SGD``) on a tanh MLP (64 → 32 → 32 → 32 → 10, Xavier init
     scaled by σ = 0.3) with the square loss :math:`\frac1{2N}\sum_n\|f(x_n) - e_{y_n}\|^2` on 128
     digits; the sharpness :math:`\lambda_{\max}(\nabla^2L)` (``gd_lib.curvature.SharpnessTracker``,
@@ -300,8 +343,9 @@ def sharpness_during_training(quick: bool | None = None, *, lrs: Sequence[float]
     out = {"lrs": [float(lr) for lr in lrs]}
     for lr in lrs:
         gen = torch.Generator().manual_seed(seed)
-        model = gd_lib.models.MLP(64, [32, 32, 32], 10, activation="tanh", init="xavier", sigma=0.3,
-                                  generator=gen).double()
+        model = gd_lib.models.MLP(
+            64, [32, 32, 32], 10, activation="tanh", init="xavier", sigma=0.3, generator=gen
+        ).double()
         tracker = SharpnessTracker(model, loss_fn, X, Y, every=every, num_iterations=20, seed=seed)
         opt = optim.SGD(model.parameters(), lr=lr)
         losses = []
@@ -316,6 +360,10 @@ def sharpness_during_training(quick: bool | None = None, *, lrs: Sequence[float]
             losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 break
-        out[float(lr)] = {"steps": np.asarray(tracker.steps), "sharpness": np.asarray(tracker.values),
-                          "loss": np.asarray(losses), "two_over_lr": 2.0 / lr}
+        out[float(lr)] = {
+            "steps": np.asarray(tracker.steps),
+            "sharpness": np.asarray(tracker.values),
+            "loss": np.asarray(losses),
+            "two_over_lr": 2.0 / lr,
+        }
     return out

@@ -39,21 +39,38 @@ References:
     T. Hastie, A. Montanari, S. Rosset, R. Tibshirani. Surprises in high-dimensional ridgeless
     least squares interpolation. Ann. Statist. 2022 (arXiv 2019).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 import gd_lib
-from gd_lib.data import (legendre_features, min_norm_least_squares, polynomial_regression,
-                         random_features_regression, random_relu_features)
+from gd_lib.data import (
+    legendre_features,
+    min_norm_least_squares,
+    polynomial_regression,
+    random_features_regression,
+    random_relu_features,
+)
 
-__all__ = ["fit_and_test", "random_features_curve", "polynomial_curve", "peak", "weak_features_risk",
-           "weak_features_curve"]
+__all__ = [
+    "fit_and_test",
+    "random_features_curve",
+    "polynomial_curve",
+    "peak",
+    "weak_features_risk",
+    "weak_features_curve",
+]
 
 
-def fit_and_test(features_train: torch.Tensor, y_train: torch.Tensor, features_test: torch.Tensor,
-                 y_test: torch.Tensor, ridge: float = 0.0) -> dict:
+def fit_and_test(
+    features_train: torch.Tensor,
+    y_train: torch.Tensor,
+    features_test: torch.Tensor,
+    y_test: torch.Tensor,
+    ridge: float = 0.0,
+) -> dict:
     r"""Fit ``a`` on the training features and report errors and ``‖a‖``.
 
     ``ridge = 0``: the minimum-norm least-squares solution ``a = Φ⁺ y``;
@@ -69,9 +86,11 @@ def fit_and_test(features_train: torch.Tensor, y_train: torch.Tensor, features_t
         # a = Φ⁺ y
         a = min_norm_least_squares(Phi, y)
     test_pred = features_test.to(torch.float64) @ a
-    return {"train_mse": float(((Phi @ a - y) ** 2).mean()),
-            "test_mse": float(((test_pred - y_test.to(torch.float64)) ** 2).mean()),
-            "norm": float(a.norm())}
+    return {
+        "train_mse": float(((Phi @ a - y) ** 2).mean()),
+        "test_mse": float(((test_pred - y_test.to(torch.float64)) ** 2).mean()),
+        "norm": float(a.norm()),
+    }
 
 
 def _sweep(seeds: int, make_data, grid, fit) -> dict:
@@ -86,9 +105,16 @@ def _sweep(seeds: int, make_data, grid, fit) -> dict:
     return {k: np.asarray(v) for k, v in stats.items()}
 
 
-def random_features_curve(quick: bool | None = None, *, n_train: int = 100, input_dim: int = 20,
-                          noise: float = 0.5, num_features=None, seeds: int | None = None,
-                          ridge: float = 0.0) -> dict:
+def random_features_curve(
+    quick: bool | None = None,
+    *,
+    n_train: int = 100,
+    input_dim: int = 20,
+    noise: float = 0.5,
+    num_features=None,
+    seeds: int | None = None,
+    ridge: float = 0.0,
+) -> dict:
     """Test error of random-features regression against the number of features ``P``.
 
     ``num_features`` defaults to ``10, 20, ..., 3 n`` (quick) or ``5, 10, ..., 4 n`` (full),
@@ -103,29 +129,45 @@ def random_features_curve(quick: bool | None = None, *, n_train: int = 100, inpu
         num_features = np.arange(step, (3 if quick else 4) * n_train + 1, step)
     num_features = np.asarray(num_features, dtype=int)
     seeds = (4 if quick else 10) if seeds is None else seeds
+
     def fit(seed, data, P):
         # the same W for train and test: one feature map per (seed, P)
         F_train = random_relu_features(data.X_train, P, seed=1000 + seed)
         F_test = random_relu_features(data.X_val, P, seed=1000 + seed)
         return fit_and_test(F_train, data.y_train, F_test, data.y_val, ridge)
 
-    out = _sweep(seeds, lambda seed: random_features_regression(n_train, 1000, input_dim, noise=noise, seed=seed),
-                 num_features, fit)
+    out = _sweep(
+        seeds,
+        lambda seed: random_features_regression(n_train, 1000, input_dim, noise=noise, seed=seed),
+        num_features,
+        fit,
+    )
     out["num_features"] = num_features
     out["median_test_mse"] = np.median(out["test_mse"], axis=0)
     out["threshold"] = n_train
-    out["noise_variance"] = noise ** 2
+    out["noise_variance"] = noise**2
     out["ridge"] = ridge
     if ridge > 0:
         # ‖a‖ ≤ ‖y‖ / (2 √(λ n)) for every P: s / (s² + λn) is largest at s = √(λn)
-        y_norms = np.array([float(random_features_regression(n_train, 1000, input_dim, noise=noise,
-                                                             seed=seed).y_train.norm()) for seed in range(seeds)])
+        y_norms = np.array(
+            [
+                float(random_features_regression(n_train, 1000, input_dim, noise=noise, seed=seed).y_train.norm())
+                for seed in range(seeds)
+            ]
+        )
         out["norm_bound"] = y_norms / (2 * np.sqrt(ridge * n_train))
     return out
 
 
-def polynomial_curve(quick: bool | None = None, *, n_train: int = 20, true_degree: int = 5,
-                     noise: float = 0.1, degrees=None, seeds: int | None = None) -> dict:
+def polynomial_curve(
+    quick: bool | None = None,
+    *,
+    n_train: int = 20,
+    true_degree: int = 5,
+    noise: float = 0.1,
+    degrees=None,
+    seeds: int | None = None,
+) -> dict:
     """Test error of minimum-norm Legendre-polynomial regression against the degree ``D``.
 
     ``D + 1`` features, so the threshold is ``D = n − 1``. Returns
@@ -134,12 +176,18 @@ def polynomial_curve(quick: bool | None = None, *, n_train: int = 20, true_degre
     quick = gd_lib.quick_mode(quick)
     degrees = np.arange(1, 3 * n_train + 1) if degrees is None else np.asarray(degrees, dtype=int)
     seeds = (4 if quick else 20) if seeds is None else seeds
-    def fit(seed, data, D):
-        return fit_and_test(legendre_features(data.X_train[:, 0], D), data.y_train,
-                            legendre_features(data.X_val[:, 0], D), data.y_val)
 
-    out = _sweep(seeds, lambda seed: polynomial_regression(n_train, 500, true_degree=true_degree, noise=noise,
-                                                           seed=seed), degrees, fit)
+    def fit(seed, data, D):
+        return fit_and_test(
+            legendre_features(data.X_train[:, 0], D), data.y_train, legendre_features(data.X_val[:, 0], D), data.y_val
+        )
+
+    out = _sweep(
+        seeds,
+        lambda seed: polynomial_regression(n_train, 500, true_degree=true_degree, noise=noise, seed=seed),
+        degrees,
+        fit,
+    )
     out["degrees"] = degrees
     out["median_test_mse"] = np.median(out["test_mse"], axis=0)
     out["threshold"] = n_train - 1
@@ -182,8 +230,15 @@ def weak_features_risk(num_features, n_train: int, signal_used, signal_unused, n
     return risk
 
 
-def weak_features_curve(quick: bool | None = None, *, n_train: int = 40, total_features: int = 160,
-                        noise: float = 0.5, num_features=None, seeds: int | None = None) -> dict:
+def weak_features_curve(
+    quick: bool | None = None,
+    *,
+    n_train: int = 40,
+    total_features: int = 160,
+    noise: float = 0.5,
+    num_features=None,
+    seeds: int | None = None,
+) -> dict:
     """Monte-Carlo check of :func:`weak_features_risk`: the risk of ``a = X_T⁺ y`` for each ``P``.
 
     ``β_j = 1/√D`` (unit signal spread evenly), so ``‖β_T‖² = P/D``. The risk of each fit is
@@ -196,22 +251,31 @@ def weak_features_curve(quick: bool | None = None, *, n_train: int = 40, total_f
     D = total_features
     num_features = np.arange(2, D + 1, 2) if num_features is None else np.asarray(num_features, dtype=int)
     beta = torch.full((D,), 1.0 / np.sqrt(D), dtype=torch.float64)
-    X = torch.stack([torch.randn(n_train, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-                     for seed in range(seeds)])                                     # (seeds, n, D)
+    X = torch.stack(
+        [
+            torch.randn(n_train, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+            for seed in range(seeds)
+        ]
+    )  # (seeds, n, D)
     eps = torch.randn(seeds, n_train, generator=torch.Generator().manual_seed(seeds), dtype=torch.float64)
-    y = X @ beta + noise * eps                                                       # (seeds, n)
+    y = X @ beta + noise * eps  # (seeds, n)
     risks = np.empty((seeds, len(num_features)))
     for j, P in enumerate(num_features):
         # a = X_T⁺ y for every seed at once: (X_TᵀX_T)^{-1} X_Tᵀ y below n, X_Tᵀ (X_T X_Tᵀ)^{-1} y above
         XT = X[:, :, :P]
         if P <= n_train:
-            a = torch.linalg.solve(XT.mT @ XT, XT.mT @ y.unsqueeze(-1)).squeeze(-1)   # (seeds, P)
+            a = torch.linalg.solve(XT.mT @ XT, XT.mT @ y.unsqueeze(-1)).squeeze(-1)  # (seeds, P)
         else:
             a = (XT.mT @ torch.linalg.solve(XT @ XT.mT, y.unsqueeze(-1))).squeeze(-1)
         # E[(y − x_Tᵀa)²] = ‖a − β_T‖² + ‖β_{T^c}‖² + σ² for a fresh x ~ N(0, I)
-        risks[:, j] = (((a - beta[:P]) ** 2).sum(-1) + (beta[P:] ** 2).sum() + noise ** 2).numpy()
+        risks[:, j] = (((a - beta[:P]) ** 2).sum(-1) + (beta[P:] ** 2).sum() + noise**2).numpy()
     used = num_features / D
-    return {"num_features": num_features, "risk": risks, "mean_risk": risks.mean(axis=0),
-            "standard_error": risks.std(axis=0, ddof=1) / np.sqrt(seeds),
-            "predicted_risk": weak_features_risk(num_features, n_train, used, 1 - used, noise ** 2),
-            "threshold": n_train, "noise_variance": noise ** 2}
+    return {
+        "num_features": num_features,
+        "risk": risks,
+        "mean_risk": risks.mean(axis=0),
+        "standard_error": risks.std(axis=0, ddof=1) / np.sqrt(seeds),
+        "predicted_risk": weak_features_risk(num_features, n_train, used, 1 - used, noise**2),
+        "threshold": n_train,
+        "noise_variance": noise**2,
+    }

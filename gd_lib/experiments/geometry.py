@@ -23,10 +23,11 @@ References:
     Jordan et al. (2024), "Muon: An optimizer for hidden layers in neural networks"
     (kellerjordan.github.io/posts/muon).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,15 +38,24 @@ import gd_lib.data
 import gd_lib.models
 import gd_lib.optim as optim
 import gd_lib.train
-from gd_lib.geometry import get_norm, shampoo_without_accumulation, steepest_descent
-from gd_lib.geometry import modular
-from gd_lib.linalg import (CUBIC_COEFFICIENTS, MUON_QUINTIC_COEFFICIENTS, newton_schulz,
-                           newton_schulz_scalar_map, polar_factor)
+from gd_lib.geometry import get_norm, modular, shampoo_without_accumulation, steepest_descent
+from gd_lib.linalg import (
+    CUBIC_COEFFICIENTS,
+    MUON_QUINTIC_COEFFICIENTS,
+    newton_schulz,
+    newton_schulz_scalar_map,
+    polar_factor,
+)
 
 __all__ = [
     "prodigy_without_ema_is_sign_descent",
-    "SLICES", "norm_ball_slices", "singular_values_of_steps", "adam_without_ema_is_sign_descent",
-    "shampoo_without_accumulation_is_polar", "newton_schulz_convergence", "muon_vs_adamw",
+    "SLICES",
+    "norm_ball_slices",
+    "singular_values_of_steps",
+    "adam_without_ema_is_sign_descent",
+    "shampoo_without_accumulation_is_polar",
+    "newton_schulz_convergence",
+    "muon_vs_adamw",
     "modular_norm_of_mlp",
 ]
 
@@ -62,8 +72,7 @@ SLICES: dict[str, tuple[str, list, list]] = {
 }
 
 
-def norm_ball_slices(gradient: Sequence[float] = (1.0, 0.4), sharpness: float = 1.0,
-                     resolution: int = 721) -> dict:
+def norm_ball_slices(gradient: Sequence[float] = (1.0, 0.4), sharpness: float = 1.0, resolution: int = 721) -> dict:
     r"""Unit balls and steepest-descent steps on the planes of :data:`SLICES`.
 
     For each plane: ``boundary`` (resolution, 2), the points :math:`u/\|u\|` for unit
@@ -89,9 +98,13 @@ def norm_ball_slices(gradient: Sequence[float] = (1.0, 0.4), sharpness: float = 
         coords = np.array([float((step * E1).sum()), float((step * E2).sum())])
         projection = coords[0] * E1 + coords[1] * E2
         out[label] = {
-            "norm": name, "boundary": np.asarray(boundary), "gradient": np.asarray(gradient, dtype=float),
-            "step": coords, "dual_map": np.array([float((D * E1).sum()), float((D * E2).sum())]),
-            "off_plane": float((step - projection).norm()), "dual_norm": float(the_norm.dual(G)),
+            "norm": name,
+            "boundary": np.asarray(boundary),
+            "gradient": np.asarray(gradient, dtype=float),
+            "step": coords,
+            "dual_map": np.array([float((D * E1).sum()), float((D * E2).sum())]),
+            "off_plane": float((step - projection).norm()),
+            "dual_norm": float(the_norm.dual(G)),
             "model_value": float((G * step).sum() + 0.5 * sharpness * the_norm(step) ** 2),
         }
     return out
@@ -115,11 +128,11 @@ def singular_values_of_steps(shape: tuple[int, int] = (12, 8), seed: int = 0) ->
     return out
 
 
-def _tanh_mlp_and_batch(seed: int = 0, widths=(16, 16), in_features: int = 8, out_features: int = 4,
-                        batch: int = 32):
+def _tanh_mlp_and_batch(seed: int = 0, widths=(16, 16), in_features: int = 8, out_features: int = 4, batch: int = 32):
     gen = torch.Generator().manual_seed(seed)
-    model = gd_lib.models.MLP(in_features, list(widths), out_features, activation="tanh", init="xavier",
-                              generator=gen).double()
+    model = gd_lib.models.MLP(
+        in_features, list(widths), out_features, activation="tanh", init="xavier", generator=gen
+    ).double()
     X = torch.randn(batch, in_features, generator=gen, dtype=_DT)
     y = torch.randint(0, out_features, (batch,), generator=gen)
     return model, X, y
@@ -165,8 +178,13 @@ def adam_without_ema_is_sign_descent(steps: int = 5, lr: float = 0.01, seed: int
             max_direction = max(max_direction, float((direction - d / eta).abs().max()))
         for pa, ps in zip(model_a.parameters(), model_s.parameters()):
             max_param = max(max_param, float((pa.detach() - ps.detach()).abs().max()))
-    return {"max_param_difference": max_param, "max_direction_difference": max_direction,
-            "losses_adam": np.asarray(losses_a), "losses_sign": np.asarray(losses_s), "steps": steps}
+    return {
+        "max_param_difference": max_param,
+        "max_direction_difference": max_direction,
+        "losses_adam": np.asarray(losses_a),
+        "losses_sign": np.asarray(losses_s),
+        "steps": steps,
+    }
 
 
 def shampoo_without_accumulation_is_polar(shape: tuple[int, int] = (6, 4), seed: int = 0, lr: float = 0.1) -> dict:
@@ -188,8 +206,8 @@ def shampoo_without_accumulation_is_polar(shape: tuple[int, int] = (6, 4), seed:
     G = torch.randn(*shape, generator=gen, dtype=_DT)
     U, sigma, Vh = torch.linalg.svd(G, full_matrices=False)
     L, R = G @ G.T, G.T @ G
-    L_inv_quarter = U @ torch.diag(sigma ** -0.5) @ U.T
-    R_inv_quarter = Vh.T @ torch.diag(sigma ** -0.5) @ Vh
+    L_inv_quarter = U @ torch.diag(sigma**-0.5) @ U.T
+    R_inv_quarter = Vh.T @ torch.diag(sigma**-0.5) @ Vh
     product = L_inv_quarter @ G @ R_inv_quarter
     polar = U @ Vh
     W = nn.Parameter(torch.zeros(*shape, dtype=_DT))
@@ -198,20 +216,28 @@ def shampoo_without_accumulation_is_polar(shape: tuple[int, int] = (6, 4), seed:
     opt.step()
     shampoo_step = -W.detach() / lr
     errors = {
-        "L = U Σ² Uᵀ": float((L - U @ torch.diag(sigma ** 2) @ U.T).abs().max()),
-        "R = V Σ² Vᵀ": float((R - Vh.T @ torch.diag(sigma ** 2) @ Vh).abs().max()),
+        "L = U Σ² Uᵀ": float((L - U @ torch.diag(sigma**2) @ U.T).abs().max()),
+        "R = V Σ² Vᵀ": float((R - Vh.T @ torch.diag(sigma**2) @ Vh).abs().max()),
         "L^{-1/4} G R^{-1/4} = U Vᵀ": float((product - polar).abs().max()),
         "shampoo_without_accumulation(G) = U Vᵀ": float((shampoo_without_accumulation(G) - polar).abs().max()),
         "polar_factor(G) = U Vᵀ": float((polar_factor(G) - polar).abs().max()),
         "Shampoo's first step / (−η) = U Vᵀ": float((shampoo_step - polar).abs().max()),
     }
-    return {"G": G.numpy(), "singular_values": sigma.numpy(), "L_inv_quarter": L_inv_quarter.numpy(),
-            "R_inv_quarter": R_inv_quarter.numpy(), "product": product.numpy(), "polar": polar.numpy(),
-            "shampoo_step": shampoo_step.numpy(), "errors": errors}
+    return {
+        "G": G.numpy(),
+        "singular_values": sigma.numpy(),
+        "L_inv_quarter": L_inv_quarter.numpy(),
+        "R_inv_quarter": R_inv_quarter.numpy(),
+        "product": product.numpy(),
+        "polar": polar.numpy(),
+        "shampoo_step": shampoo_step.numpy(),
+        "errors": errors,
+    }
 
 
-def newton_schulz_convergence(shape: tuple[int, int] = (32, 16), iterations: int = 20,
-                              condition_number: float = 100.0, seed: int = 0) -> dict:
+def newton_schulz_convergence(
+    shape: tuple[int, int] = (32, 16), iterations: int = 20, condition_number: float = 100.0, seed: int = 0
+) -> dict:
     r"""Singular values of the Newton–Schulz iterates :math:`X_t` (``gd_lib.linalg.newton_schulz``
     with ``steps = t``) for the cubic coefficients (1.5, −0.5, 0), which converge to
     :math:`UV^\top`, and Muon's quintic ones, which only bring every σ into a band around 1.
@@ -239,8 +265,10 @@ def newton_schulz_convergence(shape: tuple[int, int] = (32, 16), iterations: int
         out[name] = {"singular_values": np.asarray(values), "distance": np.asarray(distance)}
     grid = np.linspace(0.0, 1.0, 501)
     out["scalar_grid"] = grid
-    out["scalar_maps"] = {"cubic": newton_schulz_scalar_map(grid, 5, CUBIC_COEFFICIENTS),
-                          "quintic": newton_schulz_scalar_map(grid, 5, MUON_QUINTIC_COEFFICIENTS)}
+    out["scalar_maps"] = {
+        "cubic": newton_schulz_scalar_map(grid, 5, CUBIC_COEFFICIENTS),
+        "quintic": newton_schulz_scalar_map(grid, 5, MUON_QUINTIC_COEFFICIENTS),
+    }
     out["input_singular_values"] = sigma.numpy()
     return out
 
@@ -248,6 +276,7 @@ def newton_schulz_convergence(shape: tuple[int, int] = (32, 16), iterations: int
 # ---------------------------------------------------------------------------
 # Muon against AdamW: steps to a target training loss
 # ---------------------------------------------------------------------------
+
 
 def _digits_mlp(seed: int, width: int):
     gen = torch.Generator().manual_seed(seed)
@@ -262,15 +291,33 @@ def _steps_to_target(make_optimizer, data, steps: int, target: float, width: int
     def eval_fn(m):
         return gd_lib.train.evaluate(m, X, y)["val_loss"]
 
-    history = gd_lib.train.train(model, make_optimizer(model), (X, y), steps=steps, batch_size=batch_size,
-                                 eval_every=5, eval_fn=lambda m: {"train_loss": eval_fn(m)},
-                                 target=("train_loss", target), device="cpu", seed=seed, progress=False)
+    history = gd_lib.train.train(
+        model,
+        make_optimizer(model),
+        (X, y),
+        steps=steps,
+        batch_size=batch_size,
+        eval_every=5,
+        eval_fn=lambda m: {"train_loss": eval_fn(m)},
+        target=("train_loss", target),
+        device="cpu",
+        seed=seed,
+        progress=False,
+    )
     return history
 
 
-def muon_vs_adamw(quick: bool | None = None, *, target: float = 0.002, width: int = 128,
-                  adamw_lrs: Sequence[float] = (3e-3, 1e-2, 3e-2), muon_lrs: Sequence[float] = (0.02, 0.05, 0.1),
-                  steps: int | None = None, batch_size: int = 128, seed: int = 0) -> dict:
+def muon_vs_adamw(
+    quick: bool | None = None,
+    *,
+    target: float = 0.002,
+    width: int = 128,
+    adamw_lrs: Sequence[float] = (3e-3, 1e-2, 3e-2),
+    muon_lrs: Sequence[float] = (0.02, 0.05, 0.1),
+    steps: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> dict:
     r"""Steps until the full training loss of an MLP (64 → width → width → 10, ReLU) on the
     digits (``gd_lib.data.load_digits``) first drops to ``target``, checked every 5 steps;
     minibatches of ``batch_size``.
@@ -286,13 +333,21 @@ def muon_vs_adamw(quick: bool | None = None, *, target: float = 0.002, width: in
     data = gd_lib.data.load_digits()
     results, curves = {"adamw": {}, "muon": {}}, {}
     for lr in adamw_lrs:
-        h = _steps_to_target(lambda m: optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0), data, steps,
-                             target, width, seed, batch_size)
+        h = _steps_to_target(
+            lambda m: optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0), data, steps, target, width, seed, batch_size
+        )
         results["adamw"][lr] = h.target_step
         curves[f"AdamW lr {lr:g}"] = (h.eval_step, h["train_loss"])
     for lr in muon_lrs:
-        h = _steps_to_target(lambda m: optim.Muon(optim.muon_param_groups(m), lr=lr, adam_lr=3e-3), data,
-                             steps, target, width, seed, batch_size)
+        h = _steps_to_target(
+            lambda m: optim.Muon(optim.muon_param_groups(m), lr=lr, adam_lr=3e-3),
+            data,
+            steps,
+            target,
+            width,
+            seed,
+            batch_size,
+        )
         results["muon"][lr] = h.target_step
         curves[f"Muon lr {lr:g}"] = (h.eval_step, h["train_loss"])
 
@@ -303,16 +358,23 @@ def muon_vs_adamw(quick: bool | None = None, *, target: float = 0.002, width: in
         lr = min(reached, key=reached.get)
         return (lr, reached[lr])
 
-    return {**results, "best": {"adamw": best(results["adamw"]), "muon": best(results["muon"])},
-            "curves": curves, "target": target, "steps": steps}
+    return {
+        **results,
+        "best": {"adamw": best(results["adamw"]), "muon": best(results["muon"])},
+        "curves": curves,
+        "target": target,
+        "steps": steps,
+    }
 
 
 # ---------------------------------------------------------------------------
 # The modular norm
 # ---------------------------------------------------------------------------
 
-def modular_norm_of_mlp(widths: Sequence[int] = (16, 32, 32, 8), seed: int = 0,
-                        masses: Sequence[float] | None = None) -> dict:
+
+def modular_norm_of_mlp(
+    widths: Sequence[int] = (16, 32, 32, 8), seed: int = 0, masses: Sequence[float] | None = None
+) -> dict:
     r"""The modular norm of an MLP (``nn.Sequential`` of Linear and ReLU, float64) and the
     dualized gradient (``gd_lib.geometry.modular``).
 
@@ -354,10 +416,13 @@ def modular_norm_of_mlp(widths: Sequence[int] = (16, 32, 32, 8), seed: int = 0,
     delta = tree.dualize(grads)
     atoms = tree.atoms()
     return {
-        "atoms": [repr(a) for a in atoms], "masses": [a.mass for a in atoms],
+        "atoms": [repr(a) for a in atoms],
+        "masses": [a.mass for a in atoms],
         "target_norms": list(tree.target_norms(1.0)),
-        "weight_norm": float(tree.norm().detach()), "dual_norm": float(tree.dual_norm(grads).detach()),
-        "step_norm": float(tree.norm(delta)), "inner": float(sum((g * d).sum() for g, d in zip(grads, delta))),
+        "weight_norm": float(tree.norm().detach()),
+        "dual_norm": float(tree.dual_norm(grads).detach()),
+        "step_norm": float(tree.norm(delta)),
+        "inner": float(sum((g * d).sum() for g, d in zip(grads, delta))),
         "atom_step_norms": [float(a.weight_norm(d)) for a, d in zip(atoms, delta)],
     }
 
@@ -366,8 +431,8 @@ def modular_norm_of_mlp(widths: Sequence[int] = (16, 32, 32, 8), seed: int = 0,
 # Prodigy without EMA: sign descent with a learned step size
 # ---------------------------------------------------------------------------
 
-def prodigy_without_ema_is_sign_descent(steps: int = 60, lr: float = 1.0, d0: float = 1e-6,
-                                        seed: int = 0) -> dict:
+
+def prodigy_without_ema_is_sign_descent(steps: int = 60, lr: float = 1.0, d0: float = 1e-6, seed: int = 0) -> dict:
     r"""Prodigy with β1 = β2 = 0 (so β3 = √β2 = 0) against sign descent with a learned step, on
     the tanh MLP of :func:`adam_without_ema_is_sign_descent` (float64).
 
@@ -418,5 +483,12 @@ def prodigy_without_ema_is_sign_descent(steps: int = 60, lr: float = 1.0, d0: fl
                 p.sub_(lr * d * torch.sign(g))
         for pp, pr in zip(model_p.parameters(), model_r.parameters()):
             max_diff = max(max_diff, float((pp.detach() - pr.detach()).abs().max()))
-    return {"d": np.asarray(ds), "losses": np.asarray(losses), "losses_reference": np.asarray(losses_ref),
-            "max_param_difference": max_diff, "steps": steps, "lr": lr, "d0": d0}
+    return {
+        "d": np.asarray(ds),
+        "losses": np.asarray(losses),
+        "losses_reference": np.asarray(losses_ref),
+        "max_param_difference": max_diff,
+        "steps": steps,
+        "lr": lr,
+        "d0": d0,
+    }

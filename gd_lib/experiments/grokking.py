@@ -48,6 +48,7 @@ References:
     T. Kumar, B. Bordelon, S. Gershman, C. Pehlevan. Grokking as the transition from lazy to rich
     training dynamics. ICLR 2024.
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,21 +66,58 @@ from gd_lib.optim import AdamW
 from gd_lib.schedules import LinearWarmup
 from gd_lib.train import train
 
-__all__ = ["ModularMLP", "grokking_config", "grokking_run", "grokking_phases", "weight_decay_comparison",
-           "first_step_reaching", "non_embedding_parameters", "step_flops", "make_model", "FULL", "QUICK",
-           "CLASSIC"]
+__all__ = [
+    "ModularMLP",
+    "grokking_config",
+    "grokking_run",
+    "grokking_phases",
+    "weight_decay_comparison",
+    "first_step_reaching",
+    "non_embedding_parameters",
+    "step_flops",
+    "make_model",
+    "FULL",
+    "QUICK",
+    "CLASSIC",
+]
 
 # The lecture's run: one hidden layer of width 128 on one-hot inputs, full batch; memorizes in ~30 steps
 # and generalizes after ~500 (measured in tests/test_experiments_grokking.py). Full mode: a longer budget.
-QUICK = dict(model="mlp", p=97, op="/", train_fraction=0.5, width=128, depth=1, heads=4, lr=0.1,
-             weight_decay=0.1, betas=(0.9, 0.98), batch_size=None, steps=1_000, warmup_steps=0,
-             eval_every=10)
+QUICK = dict(
+    model="mlp",
+    p=97,
+    op="/",
+    train_fraction=0.5,
+    width=128,
+    depth=1,
+    heads=4,
+    lr=0.1,
+    weight_decay=0.1,
+    betas=(0.9, 0.98),
+    batch_size=None,
+    steps=1_000,
+    warmup_steps=0,
+    eval_every=10,
+)
 FULL = dict(QUICK, steps=2_000)
 # Power et al. 2022's setting (AdamW, lr 1e-3 after a 10-step warm-up, wd 1, batch 512, a budget of
 # 1e5 steps; Nanda et al. 2023's betas), on this library's transformer.
-CLASSIC = dict(model="transformer", p=97, op="/", train_fraction=0.5, width=128, depth=2, heads=4, lr=1e-3,
-               weight_decay=1.0, betas=(0.9, 0.98), batch_size=512, steps=100_000, warmup_steps=10,
-               eval_every=100)
+CLASSIC = dict(
+    model="transformer",
+    p=97,
+    op="/",
+    train_fraction=0.5,
+    width=128,
+    depth=2,
+    heads=4,
+    lr=1e-3,
+    weight_decay=1.0,
+    betas=(0.9, 0.98),
+    batch_size=512,
+    steps=100_000,
+    warmup_steps=10,
+    eval_every=100,
+)
 SETTINGS = {"mlp": (QUICK, FULL), "classic": (CLASSIC, CLASSIC)}
 MODELS = ("mlp", "transformer")
 
@@ -102,16 +140,19 @@ class ModularMLP(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {name}: {value!r}; expected an integer >= 1")
         self.p, self.width = p, width
-        bound = 1.0 / math.sqrt(2 * p)      # nn.Linear(2p, width)'s default init
-        self.input_weight = nn.Parameter(torch.empty(2 * p, width).uniform_(-bound, bound))   # W_1ᵀ
-        self.input_bias = nn.Parameter(torch.empty(width).uniform_(-bound, bound))            # b_1
-        self.out = nn.Linear(width, p)                                                        # W_2, b_2
+        bound = 1.0 / math.sqrt(2 * p)  # nn.Linear(2p, width)'s default init
+        self.input_weight = nn.Parameter(torch.empty(2 * p, width).uniform_(-bound, bound))  # W_1ᵀ
+        self.input_bias = nn.Parameter(torch.empty(width).uniform_(-bound, bound))  # b_1
+        self.out = nn.Linear(width, p)  # W_2, b_2
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         a, b = tokens[:, 0], tokens[:, 2]
         # W_1 [e_a; e_b] + b_1 = (row a of W_1ᵀ) + (row p + b of W_1ᵀ) + b_1
-        pre = (nn.functional.embedding(a, self.input_weight) + nn.functional.embedding(self.p + b, self.input_weight)
-               + self.input_bias)
+        pre = (
+            nn.functional.embedding(a, self.input_weight)
+            + nn.functional.embedding(self.p + b, self.input_weight)
+            + self.input_bias
+        )
         return self.out(torch.relu(pre))
 
 
@@ -130,8 +171,9 @@ def grokking_config(quick: bool | None = None, setting: str = "mlp", **overrides
     unknown = set(overrides) - set(config) - {"seed"}
     if unknown:
         raise ValueError(f"Invalid setting(s): {sorted(unknown)}; expected some of {sorted(config)}")
-    config["steps"] = gd_lib.step_budget(quick_base["steps"], full_base["steps"], quick,
-                                         minimum=full_base["eval_every"])
+    config["steps"] = gd_lib.step_budget(
+        quick_base["steps"], full_base["steps"], quick, minimum=full_base["eval_every"]
+    )
     config.setdefault("seed", 0)
     config.update(overrides)
     if config["model"] not in MODELS:
@@ -150,8 +192,11 @@ def make_model(config: dict) -> nn.Module:
 def non_embedding_parameters(model: nn.Module) -> int:
     """Parameters outside the embeddings and the output head: a transformer's blocks and final
     LayerNorm; a :class:`ModularMLP` has none of either kind, so all of its parameters count."""
-    return sum(p.numel() for name, p in model.named_parameters()
-               if not name.startswith(("token_embedding", "position_embedding", "head")))
+    return sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if not name.startswith(("token_embedding", "position_embedding", "head"))
+    )
 
 
 def step_flops(model: nn.Module, batch_size: int, context_length: int = 4) -> float:
@@ -172,8 +217,9 @@ def first_step_reaching(steps, values, threshold: float):
     return int(np.asarray(steps)[hits[0]]) if len(hits) else None
 
 
-def grokking_phases(eval_step, train_accuracy, val_accuracy, weight_norm, *, onset: float = 0.1,
-                    generalized: float = 0.95) -> dict:
+def grokking_phases(
+    eval_step, train_accuracy, val_accuracy, weight_norm, *, onset: float = 0.1, generalized: float = 0.95
+) -> dict:
     """The steps and norms that describe a grokking curve.
 
     ``memorized_step``: first evaluation with 100% training accuracy; ``onset_step``: first with
@@ -187,9 +233,11 @@ def grokking_phases(eval_step, train_accuracy, val_accuracy, weight_norm, *, ons
     steps = np.asarray(eval_step)
     train_accuracy, val_accuracy = np.asarray(train_accuracy), np.asarray(val_accuracy)
     weight_norm = np.asarray(weight_norm)
-    out = {"memorized_step": first_step_reaching(steps, train_accuracy, 1.0),
-           "onset_step": first_step_reaching(steps, val_accuracy, onset),
-           "generalized_step": first_step_reaching(steps, val_accuracy, generalized)}
+    out = {
+        "memorized_step": first_step_reaching(steps, train_accuracy, 1.0),
+        "onset_step": first_step_reaching(steps, val_accuracy, onset),
+        "generalized_step": first_step_reaching(steps, val_accuracy, generalized),
+    }
     m, o, g = out["memorized_step"], out["onset_step"], out["generalized_step"]
     out["val_at_memorized"] = None if m is None else float(val_accuracy[steps == m][0])
     out["plateau_ratio"] = None if m is None or o is None else o / m
@@ -204,9 +252,9 @@ def grokking_phases(eval_step, train_accuracy, val_accuracy, weight_norm, *, ons
 def _accuracy_and_loss(model, X, y, batch_size=8192):
     correct, loss = 0.0, 0.0
     for start in range(0, X.shape[0], batch_size):
-        logits = model(X[start:start + batch_size])
-        logits = logits[:, -1] if logits.dim() == 3 else logits   # a transformer predicts at "="
-        yb = y[start:start + batch_size]
+        logits = model(X[start : start + batch_size])
+        logits = logits[:, -1] if logits.dim() == 3 else logits  # a transformer predicts at "="
+        yb = y[start : start + batch_size]
         correct += (logits.argmax(-1) == yb).sum().item()
         loss += torch.nn.functional.cross_entropy(logits, yb, reduction="sum").item()
     return correct / X.shape[0], loss / X.shape[0]
@@ -223,8 +271,9 @@ def _run(config_items: tuple, device: str) -> dict:
     data = data.to(device)
     torch.manual_seed(config["seed"])
     model = make_model(config).to(device)
-    optimizer = AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"],
-                      betas=tuple(config["betas"]))
+    optimizer = AdamW(
+        model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"], betas=tuple(config["betas"])
+    )
     # Power et al.: the learning rate rises linearly over the first updates
     schedule = LinearWarmup(config["warmup_steps"]) if config["warmup_steps"] else None
 
@@ -232,32 +281,53 @@ def _run(config_items: tuple, device: str) -> dict:
         train_acc, train_loss = _accuracy_and_loss(m, *data.train)
         val_acc, val_loss = _accuracy_and_loss(m, *data.validation)
         norm = math.sqrt(sum(float((p.detach() ** 2).sum()) for p in m.parameters()))
-        return {"train_accuracy": train_acc, "train_loss": train_loss, "val_accuracy": val_acc,
-                "val_loss": val_loss, "weight_norm": norm}
+        return {
+            "train_accuracy": train_acc,
+            "train_loss": train_loss,
+            "val_accuracy": val_acc,
+            "val_loss": val_loss,
+            "weight_norm": norm,
+        }
 
     stop_at = config["stop_at"]
     start = time.perf_counter()
-    history = train(model, optimizer, data, steps=config["steps"], batch_size=config["batch_size"],
-                    loss_fn=_last_position_loss, schedule=schedule, eval_every=config["eval_every"],
-                    eval_fn=eval_fn, seed=config["seed"], device=device,
-                    target=("val_accuracy", stop_at) if stop_at is not None else None,
-                    progress=None if config["steps"] > 5000 else False)
+    history = train(
+        model,
+        optimizer,
+        data,
+        steps=config["steps"],
+        batch_size=config["batch_size"],
+        loss_fn=_last_position_loss,
+        schedule=schedule,
+        eval_every=config["eval_every"],
+        eval_fn=eval_fn,
+        seed=config["seed"],
+        device=device,
+        target=("val_accuracy", stop_at) if stop_at is not None else None,
+        progress=None if config["steps"] > 5000 else False,
+    )
     elapsed = time.perf_counter() - start
     steps = history.eval_step
-    result = {name: history[name] for name in ("train_accuracy", "train_loss", "val_accuracy", "val_loss",
-                                                "weight_norm")}
+    result = {
+        name: history[name] for name in ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "weight_norm")
+    }
     result.update(grokking_phases(steps, result["train_accuracy"], result["val_accuracy"], result["weight_norm"]))
     result.update(
-        eval_step=steps, config=config, steps_taken=history.steps_taken,
+        eval_step=steps,
+        config=config,
+        steps_taken=history.steps_taken,
         generalized_99_step=first_step_reaching(steps, result["val_accuracy"], 0.99),
-        seconds=elapsed, train_seconds=history.train_time,
+        seconds=elapsed,
+        train_seconds=history.train_time,
         seconds_per_step=history.train_time / max(history.steps_taken, 1),
         non_embedding_parameters=non_embedding_parameters(model),
         parameters=sum(p.numel() for p in model.parameters()),
-        num_train=int(data.X_train.shape[0]), num_val=int(data.X_val.shape[0]),
-        chance_accuracy=1.0 / config["p"], device=str(device))
-    batch = result["num_train"] if config["batch_size"] is None else min(config["batch_size"],
-                                                                         result["num_train"])
+        num_train=int(data.X_train.shape[0]),
+        num_val=int(data.X_val.shape[0]),
+        chance_accuracy=1.0 / config["p"],
+        device=str(device),
+    )
+    batch = result["num_train"] if config["batch_size"] is None else min(config["batch_size"], result["num_train"])
     result["flops_per_step"] = step_flops(model, batch)
     if result["memorized_step"] and result["generalized_step"]:
         result["delay_ratio"] = result["generalized_step"] / result["memorized_step"]
@@ -271,8 +341,9 @@ def _cached_run(config_items: tuple, device: str) -> dict:
     return _run(config_items, device)
 
 
-def grokking_run(quick: bool | None = None, *, setting: str = "mlp", stop_at: float | None | str = "auto",
-                 device=None, **overrides) -> dict:
+def grokking_run(
+    quick: bool | None = None, *, setting: str = "mlp", stop_at: float | None | str = "auto", device=None, **overrides
+) -> dict:
     """Train the network of :func:`grokking_config` on modular arithmetic; record accuracy, loss
     and weight norm at every evaluation.
 

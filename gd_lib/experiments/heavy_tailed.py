@@ -37,6 +37,7 @@ same number of steps" is a fair question.
 Reference: F. Kunstner, R. Yadav, A. Milligan, M. Schmidt, A. Bietti. Heavy-tailed class
 imbalance and why Adam outperforms gradient descent on language models. NeurIPS 2024.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,8 +50,17 @@ from gd_lib.data import load_digits, stdlib_corpus, zipf_classification
 from gd_lib.models import TinyTransformer
 from gd_lib.optim import SGD, Adam
 
-__all__ = ["token_frequencies", "fit_zipf_exponent", "frequency_groups", "group_losses", "compare_optimizers",
-           "loss_decrease", "zipf_linear_comparison", "language_model_comparison", "balanced_comparison"]
+__all__ = [
+    "token_frequencies",
+    "fit_zipf_exponent",
+    "frequency_groups",
+    "group_losses",
+    "compare_optimizers",
+    "loss_decrease",
+    "zipf_linear_comparison",
+    "language_model_comparison",
+    "balanced_comparison",
+]
 
 
 def token_frequencies(quick: bool | None = None) -> dict:
@@ -63,8 +73,13 @@ def token_frequencies(quick: bool | None = None) -> dict:
     _, counts = corpus.frequency_table()
     counts = counts.numpy()
     ranks = np.arange(1, len(counts) + 1)
-    return {"ranks": ranks, "counts": counts, "exponent": fit_zipf_exponent(counts),
-            "num_tokens": int(counts.sum()), "num_types": len(counts)}
+    return {
+        "ranks": ranks,
+        "counts": counts,
+        "exponent": fit_zipf_exponent(counts),
+        "num_tokens": int(counts.sum()),
+        "num_types": len(counts),
+    }
 
 
 def fit_zipf_exponent(counts, max_rank: int = 1000) -> float:
@@ -90,8 +105,9 @@ def frequency_groups(counts, num_groups: int = 10) -> np.ndarray:
     return groups
 
 
-def group_losses(per_example_loss: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
-                 num_groups: int) -> np.ndarray:
+def group_losses(
+    per_example_loss: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, num_groups: int
+) -> np.ndarray:
     """The mean loss of the examples in each group (NaN for an empty group)."""
     g = groups[labels]
     totals = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, g, per_example_loss.double())
@@ -99,8 +115,19 @@ def group_losses(per_example_loss: torch.Tensor, labels: torch.Tensor, groups: t
     return (totals / sizes).numpy()
 
 
-def compare_optimizers(make_model, batches, eval_batch, groups: np.ndarray, *, lrs: dict, steps: int,
-                       weight_decay: float = 0.0, num_evals: int = 10, seed: int = 0, device=None) -> dict:
+def compare_optimizers(
+    make_model,
+    batches,
+    eval_batch,
+    groups: np.ndarray,
+    *,
+    lrs: dict,
+    steps: int,
+    weight_decay: float = 0.0,
+    num_evals: int = 10,
+    seed: int = 0,
+    device=None,
+) -> dict:
     """Train a fresh ``make_model()`` with each optimizer and lr; keep each optimizer's best lr.
 
     ``batches(step) → (x, y)`` gives the minibatch of each step (the same for every run);
@@ -129,12 +156,16 @@ def compare_optimizers(make_model, batches, eval_batch, groups: np.ndarray, *, l
     def evaluate(model):
         with torch.no_grad():
             logits = model(X_eval_d)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_eval.reshape(-1).to(device),
-                                   reduction="none").cpu()
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y_eval.reshape(-1).to(device), reduction="none"
+            ).cpu()
         return group_losses(loss, y_eval.reshape(-1), groups_t, num_groups), float(loss.mean())
 
-    out = {"eval_step": eval_steps, "groups": groups,
-           "group_share": np.bincount(groups[y_eval.reshape(-1).numpy()], minlength=num_groups) / y_eval.numel()}
+    out = {
+        "eval_step": eval_steps,
+        "groups": groups,
+        "group_share": np.bincount(groups[y_eval.reshape(-1).numpy()], minlength=num_groups) / y_eval.numel(),
+    }
     for name, lr_grid in lrs.items():
         best = None
         tuning = {}
@@ -167,8 +198,11 @@ def compare_optimizers(make_model, batches, eval_batch, groups: np.ndarray, *, l
 
 def loss_decrease(result: dict, group: int = -1) -> dict:
     """How much each optimizer lowered one group's loss (default the rarest): ``{name: first − last}``."""
-    return {name: float(result[name]["group_loss"][0, group] - result[name]["group_loss"][-1, group])
-            for name in ("SGD", "Adam") if name in result}
+    return {
+        name: float(result[name]["group_loss"][0, group] - result[name]["group_loss"][-1, group])
+        for name in ("SGD", "Adam")
+        if name in result
+    }
 
 
 def _minibatches(X, y, batch_size, seed):
@@ -180,13 +214,23 @@ def _minibatches(X, y, batch_size, seed):
             index = torch.randint(0, X.shape[0], (batch_size,), generator=generator)
             cache[step] = (X[index], y[index])
         return cache[step]
+
     return batches
 
 
-def zipf_linear_comparison(quick: bool | None = None, *, exponent: float = 1.0, num_classes: int | None = None,
-                           num_samples: int | None = None, offset: float = 2.0, steps: int | None = None,
-                           batch_size: int = 128, lrs: dict | None = None, weight_decay: float = 1e-3,
-                           seed: int = 0) -> dict:
+def zipf_linear_comparison(
+    quick: bool | None = None,
+    *,
+    exponent: float = 1.0,
+    num_classes: int | None = None,
+    num_samples: int | None = None,
+    offset: float = 2.0,
+    steps: int | None = None,
+    batch_size: int = 128,
+    lrs: dict | None = None,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> dict:
     """A linear softmax model on Zipf-distributed classes, SGD vs Adam (per-group training loss).
 
     Features ``x = μ_y + ε + offset · 1`` (:func:`gd_lib.data.zipf_classification`, 32 dims,
@@ -202,14 +246,29 @@ def zipf_linear_comparison(quick: bool | None = None, *, exponent: float = 1.0, 
     data = zipf_classification(num_classes, num_samples, exponent, dim=32, seed=seed, val_fraction=0.2)
     X, y = data.X_train + offset, data.y_train
     groups = frequency_groups(np.bincount(y.numpy(), minlength=num_classes))
-    out = compare_optimizers(lambda: nn.Linear(32, num_classes), _minibatches(X, y, batch_size, seed), (X, y),
-                             groups, lrs=lrs, steps=steps, weight_decay=weight_decay, seed=seed)
+    out = compare_optimizers(
+        lambda: nn.Linear(32, num_classes),
+        _minibatches(X, y, batch_size, seed),
+        (X, y),
+        groups,
+        lrs=lrs,
+        steps=steps,
+        weight_decay=weight_decay,
+        seed=seed,
+    )
     out["num_classes"] = num_classes
     return out
 
 
-def balanced_comparison(quick: bool | None = None, *, steps: int | None = None, batch_size: int = 128,
-                        lrs: dict | None = None, weight_decay: float = 1e-3, seed: int = 0) -> dict:
+def balanced_comparison(
+    quick: bool | None = None,
+    *,
+    steps: int | None = None,
+    batch_size: int = 128,
+    lrs: dict | None = None,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> dict:
     """The same comparison on the digits (10 balanced classes, each its own group), linear model."""
     quick = gd_lib.quick_mode(quick)
     steps = gd_lib.step_budget(300, 2000, quick, minimum=10) if steps is None else steps
@@ -217,12 +276,27 @@ def balanced_comparison(quick: bool | None = None, *, steps: int | None = None, 
     data = load_digits()
     X, y = data.train
     groups = frequency_groups(np.bincount(y.numpy(), minlength=10))
-    return compare_optimizers(lambda: nn.Linear(64, 10), _minibatches(X, y, batch_size, seed), (X, y),
-                              groups, lrs=lrs, steps=steps, weight_decay=weight_decay, seed=seed)
+    return compare_optimizers(
+        lambda: nn.Linear(64, 10),
+        _minibatches(X, y, batch_size, seed),
+        (X, y),
+        groups,
+        lrs=lrs,
+        steps=steps,
+        weight_decay=weight_decay,
+        seed=seed,
+    )
 
 
-def language_model_comparison(quick: bool | None = None, *, steps: int | None = None, lrs: dict | None = None,
-                              context_length: int = 16, batch_size: int = 32, seed: int = 0) -> dict:
+def language_model_comparison(
+    quick: bool | None = None,
+    *,
+    steps: int | None = None,
+    lrs: dict | None = None,
+    context_length: int = 16,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict:
     """A one-block transformer language model on the standard-library corpus, SGD vs Adam.
 
     Groups: the vocabulary's frequency deciles on the training tokens; the per-group loss is
@@ -234,8 +308,9 @@ def language_model_comparison(quick: bool | None = None, *, steps: int | None = 
     corpus = stdlib_corpus("word", min_count=5 if quick else 3, max_files=40 if quick else None)
     steps = gd_lib.step_budget(1000, 3000, quick, minimum=10) if steps is None else steps
     width = 32 if quick else 128
-    lrs = lrs or ({"SGD": [1.0], "Adam": [0.01]} if quick else
-                  {"SGD": [0.1, 0.3, 1.0, 3.0], "Adam": [1e-3, 3e-3, 1e-2]})
+    lrs = lrs or (
+        {"SGD": [1.0], "Adam": [0.01]} if quick else {"SGD": [0.1, 0.3, 1.0, 3.0], "Adam": [1e-3, 3e-3, 1e-2]}
+    )
     V = corpus.vocab_size
     groups = frequency_groups(np.bincount(corpus.train_tokens.numpy(), minlength=V))
     generator = torch.Generator().manual_seed(seed)
@@ -247,7 +322,14 @@ def language_model_comparison(quick: bool | None = None, *, steps: int | None = 
             cache[step] = corpus.get_batch("train", batch_size, context_length, generator)
         return cache[step]
 
-    out = compare_optimizers(lambda: TinyTransformer(V, context_length, width=width, depth=1, heads=4),
-                             batches, eval_batch, groups, lrs=lrs, steps=steps, seed=seed)
+    out = compare_optimizers(
+        lambda: TinyTransformer(V, context_length, width=width, depth=1, heads=4),
+        batches,
+        eval_batch,
+        groups,
+        lrs=lrs,
+        steps=steps,
+        seed=seed,
+    )
     out["vocab_size"] = V
     return out

@@ -28,6 +28,7 @@ References:
     G. Yang, E. J. Hu et al. "Tensor Programs V: Tuning Large Neural Networks via
     Zero-Shot Hyperparameter Transfer", 2022 (arXiv:2203.03466), Figure 1, §5, Table 3.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,17 @@ import gd_lib
 from gd_lib import mup
 from gd_lib.models import MLP
 
-__all__ = ["BASE_WIDTH", "IN_FEATURES", "NUM_CLASSES", "make_mlp", "random_labels",
-           "multiplier_table", "base_width_equals_sp", "coordinate_check", "lr_transfer"]
+__all__ = [
+    "BASE_WIDTH",
+    "IN_FEATURES",
+    "NUM_CLASSES",
+    "make_mlp",
+    "random_labels",
+    "multiplier_table",
+    "base_width_equals_sp",
+    "coordinate_check",
+    "lr_transfer",
+]
 
 BASE_WIDTH = 64
 IN_FEATURES = 16
@@ -105,8 +115,7 @@ def base_width_equals_sp(quick: bool | None = None, *, lr: float = 1e-2, steps: 
         _train_adam(sp, sp_groups, x, y, steps)
         _train_adam(mu, mu_groups, x, y, steps)
         diffs.append(max((p - q).abs().max().item() for p, q in zip(sp.parameters(), mu.parameters())))
-    return {"widths": widths, "max_abs_diff": diffs, "lr_groups": lr_groups, "steps": steps,
-            "quick": quick}
+    return {"widths": widths, "max_abs_diff": diffs, "lr_groups": lr_groups, "steps": steps, "quick": quick}
 
 
 def coordinate_check(quick: bool | None = None, *, lr: float = 1e-2, steps: int | None = None) -> dict:
@@ -126,9 +135,19 @@ def coordinate_check(quick: bool | None = None, *, lr: float = 1e-2, steps: int 
     x, y = random_labels(64)
     out: dict = {"widths": np.array(widths), "layers": list(LAYERS), "steps": steps, "growth": {}}
     for parametrization in ("sp", "mup"):
-        result = mup.coord_check(make_mlp, widths, x, y, base_width=BASE_WIDTH,
-                                 parametrization=parametrization, family="adam", lr=lr,
-                                 steps=steps, seeds=seeds, module_names=LAYERS)
+        result = mup.coord_check(
+            make_mlp,
+            widths,
+            x,
+            y,
+            base_width=BASE_WIDTH,
+            parametrization=parametrization,
+            family="adam",
+            lr=lr,
+            steps=steps,
+            seeds=seeds,
+            module_names=LAYERS,
+        )
         out[parametrization] = result
         out["growth"][parametrization] = {
             "activation": mup.growth_ratio(result, "activation_l1"),
@@ -148,13 +167,23 @@ def lr_transfer(quick: bool | None = None, *, steps: int | None = None) -> dict:
     steps = steps or gd_lib.step_budget(10, 10, quick)
     widths = [64, 256, 1024] if quick else [64, 128, 256, 512, 1024, 2048, 4096]
     exponents = range(-10, -1) if quick else range(-13, -1)
-    lrs = [2.0 ** k for k in exponents]
+    lrs = [2.0**k for k in exponents]
     seeds = (0,) if quick else (0, 1, 2) if gd_lib.step_scale() == 1.0 else (0,)  # one seed when cut short
     x, y = random_labels(128)
     out: dict = {"lrs": np.array(lrs), "widths": np.array(widths), "steps": steps, "grid_steps_moved": {}}
     for parametrization in ("sp", "mup"):
-        result = mup.lr_sweep(make_mlp, widths, lrs, x, y, base_width=BASE_WIDTH,
-                              parametrization=parametrization, family="adam", steps=steps, seeds=seeds)
+        result = mup.lr_sweep(
+            make_mlp,
+            widths,
+            lrs,
+            x,
+            y,
+            base_width=BASE_WIDTH,
+            parametrization=parametrization,
+            family="adam",
+            steps=steps,
+            seeds=seeds,
+        )
         out[parametrization] = result
         out["grid_steps_moved"][parametrization] = int(np.ptp(result["best_index"]))
     return out

@@ -40,6 +40,7 @@ References:
     N. S. Keskar, R. Socher. Improving generalization performance by switching from Adam to SGD.
     arXiv:1712.07628, 2017 (SWATS).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,13 +57,21 @@ from gd_lib.models import MLP
 from gd_lib.optim import SGD, SWATS, Adam, AdamW, AdamWScheduleFree
 from gd_lib.train import evaluate, train
 
-__all__ = ["CONTEXT", "CharTask", "char_task", "make_model", "lr_schedules", "weight_averaging",
-           "schedule_free_vs_cosine", "adam_to_sgd_switch"]
+__all__ = [
+    "CONTEXT",
+    "CharTask",
+    "char_task",
+    "make_model",
+    "lr_schedules",
+    "weight_averaging",
+    "schedule_free_vs_cosine",
+    "adam_to_sgd_switch",
+]
 
-CONTEXT = 6          # characters of context K
-EMBEDDING = 16       # numbers per character
+CONTEXT = 6  # characters of context K
+EMBEDDING = 16  # numbers per character
 BATCH_SIZE = 64
-ADAM_LR = 1e-2       # the peak learning rate of every AdamW run unless said otherwise
+ADAM_LR = 1e-2  # the peak learning rate of every AdamW run unless said otherwise
 
 
 @dataclass
@@ -98,26 +107,55 @@ def char_task(quick: bool | None = None) -> CharTask:
         # 3T/4 and T only (the horizons of the experiments), since evaluating 16384 windows dominates
         steps = 80 * math.ceil(steps / 80)
         eval_every = steps // 4
-    return CharTask(X_train, y_train, X_val, y_val, corpus.vocab_size, hidden=256 if quick else 512,
-                    steps=steps, eval_every=eval_every)
+    return CharTask(
+        X_train,
+        y_train,
+        X_val,
+        y_val,
+        corpus.vocab_size,
+        hidden=256 if quick else 512,
+        steps=steps,
+        eval_every=eval_every,
+    )
 
 
 def make_model(task: CharTask, seed: int = 0) -> nn.Module:
     """``Embedding(vocab, 16) → flatten → MLP(96 → hidden → vocab)``, initialised from ``seed``."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Embedding(task.vocab_size, EMBEDDING), nn.Flatten(),
-                         MLP(EMBEDDING * CONTEXT, [task.hidden], task.vocab_size))
+    return nn.Sequential(
+        nn.Embedding(task.vocab_size, EMBEDDING), nn.Flatten(), MLP(EMBEDDING * CONTEXT, [task.hidden], task.vocab_size)
+    )
 
 
-def _fit(task: CharTask, model: nn.Module, optimizer, steps: int, *, schedule=None, averager=None,
-         eval_fn=None, seed: int = 0):
+def _fit(
+    task: CharTask,
+    model: nn.Module,
+    optimizer,
+    steps: int,
+    *,
+    schedule=None,
+    averager=None,
+    eval_fn=None,
+    seed: int = 0,
+):
     """:func:`gd_lib.train.train` on the task's training windows, evaluated on its validation windows."""
     device = gd_lib.device()
     X_val, y_val = task.X_val.to(device), task.y_val.to(device)
     eval_fn = eval_fn or (lambda m: evaluate(m, X_val, y_val))
-    return train(model, optimizer, (task.X_train, task.y_train), steps=steps, batch_size=BATCH_SIZE,
-                 schedule=schedule, averager=averager, eval_every=task.eval_every, eval_fn=eval_fn,
-                 device=device, seed=seed, progress=False)
+    return train(
+        model,
+        optimizer,
+        (task.X_train, task.y_train),
+        steps=steps,
+        batch_size=BATCH_SIZE,
+        schedule=schedule,
+        averager=averager,
+        eval_every=task.eval_every,
+        eval_fn=eval_fn,
+        device=device,
+        seed=seed,
+        progress=False,
+    )
 
 
 def _adamw(model: nn.Module, lr: float = ADAM_LR) -> AdamW:
@@ -155,8 +193,9 @@ def lr_schedules(quick: bool | None = None) -> dict:
     return out
 
 
-def weight_averaging(quick: bool | None = None, *, ema_decay: float = 0.99, lawa_k: int = 5,
-                     lawa_interval: int = 20) -> dict:
+def weight_averaging(
+    quick: bool | None = None, *, ema_decay: float = 0.99, lawa_k: int = 5, lawa_interval: int = 20
+) -> dict:
     """The constant-lr AdamW run, evaluated at its raw weights, at an EMA and at LAWA.
 
     Two runs with the same seed (the raw trajectories are identical; each carries
@@ -165,8 +204,10 @@ def weight_averaging(quick: bool | None = None, *, ema_decay: float = 0.99, lawa
     """
     task = char_task(quick)
     out = {"ema_decay": ema_decay, "lawa_k": lawa_k, "lawa_interval": lawa_interval}
-    for name, make in [("ema", lambda m: averaging.EMA(m, ema_decay)),
-                       ("lawa", lambda m: averaging.LAWA(m, lawa_k, interval=lawa_interval))]:
+    for name, make in [
+        ("ema", lambda m: averaging.EMA(m, ema_decay)),
+        ("lawa", lambda m: averaging.LAWA(m, lawa_k, interval=lawa_interval)),
+    ]:
         model = make_model(task)
         history = _fit(task, model, _adamw(model), task.steps, averager=make(model))
         out["raw"] = history["val_loss"]
@@ -196,8 +237,13 @@ def schedule_free_vs_cosine(quick: bool | None = None) -> dict:
     for i, lr in enumerate(lrs):
         for j, horizon in enumerate(horizons):
             model = make_model(task)
-            history = _fit(task, model, _adamw(model, lr), horizon,
-                           schedule=schedules.warmup_cosine(horizon, max(1, horizon // 20)))
+            history = _fit(
+                task,
+                model,
+                _adamw(model, lr),
+                horizon,
+                schedule=schedules.warmup_cosine(horizon, max(1, horizon // 20)),
+            )
             cosine[i, j] = history.final("val_loss")
     sf_curves, sf_at = [], np.zeros((len(lrs), len(horizons)))
     eval_step = None
@@ -222,13 +268,22 @@ def schedule_free_vs_cosine(quick: bool | None = None) -> dict:
         sf_at[i] = [history["val_loss"][list(eval_step).index(h)] for h in horizons]
     best = int(np.argmin(sf_at[:, -1]))
     cosine_best = cosine.min(axis=0)
-    return {"horizons": horizons, "lrs": lrs, "cosine": cosine, "cosine_best": cosine_best,
-            "sf_eval_step": eval_step, "sf_val_loss": np.array(sf_curves), "sf_at_horizons": sf_at,
-            "sf_best_lr_index": best, "gap": sf_at[best] - cosine_best}
+    return {
+        "horizons": horizons,
+        "lrs": lrs,
+        "cosine": cosine,
+        "cosine_best": cosine_best,
+        "sf_eval_step": eval_step,
+        "sf_val_loss": np.array(sf_curves),
+        "sf_at_horizons": sf_at,
+        "sf_best_lr_index": best,
+        "gap": sf_at[best] - cosine_best,
+    }
 
 
-def adam_to_sgd_switch(quick: bool | None = None, *, adam_lr: float = ADAM_LR, sgd_lr: float = 0.03,
-                       momentum: float = 0.9) -> dict:
+def adam_to_sgd_switch(
+    quick: bool | None = None, *, adam_lr: float = ADAM_LR, sgd_lr: float = 0.03, momentum: float = 0.9
+) -> dict:
     """Test loss and error against the step ``k`` at which training switches from Adam to SGD.
 
     For each ``k`` in ``0, T/4, T/2, 3T/4, T``: Adam (constant ``adam_lr``) for ``k``
@@ -246,8 +301,15 @@ def adam_to_sgd_switch(quick: bool | None = None, *, adam_lr: float = ADAM_LR, s
     task = char_task(quick)
     T = task.steps
     switch_steps = [0, T // 4, T // 2, 3 * T // 4, T]
-    out = {"steps": T, "switch_steps": switch_steps, "adam_lr": adam_lr, "sgd_lr": sgd_lr,
-           "val_loss": [], "val_error": [], "curves": {}}
+    out = {
+        "steps": T,
+        "switch_steps": switch_steps,
+        "adam_lr": adam_lr,
+        "sgd_lr": sgd_lr,
+        "val_loss": [],
+        "val_error": [],
+        "curves": {},
+    }
     for k in switch_steps:
         model = make_model(task)
         steps, losses, last = [], [], None
@@ -269,8 +331,10 @@ def adam_to_sgd_switch(quick: bool | None = None, *, adam_lr: float = ADAM_LR, s
     beta2 = swats.param_groups[0]["betas"][1]
     states = [swats.state[p] for p in model.parameters()]
     out["swats"] = {
-        "val_loss": history.final("val_loss"), "val_error": 1.0 - history.final("val_accuracy"),
-        "eval_step": history.eval_step, "curve": history["val_loss"],
+        "val_loss": history.final("val_loss"),
+        "val_error": 1.0 - history.final("val_accuracy"),
+        "eval_step": history.eval_step,
+        "curve": history["val_loss"],
         "switch_steps": [int(s["switch_step"]) for s in states],
         "sgd_lr_estimates": [s["lambda"] / (1 - beta2 ** s["step"]) for s in states],
     }

@@ -45,10 +45,11 @@ Atom norms and dual maps (weights in torch layout):
 | Embedding   | num_embeddings × dim   | max_row ‖W_i:‖_RMS             | each row of G to RMS norm 1   |
 | Bias        | dim                    | ‖b‖_RMS                        | G / ‖G‖_RMS                   |
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,11 +60,30 @@ from gd_lib.linalg import newton_schulz, polar_factor
 from .norms import L1ToRMSNorm, RMSToRMSNorm, _safe_divide
 
 __all__ = [
-    "Module", "Atom", "Bond", "Composite", "Concatenation",
-    "Linear", "Embedding", "Bias",
-    "Identity", "Add", "Mul", "ReLU", "GELU", "Tanh", "RMSNorm", "SelfAttention",
-    "sequential", "residual", "attention", "from_sequential", "check_well_normed", "rms_norm",
-    "newton_schulz_orthogonalize", "GELU_LIPSCHITZ",
+    "Module",
+    "Atom",
+    "Bond",
+    "Composite",
+    "Concatenation",
+    "Linear",
+    "Embedding",
+    "Bias",
+    "Identity",
+    "Add",
+    "Mul",
+    "ReLU",
+    "GELU",
+    "Tanh",
+    "RMSNorm",
+    "SelfAttention",
+    "sequential",
+    "residual",
+    "attention",
+    "from_sequential",
+    "check_well_normed",
+    "rms_norm",
+    "newton_schulz_orthogonalize",
+    "GELU_LIPSCHITZ",
 ]
 
 #: max_x |GELU'(x)| (exact erf GELU), attained near x ≈ 1.5: GELU's sensitivity.
@@ -76,6 +96,7 @@ def rms_norm(x: Tensor) -> Tensor:
 
 
 # --- the abstract module ---------------------------------------------------------
+
 
 class Module:
     """A node of the modular tree: mass, sensitivity, norm, dualization, forward.
@@ -96,7 +117,7 @@ class Module:
     def sensitivity(self) -> float:
         raise NotImplementedError
 
-    def atoms(self) -> list["Atom"]:
+    def atoms(self) -> list[Atom]:
         return [a for child in self.children for a in child.atoms()]
 
     @property
@@ -116,7 +137,7 @@ class Module:
         """Split a flat weight list into one list per child."""
         parts, start = [], 0
         for child in self.children:
-            parts.append(list(weights[start:start + child.num_atoms]))
+            parts.append(list(weights[start : start + child.num_atoms]))
             start += child.num_atoms
         if start != len(weights):
             raise ValueError(f"expected {start} weight tensors, got {len(weights)}")
@@ -138,15 +159,21 @@ class Module:
             out.extend(child.target_norms(t))
         return out
 
-    def dualize(self, grads: Sequence[Tensor], target_norm: float = 1.0,
-                orthogonalize: Callable[[Tensor], Tensor] = polar_factor) -> list[Tensor]:
+    def dualize(
+        self,
+        grads: Sequence[Tensor],
+        target_norm: float = 1.0,
+        orthogonalize: Callable[[Tensor], Tensor] = polar_factor,
+    ) -> list[Tensor]:
         """argmax_{‖Δw‖_M = target_norm} ⟨G, Δw⟩: atom i gets t_i · D_i(G_i)."""
         grads = list(grads)
         atoms = self.atoms()
         if len(grads) != len(atoms):
             raise ValueError(f"expected {len(atoms)} gradients, got {len(grads)}")
-        return [t * a.dual_map(g, orthogonalize=orthogonalize)
-                for t, a, g in zip(self.target_norms(target_norm), atoms, grads)]
+        return [
+            t * a.dual_map(g, orthogonalize=orthogonalize)
+            for t, a, g in zip(self.target_norms(target_norm), atoms, grads)
+        ]
 
     def dual_norm(self, grads: Sequence[Tensor]) -> Tensor:
         """‖G‖_M* = max_{‖Δw‖_M ≤ 1} ⟨G, Δw⟩ = Σ_i t_i ‖G_i‖*_i (t for target 1)."""
@@ -159,7 +186,7 @@ class Module:
     def __call__(self, x, weights: Sequence[Tensor] | None = None):
         return self.forward(x, weights)
 
-    def tare(self, absolute: float = 1.0) -> "Module":
+    def tare(self, absolute: float = 1.0) -> Module:
         """Rescale the masses of all atoms below so that this module's mass is ``absolute``."""
         if self.mass <= 0:
             raise ValueError("cannot tare a module of zero mass")
@@ -169,20 +196,20 @@ class Module:
         return self
 
     # building ------------------------------------------------------------------
-    def __matmul__(self, inner: "Module | tuple") -> "Composite":
+    def __matmul__(self, inner: Module | tuple) -> Composite:
         """``outer @ inner`` is the composition outer ∘ inner (apply inner first)."""
         if isinstance(inner, tuple):
             inner = Concatenation(*inner)
         return Composite(self, inner)
 
-    def __rmatmul__(self, outer: tuple) -> "Composite":
+    def __rmatmul__(self, outer: tuple) -> Composite:
         return Composite(Concatenation(*outer), self)
 
-    def __add__(self, other: "Module") -> "Composite":
+    def __add__(self, other: Module) -> Composite:
         """``a + b`` is Add ∘ (a, b): both see the same input, outputs are summed."""
         return Composite(Add(), Concatenation(self, other))
 
-    def __rmul__(self, scalar: float) -> "Composite":
+    def __rmul__(self, scalar: float) -> Composite:
         """``s * m`` is Mul(s) ∘ m."""
         return Composite(Mul(scalar), self)
 
@@ -191,6 +218,7 @@ class Module:
 
 
 # --- atoms -----------------------------------------------------------------------
+
 
 class Atom(Module):
     """A module with one weight tensor, a norm on it, and that norm's dual map."""
@@ -209,7 +237,7 @@ class Atom(Module):
     def sensitivity(self) -> float:
         return 1.0
 
-    def atoms(self) -> list["Atom"]:
+    def atoms(self) -> list[Atom]:
         return [self]
 
     def target_norms(self, target_norm: float = 1.0) -> list[float]:
@@ -248,7 +276,7 @@ class Linear(Atom):
             raise ValueError(f"Linear({fan_out}, {fan_in}) got a weight of shape {tuple(weight.shape)}")
 
     @classmethod
-    def of(cls, layer: nn.Linear, mass: float = 1.0) -> "Linear":
+    def of(cls, layer: nn.Linear, mass: float = 1.0) -> Linear:
         """The atom of ``layer.weight`` (the bias, if any, is a separate ``Bias`` atom)."""
         return cls(layer.out_features, layer.in_features, mass, layer.weight)
 
@@ -281,7 +309,7 @@ class Embedding(Atom):
         self.num_embeddings, self.dim = int(num_embeddings), int(dim)
 
     @classmethod
-    def of(cls, layer: nn.Embedding, mass: float = 1.0) -> "Embedding":
+    def of(cls, layer: nn.Embedding, mass: float = 1.0) -> Embedding:
         return cls(layer.num_embeddings, layer.embedding_dim, mass, layer.weight)
 
     def forward(self, x, weights=None):
@@ -311,7 +339,7 @@ class Bias(Atom):
         self.dim = int(dim)
 
     @classmethod
-    def of(cls, layer: nn.Linear, mass: float = 1.0) -> "Bias":
+    def of(cls, layer: nn.Linear, mass: float = 1.0) -> Bias:
         if layer.bias is None:
             raise ValueError("layer has no bias")
         return cls(layer.out_features, mass, layer.bias)
@@ -338,6 +366,7 @@ class Bias(Atom):
 
 
 # --- bonds -----------------------------------------------------------------------
+
 
 class Bond(Module):
     """A module without weights: mass 0, norm 0, nothing to dualize."""
@@ -445,12 +474,12 @@ class SelfAttention(Bond):
         def heads(t):
             return t.reshape(B, T, h, D // h).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=self.causal,
-                                             scale=1.0 / (D // h))
+        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=self.causal, scale=1.0 / (D // h))
         return out.transpose(1, 2).reshape(B, T, D)
 
 
 # --- combinations ----------------------------------------------------------------
+
 
 class Composite(Module):
     """outer ∘ inner: μ = μ1 + μ2, ν = ν1 ν2, ‖w‖ = max(ν2 (μ/μ1) ‖w1‖, (μ/μ2) ‖w2‖)."""
@@ -540,6 +569,7 @@ class Concatenation(Module):
 
 # --- helpers ---------------------------------------------------------------------
 
+
 def sequential(*modules: Module) -> Module:
     """M_k ∘ … ∘ M_1 for ``sequential(M_1, ..., M_k)`` (application order, like nn.Sequential)."""
     if not modules:
@@ -583,9 +613,15 @@ def from_sequential(model: nn.Sequential, mass: float = 1.0) -> Module:
     return sequential(*parts)
 
 
-def check_well_normed(module: Module, x: Tensor, weights: Sequence[Tensor] | None = None, *,
-                      directions: int = 8, generator: torch.Generator | None = None,
-                      rtol: float = 1e-6) -> dict[str, float]:
+def check_well_normed(
+    module: Module,
+    x: Tensor,
+    weights: Sequence[Tensor] | None = None,
+    *,
+    directions: int = 8,
+    generator: torch.Generator | None = None,
+    rtol: float = 1e-6,
+) -> dict[str, float]:
     """Test the two well-normed inequalities at input ``x`` and ``weights`` by random directions.
 
     Each random Δw is tried whole and restricted to one atom at a time. Returns the worst
@@ -610,8 +646,11 @@ def check_well_normed(module: Module, x: Tensor, weights: Sequence[Tensor] | Non
     for _ in range(directions):
         dw = [torch.randn(w.shape, generator=generator, dtype=w.dtype) for w in weights]
         # all atoms at once, then each atom alone (a max-type norm can hide one atom's error)
-        candidates = [dw] + [[d if j == i else torch.zeros_like(d) for j, d in enumerate(dw)]
-                             for i in range(len(dw))] if len(dw) > 1 else [dw]
+        candidates = (
+            [dw] + [[d if j == i else torch.zeros_like(d) for j, d in enumerate(dw)] for i in range(len(dw))]
+            if len(dw) > 1
+            else [dw]
+        )
         for direction in candidates:
             size = module.norm(direction)
             if float(size) == 0:
@@ -622,12 +661,17 @@ def check_well_normed(module: Module, x: Tensor, weights: Sequence[Tensor] | Non
             dx = torch.randn(x.shape, generator=generator, dtype=x.dtype)
             _, out = torch.func.jvp(lambda z: module.forward(z, weights), (x,), (dx,))
             input_ratio = max(input_ratio, float(rms_norm(out) / (module.sensitivity * rms_norm(dx))))
-    return {"weight_ratio": weight_ratio, "input_ratio": input_ratio,
-            "well_normed": weight_ratio <= 1 + rtol and input_ratio <= 1 + rtol}
+    return {
+        "weight_ratio": weight_ratio,
+        "input_ratio": input_ratio,
+        "well_normed": weight_ratio <= 1 + rtol and input_ratio <= 1 + rtol,
+    }
 
 
 def newton_schulz_orthogonalize(steps: int = 5) -> Callable[[Tensor], Tensor]:
     """An ``orthogonalize`` for ``dualize`` that runs Muon's quintic Newton–Schulz."""
+
     def orthogonalize(G: Tensor) -> Tensor:
         return newton_schulz(G, steps)
+
     return orthogonalize

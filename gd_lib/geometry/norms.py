@@ -28,11 +28,12 @@ batch over the others; ``l2`` and ``linf`` treat the whole tensor as one vector.
 
 The dual map of G = 0 is 0 (any unit vector would do; 0 keeps the step 0).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -40,8 +41,19 @@ from torch import Tensor
 from gd_lib.linalg import polar_factor
 
 __all__ = [
-    "Norm", "L2Norm", "LInfNorm", "L1ToLInfNorm", "SpectralNorm", "RMSToRMSNorm", "L1ToRMSNorm",
-    "NORMS", "get_norm", "norm", "dual_norm", "dual_map", "inner",
+    "Norm",
+    "L2Norm",
+    "LInfNorm",
+    "L1ToLInfNorm",
+    "SpectralNorm",
+    "RMSToRMSNorm",
+    "L1ToRMSNorm",
+    "NORMS",
+    "get_norm",
+    "norm",
+    "dual_norm",
+    "dual_map",
+    "inner",
 ]
 
 
@@ -208,8 +220,9 @@ class L1ToRMSNorm(Norm):
         return math.sqrt(fan_out) * _safe_divide(G, column_norms)
 
 
-NORMS: dict[str, Norm] = {n.name: n for n in
-                          [L2Norm(), LInfNorm(), L1ToLInfNorm(), SpectralNorm(), RMSToRMSNorm(), L1ToRMSNorm()]}
+NORMS: dict[str, Norm] = {
+    n.name: n for n in [L2Norm(), LInfNorm(), L1ToLInfNorm(), SpectralNorm(), RMSToRMSNorm(), L1ToRMSNorm()]
+}
 
 
 def get_norm(norm: str | Norm) -> Norm:

@@ -21,9 +21,10 @@ in the course notes). With ‖·‖_l = spectral it is layerwise **spectral desc
 L^{-1/4} G R^{-1/4} = U Vᵀ for L = G Gᵀ, R = Gᵀ G (the Anthology's theorem on
 Shampoo; Theorem 4.2 in the course notes).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -31,8 +32,12 @@ from torch import Tensor
 from .norms import Norm, get_norm, inner
 
 __all__ = [
-    "steepest_descent", "steepest_descent_objective", "layerwise_steepest_descent",
-    "layerwise_sign_descent", "layerwise_spectral_descent", "shampoo_without_accumulation",
+    "steepest_descent",
+    "steepest_descent_objective",
+    "layerwise_steepest_descent",
+    "layerwise_sign_descent",
+    "layerwise_spectral_descent",
+    "shampoo_without_accumulation",
 ]
 
 
@@ -59,8 +64,9 @@ def steepest_descent(G: Tensor, norm: str | Norm, sharpness: float = 1.0) -> Ten
     return -(the_norm.dual(G) / sharpness) * the_norm.dual_map(G)
 
 
-def layerwise_steepest_descent(grads: Sequence[Tensor], norms: Sequence[str | Norm] | str | Norm,
-                               sharpness: float = 1.0) -> list[Tensor]:
+def layerwise_steepest_descent(
+    grads: Sequence[Tensor], norms: Sequence[str | Norm] | str | Norm, sharpness: float = 1.0
+) -> list[Tensor]:
     """Steepest descent on a tuple of layers under ‖(Δ_1..Δ_L)‖ = max_l ‖Δ_l‖_l.
 
     Δ_l = −η D_l(G_l) with the shared step η = (1/λ) Σ_l ‖G_l‖*_l. ``norms`` is one

@@ -7,10 +7,20 @@
 - :mod:`gd_lib.models.init` the named init schemes (``zeros``, ``constant``, ``normal``,
   ``xavier``, ``kaiming``, ``orthogonal``)
 """
+
 from .cnn import SmallCNN
 from .init import INIT_SCHEMES, init_layer_, init_weight_
 from .mlp import ACTIVATIONS, MLP, DeepReLUNet
 from .transformer import TinyTransformer, causal_attention
 
-__all__ = ["MLP", "DeepReLUNet", "SmallCNN", "TinyTransformer", "causal_attention",
-           "INIT_SCHEMES", "init_layer_", "init_weight_", "ACTIVATIONS"]
+__all__ = [
+    "MLP",
+    "DeepReLUNet",
+    "SmallCNN",
+    "TinyTransformer",
+    "causal_attention",
+    "INIT_SCHEMES",
+    "init_layer_",
+    "init_weight_",
+    "ACTIVATIONS",
+]

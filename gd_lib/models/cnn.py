@@ -8,6 +8,7 @@ Layout (``c`` = ``channels``)::
 Padding 1 keeps 8×8 through both convolutions. Inputs of shape ``(N, 64)``
 are reshaped to ``(N, 1, 8, 8)``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,12 +29,26 @@ class SmallCNN(nn.Module):
         init, sigma: an init scheme of :mod:`gd_lib.models.init` for every layer.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, channels: int = 16,
-                 hidden: int = 64, image_size: int = 8, *, init: str = "default",
-                 sigma: float | None = None, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        channels: int = 16,
+        hidden: int = 64,
+        image_size: int = 8,
+        *,
+        init: str = "default",
+        sigma: float | None = None,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
-        for name, value in [("in_channels", in_channels), ("num_classes", num_classes),
-                            ("channels", channels), ("hidden", hidden), ("image_size", image_size)]:
+        for name, value in [
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+            ("channels", channels),
+            ("hidden", hidden),
+            ("image_size", image_size),
+        ]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {name}: {value!r}; expected an integer >= 1")
         if image_size % 2:
@@ -41,13 +56,14 @@ class SmallCNN(nn.Module):
         check_init(init, sigma)
         self.in_channels, self.image_size = in_channels, image_size
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
         )
         flat = 2 * channels * (image_size // 2) ** 2
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 init_layer_(module, init, sigma, generator)

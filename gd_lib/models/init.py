@@ -31,6 +31,7 @@ References:
     A. Saxe, J. McClelland, S. Ganguli. Exact solutions to the nonlinear
     dynamics of learning in deep linear neural networks. ICLR 2014.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,15 @@ from torch import nn
 
 INIT_SCHEMES = ("default", "zeros", "constant", "normal", "xavier", "kaiming", "orthogonal")
 
-_DEFAULT_SIGMA = {"zeros": 0.0, "constant": 1.0, "normal": 0.01, "xavier": 1.0, "kaiming": 1.0,
-                  "orthogonal": 1.0, "default": 1.0}
+_DEFAULT_SIGMA = {
+    "zeros": 0.0,
+    "constant": 1.0,
+    "normal": 0.01,
+    "xavier": 1.0,
+    "kaiming": 1.0,
+    "orthogonal": 1.0,
+    "default": 1.0,
+}
 
 
 def check_init(init: str, sigma: float | None) -> float:
@@ -50,8 +58,7 @@ def check_init(init: str, sigma: float | None) -> float:
         raise ValueError(f"Invalid init: {init!r}; expected one of {INIT_SCHEMES}")
     if sigma is None:
         return _DEFAULT_SIGMA[init]
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) \
-            or sigma < 0:
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"Invalid sigma: {sigma!r}; expected a finite number >= 0")
     return float(sigma)
 
@@ -63,8 +70,9 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def init_weight_(weight: torch.Tensor, init: str, sigma: float | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def init_weight_(
+    weight: torch.Tensor, init: str, sigma: float | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Fill ``weight`` in place by the named scheme (see the module docstring)."""
     sigma = check_init(init, sigma)
     fan_in, fan_out = fans(weight)
@@ -83,15 +91,18 @@ def init_weight_(weight: torch.Tensor, init: str, sigma: float | None = None,
         if rows < cols:
             q = q.T
         return weight.copy_((sigma * q).reshape(weight.shape).to(weight.dtype))
-    std = {"normal": sigma,
-           "xavier": sigma * math.sqrt(2.0 / (fan_in + fan_out)),
-           "kaiming": sigma * math.sqrt(2.0 / fan_in)}[init]
+    std = {
+        "normal": sigma,
+        "xavier": sigma * math.sqrt(2.0 / (fan_in + fan_out)),
+        "kaiming": sigma * math.sqrt(2.0 / fan_in),
+    }[init]
     return weight.normal_(0.0, std, generator=generator)
 
 
 @torch.no_grad()
-def init_layer_(layer: nn.Module, init: str, sigma: float | None = None,
-                generator: torch.Generator | None = None) -> nn.Module:
+def init_layer_(
+    layer: nn.Module, init: str, sigma: float | None = None, generator: torch.Generator | None = None
+) -> nn.Module:
     """Initialize a ``nn.Linear`` / ``nn.Conv2d``: weight by the scheme, bias to zero."""
     if init == "default":
         check_init(init, sigma)

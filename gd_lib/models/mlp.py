@@ -18,9 +18,10 @@ needs: ``"input"`` (the first, ``in_features → n_1``), ``"hidden"``
 applied to every layer, then ``init_hook(model)`` runs, so that e.g.
 ``gd_lib.mup`` can re-initialize layers by role and set the multipliers.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -66,15 +67,27 @@ class MLP(nn.Module):
         generator: torch.Generator for the random init (None: the global RNG).
     """
 
-    def __init__(self, in_features: int, widths: Sequence[int], out_features: int, *,
-                 activation: str = "relu", dropout: float = 0.0, residual: bool = False,
-                 bias: bool = True, init: str = "default", sigma: float | None = None,
-                 init_hook: Callable[["MLP"], None] | None = None,
-                 output_multiplier: float = 1.0, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        widths: Sequence[int],
+        out_features: int,
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        residual: bool = False,
+        bias: bool = True,
+        init: str = "default",
+        sigma: float | None = None,
+        init_hook: Callable[[MLP], None] | None = None,
+        output_multiplier: float = 1.0,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         widths = list(widths)
-        for name, value in [("in_features", in_features), ("out_features", out_features)] + \
-                [(f"widths[{i}]", w) for i, w in enumerate(widths)]:
+        for name, value in [("in_features", in_features), ("out_features", out_features)] + [
+            (f"widths[{i}]", w) for i, w in enumerate(widths)
+        ]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {name}: {value!r}; expected an integer >= 1")
         if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
@@ -86,17 +99,16 @@ class MLP(nn.Module):
         self.activation_name, self.residual = activation, residual
         self.output_multiplier = float(output_multiplier)
         dims = [in_features] + widths + [out_features]
-        self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1], bias=bias)
-                                    for i in range(len(dims) - 1))
+        self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1], bias=bias) for i in range(len(dims) - 1))
         self.activations = nn.ModuleList(make_activation(activation) for _ in widths)
-        self.dropouts = nn.ModuleList(nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-                                      for _ in widths)
+        self.dropouts = nn.ModuleList(nn.Dropout(dropout) if dropout > 0 else nn.Identity() for _ in widths)
         self.reset_parameters(init, sigma, generator)
         if init_hook is not None:
             init_hook(self)
 
-    def reset_parameters(self, init: str = "default", sigma: float | None = None,
-                         generator: torch.Generator | None = None) -> None:
+    def reset_parameters(
+        self, init: str = "default", sigma: float | None = None, generator: torch.Generator | None = None
+    ) -> None:
         """Re-initialize every linear layer by the named scheme."""
         for layer in self.layers:
             init_layer_(layer, init, sigma, generator)
@@ -146,8 +158,10 @@ class MLP(nn.Module):
         return self.forward_with_hidden(x)[0]
 
     def extra_repr(self) -> str:
-        return (f"widths={self.widths}, activation={self.activation_name!r}, residual={self.residual}, "
-                f"output_multiplier={self.output_multiplier}")
+        return (
+            f"widths={self.widths}, activation={self.activation_name!r}, residual={self.residual}, "
+            f"output_multiplier={self.output_multiplier}"
+        )
 
 
 class DeepReLUNet(MLP):
@@ -159,13 +173,34 @@ class DeepReLUNet(MLP):
     ``init_hook`` lets μP take over. Everything else is :class:`MLP`.
     """
 
-    def __init__(self, in_features: int, width: int, depth: int, out_features: int, *,
-                 init: str = "kaiming", sigma: float | None = None, bias: bool = True,
-                 residual: bool = False, init_hook: Callable[[MLP], None] | None = None,
-                 output_multiplier: float = 1.0, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        depth: int,
+        out_features: int,
+        *,
+        init: str = "kaiming",
+        sigma: float | None = None,
+        bias: bool = True,
+        residual: bool = False,
+        init_hook: Callable[[MLP], None] | None = None,
+        output_multiplier: float = 1.0,
+        generator: torch.Generator | None = None,
+    ):
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise ValueError(f"Invalid depth: {depth!r}; expected an integer >= 0")
-        super().__init__(in_features, [width] * depth, out_features, activation="relu",
-                         residual=residual, bias=bias, init=init, sigma=sigma, init_hook=init_hook,
-                         output_multiplier=output_multiplier, generator=generator)
+        super().__init__(
+            in_features,
+            [width] * depth,
+            out_features,
+            activation="relu",
+            residual=residual,
+            bias=bias,
+            init=init,
+            sigma=sigma,
+            init_hook=init_hook,
+            output_multiplier=output_multiplier,
+            generator=generator,
+        )
         self.width, self.depth = width, depth

@@ -32,6 +32,7 @@ References:
     R. Xiong et al. On layer normalization in the transformer architecture (pre-LN). ICML 2020.
     G. Yang et al. Tuning large neural networks via zero-shot hyperparameter transfer. 2021.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,17 +48,18 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     ``q, k, v``: ``(batch, heads, T, d_h)``; returns ``(batch, heads, T, d_h)``.
     """
     T = q.shape[-2]
-    scores = scale * (q @ k.transpose(-2, -1))                     # (B, H, T, T)
+    scores = scale * (q @ k.transpose(-2, -1))  # (B, H, T, T)
     future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    scores = scores.masked_fill(future, float("-inf"))             # position i sees j <= i only
+    scores = scores.masked_fill(future, float("-inf"))  # position i sees j <= i only
     return torch.softmax(scores, dim=-1) @ v
 
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with a fused ``qkv`` projection and an output projection."""
 
-    def __init__(self, width: int, heads: int, attn_scale: float | None = None,
-                 dropout: float = 0.0, use_sdpa: bool = True):
+    def __init__(
+        self, width: int, heads: int, attn_scale: float | None = None, dropout: float = 0.0, use_sdpa: bool = True
+    ):
         super().__init__()
         self.heads, self.head_dim = heads, width // heads
         self.attn_scale = 1.0 / math.sqrt(self.head_dim) if attn_scale is None else float(attn_scale)
@@ -72,8 +74,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         dropout = self.dropout if self.training else 0.0
         if self.use_sdpa:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True,
-                                               scale=self.attn_scale)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=self.attn_scale)
         else:
             y = causal_attention(q, k, v, self.attn_scale)
             y = F.dropout(y, dropout, self.training) if dropout else y
@@ -84,14 +85,16 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block: ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: int, attn_scale: float | None,
-                 dropout: float, use_sdpa: bool):
+    def __init__(
+        self, width: int, heads: int, mlp_ratio: int, attn_scale: float | None, dropout: float, use_sdpa: bool
+    ):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
         self.attn = CausalSelfAttention(width, heads, attn_scale, dropout, use_sdpa)
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(),
-                                 nn.Linear(mlp_ratio * width, width), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -116,14 +119,31 @@ class TinyTransformer(nn.Module):
         use_sdpa: use torch's fused attention (True) or :func:`causal_attention`.
     """
 
-    def __init__(self, vocab_size: int, context_length: int, width: int = 128, depth: int = 2,
-                 heads: int = 4, mlp_ratio: int = 4, *, dropout: float = 0.0,
-                 tie_weights: bool = False, attn_scale: float | None = None,
-                 output_multiplier: float = 1.0, init_std: float = 0.02, use_sdpa: bool = True):
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int,
+        width: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+        *,
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+        attn_scale: float | None = None,
+        output_multiplier: float = 1.0,
+        init_std: float = 0.02,
+        use_sdpa: bool = True,
+    ):
         super().__init__()
-        for name, value in [("vocab_size", vocab_size), ("context_length", context_length),
-                            ("width", width), ("depth", depth), ("heads", heads),
-                            ("mlp_ratio", mlp_ratio)]:
+        for name, value in [
+            ("vocab_size", vocab_size),
+            ("context_length", context_length),
+            ("width", width),
+            ("depth", depth),
+            ("heads", heads),
+            ("mlp_ratio", mlp_ratio),
+        ]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {name}: {value!r}; expected an integer >= 1")
         if width % heads:
@@ -141,8 +161,7 @@ class TinyTransformer(nn.Module):
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.position_embedding = nn.Embedding(context_length, width)
         self.embedding_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, attn_scale, dropout, use_sdpa)
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, attn_scale, dropout, use_sdpa) for _ in range(depth))
         self.ln_f = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab_size, bias=False)
         self.tie_weights = tie_weights

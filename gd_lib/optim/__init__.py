@@ -5,23 +5,53 @@ and defaults are torch's, and the trajectory matches torch's. Where a
 reference package exists (prodigyopt, schedulefree, the Muon reference) the
 names and defaults follow it.
 """
-from .sgd import SGD
+
 from .adagrad import Adagrad
-from .rmsprop import RMSprop
 from .adam import Adam, AdamW
-from .nadam import NAdam
-from .lion import Lion
-from .sign import SignSGD, Signum
-from .prodigy import Prodigy
-from .schedule_free import SGDScheduleFree, AdamWScheduleFree
-from .swats import SWATS
-from .ggt import GGT
-from .entropy_sgd import EntropySGD
-from .kfac import KFAC, KroneckerConfig
 from .ekfac import EKFAC
-from .shampoo import Shampoo, ShampooConfig
-from .muon import Muon, muon_param_groups
+from .entropy_sgd import EntropySGD
+from .ggt import GGT
+from .kfac import KFAC, KroneckerConfig
+from .lion import Lion
 from .modular_descent import ModularDescent
-from .soap import SOAP
-from .newton import Newton
+from .muon import Muon, muon_param_groups
+from .nadam import NAdam
 from .natural_gradient import NaturalGradient
+from .newton import Newton
+from .prodigy import Prodigy
+from .rmsprop import RMSprop
+from .schedule_free import AdamWScheduleFree, SGDScheduleFree
+from .sgd import SGD
+from .shampoo import Shampoo, ShampooConfig
+from .sign import SignSGD, Signum
+from .soap import SOAP
+from .swats import SWATS
+
+__all__ = [
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "NAdam",
+    "Lion",
+    "SignSGD",
+    "Signum",
+    "Prodigy",
+    "SGDScheduleFree",
+    "AdamWScheduleFree",
+    "SWATS",
+    "GGT",
+    "EntropySGD",
+    "KFAC",
+    "KroneckerConfig",
+    "EKFAC",
+    "Shampoo",
+    "ShampooConfig",
+    "Muon",
+    "muon_param_groups",
+    "ModularDescent",
+    "SOAP",
+    "Newton",
+    "NaturalGradient",
+]

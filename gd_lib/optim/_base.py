@@ -7,6 +7,7 @@ a param group that lacks a flag added since (``maximize``, ``foreach``,
 the scalar tensor the update expects. :class:`Optimizer` does the same for every gd_lib
 optimizer, so a checkpoint that torch.optim can resume, gd_lib can too.
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,10 +10,11 @@ Every optimizer here has two paths that compute the same thing:
 
 This module decides which path runs and groups tensors for the fast one.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -39,8 +40,7 @@ def use_foreach(foreach: bool | None, params: Sequence[torch.Tensor]) -> bool:
         return False
     first = params[0]
     return all(
-        p.device == first.device and p.dtype == first.dtype
-        and not (p.grad is not None and p.grad.is_sparse)
+        p.device == first.device and p.dtype == first.dtype and not (p.grad is not None and p.grad.is_sparse)
         for p in params
     )
 
@@ -73,8 +73,15 @@ def buckets(*lists: Sequence):
         yield tuple([lst[i] for i in idx] for lst in lists)
 
 
-def apply_update(update: Callable, update_foreach: Callable, lists: Sequence[Sequence], hyper: dict,
-                 *, params: Sequence[torch.Tensor], foreach: bool | None) -> list:
+def apply_update(
+    update: Callable,
+    update_foreach: Callable,
+    lists: Sequence[Sequence],
+    hyper: dict,
+    *,
+    params: Sequence[torch.Tensor],
+    foreach: bool | None,
+) -> list:
     """Run one group's update: ``update`` tensor by tensor, or ``update_foreach`` per bucket.
 
     ``lists`` are the update's positional arguments, one list per argument and one entry per
@@ -96,9 +103,15 @@ def apply_update(update: Callable, update_foreach: Callable, lists: Sequence[Seq
     return results
 
 
-def foreach_grads(params: list[torch.Tensor], grads: list[torch.Tensor], *, maximize: bool,
-                  weight_decay: float, decoupled_weight_decay: bool = False,
-                  lr: float = 0.0) -> list[torch.Tensor]:
+def foreach_grads(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    *,
+    maximize: bool,
+    weight_decay: float,
+    decoupled_weight_decay: bool = False,
+    lr: float = 0.0,
+) -> list[torch.Tensor]:
     """The gradients a foreach path steps with: g <- ±∇f, then weight decay λ.
 
     - L2 penalty (the default): g <- g + λθ;

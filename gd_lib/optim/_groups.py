@@ -5,9 +5,10 @@ then, group by group, take the parameters that have a gradient, create their sta
 first gradient, and count the step. These helpers do that; the optimizer's own file keeps
 what differs: which state it creates, and the update it runs.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -36,9 +37,13 @@ def evaluate_closure(closure: Callable[[], Tensor] | None, *, required: str | No
         return closure()
 
 
-def groups_with_grads(optimizer: torch.optim.Optimizer, optimizer_name: str,
-                      init_state: Callable[[Tensor, dict], dict] | None = None, *,
-                      sparse_ok: bool = False) -> Iterator[tuple[dict, list[Tensor], list[dict]]]:
+def groups_with_grads(
+    optimizer: torch.optim.Optimizer,
+    optimizer_name: str,
+    init_state: Callable[[Tensor, dict], dict] | None = None,
+    *,
+    sparse_ok: bool = False,
+) -> Iterator[tuple[dict, list[Tensor], list[dict]]]:
     """Yield ``(group, params, states)`` for every param group with at least one gradient.
 
     ``params`` are the group's parameters that have a gradient (the others are skipped);

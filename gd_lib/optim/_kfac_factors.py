@@ -43,6 +43,7 @@ References:
     Eschenhagen, Immer, Turner, Schneider & Hennig (2023), "Kronecker-Factored Approximate
       Curvature for Modern Neural Network Architectures", NeurIPS (expand convention).
 """
+
 from __future__ import annotations
 
 import math
@@ -55,18 +56,35 @@ from torch import Tensor, nn
 from ..linalg import symmetric_eigh
 
 __all__ = [
-    "KroneckerLayer", "find_kronecker_layers", "append_ones", "linear_inputs", "conv2d_patches",
-    "output_gradients", "activation_factor", "gradient_factor", "running_average_",
-    "gradient_matrix", "split_gradient_matrix", "per_example_gradients", "psd_eigh",
-    "pi_correction", "tikhonov_damping", "kfac_precondition_eigh", "damped_inverse",
-    "kfac_precondition_inverse", "eigenbasis_second_moment", "eigenbasis_second_moment_naive",
-    "ekfac_precondition", "kl_clip_scale",
+    "KroneckerLayer",
+    "find_kronecker_layers",
+    "append_ones",
+    "linear_inputs",
+    "conv2d_patches",
+    "output_gradients",
+    "activation_factor",
+    "gradient_factor",
+    "running_average_",
+    "gradient_matrix",
+    "split_gradient_matrix",
+    "per_example_gradients",
+    "psd_eigh",
+    "pi_correction",
+    "tikhonov_damping",
+    "kfac_precondition_eigh",
+    "damped_inverse",
+    "kfac_precondition_inverse",
+    "eigenbasis_second_moment",
+    "eigenbasis_second_moment_naive",
+    "ekfac_precondition",
+    "kl_clip_scale",
 ]
 
 
 # ---------------------------------------------------------------------------
 # Layers: which modules get Kronecker factors, and their captured statistics
 # ---------------------------------------------------------------------------
+
 
 @dataclass(eq=False)
 class KroneckerLayer:
@@ -108,8 +126,11 @@ def _conv_padding(conv: nn.Conv2d):
 
 def _conv2d_supported(conv: nn.Conv2d) -> bool:
     """KFC here covers ordinary convolutions: one group, zero padding given as numbers."""
-    return (conv.groups == 1 and conv.padding_mode == "zeros"
-            and (not isinstance(conv.padding, str) or conv.padding == "valid"))
+    return (
+        conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and (not isinstance(conv.padding, str) or conv.padding == "valid")
+    )
 
 
 def find_kronecker_layers(model: nn.Module) -> list[KroneckerLayer]:
@@ -130,8 +151,10 @@ def find_kronecker_layers(model: nn.Module) -> list[KroneckerLayer]:
         if not module.weight.requires_grad:
             continue
         if id(module.weight) in seen:
-            raise ValueError(f"layer {name!r} shares its weight with another layer; tied weights "
-                             "are not supported by Kronecker-factored preconditioning")
+            raise ValueError(
+                f"layer {name!r} shares its weight with another layer; tied weights "
+                "are not supported by Kronecker-factored preconditioning"
+            )
         seen.add(id(module.weight))
         bias = module.bias if module.bias is not None and module.bias.requires_grad else None
         layers.append(KroneckerLayer(name, module, kind, module.weight, bias))
@@ -141,6 +164,7 @@ def find_kronecker_layers(model: nn.Module) -> list[KroneckerLayer]:
 # ---------------------------------------------------------------------------
 # Activations ā and output gradients ĝ, as (examples, positions, features)
 # ---------------------------------------------------------------------------
+
 
 def append_ones(a: Tensor) -> Tensor:
     """ā = [a, 1] along the last dimension (the bias as an appended 1)."""
@@ -183,6 +207,7 @@ def output_gradients(grad_s: Tensor, kind: str, scale: float = 1.0) -> Tensor:
 # Factors A, G and their running averages
 # ---------------------------------------------------------------------------
 
+
 def activation_factor(a: Tensor) -> Tensor:
     r""":math:`A = \frac{1}{N|T|}\sum_{n,t} \bar a_{n,t}\bar a_{n,t}^\top` from ``a: (N, T, d)``."""
     rows = a.reshape(-1, a.shape[-1])
@@ -207,6 +232,7 @@ def running_average_(average: Tensor, new: Tensor, stat_decay: float) -> Tensor:
 # Gradients as matrices ∇W̄ = [∇W, ∇b]
 # ---------------------------------------------------------------------------
 
+
 def gradient_matrix(weight_grad: Tensor, bias_grad: Tensor | None) -> Tensor:
     r""":math:`\nabla\bar W = [\nabla W, \nabla b]`, shape ``(d_out, d_in[+1])`` (conv kernels flattened)."""
     mat = weight_grad.reshape(weight_grad.shape[0], -1)
@@ -230,6 +256,7 @@ def per_example_gradients(a: Tensor, g: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 # Damping and KFAC's preconditioned gradient
 # ---------------------------------------------------------------------------
+
 
 def psd_eigh(M: Tensor) -> tuple[Tensor, Tensor]:
     r""":math:`M = Q\,\mathrm{diag}(d)\,Q^\top` for a PSD factor, round-off negatives set to 0.
@@ -267,8 +294,9 @@ def tikhonov_damping(damping: float, pi: Tensor | float = 1.0) -> tuple[Tensor |
     return pi * root, root / pi
 
 
-def kfac_precondition_eigh(grad: Tensor, Q_A: Tensor, d_A: Tensor, Q_G: Tensor, d_G: Tensor,
-                           gamma_A, gamma_G) -> Tensor:
+def kfac_precondition_eigh(
+    grad: Tensor, Q_A: Tensor, d_A: Tensor, Q_G: Tensor, d_G: Tensor, gamma_A, gamma_G
+) -> Tensor:
     r"""KFAC's direction from eigendecompositions :math:`A = Q_A D_A Q_A^\top`, :math:`G = Q_G D_G Q_G^\top`:
 
     .. math::
@@ -314,14 +342,15 @@ def kfac_precondition_inverse(grad: Tensor, A_inv: Tensor, G_inv: Tensor) -> Ten
 # EKFAC: second moments in the Kronecker eigenbasis
 # ---------------------------------------------------------------------------
 
+
 def eigenbasis_second_moment_naive(a: Tensor, g: Tensor, Q_A: Tensor, Q_G: Tensor) -> Tensor:
     r""":math:`s = \frac1N \sum_n \big(Q_G^\top \nabla\bar W_n Q_A\big)^{\odot 2}` from per-example gradients.
 
     The readable reference: form every :math:`\nabla\bar W_n` (:func:`per_example_gradients`),
     rotate it, square elementwise, average. Memory :math:`N\,d_{out}\,d_{in}`.
     """
-    per_example = per_example_gradients(a, g)                 # (N, d_out, d_in)
-    rotated = Q_G.T @ per_example @ Q_A                        # Q_Gᵀ ∇W̄_n Q_A
+    per_example = per_example_gradients(a, g)  # (N, d_out, d_in)
+    rotated = Q_G.T @ per_example @ Q_A  # Q_Gᵀ ∇W̄_n Q_A
     return rotated.square().mean(dim=0)
 
 
@@ -345,8 +374,8 @@ def eigenbasis_second_moment(a: Tensor, g: Tensor, Q_A: Tensor, Q_G: Tensor) -> 
     if a.shape[1] != 1:
         return eigenbasis_second_moment_naive(a, g, Q_A, Q_G)
     # rotate each example's ĝ_n and ā_n into the eigenbases
-    g_rot = g[:, 0, :] @ Q_G                                   # (N, d_out)
-    a_rot = a[:, 0, :] @ Q_A                                   # (N, d_in)
+    g_rot = g[:, 0, :] @ Q_G  # (N, d_out)
+    a_rot = a[:, 0, :] @ Q_A  # (N, d_in)
     # s = (1/N) Σ_n (Q_Gᵀ ĝ_n)² (Q_Aᵀ ā_n)²ᵀ
     return g_rot.square().T @ a_rot.square() / a.shape[0]
 
@@ -366,6 +395,7 @@ def ekfac_precondition(grad: Tensor, Q_A: Tensor, Q_G: Tensor, s: Tensor, dampin
 # KL clipping (Ba, Grosse & Martens 2017)
 # ---------------------------------------------------------------------------
 
+
 def kl_clip_scale(v_dot_grad: Tensor, lr: float, kl_clip: float) -> Tensor:
     r""":math:`\nu = \min\!\left(1, \sqrt{\dfrac{\kappa}{\eta^2 \sum_\ell \langle V_\ell, \nabla\bar W_\ell\rangle}}\right)`.
 
@@ -376,8 +406,9 @@ def kl_clip_scale(v_dot_grad: Tensor, lr: float, kl_clip: float) -> Tensor:
     layers, so a NaN in one would otherwise spread to every other.
     """
     if not bool(torch.isfinite(v_dot_grad)):
-        raise FloatingPointError("KFAC KL clipping: the sum <V, grad> over layers is not finite "
-                                 "(NaN or inf in a gradient or a factor)")
+        raise FloatingPointError(
+            "KFAC KL clipping: the sum <V, grad> over layers is not finite (NaN or inf in a gradient or a factor)"
+        )
     if float(v_dot_grad) <= 0.0:
         return torch.ones((), dtype=v_dot_grad.dtype, device=v_dot_grad.device)
-    return torch.sqrt(kl_clip / (lr ** 2 * v_dot_grad)).clamp(max=1.0)
+    return torch.sqrt(kl_clip / (lr**2 * v_dot_grad)).clamp(max=1.0)

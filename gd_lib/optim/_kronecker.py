@@ -22,9 +22,10 @@ each optimizer keeps its reference's rule, because the reference tests compare t
   stays as it is, size-1 dimensions included (a ``(1, d)`` parameter keeps a ``1 × 1`` factor,
   as in the reference).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -33,6 +34,7 @@ __all__ = ["gram_matrices", "mode_products", "merge_small_dims"]
 
 
 # --- the maths, on stacked tensors (n, d_1, ..., d_k) -------------------------------
+
 
 def mode_products(X: Tensor, matrices: Sequence[Tensor | None], *, transpose: bool = False) -> Tensor:
     r"""Multiply every mode of a batch of tensors by a matrix: :math:`X \times_1 A_1 \cdots \times_k A_k`.
@@ -76,6 +78,7 @@ def gram_matrices(G: Tensor, modes: Sequence[bool] | None = None) -> list[Tensor
 
 
 # --- merging small dimensions ----------------------------------------------------------
+
 
 def merge_small_dims(shape: Sequence[int], max_dim: int) -> tuple[int, ...]:
     """Drop size-1 dimensions, then multiply adjacent ones while the product stays ≤ ``max_dim``.

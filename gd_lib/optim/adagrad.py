@@ -10,23 +10,34 @@ created at a parameter's first gradient (torch creates it for every parameter in
 ``__init__``), and a parameter group's own ``initial_accumulator_value`` is used (torch
 uses the constructor's value for every group).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_nonnegative, check_tensor_lr, check_unsupported_flags
 from ._base import Optimizer
 from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
 from ._groups import advance_steps, evaluate_closure, groups_with_grads
-from .._checks import check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["Adagrad", "adagrad_update", "adagrad_update_foreach"]
 
 
-def adagrad_update(param: Tensor, grad: Tensor, state_sum: Tensor, step: float, *, lr: float,
-                   lr_decay: float, weight_decay: float, eps: float, maximize: bool) -> None:
+def adagrad_update(
+    param: Tensor,
+    grad: Tensor,
+    state_sum: Tensor,
+    step: float,
+    *,
+    lr: float,
+    lr_decay: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+) -> None:
     r"""One Adagrad step on one tensor, in place on ``param`` and ``state_sum``.
 
     With :math:`G` = ``state_sum`` (starting at ``initial_accumulator_value``), learning-rate
@@ -73,9 +84,18 @@ def adagrad_update(param: Tensor, grad: Tensor, state_sum: Tensor, step: float, 
         param.addcdiv_(g, std, value=-clr)
 
 
-def adagrad_update_foreach(params: list[Tensor], grads: list[Tensor], state_sums: list[Tensor],
-                           steps: list[float], *, lr: float, lr_decay: float, weight_decay: float,
-                           eps: float, maximize: bool) -> None:
+def adagrad_update_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    state_sums: list[Tensor],
+    steps: list[float],
+    *,
+    lr: float,
+    lr_decay: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+) -> None:
     """:func:`adagrad_update` on lists of dense tensors of one device and dtype, with foreach ops.
 
     Same arithmetic in the same order (equal bit for bit on the CPU; torch's own foreach
@@ -123,10 +143,20 @@ class Adagrad(Optimizer):
 
     _scalar_tensor_keys = ("step",)  # scalar tensors, as in torch.optim
 
-    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
-                 initial_accumulator_value: float = 0, eps: float = 1e-10,
-                 foreach: bool | None = None, *, maximize: bool = False, differentiable: bool = False,
-                 fused: bool | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ):
         check_unsupported_flags("Adagrad", differentiable=differentiable, fused=fused)
         check_tensor_lr(lr)
         check_nonnegative("lr", lr)
@@ -134,36 +164,51 @@ class Adagrad(Optimizer):
         check_nonnegative("weight_decay", weight_decay)
         check_nonnegative("initial_accumulator_value", initial_accumulator_value)
         check_nonnegative("eps", eps)
-        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-                        maximize=maximize, differentiable=False, fused=None)
+        defaults = dict(
+            lr=lr,
+            lr_decay=lr_decay,
+            eps=eps,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=False,
+            fused=None,
+        )
         super().__init__(params, defaults)
 
     @staticmethod
     def _init_state(p: Tensor, group: dict) -> dict:
         """A parameter's state at its first gradient: G starts at ``initial_accumulator_value``."""
         value = group["initial_accumulator_value"]
-        return {"step": torch.tensor(0.0, dtype=scalar_dtype()),
-                "sum": torch.full_like(p, complex(value, value) if torch.is_complex(p) else value,
-                                       memory_format=torch.preserve_format)}
+        return {
+            "step": torch.tensor(0.0, dtype=scalar_dtype()),
+            "sum": torch.full_like(
+                p, complex(value, value) if torch.is_complex(p) else value, memory_format=torch.preserve_format
+            ),
+        }
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step for every parameter with a gradient; returns the closure's loss."""
         loss = evaluate_closure(closure)
         # sparse gradients are supported (on the per-tensor path)
-        for group, params, states in groups_with_grads(self, "Adagrad", self._init_state,
-                                                       sparse_ok=True):
+        for group, params, states in groups_with_grads(self, "Adagrad", self._init_state, sparse_ok=True):
             # t <- t + 1
             steps = advance_steps(states)
-            hyper = dict(lr=float(group["lr"]), lr_decay=group["lr_decay"],
-                         weight_decay=group["weight_decay"], eps=group["eps"],
-                         maximize=group["maximize"])
+            hyper = dict(
+                lr=float(group["lr"]),
+                lr_decay=group["lr_decay"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+            )
             # complex parameters: real and imaginary parts as separate coordinates
-            lists = ([as_real(p) for p in params],
-                     [p.grad if p.grad.is_sparse else as_real(p.grad) for p in params],
-                     [as_real(s["sum"]) for s in states],
-                     steps)
-            apply_update(adagrad_update, adagrad_update_foreach, lists, hyper, params=params,
-                         foreach=group["foreach"])
+            lists = (
+                [as_real(p) for p in params],
+                [p.grad if p.grad.is_sparse else as_real(p.grad) for p in params],
+                [as_real(s["sum"]) for s in states],
+                steps,
+            )
+            apply_update(adagrad_update, adagrad_update_foreach, lists, hyper, params=params, foreach=group["foreach"])
         return loss

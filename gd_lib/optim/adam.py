@@ -8,25 +8,38 @@ References:
 Same class names, hyperparameters, defaults, state keys and arithmetic as ``torch.optim.Adam``
 and ``torch.optim.AdamW`` (torch 2.13), so trajectories agree to rounding.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_betas, check_nonnegative, check_tensor_lr, check_unsupported_flags
 from ._base import Optimizer
 from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
 from ._groups import advance_steps, evaluate_closure, groups_with_grads
-from .._checks import check_betas, check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["Adam", "AdamW", "adam_update", "adam_update_foreach"]
 
 
-def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
-                max_exp_avg_sq: Tensor | None, step: float, *, lr: float, beta1: float,
-                beta2: float, eps: float, weight_decay: float, decoupled_weight_decay: bool,
-                maximize: bool) -> None:
+def adam_update(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Tensor | None,
+    step: float,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None:
     r"""One Adam step on one tensor, in place on ``param`` and the moment estimates.
 
     With learning rate :math:`\gamma`, decay rates :math:`\beta_1, \beta_2`, weight decay
@@ -67,8 +80,8 @@ def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor
     # v <- β2 v + (1 - β2) g²
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     # bias corrections 1 - β1^t and sqrt(1 - β2^t)
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
     step_size = lr / bias_correction1
     # v̂ <- max(v̂, v)   (AMSGrad)
     if max_exp_avg_sq is not None:
@@ -82,10 +95,22 @@ def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor
     param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
-def adam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
-                        exp_avg_sqs: list[Tensor], max_exp_avg_sqs: list[Tensor | None],
-                        steps: list[float], *, lr: float, beta1: float, beta2: float, eps: float,
-                        weight_decay: float, decoupled_weight_decay: bool, maximize: bool) -> None:
+def adam_update_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor | None],
+    steps: list[float],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None:
     """:func:`adam_update` on lists of tensors of one device and dtype, with foreach ops.
 
     Same arithmetic in the same order as the per-tensor path (equal bit for bit on the
@@ -93,8 +118,14 @@ def adam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: lis
     per-tensor step counts, already incremented.
     """
     # g <- ±∇f, then g <- g + λθ (L2) or θ <- (1 - γλ) θ (decoupled)
-    g = foreach_grads(params, grads, maximize=maximize, weight_decay=weight_decay,
-                      decoupled_weight_decay=decoupled_weight_decay, lr=lr)
+    g = foreach_grads(
+        params,
+        grads,
+        maximize=maximize,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        lr=lr,
+    )
     # m <- β1 m + (1 - β1) g
     torch._foreach_lerp_(exp_avgs, g, 1 - beta1)
     # v <- β2 v + (1 - β2) g²
@@ -102,8 +133,8 @@ def adam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: lis
     torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1 - beta2)
     del g
     # per-tensor bias corrections (steps may differ between tensors)
-    neg_step_sizes = [-(lr / (1 - beta1 ** t)) for t in steps]
-    bias_correction2_sqrts = [(1 - beta2 ** t) ** 0.5 for t in steps]
+    neg_step_sizes = [-(lr / (1 - beta1**t)) for t in steps]
+    bias_correction2_sqrts = [(1 - beta2**t) ** 0.5 for t in steps]
     # v̂ <- max(v̂, v)   (AMSGrad)
     if max_exp_avg_sqs and max_exp_avg_sqs[0] is not None:
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
@@ -150,30 +181,51 @@ class Adam(Optimizer):
 
     _scalar_tensor_keys = ("step",)  # scalar tensors, as in torch.optim
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
-                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None,
-                 decoupled_weight_decay: bool = False):
-        check_unsupported_flags(type(self).__name__, capturable=capturable,
-                                differentiable=differentiable, fused=fused)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ):
+        check_unsupported_flags(type(self).__name__, capturable=capturable, differentiable=differentiable, fused=fused)
         check_tensor_lr(lr)
         check_nonnegative("lr", lr)
         check_betas(betas)
         check_nonnegative("eps", eps)
         check_nonnegative("weight_decay", weight_decay)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize, foreach=foreach, capturable=False,
-                        differentiable=False, fused=None,
-                        decoupled_weight_decay=decoupled_weight_decay)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            foreach=foreach,
+            capturable=False,
+            differentiable=False,
+            fused=None,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
         super().__init__(params, defaults)
 
     @staticmethod
     def _init_state(p: Tensor, group: dict) -> dict:
         """A parameter's state at its first gradient."""
-        state = {"step": torch.tensor(0.0, dtype=scalar_dtype()),
-                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        state = {
+            "step": torch.tensor(0.0, dtype=scalar_dtype()),
+            "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+            "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+        }
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
@@ -186,19 +238,25 @@ class Adam(Optimizer):
             # t <- t + 1
             steps = advance_steps(states)
             beta1, beta2 = group["betas"]
-            hyper = dict(lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
-                         eps=group["eps"], weight_decay=group["weight_decay"],
-                         decoupled_weight_decay=group["decoupled_weight_decay"],
-                         maximize=group["maximize"])
+            hyper = dict(
+                lr=float(group["lr"]),
+                beta1=float(beta1),
+                beta2=float(beta2),
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                maximize=group["maximize"],
+            )
             # complex parameters: real and imaginary parts as separate coordinates
-            lists = ([as_real(p) for p in params],
-                     [as_real(p.grad) for p in params],
-                     [as_real(s["exp_avg"]) for s in states],
-                     [as_real(s["exp_avg_sq"]) for s in states],
-                     [as_real(s["max_exp_avg_sq"]) if group["amsgrad"] else None for s in states],
-                     steps)
-            apply_update(adam_update, adam_update_foreach, lists, hyper, params=params,
-                         foreach=group["foreach"])
+            lists = (
+                [as_real(p) for p in params],
+                [as_real(p.grad) for p in params],
+                [as_real(s["exp_avg"]) for s in states],
+                [as_real(s["exp_avg_sq"]) for s in states],
+                [as_real(s["max_exp_avg_sq"]) if group["amsgrad"] else None for s in states],
+                steps,
+            )
+            apply_update(adam_update, adam_update_foreach, lists, hyper, params=params, foreach=group["foreach"])
         return loss
 
 
@@ -223,10 +281,32 @@ class AdamW(Adam):
 
     _forced_group_values = {"decoupled_weight_decay": True}
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
-                         maximize=maximize, capturable=capturable, differentiable=differentiable,
-                         fused=fused, decoupled_weight_decay=True)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ):
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )

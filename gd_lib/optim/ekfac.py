@@ -32,12 +32,13 @@ References:
     George, Laurent, Bouthillier, Ballas & Vincent (2018), "Fast Approximate Natural Gradient
       Descent in a Kronecker-factored Eigenbasis", NeurIPS, arXiv:1806.03884.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from ._kfac_factors import KroneckerLayer, ekfac_precondition, eigenbasis_second_moment, running_average_
+from ._kfac_factors import KroneckerLayer, eigenbasis_second_moment, ekfac_precondition, running_average_
 from .kfac import KFAC
 
 __all__ = ["EKFAC"]
@@ -74,18 +75,27 @@ class EKFAC(KFAC):
         True
     """
 
-    def __init__(self, model: nn.Module, lr: float = 1e-3, momentum: float = 0.9,
-                 weight_decay: float = 0.0, damping: float = 1e-3, kl_clip: float | None = None,
-                 **kwargs):
-        super().__init__(model, lr=lr, momentum=momentum, weight_decay=weight_decay, damping=damping,
-                         kl_clip=kl_clip, **kwargs)
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        damping: float = 1e-3,
+        kl_clip: float | None = None,
+        **kwargs,
+    ):
+        super().__init__(
+            model, lr=lr, momentum=momentum, weight_decay=weight_decay, damping=damping, kl_clip=kl_clip, **kwargs
+        )
 
     def _check_config(self) -> None:
         if self.config.pi_damping:
             raise ValueError("Invalid pi_damping: True; EKFAC adds the damping to s, expected False")
         if self.config.inverse_method != "eigh":
-            raise ValueError(f"Invalid inverse_method: {self.config.inverse_method!r}; EKFAC needs "
-                             "the eigenbasis, expected 'eigh'")
+            raise ValueError(
+                f"Invalid inverse_method: {self.config.inverse_method!r}; EKFAC needs the eigenbasis, expected 'eigh'"
+            )
 
     # The refresh is KFAC's (A = Q_A diag(d_A) Q_Aᵀ, G = Q_G diag(d_G) Q_Gᵀ by eigh, one unit per
     # factor, divided between ranks with a process group); then:

@@ -35,24 +35,35 @@ step. Without a generator the optimizer makes its own, seeded from torch's globa
 it is built (so ``torch.manual_seed`` before construction makes a run reproducible). The
 generator's state is part of ``state_dict()``, so a resumed run draws the same noise.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure, require_closure
-from .._checks import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 
 __all__ = ["EntropySGD", "langevin_step", "local_entropy_step"]
 
 
-def langevin_step(x_prime: Tensor, grad: Tensor, x: Tensor, mu: Tensor, noise_sample: Tensor, *,
-                  gamma: float, langevin_lr: float, noise: float, alpha: float) -> None:
+def langevin_step(
+    x_prime: Tensor,
+    grad: Tensor,
+    x: Tensor,
+    mu: Tensor,
+    noise_sample: Tensor,
+    *,
+    gamma: float,
+    langevin_lr: float,
+    noise: float,
+    alpha: float,
+) -> None:
     r"""One SGLD step of the inner loop, in place on ``x_prime`` (the parameter) and ``mu``.
 
     .. math::
@@ -116,9 +127,18 @@ class EntropySGD(Optimizer):
         True
     """
 
-    def __init__(self, params, lr: float = 1.0, langevin_steps: int = 20, langevin_lr: float = 0.1,
-                 gamma: float = 0.03, scoping: float = 1e-3, noise: float = 1e-4,
-                 alpha: float = 0.25, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        langevin_steps: int = 20,
+        langevin_lr: float = 0.1,
+        gamma: float = 0.03,
+        scoping: float = 1e-3,
+        noise: float = 1e-4,
+        alpha: float = 0.25,
+        generator: torch.Generator | None = None,
+    ):
         check_nonnegative("lr", lr)
         check_positive_int("langevin_steps", langevin_steps)
         check_nonnegative("langevin_lr", langevin_lr)
@@ -126,12 +146,19 @@ class EntropySGD(Optimizer):
         check_nonnegative("scoping", scoping)
         check_nonnegative("noise", noise)
         check_in_range("alpha", alpha, 0.0, 1.0, low_inclusive=False, high_inclusive=True)
-        defaults = dict(lr=lr, langevin_steps=langevin_steps, langevin_lr=langevin_lr, gamma=gamma,
-                        scoping=scoping, noise=noise, alpha=alpha)
+        defaults = dict(
+            lr=lr,
+            langevin_steps=langevin_steps,
+            langevin_lr=langevin_lr,
+            gamma=gamma,
+            scoping=scoping,
+            noise=noise,
+            alpha=alpha,
+        )
         super().__init__(params, defaults)
         if generator is None:
             device = self.param_groups[0]["params"][0].device
-            seed = int(torch.randint(0, 2 ** 62, (1,)).item())  # from the global RNG
+            seed = int(torch.randint(0, 2**62, (1,)).item())  # from the global RNG
             generator = torch.Generator(device=device).manual_seed(seed)
         self.generator = generator
 
@@ -154,8 +181,9 @@ class EntropySGD(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One outer step (L closure calls); returns the loss at the starting point x."""
-        require_closure(closure, "EntropySGD needs a closure: step(closure) re-evaluates the loss "
-                                 "at every Langevin step")
+        require_closure(
+            closure, "EntropySGD needs a closure: step(closure) re-evaluates the loss at every Langevin step"
+        )
         # x' <- x ;  μ <- x   (x kept aside; the parameters themselves play x')
         x_saved = {p: p.detach().clone() for group in self.param_groups for p in group["params"]}
         mu = {p: x.clone() for p, x in x_saved.items()}
@@ -174,8 +202,9 @@ class EntropySGD(Optimizer):
                         grads_ok = False
             if not grads_ok:
                 self._restore(x_saved)
-                raise FloatingPointError("EntropySGD: a gradient contains NaN or inf; the "
-                                         "parameters were put back at x and the step refused")
+                raise FloatingPointError(
+                    "EntropySGD: a gradient contains NaN or inf; the parameters were put back at x and the step refused"
+                )
             for group in self.param_groups:
                 if ell >= group["langevin_steps"]:
                     continue
@@ -189,11 +218,20 @@ class EntropySGD(Optimizer):
                     # ξ ~ N(0, I) from the optimizer's generator; complex parameters as their
                     # real view (real and imaginary parts are coordinates with unit variance)
                     x = as_real(p)
-                    xi = torch.randn(x.shape, generator=self.generator, dtype=x.dtype,
-                                     device=self.generator.device).to(p.device)
-                    langevin_step(x, as_real(p.grad), as_real(x_saved[p]), as_real(mu[p]), xi, gamma=gamma,
-                                  langevin_lr=group["langevin_lr"], noise=group["noise"],
-                                  alpha=group["alpha"])
+                    xi = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=self.generator.device).to(
+                        p.device
+                    )
+                    langevin_step(
+                        x,
+                        as_real(p.grad),
+                        as_real(x_saved[p]),
+                        as_real(mu[p]),
+                        xi,
+                        gamma=gamma,
+                        langevin_lr=group["langevin_lr"],
+                        noise=group["noise"],
+                        alpha=group["alpha"],
+                    )
         # x <- x - ηγ (x - μ)
         for group in self.param_groups:
             for p in group["params"]:

@@ -54,24 +54,32 @@ matrices ``state["gram"]`` (r × r), summed over the group's tensors; the decay
 :math:`\beta_2^k` is applied to the Gram matrix when it is used, so nothing is rescaled
 in place. ``group["step"]`` counts the steps (the ring index is ``(step - 1) % r``).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import (
+    check_in_range,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    params_with_grad,
+    reject_sparse,
+)
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure
-from .._checks import check_in_range, check_nonnegative, check_positive, check_positive_int, \
-    params_with_grad, reject_sparse
 
 __all__ = ["GGT", "ggt_direction"]
 
 
-def ggt_direction(window: list[Tensor], gram: Tensor, momentum: list[Tensor], decay: Tensor,
-                  eps: float) -> list[Tensor]:
+def ggt_direction(
+    window: list[Tensor], gram: Tensor, momentum: list[Tensor], decay: Tensor, eps: float
+) -> list[Tensor]:
     r"""The preconditioned direction :math:`[(G G^\top)^{1/2} + \epsilon I]^{-1}\tilde g` by the r×r trick.
 
     Args:
@@ -143,9 +151,15 @@ class GGT(Optimizer):
         True
     """
 
-    def __init__(self, params, lr: float = 1e-3, window: int = 100,
-                 betas: tuple[float, float] = (0.9, 1.0), eps: float = 1e-4,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        window: int = 100,
+        betas: tuple[float, float] = (0.9, 1.0),
+        eps: float = 1e-4,
+        weight_decay: float = 0.0,
+    ):
         check_nonnegative("lr", lr)
         check_positive_int("window", window)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -154,8 +168,9 @@ class GGT(Optimizer):
         check_in_range("betas[1]", betas[1], 0.0, 1.0, high_inclusive=True)
         check_positive("eps", eps)
         check_nonnegative("weight_decay", weight_decay)
-        super().__init__(params, dict(lr=lr, window=window, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay, step=0))
+        super().__init__(
+            params, dict(lr=lr, window=window, betas=tuple(betas), eps=eps, weight_decay=weight_decay, step=0)
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
@@ -170,7 +185,8 @@ class GGT(Optimizer):
             if not bool(torch.stack([torch.isfinite(p.grad).all() for p in params]).all()):
                 raise FloatingPointError(
                     "GGT: a gradient contains NaN or inf; the full-matrix preconditioner couples "
-                    "all parameters of the group, so the step is refused (nothing was changed)")
+                    "all parameters of the group, so the step is refused (nothing was changed)"
+                )
             r, (beta1, beta2) = group["window"], group["betas"]
             # t <- t + 1 ;  the slot of g_t in the ring buffer
             group["step"] += 1
@@ -207,9 +223,13 @@ class GGT(Optimizer):
             states = [self.state[p] for p in params]
             gram = sum(s["gram"] for s in states)
             decay = decay.to(device=gram.device, dtype=gram.dtype)
-            directions = ggt_direction([s["window"] for s in states], gram,
-                                       [s["momentum_buffer"].reshape(-1) for s in states], decay,
-                                       group["eps"])
+            directions = ggt_direction(
+                [s["window"] for s in states],
+                gram,
+                [s["momentum_buffer"].reshape(-1) for s in states],
+                decay,
+                group["eps"],
+            )
             # x <- x - η u
             for p, u in zip(params, directions):
                 x = as_real(p)

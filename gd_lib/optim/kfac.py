@@ -54,25 +54,45 @@ References:
       ``stat_decay``, ``damping``, ``kl_clip`` and defaults lr, momentum, stat_decay, damping,
       and the cov/inverse update frequencies (``TCov=10``, ``TInv=100``).
 """
+
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from .._checks import (
+    check_betas,
+    check_in_range,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    params_with_grad,
+    reject_sparse,
+)
+from ..distributed.work import WorkSharing
 from ._base import Optimizer
 from ._groups import evaluate_closure
-from ._kfac_factors import (KroneckerLayer, activation_factor, damped_inverse, damped_inverse_from_eigh,
-                            find_kronecker_layers,
-                            gradient_factor, gradient_matrix,
-                            kfac_precondition_inverse, kl_clip_scale, output_gradients, pi_correction,
-                            psd_eigh, running_average_, split_gradient_matrix, tikhonov_damping)
-from ..distributed.work import WorkSharing
-from .._checks import (check_betas, check_in_range, check_nonnegative, check_positive,
-                          check_positive_int, params_with_grad, reject_sparse)
+from ._kfac_factors import (
+    KroneckerLayer,
+    activation_factor,
+    damped_inverse,
+    damped_inverse_from_eigh,
+    find_kronecker_layers,
+    gradient_factor,
+    gradient_matrix,
+    kfac_precondition_inverse,
+    kl_clip_scale,
+    output_gradients,
+    pi_correction,
+    psd_eigh,
+    running_average_,
+    split_gradient_matrix,
+    tikhonov_damping,
+)
 from .adam import adam_update
 from .sgd import sgd_update
 
@@ -114,10 +134,12 @@ class KroneckerConfig:
         check_in_range("stat_decay", self.stat_decay, 0.0, 1.0)
         check_positive_int("cov_update_freq", self.cov_update_freq)
         check_positive_int("inv_update_freq", self.inv_update_freq)
-        for name, value, allowed in [("fisher", self.fisher, _FISHER_TYPES),
-                                     ("loss_reduction", self.loss_reduction, _REDUCTIONS),
-                                     ("inverse_method", self.inverse_method, _INVERSE_METHODS),
-                                     ("fallback", self.fallback, _FALLBACKS)]:
+        for name, value, allowed in [
+            ("fisher", self.fisher, _FISHER_TYPES),
+            ("loss_reduction", self.loss_reduction, _REDUCTIONS),
+            ("inverse_method", self.inverse_method, _INVERSE_METHODS),
+            ("fallback", self.fallback, _FALLBACKS),
+        ]:
             if value not in allowed:
                 raise ValueError(f"Invalid {name}: {value!r}; expected one of {allowed}")
         if not isinstance(self.pi_damping, bool):
@@ -186,16 +208,32 @@ class KFAC(Optimizer):
         True
     """
 
-    def __init__(self, model: nn.Module, lr: float = 1e-3, momentum: float = 0.9,
-                 weight_decay: float = 0.0, damping: float = 1e-3, kl_clip: float | None = None, *,
-                 stat_decay: float = 0.95, cov_update_freq: int = 10, inv_update_freq: int = 100,
-                 pi_damping: bool = False, fisher: str = "empirical", loss_reduction: str = "mean",
-                 inverse_method: str = "eigh", fallback: str = "sgd", fallback_lr: float | None = None,
-                 fallback_betas: tuple[float, float] = (0.9, 0.999), fallback_eps: float = 1e-8,
-                 process_group=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        damping: float = 1e-3,
+        kl_clip: float | None = None,
+        *,
+        stat_decay: float = 0.95,
+        cov_update_freq: int = 10,
+        inv_update_freq: int = 100,
+        pi_damping: bool = False,
+        fisher: str = "empirical",
+        loss_reduction: str = "mean",
+        inverse_method: str = "eigh",
+        fallback: str = "sgd",
+        fallback_lr: float | None = None,
+        fallback_betas: tuple[float, float] = (0.9, 0.999),
+        fallback_eps: float = 1e-8,
+        process_group=None,
+    ):
         if not isinstance(model, nn.Module):
-            raise TypeError(f"{type(self).__name__} is built from an nn.Module (it hooks its layers), "
-                            f"got {type(model).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} is built from an nn.Module (it hooks its layers), got {type(model).__name__}"
+            )
         check_nonnegative("lr", lr)
         check_in_range("momentum", momentum, 0.0, 1.0)
         check_nonnegative("weight_decay", weight_decay)
@@ -206,10 +244,16 @@ class KFAC(Optimizer):
             check_nonnegative("fallback_lr", fallback_lr)
         check_betas(fallback_betas, "fallback_betas")
         check_nonnegative("fallback_eps", fallback_eps)
-        self.config = KroneckerConfig(stat_decay=stat_decay, cov_update_freq=cov_update_freq,
-                                      inv_update_freq=inv_update_freq, pi_damping=pi_damping,
-                                      fisher=fisher, loss_reduction=loss_reduction,
-                                      inverse_method=inverse_method, fallback=fallback)
+        self.config = KroneckerConfig(
+            stat_decay=stat_decay,
+            cov_update_freq=cov_update_freq,
+            inv_update_freq=inv_update_freq,
+            pi_damping=pi_damping,
+            fisher=fisher,
+            loss_reduction=loss_reduction,
+            inverse_method=inverse_method,
+            fallback=fallback,
+        )
         self._check_config()
 
         self._layers: list[KroneckerLayer] = find_kronecker_layers(model)
@@ -220,16 +264,26 @@ class KFAC(Optimizer):
         if kronecker_params:
             groups.append({"params": kronecker_params, "role": "kronecker"})
         if other_params:
-            groups.append({"params": other_params, "role": "fallback",
-                           "lr": lr if fallback_lr is None else fallback_lr})
+            groups.append(
+                {"params": other_params, "role": "fallback", "lr": lr if fallback_lr is None else fallback_lr}
+            )
         if not groups:
             raise ValueError(f"{type(self).__name__}: the model has no trainable parameters")
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, damping=damping,
-                        kl_clip=kl_clip, betas=tuple(fallback_betas), eps=fallback_eps)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            damping=damping,
+            kl_clip=kl_clip,
+            betas=tuple(fallback_betas),
+            eps=fallback_eps,
+        )
         super().__init__(groups, defaults)
         if process_group is not None and not self._shardable_refresh():
-            raise NotImplementedError(f"{type(self).__name__} overrides _refresh; its refresh cannot be "
-                                      "divided between ranks, so process_group is not supported")
+            raise NotImplementedError(
+                f"{type(self).__name__} overrides _refresh; its refresh cannot be "
+                "divided between ranks, so process_group is not supported"
+            )
         self._sharing = WorkSharing(process_group)
         self._sharing.check_replicated([p for g in self.param_groups for p in g["params"]])
         self._hook_handles: list = []
@@ -253,10 +307,12 @@ class KFAC(Optimizer):
         # recording instead of being kept alive by the model
         ref = weakref.ref(self)
         for layer in self._layers:
+
             def forward_hook(module, inputs, output, layer=layer):
                 opt = ref()
                 if opt is not None:
                     opt._capture_forward(layer, inputs, output)
+
             self._hook_handles.append(layer.module.register_forward_hook(forward_hook))
 
     def remove_hooks(self) -> None:
@@ -284,6 +340,7 @@ class KFAC(Optimizer):
                 opt = ref()
                 if opt is not None:
                     opt._capture_backward(layer, grad)
+
             output.register_hook(tensor_hook)
         else:
             layer.output = output
@@ -296,8 +353,9 @@ class KFAC(Optimizer):
             scale = 1.0
         layer.output_gradients = output_gradients(grad_s.detach(), layer.kind, float(scale))
 
-    def sample_fisher_gradients(self, outputs: Tensor, likelihood: str = "categorical",
-                                generator: torch.Generator | None = None) -> None:
+    def sample_fisher_gradients(
+        self, outputs: Tensor, likelihood: str = "categorical", generator: torch.Generator | None = None
+    ) -> None:
         r"""Record ĝ for the sampled ("true") Fisher; needs ``fisher="sampled"``.
 
         Draws :math:`\hat y_n \sim p(y \mid f_n)` from the model's predictive distribution
@@ -320,16 +378,17 @@ class KFAC(Optimizer):
         if not layers:
             return
         if not outputs.requires_grad:
-            raise RuntimeError("sample_fisher_gradients: outputs do not require grad; call it on the "
-                               "outputs of a forward pass run with gradients enabled")
+            raise RuntimeError(
+                "sample_fisher_gradients: outputs do not require grad; call it on the "
+                "outputs of a forward pass run with gradients enabled"
+            )
         with torch.no_grad():
             if likelihood == "categorical":
                 if outputs.dim() != 2:
                     raise ValueError("categorical likelihood expects outputs of shape (N, C)")
                 labels = torch.multinomial(outputs.softmax(dim=1), 1, generator=generator).squeeze(1)
             else:
-                noise = torch.randn(outputs.shape, generator=generator, dtype=outputs.dtype,
-                                    device=outputs.device)
+                noise = torch.randn(outputs.shape, generator=generator, dtype=outputs.dtype, device=outputs.device)
                 labels = outputs + noise
         with torch.enable_grad():
             # Σ_n -log p(ŷ_n | f_n): a sum, so dL/ds_n is already the per-example ĝ_n
@@ -337,8 +396,7 @@ class KFAC(Optimizer):
                 nll = nn.functional.cross_entropy(outputs, labels, reduction="sum")
             else:
                 nll = 0.5 * (outputs - labels).square().sum()
-            grads = torch.autograd.grad(nll, [layer.output for layer in layers], retain_graph=True,
-                                        allow_unused=True)
+            grads = torch.autograd.grad(nll, [layer.output for layer in layers], retain_graph=True, allow_unused=True)
         for layer, grad_s in zip(layers, grads):
             if grad_s is not None:
                 layer.output_gradients = output_gradients(grad_s.detach(), layer.kind, 1.0)
@@ -357,8 +415,7 @@ class KFAC(Optimizer):
             running_average_(state["A"], A_batch, self.config.stat_decay)
             running_average_(state["G"], G_batch, self.config.stat_decay)
 
-    def _eigenbasis_batch_statistics(self, layer: KroneckerLayer, state: dict, a: Tensor, g: Tensor
-                                     ) -> Tensor | None:
+    def _eigenbasis_batch_statistics(self, layer: KroneckerLayer, state: dict, a: Tensor, g: Tensor) -> Tensor | None:
         """After a refresh, with the same batch: nothing in KFAC (EKFAC's batch s, averaged over ranks next)."""
         return None
 
@@ -413,8 +470,12 @@ class KFAC(Optimizer):
             return [torch.empty_like(M)]
 
         results = self._sharing.compute_shared(
-            units, [float(state[factor].shape[-1]) ** 3 for state, factor in units],
-            lambda unit: self._invert_factor(unit[0], group, unit[1]), allocate, kind)
+            units,
+            [float(state[factor].shape[-1]) ** 3 for state, factor in units],
+            lambda unit: self._invert_factor(unit[0], group, unit[1]),
+            allocate,
+            kind,
+        )
         for (state, factor), values in zip(units, results):
             for key, value in zip(self._inversion_keys(factor), values):
                 state[key] = value
@@ -467,10 +528,14 @@ class KFAC(Optimizer):
                 raise RuntimeError(
                     f"{type(self).__name__}: no statistics were captured for layer {layer.name!r} "
                     "before this step; run the forward and backward pass with gradients enabled "
-                    "(and call sample_fisher_gradients with fisher='sampled') before step()")
+                    "(and call sample_fisher_gradients with fisher='sampled') before step()"
+                )
             active.append((layer, state, step, statistics_step))
-        batches = [(state, activation_factor(layer.activations), gradient_factor(layer.output_gradients))
-                   for layer, state, _, statistics_step in active if statistics_step]
+        batches = [
+            (state, activation_factor(layer.activations), gradient_factor(layer.output_gradients))
+            for layer, state, _, statistics_step in active
+            if statistics_step
+        ]
         self._sharing.all_reduce_mean_([M for _, A_batch, G_batch in batches for M in (A_batch, G_batch)])
         for state, A_batch, G_batch in batches:
             self._accumulate_factors(state, A_batch, G_batch)
@@ -479,9 +544,11 @@ class KFAC(Optimizer):
         if due:
             self._refresh_all(due, group)
         # 3. EKFAC's statistics in the new eigenbasis (batch values averaged over the ranks)
-        eigen_batches = [(state, self._eigenbasis_batch_statistics(layer, state, layer.activations,
-                                                                   layer.output_gradients))
-                         for layer, state, _, statistics_step in active if statistics_step]
+        eigen_batches = [
+            (state, self._eigenbasis_batch_statistics(layer, state, layer.activations, layer.output_gradients))
+            for layer, state, _, statistics_step in active
+            if statistics_step
+        ]
         eigen_batches = [(state, batch) for state, batch in eigen_batches if batch is not None]
         self._sharing.all_reduce_mean_([batch for _, batch in eigen_batches])
         for state, batch in eigen_batches:
@@ -516,9 +583,17 @@ class KFAC(Optimizer):
 
     def _sgd(self, p: Tensor, direction: Tensor, group: dict) -> None:
         state = self.state[p]
-        buf = sgd_update(p, direction, state.get("momentum_buffer"), lr=float(group["lr"]),
-                         momentum=group["momentum"], dampening=0.0, weight_decay=group["weight_decay"],
-                         nesterov=False, maximize=False)
+        buf = sgd_update(
+            p,
+            direction,
+            state.get("momentum_buffer"),
+            lr=float(group["lr"]),
+            momentum=group["momentum"],
+            dampening=0.0,
+            weight_decay=group["weight_decay"],
+            nesterov=False,
+            maximize=False,
+        )
         if buf is not None:
             state["momentum_buffer"] = buf
 
@@ -534,6 +609,18 @@ class KFAC(Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["step"] += 1
             beta1, beta2 = group["betas"]
-            adam_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], None, float(state["step"]),
-                        lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"],
-                        weight_decay=group["weight_decay"], decoupled_weight_decay=False, maximize=False)
+            adam_update(
+                p,
+                p.grad,
+                state["exp_avg"],
+                state["exp_avg_sq"],
+                None,
+                float(state["step"]),
+                lr=float(group["lr"]),
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                decoupled_weight_decay=False,
+                maximize=False,
+            )

@@ -10,23 +10,25 @@ Map from the paper's Algorithm 2: η -> ``lr``, β1, β2 -> ``betas``, λ -> ``w
 m -> ``exp_avg``. Lion interpolates the momentum with the gradient (β1) only to take the
 sign, and updates the momentum itself with a different rate (β2).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_betas, check_nonnegative, params_with_grad
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure
-from .._checks import check_betas, check_nonnegative, params_with_grad
 
 __all__ = ["Lion", "lion_update"]
 
 
-def lion_update(param: Tensor, grad: Tensor, exp_avg: Tensor, *, lr: float, beta1: float,
-                beta2: float, weight_decay: float) -> None:
+def lion_update(
+    param: Tensor, grad: Tensor, exp_avg: Tensor, *, lr: float, beta1: float, beta2: float, weight_decay: float
+) -> None:
     r"""One Lion step on one tensor, in place on ``param`` and ``exp_avg``.
 
     With :math:`\eta` = ``lr``, :math:`\lambda` = ``weight_decay`` and :math:`m` = ``exp_avg``
@@ -73,8 +75,7 @@ class Lion(Optimizer):
         tensor([ 0.9000, -1.9000])
     """
 
-    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
-                 weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0):
         check_nonnegative("lr", lr)
         check_betas(betas)
         check_nonnegative("weight_decay", weight_decay)
@@ -91,6 +92,13 @@ class Lion(Optimizer):
                 if "exp_avg" not in state:
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 # complex parameters: the sign of real and imaginary parts separately (real view)
-                lion_update(as_real(p), as_real(p.grad), as_real(state["exp_avg"]), lr=float(group["lr"]), beta1=beta1, beta2=beta2,
-                            weight_decay=group["weight_decay"])
+                lion_update(
+                    as_real(p),
+                    as_real(p.grad),
+                    as_real(state["exp_avg"]),
+                    lr=float(group["lr"]),
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=group["weight_decay"],
+                )
         return loss

@@ -7,27 +7,34 @@ References:
     Norm", NeurIPS, arXiv:2405.14813 (mass, sensitivity, the modular norm).
     modula (github.com/modula-systems/modula): ``Module.dualize``, the reference design.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 from ..geometry.modular import Module
 from ..linalg import newton_schulz, polar_factor
-
 from ._base import Optimizer
 from ._groups import evaluate_closure
-from .._checks import check_in_range, check_nonnegative, check_positive_int, params_with_grad
 
 __all__ = ["ModularDescent", "modular_descent_update"]
 
 _ORTHOGONALIZERS = ("newton_schulz", "svd")
 
 
-def modular_descent_update(grad: Tensor, momentum: Tensor | None, atom, target_norm: float, beta: float,
-                           nesterov: bool, orthogonalize: Callable[[Tensor], Tensor]) -> Tensor:
+def modular_descent_update(
+    grad: Tensor,
+    momentum: Tensor | None,
+    atom,
+    target_norm: float,
+    beta: float,
+    nesterov: bool,
+    orthogonalize: Callable[[Tensor], Tensor],
+) -> Tensor:
     """The normalized update of one atom's weight::
 
         M ← β M + (1 − β) G                       (if a momentum buffer is kept)
@@ -91,11 +98,21 @@ class ModularDescent(Optimizer):
         True
     """
 
-    def __init__(self, module: Module, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, orthogonalize: str = "newton_schulz", ns_steps: int = 5):
+    def __init__(
+        self,
+        module: Module,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        orthogonalize: str = "newton_schulz",
+        ns_steps: int = 5,
+    ):
         if not isinstance(module, Module):
-            raise TypeError("ModularDescent takes a gd_lib.geometry.modular.Module (the network's modular "
-                            f"tree), got {type(module).__name__}")
+            raise TypeError(
+                "ModularDescent takes a gd_lib.geometry.modular.Module (the network's modular "
+                f"tree), got {type(module).__name__}"
+            )
         check_nonnegative("lr", lr)
         check_in_range("momentum", momentum, 0.0, 1.0)
         check_nonnegative("weight_decay", weight_decay)
@@ -107,8 +124,14 @@ class ModularDescent(Optimizer):
             raise ValueError("a tensor is bound to two atoms of the modular tree")
         self.module = module
         self._atom_of = {p: (atom, t) for p, atom, t in zip(params, module.atoms(), module.target_norms())}
-        defaults = dict(lr=lr, momentum=momentum, nesterov=bool(nesterov), weight_decay=weight_decay,
-                        orthogonalize=orthogonalize, ns_steps=ns_steps)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=bool(nesterov),
+            weight_decay=weight_decay,
+            orthogonalize=orthogonalize,
+            ns_steps=ns_steps,
+        )
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -127,6 +150,7 @@ class ModularDescent(Optimizer):
 
                 def orthogonalize(G, steps=steps):
                     return newton_schulz(G, steps)
+
             lr, beta = float(group["lr"]), group["momentum"]
             for p in params_with_grad(group["params"], "ModularDescent"):
                 atom, target = self._atom_of[p]
@@ -136,8 +160,7 @@ class ModularDescent(Optimizer):
                     if "momentum_buffer" not in state:
                         state["momentum_buffer"] = torch.zeros_like(p)
                     momentum = state["momentum_buffer"]
-                update = modular_descent_update(p.grad, momentum, atom, target, beta, group["nesterov"],
-                                                orthogonalize)
+                update = modular_descent_update(p.grad, momentum, atom, target, beta, group["nesterov"], orthogonalize)
                 # W <- (1 - lr·wd) W - lr · t · D(M)
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(update, alpha=-lr)

@@ -26,36 +26,61 @@ weight_decay=0.1, adjust_lr_fn="original", ns_dtype=torch.bfloat16)`` steps as i
 for bit (see ``tests/test_muon.py``), and ``adjust_lr_fn="match_rms_adamw"`` is Moonshot's scale
 0.2·√max(rows, cols) (Liu et al. 2025, "Muon is Scalable for LLM Training").
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_betas, check_in_range, check_nonnegative, check_positive_int, params_with_grad
 from ..distributed.work import WorkSharing
-from ..linalg import (MUON_QUINTIC_COEFFICIENTS, muon_newton_schulz_dtype, newton_schulz_flops,
-                           newton_schulz_iterations)
-
+from ..linalg import MUON_QUINTIC_COEFFICIENTS, muon_newton_schulz_dtype, newton_schulz_flops, newton_schulz_iterations
 from ._base import Optimizer
 from ._groups import evaluate_closure
-from .._checks import (check_betas, check_in_range, check_nonnegative, check_positive_int,
-                          params_with_grad)
 
 #: ``adjust_lr_fn`` values: None (the reference's update scale), or torch.optim.Muon's two
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
-__all__ = ["Muon", "muon_update", "muon_momentum_direction", "muon_orthogonalize", "adjusted_lr", "adam_direction",
-           "muon_param_groups"]
+__all__ = [
+    "Muon",
+    "muon_update",
+    "muon_momentum_direction",
+    "muon_orthogonalize",
+    "adjusted_lr",
+    "adam_direction",
+    "muon_param_groups",
+]
 
-_MUON_KEYS = {"params", "param_names", "use_muon", "lr", "momentum", "nesterov", "ns_steps", "weight_decay",
-              "ns_coefficients", "eps", "adjust_lr_fn", "ns_dtype"}
+_MUON_KEYS = {
+    "params",
+    "param_names",
+    "use_muon",
+    "lr",
+    "momentum",
+    "nesterov",
+    "ns_steps",
+    "weight_decay",
+    "ns_coefficients",
+    "eps",
+    "adjust_lr_fn",
+    "ns_dtype",
+}
 _ADAM_KEYS = {"params", "param_names", "use_muon", "lr", "betas", "eps", "weight_decay"}
 
 
-def muon_update(grad: Tensor, momentum: Tensor, beta: float = 0.95, ns_steps: int = 5,
-                nesterov: bool = True, *, ns_coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
-                eps: float = 1e-7, ns_dtype: torch.dtype | None = None) -> Tensor:
+def muon_update(
+    grad: Tensor,
+    momentum: Tensor,
+    beta: float = 0.95,
+    ns_steps: int = 5,
+    nesterov: bool = True,
+    *,
+    ns_coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
+    eps: float = 1e-7,
+    ns_dtype: torch.dtype | None = None,
+) -> Tensor:
     """Muon's update direction for one weight matrix; updates ``momentum`` in place.
 
     With gradient G, momentum buffer M, β = ``beta``::
@@ -85,10 +110,15 @@ def muon_momentum_direction(grad: Tensor, momentum: Tensor, beta: float = 0.95, 
     return grad.lerp(momentum, beta) if nesterov else momentum
 
 
-def muon_orthogonalize(update: Tensor, ns_steps: int = 5, *,
-                       ns_coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
-                       eps: float = 1e-7, ns_dtype: torch.dtype | None = None,
-                       shape_scale: bool = True) -> Tensor:
+def muon_orthogonalize(
+    update: Tensor,
+    ns_steps: int = 5,
+    *,
+    ns_coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
+    eps: float = 1e-7,
+    ns_dtype: torch.dtype | None = None,
+    shape_scale: bool = True,
+) -> Tensor:
     """``O = NewtonSchulz5(U) · max(1, rows/cols)^½``, in ``update``'s shape and in ``ns_dtype``.
 
     The Newton–Schulz iteration runs in ``ns_dtype`` and the result stays in that dtype, scale
@@ -135,8 +165,9 @@ def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float
     return lr
 
 
-def adam_direction(grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
-                   betas: tuple[float, float], eps: float) -> Tensor:
+def adam_direction(
+    grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int, betas: tuple[float, float], eps: float
+) -> Tensor:
     """The reference's Adam direction (bias-corrected, ε outside the square root)::
 
         m ← β1 m + (1 − β1) g,   v ← β2 v + (1 − β2) g²
@@ -149,8 +180,8 @@ def adam_direction(grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.lerp_(grad.square(), 1 - beta2)
     # bias corrections
-    m_hat = exp_avg / (1 - beta1 ** step)
-    v_hat = exp_avg_sq / (1 - beta2 ** step)
+    m_hat = exp_avg / (1 - beta1**step)
+    v_hat = exp_avg_sq / (1 - beta2**step)
     return m_hat / (v_hat.sqrt() + eps)
 
 
@@ -258,12 +289,25 @@ class Muon(Optimizer):
         True
     """
 
-    def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
-                 nesterov: bool = True, ns_steps: int = 5, *,
-                 ns_coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS, eps: float = 1e-7,
-                 adjust_lr_fn: str | None = None, ns_dtype: torch.dtype | None = None,
-                 adam_lr: float = 3e-4, adam_betas: tuple[float, float] = (0.9, 0.95), adam_eps: float = 1e-10,
-                 adam_weight_decay: float = 0.0, process_group=None):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        weight_decay: float = 0.0,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        *,
+        ns_coefficients: tuple[float, float, float] = MUON_QUINTIC_COEFFICIENTS,
+        eps: float = 1e-7,
+        adjust_lr_fn: str | None = None,
+        ns_dtype: torch.dtype | None = None,
+        adam_lr: float = 3e-4,
+        adam_betas: tuple[float, float] = (0.9, 0.95),
+        adam_eps: float = 1e-10,
+        adam_weight_decay: float = 0.0,
+        process_group=None,
+    ):
         check_nonnegative("lr", lr)
         check_nonnegative("weight_decay", weight_decay)
         check_in_range("momentum", momentum, 0.0, 1.0)
@@ -272,11 +316,18 @@ class Muon(Optimizer):
         check_betas(adam_betas, "adam_betas")
         check_nonnegative("adam_eps", adam_eps)
         check_nonnegative("adam_weight_decay", adam_weight_decay)
-        self._muon_defaults = dict(lr=lr, momentum=momentum, nesterov=bool(nesterov), ns_steps=ns_steps,
-                                   weight_decay=weight_decay, ns_coefficients=tuple(ns_coefficients),
-                                   eps=eps, adjust_lr_fn=adjust_lr_fn, ns_dtype=ns_dtype)
-        self._adam_defaults = dict(lr=adam_lr, betas=tuple(adam_betas), eps=adam_eps,
-                                   weight_decay=adam_weight_decay)
+        self._muon_defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=bool(nesterov),
+            ns_steps=ns_steps,
+            weight_decay=weight_decay,
+            ns_coefficients=tuple(ns_coefficients),
+            eps=eps,
+            adjust_lr_fn=adjust_lr_fn,
+            ns_dtype=ns_dtype,
+        )
+        self._adam_defaults = dict(lr=adam_lr, betas=tuple(adam_betas), eps=adam_eps, weight_decay=adam_weight_decay)
         _check_muon_group(self._muon_defaults)
         super().__init__(params, {})
         self._sharing = WorkSharing(process_group)
@@ -313,7 +364,9 @@ class Muon(Optimizer):
         allowed, defaults = (_MUON_KEYS, self._muon_defaults) if use_muon else (_ADAM_KEYS, self._adam_defaults)
         unknown = set(group) - allowed
         if unknown:
-            raise ValueError(f"unknown keys {sorted(unknown)} in a use_muon={use_muon} group; allowed: {sorted(allowed)}")
+            raise ValueError(
+                f"unknown keys {sorted(unknown)} in a use_muon={use_muon} group; allowed: {sorted(allowed)}"
+            )
         for key, value in defaults.items():
             group.setdefault(key, value)
         check_nonnegative("lr", group["lr"])
@@ -322,8 +375,10 @@ class Muon(Optimizer):
             _check_muon_group(group)
             flat = [tuple(_tensor(p).shape) for p in params if _tensor(p).ndim < 2]
             if flat:
-                raise ValueError(f"a use_muon=True group holds tensors with ndim < 2 (shapes {flat}); "
-                                 "put them in a use_muon=False group")
+                raise ValueError(
+                    f"a use_muon=True group holds tensors with ndim < 2 (shapes {flat}); "
+                    "put them in a use_muon=False group"
+                )
         else:
             check_betas(group["betas"], "betas")
             check_nonnegative("eps", group["eps"])
@@ -339,14 +394,17 @@ class Muon(Optimizer):
             lr, weight_decay = float(group["lr"]), group["weight_decay"]
             for p in params_with_grad(group["params"], "Muon"):
                 if torch.is_complex(p):
-                    raise RuntimeError("Muon does not support complex parameters; optimize "
-                                       "torch.view_as_real(p) as a real parameter instead")
+                    raise RuntimeError(
+                        "Muon does not support complex parameters; optimize "
+                        "torch.view_as_real(p) as a real parameter instead"
+                    )
                 state = self.state[p]
                 if group["use_muon"]:
                     if len(state) == 0:
                         state["momentum_buffer"] = torch.zeros_like(p)
-                    update = muon_momentum_direction(p.grad, state["momentum_buffer"], beta=group["momentum"],
-                                                     nesterov=group["nesterov"])
+                    update = muon_momentum_direction(
+                        p.grad, state["momentum_buffer"], beta=group["momentum"], nesterov=group["nesterov"]
+                    )
                     pending.append((p, group, update))
                     continue
                 if len(state) == 0:
@@ -354,17 +412,26 @@ class Muon(Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                     state["step"] = 0
                 state["step"] += 1
-                update = adam_direction(p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                                        group["betas"], group["eps"])
+                update = adam_direction(
+                    p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group["betas"], group["eps"]
+                )
                 _apply(p, update, lr, lr, weight_decay)
         if not pending:
             return loss
+
         # 2. O <- NS5(U): each rank orthogonalises the weights it owns, then all ranks share them
         def orthogonalize(unit):
             _, group, update = unit
-            return [muon_orthogonalize(update, group["ns_steps"], ns_coefficients=group["ns_coefficients"],
-                                       eps=group["eps"], ns_dtype=group["ns_dtype"],
-                                       shape_scale=group["adjust_lr_fn"] is None)]
+            return [
+                muon_orthogonalize(
+                    update,
+                    group["ns_steps"],
+                    ns_coefficients=group["ns_coefficients"],
+                    eps=group["eps"],
+                    ns_dtype=group["ns_dtype"],
+                    shape_scale=group["adjust_lr_fn"] is None,
+                )
+            ]
 
         def allocate(unit):
             _, group, update = unit
@@ -372,8 +439,12 @@ class Muon(Optimizer):
             return [torch.empty(update.shape, dtype=ns_dtype, device=update.device)]
 
         results = self._sharing.compute_shared(
-            pending, [_ns_cost(update, group["ns_steps"]) for _, group, update in pending],
-            orthogonalize, allocate, "newton_schulz")
+            pending,
+            [_ns_cost(update, group["ns_steps"]) for _, group, update in pending],
+            orthogonalize,
+            allocate,
+            "newton_schulz",
+        )
         # 3. W <- (1 - lr·wd) W - lr' · O  (every rank, identical O; lr' = lr unless adjust_lr_fn)
         for (p, group, _), (orthogonal,) in zip(pending, results):
             lr = float(group["lr"])

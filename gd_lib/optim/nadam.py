@@ -9,17 +9,18 @@ References:
 Same class name, hyperparameters, defaults, state keys and arithmetic as ``torch.optim.NAdam``
 (torch 2.13), so trajectories agree to rounding.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_betas, check_nonnegative, check_tensor_lr, check_unsupported_flags
 from ._base import Optimizer
 from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
 from ._groups import advance_steps, evaluate_closure, groups_with_grads
-from .._checks import check_betas, check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["NAdam", "nadam_update", "nadam_update_foreach", "momentum_schedule"]
 
@@ -33,10 +34,23 @@ def momentum_schedule(step: float, beta1: float, momentum_decay: float) -> float
     return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
 
 
-def nadam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
-                 mu_product: Tensor, step: float, *, lr: float, beta1: float, beta2: float,
-                 eps: float, weight_decay: float, momentum_decay: float,
-                 decoupled_weight_decay: bool, maximize: bool) -> None:
+def nadam_update(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    mu_product: Tensor,
+    step: float,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    momentum_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None:
     r"""One NAdam step on one tensor, in place on ``param``, the moments and ``mu_product``.
 
     With :math:`m` = ``exp_avg``, :math:`v` = ``exp_avg_sq``, :math:`\Pi_t = \prod_{i\le t}\mu_i`
@@ -65,7 +79,7 @@ def nadam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tenso
     """
     # g <- -∇f when maximizing (new tensor: p.grad is never written)
     g = -grad if maximize else grad
-    bias_correction2 = 1 - beta2 ** step
+    bias_correction2 = 1 - beta2**step
     if weight_decay != 0:
         if decoupled_weight_decay:
             # θ <- (1 - γλ) θ   (NAdamW)
@@ -89,11 +103,23 @@ def nadam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tenso
     param.addcdiv_(exp_avg, denom, value=(-lr * mu_next) / (1.0 - pi * mu_next))
 
 
-def nadam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
-                         exp_avg_sqs: list[Tensor], mu_products: list[Tensor], steps: list[float],
-                         *, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-                         momentum_decay: float, decoupled_weight_decay: bool,
-                         maximize: bool) -> None:
+def nadam_update_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    mu_products: list[Tensor],
+    steps: list[float],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    momentum_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None:
     """:func:`nadam_update` on lists of tensors of one device and dtype, with foreach ops.
 
     Same arithmetic in the same order as the per-tensor path (equal bit for bit on the CPU;
@@ -101,8 +127,14 @@ def nadam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: li
     rounds differently).
     """
     # g <- ±∇f (+ λθ), or θ <- (1 - γλ) θ
-    g = foreach_grads(params, grads, maximize=maximize, weight_decay=weight_decay,
-                      decoupled_weight_decay=decoupled_weight_decay, lr=lr)
+    g = foreach_grads(
+        params,
+        grads,
+        maximize=maximize,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        lr=lr,
+    )
     # μ_t, μ_{t+1} and Π_t <- Π_{t-1} μ_t
     mus = [momentum_schedule(t, beta1, momentum_decay) for t in steps]
     mu_nexts = [momentum_schedule(t + 1, beta1, momentum_decay) for t in steps]
@@ -112,15 +144,13 @@ def nadam_update_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: li
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1 - beta2)
     # denominator sqrt(v / (1 - β2^t)) + ε
-    denoms = torch._foreach_div(exp_avg_sqs, [1 - beta2 ** t for t in steps])
+    denoms = torch._foreach_div(exp_avg_sqs, [1 - beta2**t for t in steps])
     torch._foreach_sqrt_(denoms)
     torch._foreach_add_(denoms, eps)
     # θ <- θ - γ(1 - μ_t)/(1 - Π_t) · g/denom - γ μ_{t+1}/(1 - Π_t μ_{t+1}) · m/denom
     pis = [mp.item() for mp in mu_products]
-    torch._foreach_addcdiv_(params, g, denoms,
-                            [(-lr * (1.0 - mu) / (1.0 - pi)) for mu, pi in zip(mus, pis)])
-    torch._foreach_addcdiv_(params, exp_avgs, denoms,
-                            [(-lr * mn) / (1.0 - pi * mn) for mn, pi in zip(mu_nexts, pis)])
+    torch._foreach_addcdiv_(params, g, denoms, [(-lr * (1.0 - mu) / (1.0 - pi)) for mu, pi in zip(mus, pis)])
+    torch._foreach_addcdiv_(params, exp_avgs, denoms, [(-lr * mn) / (1.0 - pi * mn) for mn, pi in zip(mu_nexts, pis)])
 
 
 class NAdam(Optimizer):
@@ -157,10 +187,21 @@ class NAdam(Optimizer):
 
     _scalar_tensor_keys = ("step", "mu_product")  # scalar tensors, as in torch.optim
 
-    def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, momentum_decay: float = 4e-3,
-                 decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
-                 maximize: bool = False, capturable: bool = False, differentiable: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+    ):
         check_unsupported_flags("NAdam", capturable=capturable, differentiable=differentiable)
         check_tensor_lr(lr)
         check_nonnegative("lr", lr)
@@ -168,19 +209,29 @@ class NAdam(Optimizer):
         check_nonnegative("eps", eps)
         check_nonnegative("weight_decay", weight_decay)
         check_nonnegative("momentum_decay", momentum_decay)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        momentum_decay=momentum_decay,
-                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
-                        foreach=foreach, capturable=False, differentiable=False)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum_decay=momentum_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            foreach=foreach,
+            capturable=False,
+            differentiable=False,
+        )
         super().__init__(params, defaults)
 
     @staticmethod
     def _init_state(p: Tensor, group: dict) -> dict:
         """A parameter's state at its first gradient."""
-        return {"step": torch.tensor(0.0, dtype=scalar_dtype()),
-                "mu_product": torch.tensor(1.0, dtype=scalar_dtype()),
-                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {
+            "step": torch.tensor(0.0, dtype=scalar_dtype()),
+            "mu_product": torch.tensor(1.0, dtype=scalar_dtype()),
+            "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+            "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         """As torch's, but keep ``mu_product`` in its scalar dtype.
@@ -203,18 +254,24 @@ class NAdam(Optimizer):
             # t <- t + 1
             steps = advance_steps(states)
             beta1, beta2 = group["betas"]
-            hyper = dict(lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
-                         eps=group["eps"], weight_decay=group["weight_decay"],
-                         momentum_decay=group["momentum_decay"],
-                         decoupled_weight_decay=group["decoupled_weight_decay"],
-                         maximize=group["maximize"])
+            hyper = dict(
+                lr=float(group["lr"]),
+                beta1=float(beta1),
+                beta2=float(beta2),
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum_decay=group["momentum_decay"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                maximize=group["maximize"],
+            )
             # complex parameters: real and imaginary parts as separate coordinates
-            lists = ([as_real(p) for p in params],
-                     [as_real(p.grad) for p in params],
-                     [as_real(s["exp_avg"]) for s in states],
-                     [as_real(s["exp_avg_sq"]) for s in states],
-                     [s["mu_product"] for s in states],
-                     steps)
-            apply_update(nadam_update, nadam_update_foreach, lists, hyper, params=params,
-                         foreach=group["foreach"])
+            lists = (
+                [as_real(p) for p in params],
+                [as_real(p.grad) for p in params],
+                [as_real(s["exp_avg"]) for s in states],
+                [as_real(s["exp_avg_sq"]) for s in states],
+                [s["mu_product"] for s in states],
+                steps,
+            )
+            apply_update(nadam_update, nadam_update_foreach, lists, hyper, params=params, foreach=group["foreach"])
         return loss

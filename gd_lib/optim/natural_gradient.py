@@ -57,28 +57,38 @@ References:
     Schraudolph (2002), "Fast curvature matrix-vector products for second-order gradient
       descent", Neural Computation 14(7).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from .._checks import check_nonnegative, check_positive, check_positive_int, params_with_grad
+from ..curvature import (
+    CGResult,
+    capture_outputs,
+    conjugate_gradient,
+    evaluate_keeping_graph,
+    fisher_vector_product_from_output_gradients,
+    flatten,
+    likelihood_of,
+    true_fisher_vector_product,
+    unflatten,
+)
+from ..curvature.likelihood import Likelihood
 from ._base import Optimizer
 from ._groups import require_closure
-
-from ..curvature import (CGResult, capture_outputs, conjugate_gradient, evaluate_keeping_graph, flatten,
-                         fisher_vector_product_from_output_gradients, likelihood_of,
-                         true_fisher_vector_product, unflatten)
-from ..curvature.likelihood import Likelihood
-from .._checks import check_nonnegative, check_positive, check_positive_int, params_with_grad
 
 __all__ = ["NaturalGradient", "natural_gradient_direction"]
 
 _FISHER_TYPES = ("true", "empirical")
 
 
-def natural_gradient_direction(fisher_vector_product: Callable[[Tensor], Tensor], g: Tensor,
-                               damping: Tensor | float, *, max_iter: int, tol: float) -> CGResult:
+def natural_gradient_direction(
+    fisher_vector_product: Callable[[Tensor], Tensor], g: Tensor, damping: Tensor | float, *, max_iter: int, tol: float
+) -> CGResult:
     r"""Solve :math:`(F + \Lambda)\, d = g` by conjugate gradient, :math:`\Lambda = \mathrm{diag}(\text{damping})`."""
     damping = torch.as_tensor(damping, dtype=g.dtype, device=g.device)
     return conjugate_gradient(lambda v: fisher_vector_product(v) + damping * v, g, max_iter=max_iter, tol=tol)
@@ -126,12 +136,25 @@ class NaturalGradient(Optimizer):
         True
     """
 
-    def __init__(self, params, output_module: nn.Module, lr: float = 1.0, damping: float = 1e-3, *,
-                 loss="cross_entropy", fisher: str = "true", mc_samples: int | None = None, seed: int = 0,
-                 cg_max_iter: int = 50, cg_tol: float = 1e-8):
+    def __init__(
+        self,
+        params,
+        output_module: nn.Module,
+        lr: float = 1.0,
+        damping: float = 1e-3,
+        *,
+        loss="cross_entropy",
+        fisher: str = "true",
+        mc_samples: int | None = None,
+        seed: int = 0,
+        cg_max_iter: int = 50,
+        cg_tol: float = 1e-8,
+    ):
         if not isinstance(output_module, nn.Module):
-            raise ValueError(f"Invalid output_module: {type(output_module).__name__}; expected the "
-                             "nn.Module whose forward returns the model outputs")
+            raise ValueError(
+                f"Invalid output_module: {type(output_module).__name__}; expected the "
+                "nn.Module whose forward returns the model outputs"
+            )
         check_nonnegative("lr", lr)
         check_positive("damping", damping)
         if fisher not in _FISHER_TYPES:
@@ -139,8 +162,10 @@ class NaturalGradient(Optimizer):
         if mc_samples is not None:
             check_positive_int("mc_samples", mc_samples)
             if fisher != "true":
-                raise ValueError("Invalid mc_samples: sampling labels applies to fisher='true' only; "
-                                 "expected None with fisher='empirical'")
+                raise ValueError(
+                    "Invalid mc_samples: sampling labels applies to fisher='true' only; "
+                    "expected None with fisher='empirical'"
+                )
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"Invalid seed: {seed!r}; expected an integer >= 0")
         check_positive_int("cg_max_iter", cg_max_iter)
@@ -152,8 +177,9 @@ class NaturalGradient(Optimizer):
         self.cg_max_iter, self.cg_tol = cg_max_iter, cg_tol
         self.last_solve: tuple[int, float, bool] | None = None
 
-    def _fisher_vector_product(self, loss: Tensor, z: Tensor, params: list[Tensor],
-                               step: int) -> Callable[[Tensor], Tensor]:
+    def _fisher_vector_product(
+        self, loss: Tensor, z: Tensor, params: list[Tensor], step: int
+    ) -> Callable[[Tensor], Tensor]:
         M = self.likelihood.normalizer(z)
         if self.fisher == "empirical":
             # s_n = M ∂L/∂z_n, the output gradient of the observed label
@@ -163,8 +189,12 @@ class NaturalGradient(Optimizer):
             # s_kn = ∇_z ℓ(z_n, ŷ_kn), ŷ_kn ~ p(· | z_n)
             generator = _sampling_generator(self.seed, step, z.device)
             zd = z.detach()
-            s = torch.stack([self.likelihood.output_gradient(zd, self.likelihood.sample(zd, generator))
-                             for _ in range(self.mc_samples)])
+            s = torch.stack(
+                [
+                    self.likelihood.output_gradient(zd, self.likelihood.sample(zd, generator))
+                    for _ in range(self.mc_samples)
+                ]
+            )
         else:
             return lambda v: true_fisher_vector_product(z, params, v, self.likelihood)
         return lambda v: fisher_vector_product_from_output_gradients(z, params, v, s, M)
@@ -179,21 +209,30 @@ class NaturalGradient(Optimizer):
         if not params:
             return loss.detach()
         if len(captured) != 1:
-            raise RuntimeError(f"NaturalGradient: output_module ({type(self.output_module).__name__}) ran "
-                               f"{len(captured)} times in the closure; expected exactly once")
+            raise RuntimeError(
+                f"NaturalGradient: output_module ({type(self.output_module).__name__}) ran "
+                f"{len(captured)} times in the closure; expected exactly once"
+            )
         z = captured[0]
         self.likelihood.check_outputs(z)
         # g = ∇L, as the closure left it in p.grad
         g = flatten([p.grad for p in params])
         if not torch.isfinite(g).all():
-            raise FloatingPointError("NaturalGradient: the gradient is not finite (NaN or inf); "
-                                     "all parameters are coupled through the Fisher, so no step is taken")
+            raise FloatingPointError(
+                "NaturalGradient: the gradient is not finite (NaN or inf); "
+                "all parameters are coupled through the Fisher, so no step is taken"
+            )
         for p in params:
             self.state[p].setdefault("step", torch.tensor(0.0))
         step = int(self.state[params[0]]["step"])
         # (F + λ) d = g by conjugate gradient
-        damping = torch.cat([torch.full((p.numel(),), float(group["damping"]), dtype=g.dtype, device=g.device)
-                             for group, ps in groups for p in ps])
+        damping = torch.cat(
+            [
+                torch.full((p.numel(),), float(group["damping"]), dtype=g.dtype, device=g.device)
+                for group, ps in groups
+                for p in ps
+            ]
+        )
         with torch.enable_grad():
             fvp = self._fisher_vector_product(loss, z, params, step)
             result = natural_gradient_direction(fvp, g, damping, max_iter=self.cg_max_iter, tol=self.cg_tol)

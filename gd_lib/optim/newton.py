@@ -49,15 +49,16 @@ References:
     Martens (2010), "Deep learning via Hessian-free optimization", ICML (damping).
     Pearlmutter (1994), "Fast exact multiplication by the Hessian", Neural Computation 6(1).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from .._checks import check_nonnegative, params_with_grad
+from ..curvature import evaluate_keeping_graph, flatten, hessian_of_loss, unflatten
 from ._base import Optimizer
 from ._groups import evaluate_closure, require_closure
-
-from ..curvature import evaluate_keeping_graph, flatten, hessian_of_loss, unflatten
-from .._checks import check_nonnegative, params_with_grad
 
 __all__ = ["Newton", "damped_newton_direction", "reduction_ratio", "levenberg_marquardt_update"]
 
@@ -87,8 +88,9 @@ def reduction_ratio(loss: float, new_loss: float, g: Tensor, H: Tensor, delta: T
     return actual / predicted
 
 
-def levenberg_marquardt_update(damping: float, rho: float, *, low: float = 0.25, high: float = 0.75,
-                               factor: float = 1.5) -> float:
+def levenberg_marquardt_update(
+    damping: float, rho: float, *, low: float = 0.25, high: float = 0.75, factor: float = 1.5
+) -> float:
     """Martens (2010), section 4.1: λ × 3/2 if ρ < 1/4, λ × 2/3 if ρ > 3/4, else unchanged."""
     if rho < low:
         return damping * factor
@@ -125,8 +127,15 @@ class Newton(Optimizer):
         tensor([3., 4.])
     """
 
-    def __init__(self, params, lr: float = 1.0, damping: float = 1e-3, *, adaptive_damping: bool = False,
-                 batched_hessian: bool = True):
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        damping: float = 1e-3,
+        *,
+        adaptive_damping: bool = False,
+        batched_hessian: bool = True,
+    ):
         check_nonnegative("lr", lr)
         check_nonnegative("damping", damping)
         if adaptive_damping and not damping > 0:
@@ -144,25 +153,39 @@ class Newton(Optimizer):
         if not params:
             return loss.detach()
         if any(torch.is_complex(p) for p in params):
-            raise RuntimeError("Newton does not support complex parameters (its Hessian is of the real "
-                               "coordinates); optimize torch.view_as_real(p) as a real parameter instead")
+            raise RuntimeError(
+                "Newton does not support complex parameters (its Hessian is of the real "
+                "coordinates); optimize torch.view_as_real(p) as a real parameter instead"
+            )
         # g = ∇L, as the closure left it in p.grad
         g = flatten([p.grad for p in params])
         if not torch.isfinite(g).all():
-            raise FloatingPointError("Newton: the gradient is not finite (NaN or inf); "
-                                     "all parameters are coupled through the Hessian, so no step is taken")
+            raise FloatingPointError(
+                "Newton: the gradient is not finite (NaN or inf); "
+                "all parameters are coupled through the Hessian, so no step is taken"
+            )
         # H = ∇²L, from the closure's loss
         with torch.enable_grad():
             H = hessian_of_loss(loss, params, batched=self.batched_hessian).detach()
         if not torch.isfinite(H).all():
             raise FloatingPointError("Newton: the Hessian is not finite (NaN or inf); no step is taken")
         # (H + λ) d = g, λ per coordinate from each group's damping
-        damping = torch.cat([torch.full((p.numel(),), float(group["damping"]), dtype=g.dtype, device=g.device)
-                             for group, ps in groups for p in ps])
+        damping = torch.cat(
+            [
+                torch.full((p.numel(),), float(group["damping"]), dtype=g.dtype, device=g.device)
+                for group, ps in groups
+                for p in ps
+            ]
+        )
         d = damped_newton_direction(H, g, damping)
         # Δ = -η d, with each group's η;  θ <- θ + Δ
-        lrs = torch.cat([torch.full((p.numel(),), float(group["lr"]), dtype=g.dtype, device=g.device)
-                         for group, ps in groups for p in ps])
+        lrs = torch.cat(
+            [
+                torch.full((p.numel(),), float(group["lr"]), dtype=g.dtype, device=g.device)
+                for group, ps in groups
+                for p in ps
+            ]
+        )
         delta = -lrs * d
         previous = [p.detach().clone() for p in params] if self.adaptive_damping else None
         for p, delta_p in zip(params, unflatten(delta, params)):

@@ -31,26 +31,44 @@ weight decay into ``p.grad`` in place; the trajectory is the same), ``fsdp_in_us
 is refused (no sharded training in this course library), and a NaN or infinite gradient
 raises: d couples every parameter, so one bad gradient would corrupt all of them.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import (
+    check_betas,
+    check_in_range,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    params_with_grad,
+)
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure
-from .._checks import check_betas, check_in_range, check_nonnegative, check_positive, \
-    check_positive_int, params_with_grad
 
 __all__ = ["Prodigy", "prodigy_accumulate", "prodigy_estimate_d", "prodigy_update"]
 
 
-def prodigy_accumulate(param: Tensor, grad: Tensor, state: dict, *, d: float, d0: float,
-                       dlr: float, beta1: float, beta2: float, beta3: float,
-                       safeguard_warmup: bool, slice_p: int) -> tuple[float, float]:
+def prodigy_accumulate(
+    param: Tensor,
+    grad: Tensor,
+    state: dict,
+    *,
+    d: float,
+    d0: float,
+    dlr: float,
+    beta1: float,
+    beta2: float,
+    beta3: float,
+    safeguard_warmup: bool,
+    slice_p: int,
+) -> tuple[float, float]:
     r"""Fold one tensor's gradient into the moments and into the estimate of d.
 
     With :math:`g` = ``grad`` (coupled weight decay already added), :math:`x_0` =
@@ -69,8 +87,7 @@ def prodigy_accumulate(param: Tensor, grad: Tensor, state: dict, *, d: float, d0
     """
     sliced_grad = grad.flatten()[::slice_p]
     # Δr = (d/d0) η <g, x0 - x>
-    delta_numerator = (d / d0) * dlr * torch.dot(
-        sliced_grad, state["p0"] - param.flatten()[::slice_p]).item()
+    delta_numerator = (d / d0) * dlr * torch.dot(sliced_grad, state["p0"] - param.flatten()[::slice_p]).item()
     # m <- β1 m + d(1 - β1) g
     if beta1 > 0:
         state["exp_avg"].mul_(beta1).add_(grad, alpha=d * (1 - beta1))
@@ -82,8 +99,9 @@ def prodigy_accumulate(param: Tensor, grad: Tensor, state: dict, *, d: float, d0
     return delta_numerator, s.abs().sum().item()
 
 
-def prodigy_estimate_d(d: float, d_max: float, d0: float, numerator: float, denominator: float,
-                       *, d_coef: float, growth_rate: float) -> tuple[float, float, float]:
+def prodigy_estimate_d(
+    d: float, d_max: float, d0: float, numerator: float, denominator: float, *, d_coef: float, growth_rate: float
+) -> tuple[float, float, float]:
     r"""The new estimate of the distance to the solution.
 
     .. math::
@@ -105,8 +123,18 @@ def prodigy_estimate_d(d: float, d_max: float, d0: float, numerator: float, deno
     return d, d_max, d_hat
 
 
-def prodigy_update(param: Tensor, grad: Tensor, state: dict, *, d: float, dlr: float, eps: float,
-                   beta1: float, weight_decay: float, decouple: bool) -> None:
+def prodigy_update(
+    param: Tensor,
+    grad: Tensor,
+    state: dict,
+    *,
+    d: float,
+    dlr: float,
+    eps: float,
+    beta1: float,
+    weight_decay: float,
+    decouple: bool,
+) -> None:
     r"""The Adam step with Prodigy's step size, in place on ``param``.
 
     .. math::
@@ -166,11 +194,23 @@ class Prodigy(Optimizer):
         True
     """
 
-    def __init__(self, params, lr: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),
-                 beta3: float | None = None, eps: float = 1e-8, weight_decay: float = 0,
-                 decouple: bool = True, use_bias_correction: bool = False,
-                 safeguard_warmup: bool = False, d0: float = 1e-6, d_coef: float = 1.0,
-                 growth_rate: float = float("inf"), fsdp_in_use: bool = False, slice_p: int = 1):
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        beta3: float | None = None,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        decouple: bool = True,
+        use_bias_correction: bool = False,
+        safeguard_warmup: bool = False,
+        d0: float = 1e-6,
+        d_coef: float = 1.0,
+        growth_rate: float = float("inf"),
+        fsdp_in_use: bool = False,
+        slice_p: int = 1,
+    ):
         check_positive("lr", lr)
         check_betas(betas)
         if beta3 is not None:
@@ -182,24 +222,44 @@ class Prodigy(Optimizer):
         if not (isinstance(growth_rate, (int, float)) and growth_rate >= 1):
             raise ValueError(f"Invalid growth_rate: {growth_rate!r}; expected a number >= 1 (inf allowed)")
         if fsdp_in_use:
-            raise ValueError("Invalid fsdp_in_use: True; gd_lib's Prodigy supports only "
-                             "fsdp_in_use=False (use prodigyopt for sharded training)")
+            raise ValueError(
+                "Invalid fsdp_in_use: True; gd_lib's Prodigy supports only "
+                "fsdp_in_use=False (use prodigyopt for sharded training)"
+            )
         check_positive_int("slice_p", slice_p)
-        defaults = dict(lr=lr, betas=tuple(betas), beta3=beta3, eps=eps,
-                        weight_decay=weight_decay, d=d0, d0=d0, d_max=d0, d_numerator=0.0,
-                        d_coef=d_coef, k=0, growth_rate=growth_rate,
-                        use_bias_correction=use_bias_correction, decouple=decouple,
-                        safeguard_warmup=safeguard_warmup, fsdp_in_use=fsdp_in_use,
-                        slice_p=slice_p)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            beta3=beta3,
+            eps=eps,
+            weight_decay=weight_decay,
+            d=d0,
+            d0=d0,
+            d_max=d0,
+            d_numerator=0.0,
+            d_coef=d_coef,
+            k=0,
+            growth_rate=growth_rate,
+            use_bias_correction=use_bias_correction,
+            decouple=decouple,
+            safeguard_warmup=safeguard_warmup,
+            fsdp_in_use=fsdp_in_use,
+            slice_p=slice_p,
+        )
         super().__init__(params, defaults)
 
     def _check_finite(self) -> None:
-        grads = [p.grad for group in self.param_groups for p in group["params"]
-                 if p.grad is not None and not p.grad.is_sparse]
+        grads = [
+            p.grad
+            for group in self.param_groups
+            for p in group["params"]
+            if p.grad is not None and not p.grad.is_sparse
+        ]
         if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             raise FloatingPointError(
                 "Prodigy: a gradient contains NaN or inf; its step-size estimate d couples all "
-                "parameters, so the step is refused (nothing was changed)")
+                "parameters, so the step is refused (nothing was changed)"
+            )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
@@ -214,8 +274,9 @@ class Prodigy(Optimizer):
         d, d_max = first["d"], first["d_max"]
         lr = max(float(group["lr"]) for group in self.param_groups)
         # η = d γ (× sqrt(1 - β2^{k+1}) / (1 - β1^{k+1}) with bias correction)
-        bias_correction = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1)) \
-            if first["use_bias_correction"] else 1
+        bias_correction = (
+            ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1)) if first["use_bias_correction"] else 1
+        )
         dlr = d * lr * bias_correction
 
         # r <- β3 r + Σ Δr ;  ||s||_1 summed over all tensors
@@ -225,8 +286,9 @@ class Prodigy(Optimizer):
         active = []
         for group in self.param_groups:
             if float(group["lr"]) not in (lr, 0.0):
-                raise RuntimeError("Prodigy: parameter groups may differ in lr only by lr=0 "
-                                   "(frozen); the learned step d is shared")
+                raise RuntimeError(
+                    "Prodigy: parameter groups may differ in lr only by lr=0 (frozen); the learned step d is shared"
+                )
             decay, d0 = group["weight_decay"], group["d0"]
             for param in params_with_grad(group["params"], type(self).__name__):
                 # complex parameters as their real view (real and imaginary parts as coordinates)
@@ -238,9 +300,18 @@ class Prodigy(Optimizer):
                 active.append((group, p, grad, state))
                 if float(group["lr"]) > 0.0:
                     dr, s_norm = prodigy_accumulate(
-                        p, grad, state, d=d, d0=d0, dlr=dlr, beta1=beta1, beta2=beta2,
-                        beta3=beta3, safeguard_warmup=group["safeguard_warmup"],
-                        slice_p=group["slice_p"])
+                        p,
+                        grad,
+                        state,
+                        d=d,
+                        d0=d0,
+                        dlr=dlr,
+                        beta1=beta1,
+                        beta2=beta2,
+                        beta3=beta3,
+                        safeguard_warmup=group["safeguard_warmup"],
+                        slice_p=group["slice_p"],
+                    )
                     delta_numerator += dr
                     d_denom += s_norm
 
@@ -251,16 +322,31 @@ class Prodigy(Optimizer):
         # d̂ = r / ||s||_1 ;  d <- min(d_max, d · growth)
         d_numerator = d_numerator + delta_numerator
         d, d_max, d_hat = prodigy_estimate_d(
-            d, d_max, self.param_groups[-1]["d0"], d_numerator, d_denom,
-            d_coef=first["d_coef"], growth_rate=first["growth_rate"])
+            d,
+            d_max,
+            self.param_groups[-1]["d0"],
+            d_numerator,
+            d_denom,
+            d_coef=first["d_coef"],
+            growth_rate=first["growth_rate"],
+        )
         for group in self.param_groups:
             group.update(d_numerator=d_numerator, d_denom=d_denom, d=d, d_max=d_max, d_hat=d_hat)
 
         # x <- x - η m / (sqrt(v) + dε)   (η computed with the d of the start of the step)
         for group, p, grad, state in active:
             state["step"] += 1
-            prodigy_update(p, grad, state, d=d, dlr=dlr, eps=group["eps"], beta1=beta1,
-                           weight_decay=group["weight_decay"], decouple=group["decouple"])
+            prodigy_update(
+                p,
+                grad,
+                state,
+                d=d,
+                dlr=dlr,
+                eps=group["eps"],
+                beta1=beta1,
+                weight_decay=group["weight_decay"],
+                decouple=group["decouple"],
+            )
         for group in self.param_groups:
             group["k"] = k + 1
         return loss
@@ -270,9 +356,9 @@ class Prodigy(Optimizer):
         state = self.state[param]
         if "step" not in state:
             state["step"] = 0
-            state["s"] = torch.zeros_like(p.flatten()[::group["slice_p"]])
+            state["s"] = torch.zeros_like(p.flatten()[:: group["slice_p"]])
             # x0, the starting point whose distance to the solution d estimates
-            state["p0"] = p.flatten()[::group["slice_p"]].clone()
+            state["p0"] = p.flatten()[:: group["slice_p"]].clone()
             if beta1 > 0:
                 state["exp_avg"] = torch.zeros_like(p)
             state["exp_avg_sq"] = torch.zeros_like(p)

@@ -9,24 +9,36 @@ References:
 Same class name, hyperparameters, defaults, state keys and arithmetic as ``torch.optim.RMSprop``
 (torch 2.13), so trajectories agree to rounding.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_in_range, check_nonnegative, check_tensor_lr, check_unsupported_flags
 from ._base import Optimizer
 from ._foreach import apply_update, as_real, foreach_grads, scalar_dtype
 from ._groups import advance_steps, evaluate_closure, groups_with_grads
-from .._checks import check_in_range, check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["RMSprop", "rmsprop_update", "rmsprop_update_foreach"]
 
 
-def rmsprop_update(param: Tensor, grad: Tensor, square_avg: Tensor, grad_avg: Tensor | None,
-                   momentum_buffer: Tensor | None, *, lr: float, alpha: float, eps: float,
-                   weight_decay: float, momentum: float, maximize: bool) -> None:
+def rmsprop_update(
+    param: Tensor,
+    grad: Tensor,
+    square_avg: Tensor,
+    grad_avg: Tensor | None,
+    momentum_buffer: Tensor | None,
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    maximize: bool,
+) -> None:
     r"""One RMSprop step on one tensor, in place on ``param`` and the averages.
 
     With smoothing constant :math:`\alpha`, :math:`v` = ``square_avg``, :math:`\bar g` =
@@ -75,10 +87,20 @@ def rmsprop_update(param: Tensor, grad: Tensor, square_avg: Tensor, grad_avg: Te
         param.addcdiv_(g, avg, value=-lr)
 
 
-def rmsprop_update_foreach(params: list[Tensor], grads: list[Tensor], square_avgs: list[Tensor],
-                           grad_avgs: list[Tensor | None], momentum_buffers: list[Tensor | None],
-                           *, lr: float, alpha: float, eps: float, weight_decay: float,
-                           momentum: float, maximize: bool) -> None:
+def rmsprop_update_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor | None],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    maximize: bool,
+) -> None:
     """:func:`rmsprop_update` on lists of tensors of one device and dtype, with foreach ops.
 
     Same arithmetic in the same order (equal bit for bit on the CPU). ``grad_avgs`` and
@@ -140,10 +162,20 @@ class RMSprop(Optimizer):
 
     _scalar_tensor_keys = ("step",)  # scalar tensors, as in torch.optim
 
-    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0, momentum: float = 0, centered: bool = False,
-                 capturable: bool = False, foreach: bool | None = None, maximize: bool = False,
-                 differentiable: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ):
         check_unsupported_flags("RMSprop", capturable=capturable, differentiable=differentiable)
         check_tensor_lr(lr)
         check_nonnegative("lr", lr)
@@ -151,16 +183,27 @@ class RMSprop(Optimizer):
         check_nonnegative("eps", eps)
         check_nonnegative("weight_decay", weight_decay)
         check_nonnegative("momentum", momentum)
-        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
-                        weight_decay=weight_decay, capturable=False, foreach=foreach, maximize=maximize,
-                        differentiable=False)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            alpha=alpha,
+            eps=eps,
+            centered=centered,
+            weight_decay=weight_decay,
+            capturable=False,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=False,
+        )
         super().__init__(params, defaults)
 
     @staticmethod
     def _init_state(p: Tensor, group: dict) -> dict:
         """A parameter's state at its first gradient."""
-        state = {"step": torch.tensor(0.0, dtype=scalar_dtype()),
-                 "square_avg": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        state = {
+            "step": torch.tensor(0.0, dtype=scalar_dtype()),
+            "square_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+        }
         if group["momentum"] > 0:
             state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         if group["centered"]:
@@ -174,16 +217,22 @@ class RMSprop(Optimizer):
         for group, params, states in groups_with_grads(self, "RMSprop", self._init_state):
             # t <- t + 1 (kept for parity with torch.optim; the update does not use it)
             advance_steps(states)
-            hyper = dict(lr=float(group["lr"]), alpha=group["alpha"], eps=group["eps"],
-                         weight_decay=group["weight_decay"], momentum=group["momentum"],
-                         maximize=group["maximize"])
+            hyper = dict(
+                lr=float(group["lr"]),
+                alpha=group["alpha"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                maximize=group["maximize"],
+            )
             with_momentum, centered = group["momentum"] > 0, group["centered"]
             # complex parameters: real and imaginary parts as separate coordinates
-            lists = ([as_real(p) for p in params],
-                     [as_real(p.grad) for p in params],
-                     [as_real(s["square_avg"]) for s in states],
-                     [as_real(s["grad_avg"]) if centered else None for s in states],
-                     [as_real(s["momentum_buffer"]) if with_momentum else None for s in states])
-            apply_update(rmsprop_update, rmsprop_update_foreach, lists, hyper, params=params,
-                         foreach=group["foreach"])
+            lists = (
+                [as_real(p) for p in params],
+                [as_real(p.grad) for p in params],
+                [as_real(s["square_avg"]) for s in states],
+                [as_real(s["grad_avg"]) if centered else None for s in states],
+                [as_real(s["momentum_buffer"]) if with_momentum else None for s in states],
+            )
+            apply_update(rmsprop_update, rmsprop_update_foreach, lists, hyper, params=params, foreach=group["foreach"])
         return loss

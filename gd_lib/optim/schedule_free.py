@@ -40,30 +40,35 @@ Differences from the package, none of which changes the trajectory: ``p.grad`` i
 written (the package adds the weight decay into ``p.grad`` and divides it by Adam's
 denominator in place), and ``lr`` must be a number.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_in_range, check_nonnegative, params_with_grad
 from ._base import Optimizer
 from ._foreach import as_real, buckets
 from ._groups import evaluate_closure
-from .._checks import check_in_range, check_nonnegative, params_with_grad
 
 __all__ = [
-    "SGDScheduleFree", "AdamWScheduleFree", "schedule_free_coefficients",
-    "sgd_schedule_free_update", "sgd_schedule_free_update_foreach",
-    "adamw_schedule_free_update", "adamw_schedule_free_update_foreach",
+    "SGDScheduleFree",
+    "AdamWScheduleFree",
+    "schedule_free_coefficients",
+    "sgd_schedule_free_update",
+    "sgd_schedule_free_update_foreach",
+    "adamw_schedule_free_update",
+    "adamw_schedule_free_update_foreach",
 ]
 
 _HAS_FOREACH = hasattr(torch, "_foreach_mul_")
 
 
-def schedule_free_coefficients(k: int, lr: float, *, warmup_steps: int, r: float,
-                               weight_lr_power: float, lr_max: float,
-                               weight_sum: float) -> tuple[float, float, float, float]:
+def schedule_free_coefficients(
+    k: int, lr: float, *, warmup_steps: int, r: float, weight_lr_power: float, lr_max: float, weight_sum: float
+) -> tuple[float, float, float, float]:
     r"""The scheduled rate and the averaging coefficient of step ``k`` (0 at the first step).
 
     .. math::
@@ -82,7 +87,7 @@ def schedule_free_coefficients(k: int, lr: float, *, warmup_steps: int, r: float
     # γ_max <- max(γ_max, γ_k)
     lr_max = max(scheduled_lr, lr_max)
     # w_{k+1} = (k+1)^r γ_max^p ;  W <- W + w_{k+1}
-    weight = ((k + 1) ** r) * (lr_max ** weight_lr_power)
+    weight = ((k + 1) ** r) * (lr_max**weight_lr_power)
     weight_sum = weight_sum + weight
     # c_{k+1} = w_{k+1} / W
     try:
@@ -92,8 +97,9 @@ def schedule_free_coefficients(k: int, lr: float, *, warmup_steps: int, r: float
     return scheduled_lr, lr_max, weight_sum, ckp1
 
 
-def sgd_schedule_free_update(y: Tensor, grad: Tensor, z: Tensor, *, lr: float, momentum: float,
-                             weight_decay: float, ckp1: float) -> None:
+def sgd_schedule_free_update(
+    y: Tensor, grad: Tensor, z: Tensor, *, lr: float, momentum: float, weight_decay: float, ckp1: float
+) -> None:
     r"""One Schedule-Free SGD step on one tensor, in place on ``y`` (the parameter) and ``z``.
 
     With :math:`\gamma` = ``lr`` (already scheduled), :math:`\beta` = ``momentum``,
@@ -117,9 +123,16 @@ def sgd_schedule_free_update(y: Tensor, grad: Tensor, z: Tensor, *, lr: float, m
     z.sub_(g, alpha=lr)
 
 
-def sgd_schedule_free_update_foreach(ys: list[Tensor], grads: list[Tensor], zs: list[Tensor], *,
-                                     lr: float, momentum: float, weight_decay: float,
-                                     ckp1: float) -> None:
+def sgd_schedule_free_update_foreach(
+    ys: list[Tensor],
+    grads: list[Tensor],
+    zs: list[Tensor],
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    ckp1: float,
+) -> None:
     """:func:`sgd_schedule_free_update` on lists of tensors of one device and dtype (foreach ops)."""
     # g <- ∇f(y) + λy
     g = torch._foreach_add(grads, ys, alpha=weight_decay) if weight_decay != 0 else list(grads)
@@ -131,9 +144,20 @@ def sgd_schedule_free_update_foreach(ys: list[Tensor], grads: list[Tensor], zs: 
     torch._foreach_sub_(zs, g, alpha=lr)
 
 
-def adamw_schedule_free_update(y: Tensor, grad: Tensor, z: Tensor, exp_avg_sq: Tensor, *,
-                               lr: float, beta1: float, beta2: float, eps: float,
-                               weight_decay: float, ckp1: float, bias_correction2: float) -> None:
+def adamw_schedule_free_update(
+    y: Tensor,
+    grad: Tensor,
+    z: Tensor,
+    exp_avg_sq: Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    ckp1: float,
+    bias_correction2: float,
+) -> None:
     r"""One Schedule-Free AdamW step on one tensor, in place on ``y``, ``z`` and ``exp_avg_sq``.
 
     With :math:`\gamma` = ``lr`` (already scheduled), :math:`\beta_1` the interpolation,
@@ -168,10 +192,20 @@ def adamw_schedule_free_update(y: Tensor, grad: Tensor, z: Tensor, exp_avg_sq: T
     z.sub_(g, alpha=lr)
 
 
-def adamw_schedule_free_update_foreach(ys: list[Tensor], grads: list[Tensor], zs: list[Tensor],
-                                       exp_avg_sqs: list[Tensor], *, lr: float, beta1: float,
-                                       beta2: float, eps: float, weight_decay: float, ckp1: float,
-                                       bias_correction2: float) -> None:
+def adamw_schedule_free_update_foreach(
+    ys: list[Tensor],
+    grads: list[Tensor],
+    zs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    ckp1: float,
+    bias_correction2: float,
+) -> None:
     """:func:`adamw_schedule_free_update` on lists of tensors of one device and dtype (foreach ops)."""
     # v <- β2 v + (1 - β2) g²
     torch._foreach_mul_(exp_avg_sqs, beta2)
@@ -245,16 +279,22 @@ class _ScheduleFreeBase(Optimizer):
         if not self.param_groups[0]["train_mode"]:
             raise RuntimeError(
                 f"{type(self).__name__} was not in train mode when step() was called: call "
-                "optimizer.train() before training steps and optimizer.eval() before evaluation")
+                "optimizer.train() before training steps and optimizer.eval() before evaluation"
+            )
         return evaluate_closure(closure)
 
     @staticmethod
     def _advance_average(group: dict) -> tuple[float, float]:
         """Update the group's averaging bookkeeping; returns (scheduled lr, c_{k+1})."""
         lr, group["lr_max"], group["weight_sum"], ckp1 = schedule_free_coefficients(
-            group["k"], float(group["lr"]), warmup_steps=group["warmup_steps"], r=group["r"],
-            weight_lr_power=group["weight_lr_power"], lr_max=group["lr_max"],
-            weight_sum=group["weight_sum"])
+            group["k"],
+            float(group["lr"]),
+            warmup_steps=group["warmup_steps"],
+            r=group["r"],
+            weight_lr_power=group["weight_lr_power"],
+            lr_max=group["lr_max"],
+            weight_sum=group["weight_sum"],
+        )
         group["scheduled_lr"] = lr  # for logging, as the package
         return lr, ckp1
 
@@ -290,15 +330,33 @@ class SGDScheduleFree(_ScheduleFreeBase):
         True
     """
 
-    def __init__(self, params, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0,
-                 warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2,
-                 foreach: bool | None = _HAS_FOREACH):
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        momentum: float = 0.9,
+        weight_decay: float = 0,
+        warmup_steps: int = 0,
+        r: float = 0.0,
+        weight_lr_power: float = 2,
+        foreach: bool | None = _HAS_FOREACH,
+    ):
         _check_common(lr, weight_decay, warmup_steps, r, weight_lr_power)
         check_in_range("momentum", momentum, 0.0, 1.0, low_inclusive=False)
-        defaults = dict(lr=lr, momentum=momentum, r=r, k=0, warmup_steps=warmup_steps,
-                        train_mode=False, weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0,
-                        weight_lr_power=weight_lr_power, weight_decay=weight_decay,
-                        foreach=foreach)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            r=r,
+            k=0,
+            warmup_steps=warmup_steps,
+            train_mode=False,
+            weight_sum=0.0,
+            lr_max=-1.0,
+            scheduled_lr=0.0,
+            weight_lr_power=weight_lr_power,
+            weight_decay=weight_decay,
+            foreach=foreach,
+        )
         super().__init__(params, defaults)
 
     def _interpolation(self, group: dict) -> float:
@@ -314,11 +372,13 @@ class SGDScheduleFree(_ScheduleFreeBase):
             for p in params:
                 if "z" not in self.state[p]:
                     self.state[p]["z"] = torch.clone(p, memory_format=torch.preserve_format)
-            hyper = dict(lr=lr, momentum=group["momentum"], weight_decay=group["weight_decay"],
-                         ckp1=ckp1)
+            hyper = dict(lr=lr, momentum=group["momentum"], weight_decay=group["weight_decay"], ckp1=ckp1)
             # complex parameters: real and imaginary parts as separate coordinates
-            lists = ([as_real(p) for p in params], [as_real(p.grad) for p in params],
-                     [as_real(self.state[p]["z"]) for p in params])
+            lists = (
+                [as_real(p) for p in params],
+                [as_real(p.grad) for p in params],
+                [as_real(self.state[p]["z"]) for p in params],
+            )
             if group["foreach"] and params:
                 for bucket in buckets(*lists):
                     sgd_schedule_free_update_foreach(*bucket, **hyper)
@@ -361,19 +421,39 @@ class AdamWScheduleFree(_ScheduleFreeBase):
         True
     """
 
-    def __init__(self, params, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, warmup_steps: int = 0, r: float = 0.0,
-                 weight_lr_power: float = 2.0, foreach: bool | None = _HAS_FOREACH):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.0025,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        warmup_steps: int = 0,
+        r: float = 0.0,
+        weight_lr_power: float = 2.0,
+        foreach: bool | None = _HAS_FOREACH,
+    ):
         _check_common(lr, weight_decay, warmup_steps, r, weight_lr_power)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"Invalid betas: {betas!r}; expected a tuple of 2 numbers")
         check_in_range("betas[0]", betas[0], 0.0, 1.0, low_inclusive=False)
         check_in_range("betas[1]", betas[1], 0.0, 1.0)
         check_nonnegative("eps", eps)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, r=r, k=0, warmup_steps=warmup_steps,
-                        train_mode=False, weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0,
-                        weight_lr_power=weight_lr_power, weight_decay=weight_decay,
-                        foreach=foreach)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            r=r,
+            k=0,
+            warmup_steps=warmup_steps,
+            train_mode=False,
+            weight_sum=0.0,
+            lr_max=-1.0,
+            scheduled_lr=0.0,
+            weight_lr_power=weight_lr_power,
+            weight_decay=weight_decay,
+            foreach=foreach,
+        )
         super().__init__(params, defaults)
 
     def _interpolation(self, group: dict) -> float:
@@ -394,13 +474,22 @@ class AdamWScheduleFree(_ScheduleFreeBase):
                 if "z" not in state:
                     state["z"] = torch.clone(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"],
-                         weight_decay=group["weight_decay"], ckp1=ckp1,
-                         bias_correction2=bias_correction2)
+            hyper = dict(
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                ckp1=ckp1,
+                bias_correction2=bias_correction2,
+            )
             # complex parameters: real and imaginary parts as separate coordinates
-            lists = ([as_real(p) for p in params], [as_real(p.grad) for p in params],
-                     [as_real(self.state[p]["z"]) for p in params],
-                     [as_real(self.state[p]["exp_avg_sq"]) for p in params])
+            lists = (
+                [as_real(p) for p in params],
+                [as_real(p.grad) for p in params],
+                [as_real(self.state[p]["z"]) for p in params],
+                [as_real(self.state[p]["exp_avg_sq"]) for p in params],
+            )
             if group["foreach"] and params:
                 for bucket in buckets(*lists):
                     adamw_schedule_free_update_foreach(*bucket, **hyper)

@@ -9,24 +9,34 @@ References:
 Same class name, hyperparameters, defaults, state keys and arithmetic as ``torch.optim.SGD``
 (torch 2.13), so trajectories agree to rounding.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_in_range, check_nonnegative, check_tensor_lr, check_unsupported_flags
 from ._base import Optimizer
 from ._foreach import apply_update, foreach_grads
 from ._groups import evaluate_closure, groups_with_grads
-from .._checks import check_in_range, check_nonnegative, check_tensor_lr, check_unsupported_flags
 
 __all__ = ["SGD", "sgd_update", "sgd_update_foreach"]
 
 
-def sgd_update(param: Tensor, grad: Tensor, momentum_buffer: Tensor | None, *, lr: float,
-               momentum: float, dampening: float, weight_decay: float, nesterov: bool,
-               maximize: bool) -> Tensor | None:
+def sgd_update(
+    param: Tensor,
+    grad: Tensor,
+    momentum_buffer: Tensor | None,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> Tensor | None:
     r"""One SGD step on one tensor, in place on ``param`` and ``momentum_buffer``.
 
     With learning rate :math:`\gamma` (``lr``), momentum :math:`\mu`, dampening :math:`\tau`
@@ -72,10 +82,18 @@ def sgd_update(param: Tensor, grad: Tensor, momentum_buffer: Tensor | None, *, l
     return momentum_buffer
 
 
-def sgd_update_foreach(params: list[Tensor], grads: list[Tensor],
-                       momentum_buffers: list[Tensor | None], *, lr: float, momentum: float,
-                       dampening: float, weight_decay: float, nesterov: bool,
-                       maximize: bool) -> list[Tensor | None]:
+def sgd_update_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> list[Tensor | None]:
     """:func:`sgd_update` on lists of dense tensors of one device and dtype, with foreach ops.
 
     Same arithmetic in the same order, so it equals the per-tensor path bit for bit on
@@ -133,9 +151,20 @@ class SGD(Optimizer):
         tensor([ 0.8000, -1.6000])
     """
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ):
         check_unsupported_flags("SGD", differentiable=differentiable, fused=fused)
         check_tensor_lr(lr)
         check_nonnegative("lr", lr)
@@ -143,11 +172,21 @@ class SGD(Optimizer):
         check_in_range("dampening", dampening, 0.0, 1.0, high_inclusive=True)
         check_nonnegative("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(f"Invalid nesterov=True with momentum={momentum!r}, "
-                             f"dampening={dampening!r}; Nesterov needs momentum > 0 and dampening = 0")
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize, foreach=foreach,
-                        differentiable=False, fused=None)
+            raise ValueError(
+                f"Invalid nesterov=True with momentum={momentum!r}, "
+                f"dampening={dampening!r}; Nesterov needs momentum > 0 and dampening = 0"
+            )
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+            differentiable=False,
+            fused=None,
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -156,14 +195,19 @@ class SGD(Optimizer):
         loss = evaluate_closure(closure)
         # sparse gradients are supported (on the per-tensor path)
         for group, params, states in groups_with_grads(self, "SGD", sparse_ok=True):
-            hyper = dict(lr=float(group["lr"]), momentum=group["momentum"],
-                         dampening=group["dampening"], weight_decay=group["weight_decay"],
-                         nesterov=group["nesterov"], maximize=group["maximize"])
+            hyper = dict(
+                lr=float(group["lr"]),
+                momentum=group["momentum"],
+                dampening=group["dampening"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+            )
             # the momentum buffers: None before a parameter's first step
-            lists = (params, [p.grad for p in params],
-                     [state.get("momentum_buffer") for state in states])
-            buffers = apply_update(sgd_update, sgd_update_foreach, lists, hyper, params=params,
-                                   foreach=group["foreach"])
+            lists = (params, [p.grad for p in params], [state.get("momentum_buffer") for state in states])
+            buffers = apply_update(
+                sgd_update, sgd_update_foreach, lists, hyper, params=params, foreach=group["foreach"]
+            )
             if group["momentum"] != 0:
                 for state, b in zip(states, buffers):
                     state["momentum_buffer"] = b

@@ -64,24 +64,19 @@ References:
     Optimizer for Training Neural Networks At-Scale", arXiv:2309.06497
     (facebookresearch/optimizers, the recipe followed here).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, NamedTuple, Sequence
+from functools import cache
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ..distributed.work import WorkSharing
-from ..linalg import inverse_root_eigh, inverse_root_newton, working_dtype
-from ._base import Optimizer
-from ._foreach import as_real
-from ._groups import evaluate_closure
-from ._kronecker import gram_matrices, merge_small_dims, mode_products
 from .._checks import (
     check_in_range,
     check_nonnegative,
@@ -89,9 +84,23 @@ from .._checks import (
     check_positive_int,
     params_with_grad,
 )
+from ..distributed.work import WorkSharing
+from ..linalg import inverse_root_eigh, inverse_root_newton, working_dtype
+from ._base import Optimizer
+from ._foreach import as_real
+from ._groups import evaluate_closure
+from ._kronecker import gram_matrices, merge_small_dims, mode_products
 
-__all__ = ["Shampoo", "ShampooConfig", "BlockPlan", "make_block_plan", "shampoo_update",
-           "accumulate_statistics", "update_inverse_roots_", "apply_shampoo_step"]
+__all__ = [
+    "Shampoo",
+    "ShampooConfig",
+    "BlockPlan",
+    "make_block_plan",
+    "shampoo_update",
+    "accumulate_statistics",
+    "update_inverse_roots_",
+    "apply_shampoo_step",
+]
 
 GRAFTING_METHODS = ("none", "sgd", "adagrad", "adam")
 ROOT_METHODS = ("eigh", "newton")
@@ -156,8 +165,10 @@ class ShampooConfig:
         check_in_range("momentum", self.momentum, 0.0, 1.0)
         check_in_range("dampening", self.dampening, 0.0, 1.0)
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError(f"Invalid nesterov=True with momentum={self.momentum!r}, dampening="
-                             f"{self.dampening!r}; Nesterov needs momentum > 0 and dampening = 0")
+            raise ValueError(
+                f"Invalid nesterov=True with momentum={self.momentum!r}, dampening="
+                f"{self.dampening!r}; Nesterov needs momentum > 0 and dampening = 0"
+            )
         check_nonnegative("weight_decay", self.weight_decay)
         check_positive_int("max_preconditioner_dim", self.max_preconditioner_dim)
         check_positive_int("precondition_frequency", self.precondition_frequency)
@@ -165,8 +176,10 @@ class ShampooConfig:
         if isinstance(start, bool) or not isinstance(start, int) or start < -1 or start == 0:
             raise ValueError(f"Invalid start_preconditioning_step: {start!r}; expected -1 or an integer >= 1")
         if start != -1 and start < self.precondition_frequency:
-            raise ValueError(f"Invalid start_preconditioning_step: {start!r}; expected -1 or an integer "
-                             f">= precondition_frequency ({self.precondition_frequency})")
+            raise ValueError(
+                f"Invalid start_preconditioning_step: {start!r}; expected -1 or an integer "
+                f">= precondition_frequency ({self.precondition_frequency})"
+            )
         if self.grafting not in GRAFTING_METHODS:
             raise ValueError(f"Invalid grafting: {self.grafting!r}; expected one of {GRAFTING_METHODS}")
         check_in_range("grafting_beta2", self.grafting_beta2, 0.0, 1.0)
@@ -186,6 +199,7 @@ class ShampooConfig:
 
 
 # --- blocking ----------------------------------------------------------------------
+
 
 class BlockPlan(NamedTuple):
     """How a parameter is cut into Shampoo blocks.
@@ -207,7 +221,7 @@ def preconditioner_shape(shape: Sequence[int], max_dim: int, merge_dims: bool) -
     return tuple(d for d in shape if d != 1) or (1,)
 
 
-@lru_cache(maxsize=None)
+@cache
 def make_block_plan(shape: tuple[int, ...], max_dim: int, merge_dims: bool) -> BlockPlan:
     """Cut every dimension into chunks of ``max_dim`` (last one shorter) and group the blocks."""
     pshape = preconditioner_shape(shape, max_dim, merge_dims)
@@ -240,6 +254,7 @@ def scatter_blocks(blocks: list[Tensor], plan: BlockPlan, out_shape: torch.Size)
 
 # --- the maths, on stacked blocks (n, d_1, ..., d_k) ---------------------------------
 
+
 def update_statistics_(factors: list[Tensor], G: Tensor, beta2: float) -> None:
     r""":math:`L_j \leftarrow \beta_2 L_j + (1-\beta_2)\, G_{(j)} G_{(j)}^\top`, or the plain sum for β2 = 1."""
     grams = gram_matrices(G.to(factors[0].dtype))
@@ -249,9 +264,17 @@ def update_statistics_(factors: list[Tensor], G: Tensor, beta2: float) -> None:
         torch._foreach_lerp_(factors, grams, 1.0 - beta2)
 
 
-def compute_inverse_roots(factors: list[Tensor], *, root: int, epsilon: float, bias_correction2: float,
-                          method: str, newton_max_iterations: int, newton_tolerance: float,
-                          newton_max_error_ratio: float | None = 1.0) -> list[Tensor]:
+def compute_inverse_roots(
+    factors: list[Tensor],
+    *,
+    root: int,
+    epsilon: float,
+    bias_correction2: float,
+    method: str,
+    newton_max_iterations: int,
+    newton_tolerance: float,
+    newton_max_error_ratio: float | None = 1.0,
+) -> list[Tensor]:
     r""":math:`P_j = \big(L_j / (1-\beta_2^t) + \varepsilon I\big)^{-1/\text{root}}` for each (batched) statistic.
 
     Raises ``ValueError`` (mentioning "non-finite") if a statistic holds NaN or inf, as
@@ -264,19 +287,29 @@ def compute_inverse_roots(factors: list[Tensor], *, root: int, epsilon: float, b
     for L in factors:
         A = L / bias_correction2
         if not bool(torch.isfinite(A).all()):
-            raise ValueError("Shampoo: a preconditioner statistic has non-finite (NaN or inf) entries; "
-                             "check the loss and gradients for NaN/inf")
+            raise ValueError(
+                "Shampoo: a preconditioner statistic has non-finite (NaN or inf) entries; "
+                "check the loss and gradients for NaN/inf"
+            )
         if method == "eigh":
             roots.append(inverse_root_eigh(A, root, epsilon))
         else:
-            roots.append(inverse_root_newton(A, root, epsilon, max_iterations=newton_max_iterations,
-                                             tolerance=newton_tolerance,
-                                             max_error_ratio=newton_max_error_ratio).X)
+            roots.append(
+                inverse_root_newton(
+                    A,
+                    root,
+                    epsilon,
+                    max_iterations=newton_max_iterations,
+                    tolerance=newton_tolerance,
+                    max_error_ratio=newton_max_error_ratio,
+                ).X
+            )
     return roots
 
 
-def grafting_direction(G_hat: Tensor, G: Tensor, accumulator: Tensor | None, *, method: str, beta2: float,
-                       epsilon: float, step: int) -> Tensor:
+def grafting_direction(
+    G_hat: Tensor, G: Tensor, accumulator: Tensor | None, *, method: str, beta2: float, epsilon: float, step: int
+) -> Tensor:
     r"""The grafted method's step :math:`D_g`, updating its accumulator :math:`V` in place.
 
     sgd: :math:`\hat G`;  adagrad: :math:`V \mathrel{+}= G^2`, :math:`\hat G / (\sqrt V + \epsilon)`;
@@ -292,7 +325,7 @@ def grafting_direction(G_hat: Tensor, G: Tensor, accumulator: Tensor | None, *, 
     else:
         # V <- β V + (1 - β) G²
         accumulator.mul_(beta2).addcmul_(G, G, value=1.0 - beta2)
-        denom = (accumulator / (1.0 - beta2 ** step)).sqrt_().add_(epsilon)
+        denom = (accumulator / (1.0 - beta2**step)).sqrt_().add_(epsilon)
     return G_hat / denom
 
 
@@ -312,10 +345,10 @@ def init_state(param: Tensor, config: ShampooConfig) -> dict:
     state: dict = {"step": 0, "factors": [], "inverse_roots": []}
     for block_shape, slices in plan.classes:
         n = len(slices)
-        state["factors"].append([torch.zeros(n, d, d, dtype=factor_dtype, device=param.device)
-                                 for d in block_shape])
-        state["inverse_roots"].append([torch.zeros(n, d, d, dtype=factor_dtype, device=param.device)
-                                       for d in block_shape])
+        state["factors"].append([torch.zeros(n, d, d, dtype=factor_dtype, device=param.device) for d in block_shape])
+        state["inverse_roots"].append(
+            [torch.zeros(n, d, d, dtype=factor_dtype, device=param.device) for d in block_shape]
+        )
     if config.betas[0] > 0:
         state["filtered_grad"] = torch.zeros_like(param, memory_format=torch.preserve_format)
     if config.grafting in ("adagrad", "adam"):
@@ -346,8 +379,9 @@ def shampoo_update(param: Tensor, grad: Tensor, state: dict, config: ShampooConf
     apply_shampoo_step(param, grad, grad_blocks, state, config, lr)
 
 
-def accumulate_statistics(param: Tensor, grad: Tensor, state: dict, config: ShampooConfig
-                          ) -> tuple[Tensor, list[Tensor]]:
+def accumulate_statistics(
+    param: Tensor, grad: Tensor, state: dict, config: ShampooConfig
+) -> tuple[Tensor, list[Tensor]]:
     """Steps 1–2: count the step, couple weight decay, update L, R; returns ``(G, G's blocks)``."""
     plan = make_block_plan(tuple(param.shape), config.max_preconditioner_dim, config.merge_dims)
     state["step"] += 1
@@ -371,9 +405,15 @@ def inverse_root_of(state: dict, config: ShampooConfig, c: int, j: int) -> Tenso
     """Step 3 for one statistic: P_j = (L_j / (1 - β2^t) + εI)^(-1/(2k)) of block class ``c``, mode ``j``."""
     factors = state["factors"][c]
     return compute_inverse_roots(
-        [factors[j]], root=2 * len(factors), epsilon=config.epsilon, bias_correction2=_bias_correction2(state, config),
-        method=config.root_method, newton_max_iterations=config.newton_max_iterations,
-        newton_tolerance=config.newton_tolerance, newton_max_error_ratio=config.newton_max_error_ratio)[0]
+        [factors[j]],
+        root=2 * len(factors),
+        epsilon=config.epsilon,
+        bias_correction2=_bias_correction2(state, config),
+        method=config.root_method,
+        newton_max_iterations=config.newton_max_iterations,
+        newton_tolerance=config.newton_tolerance,
+        newton_max_error_ratio=config.newton_max_error_ratio,
+    )[0]
 
 
 def update_inverse_roots_(state: dict, config: ShampooConfig) -> None:
@@ -383,8 +423,9 @@ def update_inverse_roots_(state: dict, config: ShampooConfig) -> None:
             P.copy_(inverse_root_of(state, config, c, j))
 
 
-def apply_shampoo_step(param: Tensor, grad: Tensor, grad_blocks: list[Tensor], state: dict,
-                       config: ShampooConfig, lr: float) -> None:
+def apply_shampoo_step(
+    param: Tensor, grad: Tensor, grad_blocks: list[Tensor], state: dict, config: ShampooConfig, lr: float
+) -> None:
     """Steps 4–8: filter, precondition with the current :math:`P_j`, graft, decay, momentum, step."""
     beta1 = config.betas[0]
     plan = make_block_plan(tuple(param.shape), config.max_preconditioner_dim, config.merge_dims)
@@ -395,19 +436,27 @@ def apply_shampoo_step(param: Tensor, grad: Tensor, grad_blocks: list[Tensor], s
         state["filtered_grad"].lerp_(grad, 1.0 - beta1)
         G_hat = state["filtered_grad"]
         if config.use_bias_correction:
-            G_hat = G_hat / (1.0 - beta1 ** step)
+            G_hat = G_hat / (1.0 - beta1**step)
     else:
         G_hat = grad
 
     # D_g <- grafted method's step (V updated with the raw G)
-    D_graft = grafting_direction(G_hat, grad, state.get("grafting_accumulator"), method=config.grafting,
-                                 beta2=config.grafting_beta2, epsilon=config.grafting_epsilon, step=step)
+    D_graft = grafting_direction(
+        G_hat,
+        grad,
+        state.get("grafting_accumulator"),
+        method=config.grafting,
+        beta2=config.grafting_beta2,
+        epsilon=config.grafting_epsilon,
+        step=step,
+    )
 
     if step >= config.first_preconditioned_step:
         # D <- P_L Ĝ P_R   (per block)
         G_hat_blocks = gather_blocks(G_hat, plan) if G_hat is not grad else grad_blocks
-        D_blocks = [mode_products(G.to(roots[0].dtype), roots)
-                    for G, roots in zip(G_hat_blocks, state["inverse_roots"])]
+        D_blocks = [
+            mode_products(G.to(roots[0].dtype), roots) for G, roots in zip(G_hat_blocks, state["inverse_roots"])
+        ]
         # D <- ||D_g|| / ||D|| · D   (per block)
         if config.grafting != "none":
             graft_blocks = gather_blocks(D_graft, plan)
@@ -469,8 +518,9 @@ class Shampoo(Optimizer):
         True
     """
 
-    def __init__(self, params, lr: float = 1e-2, config: ShampooConfig | None = None, *,
-                 process_group=None, **overrides):
+    def __init__(
+        self, params, lr: float = 1e-2, config: ShampooConfig | None = None, *, process_group=None, **overrides
+    ):
         check_nonnegative("lr", lr)
         config = ShampooConfig() if config is None else config
         if not isinstance(config, ShampooConfig):
@@ -480,8 +530,7 @@ class Shampoo(Optimizer):
         super().__init__(params, dict(lr=lr, config=config))
         for group in self.param_groups:
             if not isinstance(group["config"], ShampooConfig):
-                raise ValueError(f"Invalid config in a parameter group: {group['config']!r}; "
-                                 "expected a ShampooConfig")
+                raise ValueError(f"Invalid config in a parameter group: {group['config']!r}; expected a ShampooConfig")
         self._sharing = WorkSharing(process_group)
         self._sharing.check_replicated([p for g in self.param_groups for p in g["params"]])
 
@@ -539,10 +588,16 @@ class Shampoo(Optimizer):
         return loss
 
     def _update_inverse_roots(self, states: list[tuple[dict, ShampooConfig]]) -> None:
-        units = [(state, config, c, j) for state, config in states if is_root_step(state["step"], config)
-                 for c, roots in enumerate(state["inverse_roots"]) for j in range(len(roots))]
+        units = [
+            (state, config, c, j)
+            for state, config in states
+            if is_root_step(state["step"], config)
+            for c, roots in enumerate(state["inverse_roots"])
+            for j in range(len(roots))
+        ]
         if not units:
             return
+
         def allocate(unit):
             state, config, c, j = unit
             # the owner raises on non-finite statistics; so does every other rank (no hang)
@@ -551,8 +606,12 @@ class Shampoo(Optimizer):
             return [torch.empty_like(state["inverse_roots"][c][j])]
 
         results = self._sharing.compute_shared(
-            units, [_root_cost(state["inverse_roots"][c][j]) for state, _, c, j in units],
-            lambda unit: [inverse_root_of(*unit)], allocate, "inverse_root")
+            units,
+            [_root_cost(state["inverse_roots"][c][j]) for state, _, c, j in units],
+            lambda unit: [inverse_root_of(*unit)],
+            allocate,
+            "inverse_root",
+        )
         for (state, _, c, j), (root,) in zip(units, results):
             state["inverse_roots"][c][j].copy_(root)
 
@@ -560,4 +619,4 @@ class Shampoo(Optimizer):
 def _root_cost(P: Tensor) -> float:
     """An inverse root of ``n`` stacked ``d × d`` statistics costs about ``n d³`` (eigh or Newton)."""
     n, d = P.shape[0], P.shape[-1]
-    return float(n * d ** 3)
+    return float(n * d**3)

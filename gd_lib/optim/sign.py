@@ -14,17 +14,18 @@ does); the paper has none.
 Sign descent is steepest descent in the ℓ∞ norm: every coordinate moves by
 exactly ``lr`` (or 0 where the gradient is exactly 0, since ``sign(0) = 0``).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_in_range, check_nonnegative, params_with_grad
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure
-from .._checks import check_in_range, check_nonnegative, params_with_grad
 
 __all__ = ["SignSGD", "Signum", "sign_sgd_update", "signum_update"]
 
@@ -45,8 +46,9 @@ def sign_sgd_update(param: Tensor, grad: Tensor, *, lr: float, weight_decay: flo
     param.add_(torch.sign(g), alpha=-lr)
 
 
-def signum_update(param: Tensor, grad: Tensor, momentum_buffer: Tensor, *, lr: float,
-                  momentum: float, weight_decay: float) -> None:
+def signum_update(
+    param: Tensor, grad: Tensor, momentum_buffer: Tensor, *, lr: float, momentum: float, weight_decay: float
+) -> None:
     r"""One Signum step on one tensor, in place on ``param`` and ``momentum_buffer``.
 
     .. math::
@@ -142,6 +144,12 @@ class Signum(Optimizer):
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 # complex parameters: real and imaginary parts as separate coordinates
-                signum_update(as_real(p), as_real(p.grad), as_real(state["momentum_buffer"]), lr=float(group["lr"]),
-                              momentum=group["momentum"], weight_decay=group["weight_decay"])
+                signum_update(
+                    as_real(p),
+                    as_real(p.grad),
+                    as_real(state["momentum_buffer"]),
+                    lr=float(group["lr"]),
+                    momentum=group["momentum"],
+                    weight_decay=group["weight_decay"],
+                )
         return loss

@@ -43,19 +43,14 @@ References:
     github.com/nikhilvyas/SOAP (MIT).
     Gupta, Koren & Singer (2018), "Shampoo", ICML; Kingma & Ba (2015), "Adam", ICLR.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from ..distributed.work import WorkSharing
-from ..linalg import qr_power_iteration_refresh, symmetric_eigh, working_dtype
-from ._base import Optimizer
-from ._foreach import as_real
-from ._groups import evaluate_closure
-from ._kronecker import gram_matrices, merge_small_dims, mode_products
 from .._checks import (
     check_betas,
     check_in_range,
@@ -63,9 +58,24 @@ from .._checks import (
     check_positive_int,
     params_with_grad,
 )
+from ..distributed.work import WorkSharing
+from ..linalg import qr_power_iteration_refresh, symmetric_eigh, working_dtype
+from ._base import Optimizer
+from ._foreach import as_real
+from ._groups import evaluate_closure
+from ._kronecker import gram_matrices, merge_small_dims, mode_products
 
-__all__ = ["SOAP", "soap_update", "preconditioned_shape", "project", "project_back", "init_statistics",
-           "initial_eigenbasis", "refresh_eigenbases_", "apply_refreshed_eigenbases_"]
+__all__ = [
+    "SOAP",
+    "soap_update",
+    "preconditioned_shape",
+    "project",
+    "project_back",
+    "init_statistics",
+    "initial_eigenbasis",
+    "refresh_eigenbases_",
+    "apply_refreshed_eigenbases_",
+]
 
 
 def preconditioned_shape(param: Tensor, merge_dims: bool, max_precond_dim: int) -> tuple[int, ...]:
@@ -78,8 +88,9 @@ def preconditioned_shape(param: Tensor, merge_dims: bool, max_precond_dim: int) 
 
 def project(X: Tensor, eigenbases: Sequence[Tensor | None], shape: tuple[int, ...]) -> Tensor:
     r""":math:`X' = X \times_1 Q_1^\top \cdots \times_k Q_k^\top` (for a matrix :math:`Q_L^\top X Q_R`)."""
-    Y = mode_products(X.reshape(shape).unsqueeze(0), [None if Q is None else Q.unsqueeze(0) for Q in eigenbases],
-                      transpose=True)
+    Y = mode_products(
+        X.reshape(shape).unsqueeze(0), [None if Q is None else Q.unsqueeze(0) for Q in eigenbases], transpose=True
+    )
     return Y.squeeze(0).reshape(X.shape)
 
 
@@ -91,8 +102,9 @@ def project_back(X: Tensor, eigenbases: Sequence[Tensor | None], shape: tuple[in
 
 def update_factors_(factors: Sequence[Tensor | None], G: Tensor, shape: tuple[int, ...], beta: float) -> None:
     r""":math:`L_j \leftarrow \beta L_j + (1-\beta)\, G_{(j)} G_{(j)}^\top` for the preconditioned modes."""
-    grams = gram_matrices(G.reshape(shape).unsqueeze(0).to(working_dtype(G.dtype)),
-                          modes=[L is not None for L in factors])
+    grams = gram_matrices(
+        G.reshape(shape).unsqueeze(0).to(working_dtype(G.dtype)), modes=[L is not None for L in factors]
+    )
     for L, gram in zip(factors, grams):
         if L is not None:
             L.lerp_(gram.squeeze(0), 1.0 - beta)
@@ -115,8 +127,9 @@ def init_statistics(param: Tensor, grad: Tensor, group: dict) -> dict:
     else:
         preconditioned = [d <= group["max_precond_dim"] for d in shape]
     dtype = working_dtype(param.dtype)
-    factors = [torch.zeros(d, d, dtype=dtype, device=param.device) if keep else None
-               for d, keep in zip(shape, preconditioned)]
+    factors = [
+        torch.zeros(d, d, dtype=dtype, device=param.device) if keep else None for d, keep in zip(shape, preconditioned)
+    ]
     # L <- (1 - β_s) G Gᵀ   (from zero)
     update_factors_(factors, grad, shape, beta)
     return {
@@ -140,13 +153,15 @@ def _shampoo_beta(group: dict) -> float:
 def refresh_eigenbases_(state: dict, shape: tuple[int, ...]) -> None:
     r"""New bases by power iteration + QR; :math:`v` permuted, :math:`m` rotated to the new basis."""
     # Q_new, π <- qr(L Q[:, π]) with π sorting diag(Qᵀ L Q) descending   (per mode)
-    refreshed = [None if L is None else qr_power_iteration_refresh(L, Q)
-                 for L, Q in zip(state["factors"], state["eigenbases"])]
+    refreshed = [
+        None if L is None else qr_power_iteration_refresh(L, Q) for L, Q in zip(state["factors"], state["eigenbases"])
+    ]
     apply_refreshed_eigenbases_(state, shape, refreshed)
 
 
-def apply_refreshed_eigenbases_(state: dict, shape: tuple[int, ...],
-                                refreshed: Sequence[tuple[Tensor, Tensor] | None]) -> None:
+def apply_refreshed_eigenbases_(
+    state: dict, shape: tuple[int, ...], refreshed: Sequence[tuple[Tensor, Tensor] | None]
+) -> None:
     r"""Install ``refreshed[j] = (Q_new, π)`` (None: identity mode): :math:`v` permuted by π, :math:`m` rotated."""
     old = state["eigenbases"]
     # m back to the original coordinates with the old bases
@@ -167,9 +182,22 @@ def apply_refreshed_eigenbases_(state: dict, shape: tuple[int, ...],
     state["exp_avg"] = project(exp_avg, new, shape)
 
 
-def soap_update(param: Tensor, grad: Tensor, state: dict, *, lr: float, betas: tuple[float, float],
-                shampoo_beta: float, eps: float, weight_decay: float, precondition_frequency: int,
-                shape: tuple[int, ...], normalize_grads: bool, correct_bias: bool, refresh: bool = True) -> None:
+def soap_update(
+    param: Tensor,
+    grad: Tensor,
+    state: dict,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    shampoo_beta: float,
+    eps: float,
+    weight_decay: float,
+    precondition_frequency: int,
+    shape: tuple[int, ...],
+    normalize_grads: bool,
+    correct_bias: bool,
+    refresh: bool = True,
+) -> None:
     """One SOAP step on one parameter after its first call (see the module docstring).
 
     ``refresh=False`` leaves the periodic basis refresh to the caller (:class:`SOAP` does it
@@ -189,7 +217,7 @@ def soap_update(param: Tensor, grad: Tensor, state: dict, *, lr: float, betas: t
     N = project_back(m / (v.sqrt().add_(eps)), Q, shape)
     step_size = lr
     if correct_bias:
-        step_size = lr * (1.0 - beta2 ** step) ** 0.5 / (1.0 - beta1 ** step)
+        step_size = lr * (1.0 - beta2**step) ** 0.5 / (1.0 - beta1**step)
     if normalize_grads:
         N = N / (1e-30 + N.square().mean().sqrt())
     # W <- W - η √(1-β2^t)/(1-β1^t) N
@@ -248,11 +276,23 @@ class SOAP(Optimizer):
         True
     """
 
-    def __init__(self, params, lr: float = 3e-3, betas: tuple[float, float] = (0.95, 0.95),
-                 shampoo_beta: float = -1, eps: float = 1e-8, weight_decay: float = 0.01,
-                 precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
-                 precondition_1d: bool = False, normalize_grads: bool = False, correct_bias: bool = True,
-                 *, process_group=None):
+    def __init__(
+        self,
+        params,
+        lr: float = 3e-3,
+        betas: tuple[float, float] = (0.95, 0.95),
+        shampoo_beta: float = -1,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        precondition_frequency: int = 10,
+        max_precond_dim: int = 10000,
+        merge_dims: bool = False,
+        precondition_1d: bool = False,
+        normalize_grads: bool = False,
+        correct_bias: bool = True,
+        *,
+        process_group=None,
+    ):
         check_nonnegative("lr", lr)
         check_betas(betas)
         if not (isinstance(shampoo_beta, (int, float)) and shampoo_beta < 0):
@@ -261,10 +301,19 @@ class SOAP(Optimizer):
         check_nonnegative("weight_decay", weight_decay)
         check_positive_int("precondition_frequency", precondition_frequency)
         check_positive_int("max_precond_dim", max_precond_dim)
-        defaults = dict(lr=lr, betas=tuple(betas), shampoo_beta=shampoo_beta, eps=eps, weight_decay=weight_decay,
-                        precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim,
-                        merge_dims=merge_dims, precondition_1d=precondition_1d, normalize_grads=normalize_grads,
-                        correct_bias=correct_bias)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            shampoo_beta=shampoo_beta,
+            eps=eps,
+            weight_decay=weight_decay,
+            precondition_frequency=precondition_frequency,
+            max_precond_dim=max_precond_dim,
+            merge_dims=merge_dims,
+            precondition_1d=precondition_1d,
+            normalize_grads=normalize_grads,
+            correct_bias=correct_bias,
+        )
         super().__init__(params, defaults)
         self._sharing = WorkSharing(process_group)
         self._sharing.check_replicated([p for g in self.param_groups for p in g["params"]])
@@ -293,12 +342,21 @@ class SOAP(Optimizer):
                     state.update(init_statistics(param, grad, group))
                     kind = "eigh"
                 else:
-                    soap_update(param, grad, state, lr=float(group["lr"]), betas=group["betas"],
-                                shampoo_beta=_shampoo_beta(group), eps=group["eps"],
-                                weight_decay=group["weight_decay"],
-                                precondition_frequency=group["precondition_frequency"], shape=shape,
-                                normalize_grads=group["normalize_grads"], correct_bias=group["correct_bias"],
-                                refresh=False)
+                    soap_update(
+                        param,
+                        grad,
+                        state,
+                        lr=float(group["lr"]),
+                        betas=group["betas"],
+                        shampoo_beta=_shampoo_beta(group),
+                        eps=group["eps"],
+                        weight_decay=group["weight_decay"],
+                        precondition_frequency=group["precondition_frequency"],
+                        shape=shape,
+                        normalize_grads=group["normalize_grads"],
+                        correct_bias=group["correct_bias"],
+                        refresh=False,
+                    )
                     if state["step"] % group["precondition_frequency"] != 0:
                         continue
                     kind = "qr_refresh"
@@ -311,6 +369,7 @@ class SOAP(Optimizer):
 
     def _compute_bases(self, units: list) -> None:
         """2. Q <- eigh(L) or qr(L Q): each rank computes the modes it owns, then all share; 3. install."""
+
         def compute(unit):
             kind, state, j, _ = unit
             L = state["factors"][j]
@@ -329,8 +388,12 @@ class SOAP(Optimizer):
             return [torch.empty_like(Q), torch.empty(Q.shape[-1], dtype=torch.long, device=Q.device)]
 
         results = self._sharing.compute_shared(
-            units, [float(state["factors"][j].shape[-1]) ** 3 for _, state, j, _ in units],
-            compute, allocate, kind=lambda unit: unit[0])
+            units,
+            [float(state["factors"][j].shape[-1]) ** 3 for _, state, j, _ in units],
+            compute,
+            allocate,
+            kind=lambda unit: unit[0],
+        )
         refreshes: dict[int, tuple[dict, tuple, list]] = {}
         for (kind, state, j, shape), result in zip(units, results):
             if kind == "eigh":

@@ -31,24 +31,35 @@ code: α -> ``lr``, a -> ``exp_avg_sq``, m -> ``exp_avg``, λ -> ``state["lambda
 One guard is added to Algorithm 1: the switch also needs Λ > 0 (a negative estimate,
 possible when Adam's step is not a descent direction for g_k, would make SGD ascend).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .._checks import check_betas, check_nonnegative, params_with_grad
 from ._base import Optimizer
 from ._foreach import as_real
 from ._groups import evaluate_closure
-from .._checks import check_betas, check_nonnegative, params_with_grad
 
 __all__ = ["SWATS", "swats_adam_step", "swats_lr_estimate", "swats_sgd_step"]
 
 
-def swats_adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int, *,
-                    lr: float, beta1: float, beta2: float, eps: float) -> Tensor:
+def swats_adam_step(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: int,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> Tensor:
     r"""Adam's step :math:`p_k` of Algorithm 1 (applied in place to ``param``, and returned).
 
     .. math::
@@ -63,15 +74,16 @@ def swats_adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Te
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     # p = -α sqrt(1 - β2^k)/(1 - β1^k) · m / (sqrt(a) + ε)
-    step_size = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+    step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
     p_k = exp_avg.div(exp_avg_sq.sqrt().add_(eps)).mul_(-step_size)
     # w <- w + p
     param.add_(p_k)
     return p_k
 
 
-def swats_lr_estimate(p_k: Tensor, grad: Tensor, lam: float, step: int, *, beta2: float,
-                      eps: float) -> tuple[float, float | None, bool]:
+def swats_lr_estimate(
+    p_k: Tensor, grad: Tensor, lam: float, step: int, *, beta2: float, eps: float
+) -> tuple[float, float | None, bool]:
     r"""The projection estimate of the SGD rate and the switch test.
 
     .. math::
@@ -92,13 +104,12 @@ def swats_lr_estimate(p_k: Tensor, grad: Tensor, lam: float, step: int, *, beta2
     # λ_k = β2 λ_{k-1} + (1 - β2) γ_k
     lam = beta2 * lam + (1 - beta2) * gamma
     # bias-corrected estimate Λ = λ_k / (1 - β2^k)
-    corrected = lam / (1 - beta2 ** step)
+    corrected = lam / (1 - beta2**step)
     switch = step > 1 and abs(corrected - gamma) < eps and corrected > 0
     return lam, gamma, switch
 
 
-def swats_sgd_step(param: Tensor, grad: Tensor, momentum_buffer: Tensor, *, sgd_lr: float,
-                   beta1: float) -> None:
+def swats_sgd_step(param: Tensor, grad: Tensor, momentum_buffer: Tensor, *, sgd_lr: float, beta1: float) -> None:
     r"""The SGD phase: :math:`v_k = \beta_1 v_{k-1} + g_k`, :math:`w_k = w_{k-1} - (1-\beta_1)\Lambda v_k`."""
     # v <- β1 v + g
     momentum_buffer.mul_(beta1).add_(grad)
@@ -133,8 +144,14 @@ class SWATS(Optimizer):
         tensor([ 0.9000, -1.9000])
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-9, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-9,
+        weight_decay: float = 0.0,
+    ):
         check_nonnegative("lr", lr)
         check_betas(betas)
         check_nonnegative("eps", eps)
@@ -143,8 +160,7 @@ class SWATS(Optimizer):
 
     def switched(self) -> list[bool]:
         """For every parameter (in group order), whether it is in the SGD phase."""
-        return [self.state[p].get("switch_step", 0) > 0
-                for group in self.param_groups for p in group["params"]]
+        return [self.state[p].get("switch_step", 0) > 0 for group in self.param_groups for p in group["params"]]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
@@ -157,21 +173,36 @@ class SWATS(Optimizer):
                 # complex parameters as their real view (real and imaginary parts as coordinates)
                 p, grad = as_real(param), as_real(param.grad)
                 if "step" not in state:
-                    state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p),
-                                 switch_step=0, sgd_lr=0.0, gamma=0.0)
+                    state.update(
+                        step=0,
+                        exp_avg=torch.zeros_like(p),
+                        exp_avg_sq=torch.zeros_like(p),
+                        switch_step=0,
+                        sgd_lr=0.0,
+                        gamma=0.0,
+                    )
                     state["lambda"] = 0.0
                 # k <- k + 1 ;  g <- ∇f + λw
                 state["step"] += 1
                 if group["weight_decay"] != 0:
                     grad = grad.add(p, alpha=group["weight_decay"])
                 if state["switch_step"] > 0:
-                    swats_sgd_step(p, grad, state["momentum_buffer"], sgd_lr=state["sgd_lr"],
-                                   beta1=beta1)
+                    swats_sgd_step(p, grad, state["momentum_buffer"], sgd_lr=state["sgd_lr"], beta1=beta1)
                     continue
-                p_k = swats_adam_step(p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                                      lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"])
-                lam, gamma, switch = swats_lr_estimate(p_k, grad, state["lambda"], state["step"],
-                                                       beta2=beta2, eps=group["eps"])
+                p_k = swats_adam_step(
+                    p,
+                    grad,
+                    state["exp_avg"],
+                    state["exp_avg_sq"],
+                    state["step"],
+                    lr=float(group["lr"]),
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=group["eps"],
+                )
+                lam, gamma, switch = swats_lr_estimate(
+                    p_k, grad, state["lambda"], state["step"], beta2=beta2, eps=group["eps"]
+                )
                 state["lambda"] = lam
                 if gamma is not None:
                     state["gamma"] = gamma

@@ -4,12 +4,13 @@ Each module in this package defines ``SPECS: list[OptimizerSpec]``; they are
 gathered here, so that adding an optimizer to the generic tests means adding
 one entry in the module of its family, and no two families edit one file.
 """
+
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -73,16 +74,20 @@ def params_of(model: torch.nn.Module):
 
 def params_builder(cls, after=None, **defaults):
     """``build_params(params, **overrides)`` for ``cls`` with ``defaults``; ``after(opt)`` runs last."""
+
     def build_params(params, **overrides):
         opt = cls(params, **{**defaults, **overrides})
         if after is not None:
             after(opt)
         return opt
+
     return build_params
 
 
 def model_builder(build_params):
     """``build(model, **overrides)`` from a ``build_params``: the model's trainable parameters."""
+
     def build(model, **overrides):
         return build_params(params_of(model), **overrides)
+
     return build

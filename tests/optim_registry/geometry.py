@@ -1,4 +1,5 @@
 """Registry entries for the geometry issue: Muon (with its AdamW fallback) and ModularDescent."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -48,9 +49,15 @@ SPECS = [
         # Quadratic and Rosenbrock have only vector parameters: they exercise the AdamW side
         quadratic={"adam_lr": 0.05},
         rosenbrock={"adam_lr": 0.02},
-        bad=(({"lr": -1.0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"ns_steps": 0}, "ns_steps"),
-             ({"weight_decay": -0.1}, "weight_decay"), ({"adam_betas": (1.0, 0.9)}, "adam_betas"),
-             ({"adam_eps": -1e-8}, "adam_eps"), ({"adam_lr": -1.0}, "adam_lr")),
+        bad=(
+            ({"lr": -1.0}, "lr"),
+            ({"momentum": 1.0}, "momentum"),
+            ({"ns_steps": 0}, "ns_steps"),
+            ({"weight_decay": -0.1}, "weight_decay"),
+            ({"adam_betas": (1.0, 0.9)}, "adam_betas"),
+            ({"adam_eps": -1e-8}, "adam_eps"),
+            ({"adam_lr": -1.0}, "adam_lr"),
+        ),
     ),
     OptimizerSpec(
         name="ModularDescent",
@@ -58,7 +65,12 @@ SPECS = [
         # vector parameters are Bias atoms: normalized gradient descent with a fixed step
         quadratic={"lr": 0.01, "momentum": 0.9},
         rosenbrock={"lr": 0.01, "momentum": 0.9},
-        bad=(({"lr": -1.0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"ns_steps": 0}, "ns_steps"),
-             ({"weight_decay": -1.0}, "weight_decay"), ({"orthogonalize": "qr"}, "orthogonalize")),
+        bad=(
+            ({"lr": -1.0}, "lr"),
+            ({"momentum": 1.0}, "momentum"),
+            ({"ns_steps": 0}, "ns_steps"),
+            ({"weight_decay": -1.0}, "weight_decay"),
+            ({"orthogonalize": "qr"}, "orthogonalize"),
+        ),
     ),
 ]

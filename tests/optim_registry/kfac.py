@@ -6,6 +6,7 @@ on both sides of the generic test's mid-run state_dict round trip (after step 5)
 With KL clipping the scale is shared by all layers, so a NaN gradient raises instead of being
 isolated; without it, a NaN in fc1 cannot reach fc2 (G comes from the hooks, not from p.grad).
 """
+
 from __future__ import annotations
 
 from gd_lib.optim import EKFAC, KFAC
@@ -33,21 +34,37 @@ SPECS = [
     OptimizerSpec(
         name="KFAC",
         build=lambda model, **kw: KFAC(model, **{**_FAST, **kw}),
-        quadratic=None, rosenbrock=None, model_kind="mlp",
+        quadratic=None,
+        rosenbrock=None,
+        model_kind="mlp",
         bad=_BAD + (({"inverse_method": "svd"}, "inverse_method"),),
     ),
     OptimizerSpec(
         name="KFAC_klclip_pi_cholesky_adam",
-        build=lambda model, **kw: KFAC(model, **{**_FAST, "kl_clip": 1e-3, "pi_damping": True,
-                                                 "inverse_method": "cholesky", "fallback": "adam",
-                                                 "weight_decay": 1e-3, **kw}),
-        quadratic=None, rosenbrock=None, model_kind="mlp", nan_policy="raise",
+        build=lambda model, **kw: KFAC(
+            model,
+            **{
+                **_FAST,
+                "kl_clip": 1e-3,
+                "pi_damping": True,
+                "inverse_method": "cholesky",
+                "fallback": "adam",
+                "weight_decay": 1e-3,
+                **kw,
+            },
+        ),
+        quadratic=None,
+        rosenbrock=None,
+        model_kind="mlp",
+        nan_policy="raise",
         bad=_BAD,
     ),
     OptimizerSpec(
         name="EKFAC",
         build=lambda model, **kw: EKFAC(model, **{**_FAST, **kw}),
-        quadratic=None, rosenbrock=None, model_kind="mlp",
+        quadratic=None,
+        rosenbrock=None,
+        model_kind="mlp",
         bad=_BAD + (({"pi_damping": True}, "pi_damping"), ({"inverse_method": "cholesky"}, "inverse_method")),
     ),
 ]

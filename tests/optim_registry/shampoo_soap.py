@@ -1,4 +1,5 @@
 """Registry entries for Shampoo and SOAP (gd_lib/optim/shampoo.py, gd_lib/optim/soap.py)."""
+
 from __future__ import annotations
 
 from gd_lib.optim.shampoo import Shampoo

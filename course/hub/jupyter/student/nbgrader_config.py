@@ -2,6 +2,7 @@
 
 The hub points JUPYTER_CONFIG_PATH here for students (course/hub/jupyterhub_config.py).
 """
+
 import os
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
