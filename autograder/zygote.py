@@ -337,7 +337,7 @@ def _start_sandbox(job: dict, view: bwrap.View, unprivileged: bool) -> int:
         ready = _read_all(ready_r, deadline, limit=1)
     except TimeoutError as error:
         proc.kill()
-        raise OSError(str(error))
+        raise OSError(str(error)) from error
     finally:
         os.close(info_r)
         os.close(ready_r)
@@ -700,7 +700,7 @@ class Zygote:
                 except OSError:
                     ours.close()
                     if attempt == 2:
-                        raise ZygoteError(f"the zygote stopped answering:\n{self._stderr_tail()}")
+                        raise ZygoteError(f"the zygote stopped answering:\n{self._stderr_tail()}") from None
                     self.close()  # it died (e.g. killed): start a new one
                     self._start()
                 finally:

@@ -3,7 +3,8 @@
 The model is a square MLP whose optimizer step is dominated by its matrix functions
 (Newton–Schulz, inverse roots, eigh/QR, factor inversions, refreshed every step). The
 figure of merit is ``ratio``: the busiest rank's CPU seconds in that work per step (the
-fastest step: every step computes the same units) divided by the 1-process value (target ≤ 0.6 at 2 ranks; ideal 1/world).
+fastest step: every step computes the same units) divided by the 1-process value (target
+≤ 0.6 at 2 ranks; ideal 1/world).
 Ranks that share a CPU also share its caches and memory bandwidth, so the ratio on one
 machine sits a little above 1/world. ``step`` is the median wall time
 of a whole optimizer step on the slowest rank, communication included: on one shared CPU

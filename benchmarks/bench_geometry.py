@@ -58,7 +58,7 @@ def cpu_orthogonalization(sizes, repeats):
         reps = repeats if n <= 1024 else 1
         warm = 1 if n <= 1024 else 0
         times = interleaved_times(
-            {"ns": lambda: newton_schulz(G, 5), "svd": lambda: polar_factor(G)}, repeats=reps, warmup=warm
+            {"ns": lambda G=G: newton_schulz(G, 5), "svd": lambda G=G: polar_factor(G)}, repeats=reps, warmup=warm
         )
         t_ns, t_svd = min(times["ns"]), min(times["svd"])
         yield {
@@ -78,9 +78,9 @@ def gpu_newton_schulz(sizes, repeats) -> list[dict]:
     rows = []
     for n in sizes:
         G = torch.randn(n, n, device="cuda", generator=torch.Generator("cuda").manual_seed(SEED))
-        t = median_time(lambda: newton_schulz(G, 5, dtype=torch.bfloat16), repeats=repeats, warmup=3)
+        t = median_time(lambda G=G: newton_schulz(G, 5, dtype=torch.bfloat16), repeats=repeats, warmup=3)
         tflops = newton_schulz_flops(n, n, 5) / t / 1e12
-        t_svd = median_time(lambda: polar_factor(G), repeats=max(3, repeats // 4), warmup=1)
+        t_svd = median_time(lambda G=G: polar_factor(G), repeats=max(3, repeats // 4), warmup=1)
         rows.append(
             {
                 "n": n,

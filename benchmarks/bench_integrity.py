@@ -183,7 +183,7 @@ def _all_pairs_baseline(answers, questions, config) -> int:
     for q in questions:
         holders = [(s, a) for (s, question), a in answers.items() if question == q]
         sets = [(s, a, set(a.kept)) for s, a in holders]
-        for (sa, aa, ha), (sb, ab, hb) in itertools.combinations(sets, 2):
+        for (_, aa, ha), (_, ab, hb) in itertools.combinations(sets, 2):
             shared = ha & hb
             if shared and max(aa.covered(shared), ab.covered(shared)) >= config.min_match_tokens:
                 found += 1

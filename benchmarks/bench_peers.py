@@ -1,7 +1,8 @@
 """Step time of gd_lib's Muon, KFAC, Shampoo and SOAP against their peers, side by side.
 
-``python -m benchmarks peers [--quick]`` (``PEERS=muon,kfac`` for a subset). Peers (the dev extra installs them; a peer that
-cannot be imported is reported as missing, never silently dropped):
+``python -m benchmarks peers [--quick]`` (``PEERS=muon,kfac`` for a subset). Peers (the dev
+extra installs them; a peer that cannot be imported is reported as missing, never silently
+dropped):
 
 - Muon: ``torch.optim.Muon``, KellerJordan/Muon (the ``muon-optimizer`` package, its
   ``SingleDeviceMuonWithAuxAdam``), pytorch_optimizer's ``Muon``; the optimizer step alone

@@ -98,7 +98,7 @@ def bench_kfac_family(args) -> None:
     }
     for name, make in variants.items():
         for k in periods:
-            opt = fresh(lambda m: make(m, k))
+            opt = fresh(lambda m, make=make, k=k: make(m, k))
             seconds = time_per_step(model, opt, X, y, block=max(k, 10), repeats=repeats)
             opt.remove_hooks()
             rows.append(

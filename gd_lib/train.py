@@ -385,7 +385,7 @@ def train(
             x, y = next_batch()
             calls = []
 
-            def closure():
+            def closure(x=x, y=y, calls=calls):
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(x), y)
                 loss.backward()

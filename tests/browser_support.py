@@ -181,7 +181,8 @@ def wait_until_all_code_cells_ran(page, timeout_ms: int):
     """Every code cell of the open notebook shows an execution count ('[n]:', not '[*]:' or '[ ]:')."""
     page.wait_for_function(
         """() => {
-            const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')]
+            const prompts = [...document.querySelectorAll(
+                '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')]
                 .map(e => e.textContent.trim());
             return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p));
         }""",

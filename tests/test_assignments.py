@@ -270,7 +270,8 @@ def test_every_assignment_has_classic_bugs():
             )
             if not hidden_flags[assignment][bug]:
                 assert any(not tests[t] for t in failing), (
-                    f"{assignment}/{bug}: no public test of its question catches it (mark it hidden on purpose, or add one)"
+                    f"{assignment}/{bug}: no public test of its question catches it "
+                    "(mark it hidden on purpose, or add one)"
                 )
             code = _solution_code(source, gid)
             assert all(old in code for old, _ in substitutions), f"{assignment}/{bug}: substitution does not apply"

@@ -128,8 +128,9 @@ for fd in range(3, 64):   # every pipe open for writing: one of them is the resu
     try:
         if stat.S_ISFIFO(os.fstat(fd).st_mode) and os.get_blocking(fd) is not None:
             for index in range(200):
-                os.write(fd, (json.dumps({"index": index, "nonce": "x", "ok": True, "error": None,
-                                          "captures": [{"name": "sgd/plain", "value": {"kind": "none"}}]}) + "\\n").encode())
+                record = {"index": index, "nonce": "x", "ok": True, "error": None,
+                          "captures": [{"name": "sgd/plain", "value": {"kind": "none"}}]}
+                os.write(fd, (json.dumps(record) + "\\n").encode())
     except OSError:
         pass
 """
@@ -860,7 +861,7 @@ def test_nothing_secret_in_any_output(run, request):
 @pytest.mark.parametrize("run", RUNS)
 def test_classmates_gradebook_and_host_survive(run, request):
     graded = request.getfixturevalue(run)
-    root, home = graded["root"], graded["home"]
+    root = graded["root"]
     assert graded["grades"][CLASSMATE] == FULL
     assert _tree_digest(root / "course" / "submitted") == graded["submitted_before"]
     for path, content in graded["home_before"].items():

@@ -58,7 +58,8 @@ def test_interrupted_run_resumes_without_redoing_finished_trials(tmp_path):
         fh.write('{"id": "sgd/mlp_digits/study0/tri')
     second = run_benchmark(**kwargs)
     assert (second.ran_trials, second.skipped_trials) == (1, 3)
-    records = [json.loads(l) for l in (tmp_path / "trials.jsonl").read_text().splitlines() if l.strip().endswith("}")]
+    lines = (tmp_path / "trials.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip().endswith("}")]
     ids = [r["id"] for r in records]
     assert sorted(ids) == sorted({f"{s}/mlp_digits/study0/trial{t}" for s in ("adamw", "sgd") for t in (0, 1)})
     # the logs are in the EVALS.csv format and score the same as the runner says

@@ -140,7 +140,8 @@ def test_lecture_runs_in_jupyterlab_and_its_slider_redraws_the_figure(lab):
         page.keyboard.press("ArrowRight")  # one step up of the learning-rate slider
         page.wait_for_function(
             """([before]) => {
-                const cell = [...document.querySelectorAll('.jp-CodeCell')].find(c => c.querySelector('.widget-slider'));
+                const cell = [...document.querySelectorAll('.jp-CodeCell')]
+                    .find(c => c.querySelector('.widget-slider'));
                 const img = cell && cell.querySelector('.jp-RenderedImage img');
                 return img && img.getAttribute('src') !== before;
             }""",

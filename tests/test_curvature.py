@@ -196,7 +196,7 @@ def test_true_fisher_class_sum_matches_naive_per_class_gradients():
     N, Cn = probs.shape
     F_ref = 0
     for c in range(Cn):
-        G = per_example_gradients(model, lambda z, _y: F.cross_entropy(z, torch.full_like(_y, c)), X, y)
+        G = per_example_gradients(model, lambda z, _y, c=c: F.cross_entropy(z, torch.full_like(_y, c)), X, y)
         F_ref = F_ref + (G * probs[:, c : c + 1]).T @ G
     close(C.fisher_matrix(model, loss_fn, X, y, kind="true"), F_ref / N, 1e-10)
 
@@ -225,7 +225,6 @@ def test_sampled_true_fisher_product_converges_at_the_monte_carlo_rate():
     at most 1/16 (by the CLT, far less); and at S = 4096 the error is well below S = 16's.
     """
     model, loss_fn, X, y = CASES["mlp_ce"]()
-    params = list(model.parameters())
     z = model(X)
     N, Cn = z.shape
     J = C.jacobian_matrix(model, X).reshape(N, Cn, -1)
@@ -257,9 +256,10 @@ def test_sampled_fisher_for_mse_converges_to_gauss_newton():
     model, loss_fn, X, y = CASES["mlp_mse"]()
     v = torch.randn(C.num_parameters(list(model.parameters())), generator=torch.Generator().manual_seed(9), dtype=DT)
     exact = C.ggn_matrix(model, loss_fn, X, y) @ v
-    rel = lambda S: float(
-        (C.fisher_operator(model, loss_fn, X, y, mc_samples=S, seed=1)(v) - exact).norm() / exact.norm()
-    )
+
+    def rel(S):
+        return float((C.fisher_operator(model, loss_fn, X, y, mc_samples=S, seed=1)(v) - exact).norm() / exact.norm())
+
     assert rel(4000) < 0.15
     assert rel(4000) < rel(1)
 
@@ -418,7 +418,10 @@ def test_conjugate_gradient_matches_direct_solve_and_stops_on_negative_curvature
     # truncated: a few iterations already reduce the residual, and never increase the quadratic model
     few = C.conjugate_gradient(lambda v: A @ v, b, max_iter=3)
     assert not few.converged and few.iterations == 3
-    q = lambda v: 0.5 * v @ A @ v - b @ v
+
+    def q(v):
+        return 0.5 * v @ A @ v - b @ v
+
     assert q(few.x) < q(torch.zeros(30, dtype=DT))
     # indefinite: stops at the first direction of non-positive curvature, returning the iterate
     indefinite = torch.diag(torch.tensor([1.0, -1.0], dtype=DT))
@@ -484,7 +487,7 @@ def test_products_lanczos_and_second_order_steps_agree_on_cuda():
             m = CASES["cnn_ce"]()[0].to(device)
             opt = make(m)
 
-            def closure():
+            def closure(opt=opt, m=m, loss_fn=loss_fn, X=X, y=y):
                 opt.zero_grad()
                 loss = loss_fn(m(X), y)
                 loss.backward()

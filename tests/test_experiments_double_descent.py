@@ -69,7 +69,8 @@ def test_ridge_caps_the_norm_at_every_width():
 
 
 def test_weak_features_risk_formula_by_hand():
-    # n = 40, ‖β_T‖² = 0.25, s² = ‖β_{T^c}‖² + σ² = 0.5 + 0.5 = 1: below, 1 + P/(n−P−1); above, ‖β_T‖²(1 − n/P) + 1 + n/(P−n−1)
+    # n = 40, ‖β_T‖² = 0.25, s² = ‖β_{T^c}‖² + σ² = 0.5 + 0.5 = 1:
+    # below, 1 + P/(n−P−1); above, ‖β_T‖²(1 − n/P) + 1 + n/(P−n−1)
     risk = dd.weak_features_risk([10, 40, 41, 60], 40, 0.25, 0.5, 0.5)
     assert abs(risk[0] - (1 + 10 / 29)) < 1e-14  # same arithmetic, reordered
     assert np.isinf(risk[1]) and np.isinf(risk[2])

@@ -342,7 +342,7 @@ def test_conv2d_factors_match_naive_patches(stride, padding, dilation):
     g_rows = []
     for n in range(4):
         out = {}
-        handle = conv.register_forward_hook(lambda m, i, o: out.__setitem__("s", o))
+        handle = conv.register_forward_hook(lambda m, i, o, out=out: out.__setitem__("s", o))
         logits = full(X[n : n + 1])
         handle.remove()
         (ds,) = torch.autograd.grad(F.cross_entropy(logits, y[n : n + 1]), out["s"])
@@ -669,9 +669,9 @@ def test_beats_sgd_and_adam_on_ill_conditioned_regression():
     results = {}
     for cls in (KFAC, EKFAC):
         results[cls.__name__, "sampled"] = _steps_to_target(
-            lambda m: cls(m, lr=0.5, fisher="sampled", **common), X, y, sampled=True
+            lambda m, cls=cls: cls(m, lr=0.5, fisher="sampled", **common), X, y, sampled=True
         )
-        results[cls.__name__, "empirical"] = _steps_to_target(lambda m: cls(m, lr=1.0, **common), X, y)
+        results[cls.__name__, "empirical"] = _steps_to_target(lambda m, cls=cls: cls(m, lr=1.0, **common), X, y)
     first_order = min(sgd_best, adam_best)
     assert first_order > 100, (sgd_best, adam_best)
     for key, steps in results.items():

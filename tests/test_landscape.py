@@ -174,7 +174,10 @@ def test_orthogonalize_and_trajectory_plane():
         assert torch.equal(a, b)
     # Gram–Schmidt in float64, stored in float32: cosine ~ float32 epsilon
     assert abs(ls.cosine_similarity(delta, eta)) < 1e-6
-    norm = lambda v: math.sqrt(sum(float((t.double() ** 2).sum()) for t in v))
+
+    def norm(v):
+        return math.sqrt(sum(float((t.double() ** 2).sum()) for t in v))
+
     assert norm(eta) == pytest.approx(norm(delta), rel=1e-6)
 
 

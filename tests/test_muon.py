@@ -35,10 +35,10 @@ def reference_muon_step(p, grad, buf, lr, beta=0.95, weight_decay=0.0, nesterov=
     buf.mul_(beta).add_(grad, alpha=1 - beta)  # M ← βM + (1−β)G
     update = beta * buf + (1 - beta) * grad if nesterov else buf  # Nesterov look-ahead
     matrix = update.reshape(len(update), -1)
-    O = reference_newton_schulz5(matrix)
-    O = O * max(1.0, matrix.size(0) / matrix.size(1)) ** 0.5
+    orthogonal = reference_newton_schulz5(matrix)
+    orthogonal = orthogonal * max(1.0, matrix.size(0) / matrix.size(1)) ** 0.5
     p.mul_(1 - lr * weight_decay)
-    p.add_(O.reshape(p.shape), alpha=-lr)
+    p.add_(orthogonal.reshape(p.shape), alpha=-lr)
 
 
 def reference_adamw_step(p, grad, state, lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0):
@@ -298,7 +298,7 @@ def test_bfloat16_update_is_close_to_the_exact_polar_factor_direction():
 
     g = torch.Generator().manual_seed(5)
     G = torch.randn(32, 64, generator=g, dtype=torch.float64)
-    O = muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).double()
+    O = muon_orthogonalize(G, 5, ns_dtype=torch.bfloat16).double()  # noqa: E741 (the paper's O)
     exact = polar_factor(G)
     # singular values of O in U's basis: Uᵀ O V ≈ diag(S'), with S' in about [0.68, 1.21] for
     # every σ ≥ 0.003‖G‖_F (the float64 band; bfloat16 adds ~1% of round-off, hence 0.6 / 1.3)

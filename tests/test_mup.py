@@ -384,7 +384,7 @@ def test_coord_check_transformer_flat_under_mup_and_growing_under_sp():
     out = {}
     for parametrization in ("mup", "sp"):
         r = mup.coord_check(
-            lambda w: transformer(w, parametrization),
+            lambda w, parametrization=parametrization: transformer(w, parametrization),
             widths,
             x,
             y,

@@ -424,7 +424,7 @@ def test_lr_scheduler_attached(spec):
     scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
     reference = make_params()
     ref_opt = spec.build_params(reference)
-    for t in range(4):
+    for _ in range(4):
         steps(opt, params, 1)
         scheduler.step()
         steps(ref_opt, reference, 1)

@@ -484,7 +484,12 @@ def test_swats_switch_step_and_lr_match_naive_algorithm():
     for index, (name, h, center) in enumerate([("a", model.ha, 3.0), ("b", model.hb, -0.5)]):
         start = getattr(TwoQuadratics(), name).detach()
         traj, switch_step, sgd_lr = _naive_swats(
-            start.tolist(), lambda w: [hi * (wi - center) for hi, wi in zip(h.tolist(), w)], steps, lr, *betas, eps
+            start.tolist(),
+            lambda w, h=h, center=center: [hi * (wi - center) for hi, wi in zip(h.tolist(), w)],
+            steps,
+            lr,
+            *betas,
+            eps,
         )
         p = getattr(model, name)
         state = opt.state[p]

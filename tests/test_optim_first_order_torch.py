@@ -114,7 +114,7 @@ def train(cls, kwargs: dict, steps: int = STEPS, **extra):
 def assert_same(model_a, opt_a, model_b, opt_b, rtol=RTOL, atol=ATOL):
     """Parameters and every state entry (keys, dtypes, values) agree."""
     for (name, pa), pb in zip(model_a.named_parameters(), model_b.parameters()):
-        assert_close(pa, pb, rtol=rtol, atol=atol, msg=lambda m: f"parameter {name}: {m}")
+        assert_close(pa, pb, rtol=rtol, atol=atol, msg=lambda m, name=name: f"parameter {name}: {m}")
         sa, sb = opt_a.state.get(pa, {}), opt_b.state.get(pb, {})
         if name == "unused":
             # ours creates no state without a gradient (torch's Adagrad creates it eagerly)
@@ -124,7 +124,9 @@ def assert_same(model_a, opt_a, model_b, opt_b, rtol=RTOL, atol=ATOL):
         for key in sb:
             va, vb = sa[key], sb[key]
             if torch.is_tensor(vb):
-                assert_close(va, vb, rtol=rtol, atol=atol, msg=lambda m: f"state {key} of {name}: {m}")
+                assert_close(
+                    va, vb, rtol=rtol, atol=atol, msg=lambda m, key=key, name=name: f"state {key} of {name}: {m}"
+                )
             else:
                 assert va == vb, f"state {key} of {name}: {va} vs {vb}"
 
@@ -177,7 +179,7 @@ def test_foreach_with_mixed_dtypes_matches_torch(ours, theirs, kwargs):
         w64 = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
         w32 = nn.Parameter(torch.randn(3, dtype=torch.float32))
         opt = cls([w64, w32], foreach=True, **kwargs)
-        for t in range(20):
+        for _ in range(20):
             opt.zero_grad()
             ((w64 @ w32.double()).sin().sum() + w32.pow(2).sum()).backward()
             opt.step()

@@ -555,7 +555,7 @@ def _answered(nb, replace=()):
     for cell in out.cells:
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("solution") and cell.cell_type == "code":
-            code = "\n".join(l for l in cell.source.split("\n") if "### " not in l)
+            code = "\n".join(line for line in cell.source.split("\n") if "### " not in line)
             for old, new in replace:
                 code = code.replace(old, new)
             cell.source = code

@@ -1,5 +1,6 @@
 """gd_lib.schedules: closed forms written here, torch's own schedulers, composition, ScheduleLR."""
 
+import dataclasses
 import math
 
 import pytest
@@ -329,5 +330,5 @@ def test_schedules_are_pure():
     first = s.values(100)
     assert s.values(100).tolist() == first.tolist()
     assert [s(t) for t in reversed(range(100))] == first[::-1].tolist()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.boundaries = (3,)  # frozen

@@ -126,7 +126,10 @@ def test_levenberg_marquardt_rule_and_reduction_ratio():
     # on a quadratic the model is exact: ρ = 1 for any step
     A = torch.tensor([[3.0, 1.0], [1.0, 2.0]], dtype=DT)
     b = torch.tensor([1.0, -1.0], dtype=DT)
-    f = lambda x: float(0.5 * x @ A @ x - b @ x)
+
+    def f(x):
+        return float(0.5 * x @ A @ x - b @ x)
+
     x0, delta = torch.tensor([0.3, 0.2], dtype=DT), torch.tensor([-0.1, 0.25], dtype=DT)
     g = A @ x0 - b
     assert abs(reduction_ratio(f(x0), f(x0 + delta), g, A, delta) - 1.0) < 1e-12 or reduction_ratio(
@@ -146,7 +149,9 @@ def test_newton_adaptive_damping_rejects_bad_steps_and_converges_on_rosenbrock()
     the damping moves only by the factors 3/2 and 2/3, and the minimum is reached."""
     xy = nn.Parameter(torch.tensor([-1.2, 1.0], dtype=DT))
     opt = Newton([xy], lr=1.0, damping=1e-2, adaptive_damping=True)
-    f = lambda: (1 - xy[0]) ** 2 + 100 * (xy[1] - xy[0] ** 2) ** 2
+
+    def f():
+        return (1 - xy[0]) ** 2 + 100 * (xy[1] - xy[0] ** 2) ** 2
 
     def closure():
         opt.zero_grad()
@@ -326,11 +331,12 @@ def test_newton_and_natural_gradient_beat_tuned_sgd_and_adam_on_an_ill_condition
     )
     budget = 300
     sgd = min(
-        _steps_to_target(lambda m: torch.optim.SGD(m.parameters(), lr=c / lam_max), budget)
+        _steps_to_target(lambda m, c=c: torch.optim.SGD(m.parameters(), lr=c / lam_max), budget)
         for c in (0.5, 1.0, 1.5, 1.9)
     )
     adam = min(
-        _steps_to_target(lambda m: torch.optim.Adam(m.parameters(), lr=lr), budget) for lr in (1e-3, 1e-2, 1e-1, 1.0)
+        _steps_to_target(lambda m, lr=lr: torch.optim.Adam(m.parameters(), lr=lr), budget)
+        for lr in (1e-3, 1e-2, 1e-1, 1.0)
     )
     assert newton <= 2 and ng <= 2, (newton, ng)
     assert newton < sgd and ng < sgd and newton < adam and ng < adam, (newton, ng, sgd, adam)

@@ -72,7 +72,9 @@ def test_no_page_contains_solution_code_or_hidden_tests(site):
     lines = set().union(*regions.values())
     assert len(lines) > 50, "the instructors' notebooks should have solution and hidden-test regions to look for"
     leaks = find_leaks(site, lines, legitimate_sources())
-    assert leaks == [], "solution or hidden-test code on the site:\n" + "\n".join(f"{f}: {l}" for f, l in leaks[:20])
+    assert leaks == [], "solution or hidden-test code on the site:\n" + "\n".join(
+        f"{f}: {line}" for f, line in leaks[:20]
+    )
 
 
 def test_the_leak_scan_finds_a_planted_solution_line(tmp_path):

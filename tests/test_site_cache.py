@@ -27,7 +27,10 @@ from site_support import build_site, load_build_module
 
 pytestmark = pytest.mark.slow
 
-MARKDOWN = "# Lecture 1 — A tiny lecture\n\nGradient descent is stable for $\\eta < 2/L$:\n\n$$x_{t+1} = x_t - \\eta\\, g_t$$\n"
+MARKDOWN = (
+    "# Lecture 1 — A tiny lecture\n\nGradient descent is stable for $\\eta < 2/L$:\n\n"
+    "$$x_{t+1} = x_t - \\eta\\, g_t$$\n"
+)
 PLOT = """import os
 import ipywidgets
 import matplotlib.pyplot as plt

@@ -98,7 +98,7 @@ def run_trial(
         if train_set_mode is not None:
             optimizer.train()
 
-        def closure():
+        def closure(batch=batch):
             optimizer.zero_grad(set_to_none=True)
             loss = problem.loss(model, batch)
             loss.backward()

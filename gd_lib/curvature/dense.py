@@ -5,7 +5,8 @@ against, and what :class:`gd_lib.optim.Newton` solves with. Cost: one backward p
 (P for the Hessian, :math:`NC` for the output Jacobian), so keep models small.
 
 ==================  ================================================================================
-Hessian             :math:`H_{ij} = \partial^2 L / \partial\theta_i\partial\theta_j`, row :math:`i` is :math:`\nabla_\theta g_i`, :math:`g = \nabla_\theta L`
+Hessian             :math:`H_{ij} = \partial^2 L / \partial\theta_i\partial\theta_j`, row :math:`i` is
+                    :math:`\nabla_\theta g_i`, :math:`g = \nabla_\theta L`
 GGN                 :math:`G = J^\top (\nabla_z^2 L)\,J` with the dense output Jacobian :math:`J`
 true Fisher         :math:`F = \frac1M \sum_n \sum_{c} \pi_{nc}\, g_{nc} g_{nc}^\top`,
                     :math:`g_{nc} = \nabla_\theta \ell(z_n, c) = J_n^\top(\pi_n - e_c)` (cross-entropy: a sum

@@ -1,8 +1,8 @@
 """Start a small multi-process ``torch.distributed`` run on one machine, or join one made by ``torchrun``.
 
 :func:`launch` is for lectures and tests: it starts ``world_size`` fresh Python processes
-(``multiprocessing``'s "forkserver": forked from a server that imported torch once), connects them over the loopback interface
-(``MASTER_ADDR=127.0.0.1``, a free port, the ``env://`` rendezvous that ``torchrun``
+(``multiprocessing``'s "forkserver": forked from a server that imported torch once), connects
+them over the loopback interface (``MASTER_ADDR=127.0.0.1``, a free port, the ``env://`` rendezvous that ``torchrun``
 uses too), runs ``fn(*args)`` on every rank and returns what each rank returned. The
 backend is gloo on CPU and nccl when each rank gets its own GPU. Every wait is bounded:
 a rank that fails or hangs ends the run with an error instead of blocking forever.

@@ -334,13 +334,19 @@ def muon_vs_adamw(
     results, curves = {"adamw": {}, "muon": {}}, {}
     for lr in adamw_lrs:
         h = _steps_to_target(
-            lambda m: optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0), data, steps, target, width, seed, batch_size
+            lambda m, lr=lr: optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0),
+            data,
+            steps,
+            target,
+            width,
+            seed,
+            batch_size,
         )
         results["adamw"][lr] = h.target_step
         curves[f"AdamW lr {lr:g}"] = (h.eval_step, h["train_loss"])
     for lr in muon_lrs:
         h = _steps_to_target(
-            lambda m: optim.Muon(optim.muon_param_groups(m), lr=lr, adam_lr=3e-3),
+            lambda m, lr=lr: optim.Muon(optim.muon_param_groups(m), lr=lr, adam_lr=3e-3),
             data,
             steps,
             target,

@@ -254,7 +254,7 @@ def schedule_free_vs_cosine(quick: bool | None = None) -> dict:
         device = gd_lib.device()
         X_val, y_val = task.X_val.to(device), task.y_val.to(device)
 
-        def eval_at_average(m, optimizer=optimizer):
+        def eval_at_average(m, optimizer=optimizer, X_val=X_val, y_val=y_val):
             # Schedule-Free is evaluated at x, the average: swap it in, evaluate, swap back
             optimizer.eval()
             try:

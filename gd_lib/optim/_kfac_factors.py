@@ -316,7 +316,8 @@ def kfac_precondition_eigh(
 
 
 def damped_inverse_from_eigh(d: Tensor, Q: Tensor, gamma) -> Tensor:
-    r""":math:`(M + \gamma I)^{-1} = Q\,\mathrm{diag}\big(1/(d + \gamma)\big)\,Q^\top` from :math:`M = Q\,\mathrm{diag}(d)\,Q^\top`.
+    r""":math:`(M + \gamma I)^{-1} = Q\,\mathrm{diag}\big(1/(d + \gamma)\big)\,Q^\top`
+    from :math:`M = Q\,\mathrm{diag}(d)\,Q^\top`.
 
     Built once per refresh (and again only when the damping changes), it turns
     :func:`kfac_precondition_eigh`'s four products per step into two
@@ -397,7 +398,8 @@ def ekfac_precondition(grad: Tensor, Q_A: Tensor, Q_G: Tensor, s: Tensor, dampin
 
 
 def kl_clip_scale(v_dot_grad: Tensor, lr: float, kl_clip: float) -> Tensor:
-    r""":math:`\nu = \min\!\left(1, \sqrt{\dfrac{\kappa}{\eta^2 \sum_\ell \langle V_\ell, \nabla\bar W_\ell\rangle}}\right)`.
+    r"""The KL clip factor
+    :math:`\nu = \min\!\left(1, \sqrt{\kappa \big/ \eta^2 \sum_\ell \langle V_\ell, \nabla\bar W_\ell\rangle}\right)`.
 
     :math:`\eta^2 \sum_\ell \langle V_\ell, \nabla \bar W_\ell\rangle = \eta^2\,\nabla^\top \hat F^{-1}\nabla`
     is the second-order estimate of the KL divergence a step :math:`-\eta V` causes (up to the

@@ -555,7 +555,7 @@ class KFAC(Optimizer):
             self._accumulate_eigenbasis_statistics(state, batch)
         # 4. per layer: V = preconditioned ∇W̄
         directions = []
-        for layer, state, step, statistics_step in active:
+        for layer, state, step, _ in active:
             # ∇W̄ = [∇W, ∇b];  V = preconditioned ∇W̄
             b = layer.bias
             bias_grad = None

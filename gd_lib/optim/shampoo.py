@@ -418,8 +418,8 @@ def inverse_root_of(state: dict, config: ShampooConfig, c: int, j: int) -> Tenso
 
 def update_inverse_roots_(state: dict, config: ShampooConfig) -> None:
     """Step 3: recompute every inverse root :math:`P_j` of one parameter in place."""
-    for c, factors in enumerate(state["factors"]):
-        for j, P in enumerate(state["inverse_roots"][c]):
+    for c, roots in enumerate(state["inverse_roots"]):
+        for j, P in enumerate(roots):
             P.copy_(inverse_root_of(state, config, c, j))
 
 
