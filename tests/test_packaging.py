@@ -174,3 +174,16 @@ def test_version_is_written_once_and_named_in_the_changelog():
     released = re.findall(r"^## \[(\d[^\]]*)\]", changelog, flags=re.M)
     assert released and released[0] == PROJECT["version"], released[:3]
     assert re.search(r"^## \[Unreleased\]", changelog, flags=re.M), "CHANGELOG.md keeps an Unreleased section"
+
+
+def test_ci_runs_the_lint_before_the_tests():
+    """.ci/run (CI's entry point) runs ``make lint``, and ``make lint`` checks both ruff's rules and its format."""
+    commands = [
+        line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip().startswith("make ")
+    ]
+    assert "make lint" in commands and "make test" in commands, commands
+    assert commands.index("make lint") < commands.index("make test")
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^lint:.*\n((?:\t.*\n)+)", makefile, flags=re.M)
+    assert recipe, "Makefile has no lint target"
+    assert "ruff check" in recipe.group(1) and "ruff format --check" in recipe.group(1)
