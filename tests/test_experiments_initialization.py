@@ -12,6 +12,7 @@ Measured in quick mode (loaded 2-core CPU):
   on seeds 0-3 and the loss climbed back by 0.19-1.26 nats; the scheduled run's ratio peaked at
   0.38-0.64.
 """
+
 import math
 
 import numpy as np
@@ -76,7 +77,7 @@ def test_relapse_against_a_naive_loop():
     rng = np.random.default_rng(0)
     for curve in (rng.normal(size=50).cumsum(), np.linspace(3, 1, 10), [2.0]):
         best, worst = np.inf, 0.0
-        for value in curve:          # how far above the best value so far, at its worst
+        for value in curve:  # how far above the best value so far, at its worst
             best = min(best, value)
             worst = max(worst, value - best)
         assert init.relapse(curve) == pytest.approx(worst, abs=1e-12)
@@ -110,7 +111,7 @@ def test_30_layer_net_trains_with_kaiming_without_relapse_and_stalls_with_xavier
 def test_constant_step_crosses_the_stability_limit_and_the_schedule_does_not(seed):
     old = init.sharpness_during_training(quick=True, seed=seed)
     new = init.sharpness_during_training(quick=True, seed=seed, lr=0.003, schedule="cosine", steps=400)
-    assert old["limit"][0] == pytest.approx(2 * 1.9 / 0.01)          # heavy ball: 2(1+μ)/η
+    assert old["limit"][0] == pytest.approx(2 * 1.9 / 0.01)  # heavy ball: 2(1+μ)/η
     # the relapse: the sharpness overshoots 2(1+μ)/η (measured peaks 1.6× and 2.1×) and the loss on
     # the evaluation batch climbs back (measured 1.26 and 0.19 nats above its best)
     assert np.any(old["sharpness"] > old["limit"])

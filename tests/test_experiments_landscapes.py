@@ -13,6 +13,7 @@ Measured in quick mode (loaded 2-core CPU):
 - Li & Arora: losses of the weight-decay run and the exponential-lr run agree to 4e-16,
   the norm ratio follows (1 − ηλ)^t to 3e-16 (float64).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -42,7 +43,7 @@ def test_noisy_escape_gd_step_matches_a_hand_written_gradient():
     result = ls.noisy_escape(quick=True, steps=1, seeds=1, record=1, noise=0.1, num_samples=4)
     u = 0.1 * torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x, y = 1.0 + u[:, 0], u[:, 1]
-    r, q = 1 + 4 * (x + 1) ** 2, (x + 1) ** 2 * (x - 1) ** 2 + y ** 2 / 2
+    r, q = 1 + 4 * (x + 1) ** 2, (x + 1) ** 2 * (x - 1) ** 2 + y**2 / 2
     dx = 8 * (x + 1) * q + r * (2 * (x + 1) * (x - 1) ** 2 + 2 * (x + 1) ** 2 * (x - 1))
     dy = r * y
     expected = torch.tensor([1.0, 0.0], dtype=torch.float64) - result["lr"] * torch.stack([dx.mean(), dy.mean()])

@@ -39,6 +39,7 @@ References:
     X. Glorot, Y. Bengio. Understanding the difficulty of training deep feedforward neural
     networks. AISTATS 2010.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,6 @@ import torch
 from torch import nn
 
 import gd_lib
-
 from gd_lib.curvature import sharpness
 from gd_lib.data import load_digits
 from gd_lib.models import MLP, DeepReLUNet
@@ -54,8 +54,15 @@ from gd_lib.optim import SGD
 from gd_lib.schedules import ScheduleLR, warmup_cosine
 from gd_lib.train import cross_entropy, train
 
-__all__ = ["symmetry_experiment", "unit_spread", "activation_statistics", "predicted_second_moment",
-           "training_curves", "sharpness_during_training", "relapse"]
+__all__ = [
+    "symmetry_experiment",
+    "unit_spread",
+    "activation_statistics",
+    "predicted_second_moment",
+    "training_curves",
+    "sharpness_during_training",
+    "relapse",
+]
 
 
 def unit_spread(layer: torch.nn.Linear) -> float:
@@ -69,8 +76,15 @@ def unit_spread(layer: torch.nn.Linear) -> float:
     return spread
 
 
-def symmetry_experiment(quick: bool | None = None, *, width: int = 32, depth: int = 2, steps: int | None = None,
-                        lr: float = 0.5, seed: int = 0) -> dict:
+def symmetry_experiment(
+    quick: bool | None = None,
+    *,
+    width: int = 32,
+    depth: int = 2,
+    steps: int | None = None,
+    lr: float = 0.5,
+    seed: int = 0,
+) -> dict:
     """Train an MLP on the digits from all-equal weights and from a random init.
 
     Full-batch gradient descent in float64 on 512 training images. Returns, for ``"constant"`` and ``"kaiming"``:
@@ -86,7 +100,7 @@ def symmetry_experiment(quick: bool | None = None, *, width: int = 32, depth: in
         generator = torch.Generator().manual_seed(seed)
         model = MLP(64, [width] * depth, 10, init=init, generator=generator).double()
         optimizer = SGD(model.parameters(), lr=lr)
-        hidden = model.layers[:-1]   # the layers whose rows are the hidden units
+        hidden = model.layers[:-1]  # the layers whose rows are the hidden units
         spread, losses = [[unit_spread(layer) for layer in hidden]], []
         for _ in range(steps):
             optimizer.zero_grad()
@@ -101,8 +115,9 @@ def symmetry_experiment(quick: bool | None = None, *, width: int = 32, depth: in
     return results
 
 
-def predicted_second_moment(init: str, depth: int, width: int, in_features: int = 64,
-                            sigma: float | None = None) -> np.ndarray:
+def predicted_second_moment(
+    init: str, depth: int, width: int, in_features: int = 64, sigma: float | None = None
+) -> np.ndarray:
     r"""He et al.'s recursion ``E[h_ℓ²] = ½ n_{ℓ−1} Var[W_ℓ] E[h_{ℓ−1}²]``, relative to ``E[h_1²]``.
 
     Layer 1 gets the input; layers ``2..depth`` have ``n_{ℓ−1} = n_ℓ = width``, so the
@@ -121,9 +136,16 @@ def predicted_second_moment(init: str, depth: int, width: int, in_features: int 
     return factor ** np.arange(depth, dtype=float)
 
 
-def activation_statistics(depth: int = 30, init: str = "kaiming", sigma: float | None = None, *,
-                          width: int | None = None, quick: bool | None = None, seeds: int | None = None,
-                          batch_size: int = 256) -> dict:
+def activation_statistics(
+    depth: int = 30,
+    init: str = "kaiming",
+    sigma: float | None = None,
+    *,
+    width: int | None = None,
+    quick: bool | None = None,
+    seeds: int | None = None,
+    batch_size: int = 256,
+) -> dict:
     r"""Second moment of the activations and of the back-propagated gradients, per layer.
 
     A :class:`gd_lib.models.DeepReLUNet` (``depth`` hidden layers of ``width``, biases zero)
@@ -149,14 +171,21 @@ def activation_statistics(depth: int = 30, init: str = "kaiming", sigma: float |
             h.retain_grad()
         cross_entropy(out, y).backward()
         activations.append([float((h.detach() ** 2).mean()) for h in hidden])
-        gradients.append([float((h.grad ** 2).mean()) for h in hidden])
+        gradients.append([float((h.grad**2).mean()) for h in hidden])
     activation = np.mean(activations, axis=0)
     gradient = np.mean(gradients, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = activation / activation[0]
-    return {"layer": np.arange(1, depth + 1), "activation": activation, "gradient": gradient,
-            "activation_ratio": ratio, "predicted_ratio": predicted_second_moment(init, depth, width, sigma=sigma),
-            "init": init, "sigma": sigma, "width": width}
+    return {
+        "layer": np.arange(1, depth + 1),
+        "activation": activation,
+        "gradient": gradient,
+        "activation_ratio": ratio,
+        "predicted_ratio": predicted_second_moment(init, depth, width, sigma=sigma),
+        "init": init,
+        "sigma": sigma,
+        "width": width,
+    }
 
 
 def _schedule(kind: str | None, steps: int):
@@ -179,10 +208,19 @@ def relapse(loss) -> float:
     return float(np.max(loss - np.minimum.accumulate(loss)))
 
 
-def training_curves(quick: bool | None = None, *, depths=(22, 30), inits=("kaiming", "xavier"),
-                    width: int | None = None, steps: int | None = None, lr: float = 0.003,
-                    momentum: float = 0.9, schedule: str | None = "cosine", batch_size: int = 64,
-                    seed: int = 0) -> dict:
+def training_curves(
+    quick: bool | None = None,
+    *,
+    depths=(22, 30),
+    inits=("kaiming", "xavier"),
+    width: int | None = None,
+    steps: int | None = None,
+    lr: float = 0.003,
+    momentum: float = 0.9,
+    schedule: str | None = "cosine",
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict:
     """Train deep ReLU MLPs on the digits with SGD + momentum from each init (He et al. Fig. 3).
 
     ``schedule="cosine"`` (default): a linear warm-up over 5% of the steps, then a cosine decay
@@ -203,28 +241,50 @@ def training_curves(quick: bool | None = None, *, depths=(22, 30), inits=("kaimi
             generator = torch.Generator().manual_seed(seed)
             model = DeepReLUNet(64, width, depth, 10, init=init, generator=generator)
             optimizer = SGD(model.parameters(), lr=lr, momentum=momentum)
-            history = train(model, optimizer, data, steps=steps, batch_size=batch_size, seed=seed,
-                            schedule=_schedule(schedule, steps), progress=False)
+            history = train(
+                model,
+                optimizer,
+                data,
+                steps=steps,
+                batch_size=batch_size,
+                seed=seed,
+                schedule=_schedule(schedule, steps),
+                progress=False,
+            )
             window = max(1, steps // 20)
             smoothed = np.convolve(history.loss, np.ones(window) / window, mode="valid")
             tail = max(1, steps // 10)
-            results[(depth, init)] = {"step": history.step, "loss": history.loss,
-                                      "smoothed_loss": smoothed,
-                                      "final_loss": float(np.mean(history.loss[-tail:])),
-                                      "relapse": relapse(smoothed),
-                                      "val_accuracy": history.final("val_accuracy")}
+            results[(depth, init)] = {
+                "step": history.step,
+                "loss": history.loss,
+                "smoothed_loss": smoothed,
+                "final_loss": float(np.mean(history.loss[-tail:])),
+                "relapse": relapse(smoothed),
+                "val_accuracy": history.final("val_accuracy"),
+            }
     return results
 
 
-def sharpness_during_training(quick: bool | None = None, *, depth: int = 30, width: int | None = None,
-                              lr: float = 0.01, momentum: float = 0.9, schedule: str | None = None,
-                              steps: int | None = None, every: int | None = None, batch_size: int = 64,
-                              eval_examples: int = 256, lanczos_iterations: int = 10, seed: int = 0) -> dict:
+def sharpness_during_training(
+    quick: bool | None = None,
+    *,
+    depth: int = 30,
+    width: int | None = None,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    schedule: str | None = None,
+    steps: int | None = None,
+    every: int | None = None,
+    batch_size: int = 64,
+    eval_examples: int = 256,
+    lanczos_iterations: int = 10,
+    seed: int = 0,
+) -> dict:
     r"""Train a Kaiming ``DeepReLUNet`` as :func:`training_curves` does and measure, every ``every``
     steps, the sharpness ``λ_max`` of the training loss (``lanczos_iterations`` Lanczos steps on the
-    first ``eval_examples`` training examples), the training loss on those examples, and heavy ball's stability limit ``2(1 + μ)/η_t`` at the
-    current step size (lecture 1: on a quadratic of curvature λ, heavy ball diverges iff
-    ``λ > 2(1 + μ)/η``).
+    first ``eval_examples`` training examples), the training loss on those examples, and heavy
+    ball's stability limit ``2(1 + μ)/η_t`` at the current step size (lecture 1: on a quadratic
+    of curvature λ, heavy ball diverges iff ``λ > 2(1 + μ)/η``).
 
     Defaults: the constant ``η = 0.01`` that relapsed. Returns ``{"step", "sharpness",
     "loss", "limit", "minibatch_loss" (per step), "lr", "momentum", "schedule"}``.
@@ -237,8 +297,7 @@ def sharpness_during_training(quick: bool | None = None, *, depth: int = 30, wid
     data = load_digits()
     X, y = data.X_train.to(device), data.y_train.to(device)
     X_eval, y_eval = X[:eval_examples], y[:eval_examples]
-    model = DeepReLUNet(64, width, depth, 10, init="kaiming",
-                        generator=torch.Generator().manual_seed(seed)).to(device)
+    model = DeepReLUNet(64, width, depth, 10, init="kaiming", generator=torch.Generator().manual_seed(seed)).to(device)
     optimizer = SGD(model.parameters(), lr=lr, momentum=momentum)
     plan = _schedule(schedule, steps)
     scheduler = ScheduleLR(optimizer, plan) if plan is not None else None
@@ -249,8 +308,9 @@ def sharpness_during_training(quick: bool | None = None, *, depth: int = 30, wid
         if t % every == 0 or t == steps:
             step_size = optimizer.param_groups[0]["lr"]
             record["step"].append(t)
-            record["sharpness"].append(sharpness(model, nn.CrossEntropyLoss(), X_eval, y_eval,
-                                                 num_iterations=lanczos_iterations))
+            record["sharpness"].append(
+                sharpness(model, nn.CrossEntropyLoss(), X_eval, y_eval, num_iterations=lanczos_iterations)
+            )
             with torch.no_grad():
                 record["loss"].append(float(cross_entropy(model(X_eval), y_eval)))
             record["limit"].append(2 * (1 + momentum) / step_size if step_size > 0 else float("inf"))

@@ -37,6 +37,7 @@ References:
     L. Wu, C. Ma, W. E. How SGD selects the global minima in over-parameterized learning. NeurIPS 2018.
     Z. Li, S. Arora. An exponential learning rate schedule for deep learning. ICLR 2020 (arXiv 2019).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,12 +52,21 @@ from gd_lib.models import MLP
 from gd_lib.optim import SGD, Adam, EntropySGD
 from gd_lib.train import cross_entropy, train
 
-__all__ = ["random_direction_cosines", "train_digits_mlp", "line_from_init", "plane_around_minimum",
-           "skip_connection_landscapes", "sharp_vs_flat", "noisy_escape", "exponential_lr_equivalence",
-           "scale_invariant_net"]
+__all__ = [
+    "random_direction_cosines",
+    "train_digits_mlp",
+    "line_from_init",
+    "plane_around_minimum",
+    "skip_connection_landscapes",
+    "sharp_vs_flat",
+    "noisy_escape",
+    "exponential_lr_equivalence",
+    "scale_invariant_net",
+]
 
 
 # --- random directions ---------------------------------------------------------------------------------
+
 
 def random_direction_cosines(dims=(10, 100, 1_000, 10_000), samples: int = 200, seed: int = 0) -> dict:
     """Cosine similarity of ``samples`` independent pairs of Gaussian vectors in each dimension ``d``.
@@ -71,29 +81,52 @@ def random_direction_cosines(dims=(10, 100, 1_000, 10_000), samples: int = 200, 
         cosines.append((torch.nn.functional.cosine_similarity(a, b, dim=1)).numpy())
     cosines = np.asarray(cosines)
     dims = np.asarray(dims)
-    return {"dims": dims, "cosines": cosines, "std": cosines.std(axis=1), "mean": cosines.mean(axis=1),
-            "predicted_std": 1.0 / np.sqrt(dims)}
+    return {
+        "dims": dims,
+        "cosines": cosines,
+        "std": cosines.std(axis=1),
+        "mean": cosines.mean(axis=1),
+        "predicted_std": 1.0 / np.sqrt(dims),
+    }
 
 
 # --- a trained digits MLP --------------------------------------------------------------------------------
+
 
 def _loss_on(X, y):
     return lambda model: cross_entropy(model(X), y)
 
 
-def train_digits_mlp(widths=(64, 64), *, quick: bool | None = None, steps: int | None = None,
-                     dropout: float = 0.0, residual: bool = False, init: str = "kaiming",
-                     sigma: float | None = None, lr: float = 1e-3, batch_size: int = 64, seed: int = 0):
+def train_digits_mlp(
+    widths=(64, 64),
+    *,
+    quick: bool | None = None,
+    steps: int | None = None,
+    dropout: float = 0.0,
+    residual: bool = False,
+    init: str = "kaiming",
+    sigma: float | None = None,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+):
     """Train an :class:`MLP` on the digits with Adam; returns ``(model, initial_weights, data, history)``."""
     quick = gd_lib.quick_mode(quick)
     steps = gd_lib.step_budget(300, 3000, quick) if steps is None else steps
     data = load_digits()
     generator = torch.Generator().manual_seed(seed)
-    model = MLP(64, list(widths), 10, dropout=dropout, residual=residual, init=init, sigma=sigma,
-                generator=generator)
+    model = MLP(64, list(widths), 10, dropout=dropout, residual=residual, init=init, sigma=sigma, generator=generator)
     initial = landscape.get_weights(model)
-    history = train(model, Adam(model.parameters(), lr=lr), data, steps=steps, batch_size=batch_size,
-                    seed=seed, device="cpu", progress=False)
+    history = train(
+        model,
+        Adam(model.parameters(), lr=lr),
+        data,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        device="cpu",
+        progress=False,
+    )
     model.eval()
     return model, initial, data, history
 
@@ -112,8 +145,9 @@ def line_from_init(quick: bool | None = None, *, num: int | None = None, seed: i
     return {"alphas": alphas, "train_loss": train_line["losses"], "val_loss": val_line["losses"]}
 
 
-def plane_around_minimum(quick: bool | None = None, *, dropouts=(0.0, 0.5), extent: float = 1.0,
-                         num: int | None = None, seed: int = 0) -> dict:
+def plane_around_minimum(
+    quick: bool | None = None, *, dropouts=(0.0, 0.5), extent: float = 1.0, num: int | None = None, seed: int = 0
+) -> dict:
     """Loss planes around trained MLPs, with and without dropout, along two random directions.
 
     For each dropout rate: the plane with filter-normalized directions (Li et al.) and with
@@ -149,8 +183,15 @@ def plane_around_minimum(quick: bool | None = None, *, dropouts=(0.0, 0.5), exte
     return out
 
 
-def skip_connection_landscapes(quick: bool | None = None, *, depth: int | None = None, width: int = 32,
-                               extent: float = 1.0, num: int | None = None, seed: int = 0) -> dict:
+def skip_connection_landscapes(
+    quick: bool | None = None,
+    *,
+    depth: int | None = None,
+    width: int = 32,
+    extent: float = 1.0,
+    num: int | None = None,
+    seed: int = 0,
+) -> dict:
     """A deep plain MLP and its residual twin (same widths, skip connections added), trained alike,
     then sliced on a filter-normalized random plane around the trained weights.
 
@@ -169,26 +210,57 @@ def skip_connection_landscapes(quick: bool | None = None, *, depth: int | None =
     num = (11 if quick else 41) if num is None else num
     grid = landscape.symmetric_grid(extent, num)
     out = {"alphas": grid, "betas": grid, "depth": depth, "width": width}
-    for name, residual, sigma in (("plain", False, None), ("residual", True, depth ** -0.5)):
-        model, _, data, history = train_digits_mlp([width] * depth, quick=quick, residual=residual,
-                                                   sigma=sigma, seed=seed)
+    for name, residual, sigma in (("plain", False, None), ("residual", True, depth**-0.5)):
+        model, _, data, history = train_digits_mlp(
+            [width] * depth, quick=quick, residual=residual, sigma=sigma, seed=seed
+        )
         X, y = data.X_train[:512], data.y_train[:512]
         generator = torch.Generator().manual_seed(seed + 1)
-        directions = (landscape.random_filter_normalized_direction(model, generator),
-                      landscape.random_filter_normalized_direction(model, generator))
+        directions = (
+            landscape.random_filter_normalized_direction(model, generator),
+            landscape.random_filter_normalized_direction(model, generator),
+        )
         losses = landscape.loss_plane(model, _loss_on(X, y), directions, grid, grid)["losses"]
-        out[name] = {"losses": losses, "roughness": landscape.roughness(losses),
-                     "log_roughness": landscape.roughness(np.log10(losses)),
-                     "train_loss": _loss_on(X, y)(model).item(),
-                     "val_accuracy": history.final("val_accuracy")}
+        out[name] = {
+            "losses": losses,
+            "roughness": landscape.roughness(losses),
+            "log_roughness": landscape.roughness(np.log10(losses)),
+            "train_loss": _loss_on(X, y)(model).item(),
+            "val_accuracy": history.final("val_accuracy"),
+        }
     return out
 
 
 # --- sharp and flat minima -----------------------------------------------------------------------------------
 
-def sharp_vs_flat(quick: bool | None = None, *, batch_sizes=(16, None), target_loss: float = 0.02,
-                  milestones=(0.5, 0.2, 0.1, 0.05), lr: float = 0.1, max_steps: int | None = None,
-                  check_every: int = 10, entropy_sgd: bool = True, seed: int = 0) -> dict:
+
+def _minibatch_closure(model, optimizer, X, y, batch_size: int, generator: torch.Generator):
+    """A closure that draws a minibatch (the whole set when ``batch_size ≥ len(X)``), zeroes the
+    gradients, and back-propagates the cross-entropy on it; returns the loss."""
+    n = X.shape[0]
+
+    def closure():
+        index = torch.randint(0, n, (batch_size,), generator=generator) if batch_size < n else slice(None)
+        optimizer.zero_grad()
+        loss = cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def sharp_vs_flat(
+    quick: bool | None = None,
+    *,
+    batch_sizes=(16, None),
+    target_loss: float = 0.02,
+    milestones=(0.5, 0.2, 0.1, 0.05),
+    lr: float = 0.1,
+    max_steps: int | None = None,
+    check_every: int = 10,
+    entropy_sgd: bool = True,
+    seed: int = 0,
+) -> dict:
     """Small- vs large-batch SGD (same lr) and Entropy-SGD on a digits MLP, each trained to the same
     training loss ``target_loss``, then compared.
 
@@ -228,16 +300,17 @@ def sharp_vs_flat(quick: bool | None = None, *, batch_sizes=(16, None), target_l
         else:
             # L = 5 Langevin steps (5 gradient evaluations) per outer step; the outer step ηγ(x − μ)
             # with ηγ = 0.6
-            optimizer = EntropySGD(model.parameters(), lr=20.0, langevin_steps=5, langevin_lr=lr,
-                                   gamma=0.03, noise=1e-4, generator=torch.Generator().manual_seed(seed))
+            optimizer = EntropySGD(
+                model.parameters(),
+                lr=20.0,
+                langevin_steps=5,
+                langevin_lr=lr,
+                gamma=0.03,
+                noise=1e-4,
+                generator=torch.Generator().manual_seed(seed),
+            )
 
-        def closure():
-            index = torch.randint(0, n, (batch_size,), generator=batches) if batch_size < n else slice(None)
-            optimizer.zero_grad()
-            loss = cross_entropy(model(X[index]), y[index])
-            loss.backward()
-            return loss
-
+        closure = _minibatch_closure(model, optimizer, X, y, batch_size, batches)
         pending = sorted((m for m in milestones if m > target_loss), reverse=True)
         path = {"train_loss": [], "sharpness": []}
         steps = evaluations = 0
@@ -268,18 +341,34 @@ def sharp_vs_flat(quick: bool | None = None, *, batch_sizes=(16, None), target_l
         path["sharpness"].append(top)
         direction = landscape.random_filter_normalized_direction(model, torch.Generator().manual_seed(seed + 1))
         profile = landscape.loss_along_direction(model, _loss_on(X[:512], y[:512]), direction, alphas)["losses"]
-        out[label] = {"sharpness": top, "train_loss": train_loss, "val_loss": val_loss,
-                      "gap": val_loss - train_loss, "val_accuracy": val_accuracy, "steps": steps,
-                      "gradient_evaluations": evaluations, "reached": train_loss <= target_loss,
-                      "path": {k: np.asarray(v) for k, v in path.items()}, "profile": profile}
+        out[label] = {
+            "sharpness": top,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "gap": val_loss - train_loss,
+            "val_accuracy": val_accuracy,
+            "steps": steps,
+            "gradient_evaluations": evaluations,
+            "reached": train_loss <= target_loss,
+            "path": {k: np.asarray(v) for k, v in path.items()},
+            "profile": profile,
+        }
     return out
 
 
 # --- SGD noise and a narrow basin ------------------------------------------------------------------------------
 
-def noisy_escape(quick: bool | None = None, *, lr: float = 0.011, noise: float = 0.15,
-                 num_samples: int = 64, steps: int | None = None, seeds: int | None = None,
-                 record: int = 0) -> dict:
+
+def noisy_escape(
+    quick: bool | None = None,
+    *,
+    lr: float = 0.011,
+    noise: float = 0.15,
+    num_samples: int = 64,
+    steps: int | None = None,
+    seeds: int | None = None,
+    record: int = 0,
+) -> dict:
     r"""Gradient descent and SGD from the narrow minimum of a two-basin landscape.
 
     The data are shifts ``u_i ~ N(0, noise² I)``, ``i = 1..num_samples``, and the loss is
@@ -299,8 +388,12 @@ def noisy_escape(quick: bool | None = None, *, lr: float = 0.011, noise: float =
     seeds = (20 if quick else 100) if seeds is None else seeds
     f = TWO_BASINS
     # one data set of shifts per seed: (seeds, N, 2); all seeds run side by side
-    shifts = torch.stack([noise * torch.randn(num_samples, 2, generator=torch.Generator().manual_seed(s),
-                                              dtype=torch.float64) for s in range(seeds)])
+    shifts = torch.stack(
+        [
+            noise * torch.randn(num_samples, 2, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+            for s in range(seeds)
+        ]
+    )
     picks = torch.randint(0, num_samples, (steps, seeds), generator=torch.Generator().manual_seed(1000))
     rows = torch.arange(seeds)
     out = {"lr": lr, "noise": noise, "steps": steps}
@@ -318,7 +411,7 @@ def noisy_escape(quick: bool | None = None, *, lr: float = 0.011, noise: float =
             (grad,) = torch.autograd.grad(loss, x)
             x = (x - lr * grad).detach()
             path.append(x.clone())
-        path = torch.stack(path)                                  # (steps+1, seeds, 2)
+        path = torch.stack(path)  # (steps+1, seeds, 2)
         finite = torch.isfinite(x).all(dim=1)
         out[f"{kind}_escaped"] = (finite & (torch.nan_to_num(x[:, 0], nan=1.0) < 0)).numpy()
         out[f"{kind}_paths"] = [path[:, s].numpy() for s in range(min(record, seeds))]
@@ -327,22 +420,35 @@ def noisy_escape(quick: bool | None = None, *, lr: float = 0.011, noise: float =
 
 # --- scale invariance and exponential learning rates ------------------------------------------------------------
 
+
 def scale_invariant_net(width: int = 64, seed: int = 0) -> nn.Sequential:
     """``x → BN(W_1 x) → ReLU → BN(W_2 ·) → ReLU → W_3 ·`` with BatchNorm without affine parameters
     and ``W_3`` frozen: the loss is invariant to scaling ``W_1`` and ``W_2``, the only trained weights.
     BatchNorm's ``ε`` is 10⁻³⁰ (its default ``10⁻⁵`` would break the invariance slightly)."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(64, width, bias=False), nn.BatchNorm1d(width, eps=1e-30, affine=False), nn.ReLU(),
-                        nn.Linear(width, width, bias=False), nn.BatchNorm1d(width, eps=1e-30, affine=False),
-                        nn.ReLU(),
-                        nn.Linear(width, 10))
+    net = nn.Sequential(
+        nn.Linear(64, width, bias=False),
+        nn.BatchNorm1d(width, eps=1e-30, affine=False),
+        nn.ReLU(),
+        nn.Linear(width, width, bias=False),
+        nn.BatchNorm1d(width, eps=1e-30, affine=False),
+        nn.ReLU(),
+        nn.Linear(width, 10),
+    )
     for p in net[-1].parameters():
         p.requires_grad_(False)
     return net.double()
 
 
-def exponential_lr_equivalence(quick: bool | None = None, *, lr: float = 0.2, weight_decay: float = 0.01,
-                               steps: int | None = None, batch_size: int = 128, seed: int = 0) -> dict:
+def exponential_lr_equivalence(
+    quick: bool | None = None,
+    *,
+    lr: float = 0.2,
+    weight_decay: float = 0.01,
+    steps: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> dict:
     r"""SGD with weight decay vs SGD with an exponentially growing step and no weight decay.
 
     For a scale-invariant loss (``L(cw) = L(w)``, so ``∇L(cw) = ∇L(w)/c``), the run
