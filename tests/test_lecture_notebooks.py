@@ -43,8 +43,6 @@ STEP_SCALE = float(os.environ.get("GD_TEST_STEP_SCALE", "0.01"))
 _ALL = {"content", "figures", "html", "full_short"}
 PENDING: dict[str, set[str]] = {
     "07_speedrun.ipynb": _ALL - {"html"},          # no tables; its widget is interactive_figure already
-    "09_initialization.ipynb": _ALL,
-    "10_loss_landscapes.ipynb": _ALL,
     "12_distributed.ipynb": _ALL - {"html"},       # no tables, no widgets
 }
 # A pending full-mode run is not started: one not converted to gd_lib.step_budget runs its full

@@ -12,11 +12,12 @@ Lecture 10. Everything is measured on small networks trained on the digits
   directions, filter-normalized (Li et al. 2018) or not, for a net trained with
   and without dropout.
 - :func:`skip_connection_landscapes`: a deep plain MLP and its residual twin:
-  the plain net's slice is rough, the residual one's smooth (Li et al.'s
+  the plain net's slice is rougher than the residual one's (Li et al.'s
   ResNet-56 vs ResNet-56-noshort figure at lecture scale), measured by
   :func:`gd_lib.landscape.roughness`.
 - :func:`sharp_vs_flat`: small vs large batches, and Entropy-SGD (Chaudhari
-  et al. 2017): sharpness (top Hessian eigenvalue) against the generalization gap.
+  et al. 2017), each trained to the same training loss: sharpness (top Hessian
+  eigenvalue) against the generalization gap.
 - :func:`noisy_escape`: on a 1-D/2-D toy with a narrow and a wide basin, SGD's
   gradient noise throws the iterate out of the narrow basin; gradient descent
   with the same step stays.
@@ -36,6 +37,7 @@ References:
     L. Wu, C. Ma, W. E. How SGD selects the global minima in over-parameterized learning. NeurIPS 2018.
     Z. Li, S. Arora. An exponential learning rate schedule for deep learning. ICLR 2020 (arXiv 2019).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,12 +52,21 @@ from gd_lib.models import MLP
 from gd_lib.optim import SGD, Adam, EntropySGD
 from gd_lib.train import cross_entropy, train
 
-__all__ = ["random_direction_cosines", "train_digits_mlp", "line_from_init", "plane_around_minimum",
-           "skip_connection_landscapes", "sharp_vs_flat", "noisy_escape", "exponential_lr_equivalence",
-           "scale_invariant_net"]
+__all__ = [
+    "random_direction_cosines",
+    "train_digits_mlp",
+    "line_from_init",
+    "plane_around_minimum",
+    "skip_connection_landscapes",
+    "sharp_vs_flat",
+    "noisy_escape",
+    "exponential_lr_equivalence",
+    "scale_invariant_net",
+]
 
 
 # --- random directions ---------------------------------------------------------------------------------
+
 
 def random_direction_cosines(dims=(10, 100, 1_000, 10_000), samples: int = 200, seed: int = 0) -> dict:
     """Cosine similarity of ``samples`` independent pairs of Gaussian vectors in each dimension ``d``.
@@ -70,29 +81,52 @@ def random_direction_cosines(dims=(10, 100, 1_000, 10_000), samples: int = 200, 
         cosines.append((torch.nn.functional.cosine_similarity(a, b, dim=1)).numpy())
     cosines = np.asarray(cosines)
     dims = np.asarray(dims)
-    return {"dims": dims, "cosines": cosines, "std": cosines.std(axis=1), "mean": cosines.mean(axis=1),
-            "predicted_std": 1.0 / np.sqrt(dims)}
+    return {
+        "dims": dims,
+        "cosines": cosines,
+        "std": cosines.std(axis=1),
+        "mean": cosines.mean(axis=1),
+        "predicted_std": 1.0 / np.sqrt(dims),
+    }
 
 
 # --- a trained digits MLP --------------------------------------------------------------------------------
+
 
 def _loss_on(X, y):
     return lambda model: cross_entropy(model(X), y)
 
 
-def train_digits_mlp(widths=(64, 64), *, quick: bool | None = None, steps: int | None = None,
-                     dropout: float = 0.0, residual: bool = False, init: str = "kaiming",
-                     sigma: float | None = None, lr: float = 1e-3, batch_size: int = 64, seed: int = 0):
+def train_digits_mlp(
+    widths=(64, 64),
+    *,
+    quick: bool | None = None,
+    steps: int | None = None,
+    dropout: float = 0.0,
+    residual: bool = False,
+    init: str = "kaiming",
+    sigma: float | None = None,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+):
     """Train an :class:`MLP` on the digits with Adam; returns ``(model, initial_weights, data, history)``."""
     quick = gd_lib.quick_mode(quick)
-    steps = (300 if quick else 3000) if steps is None else steps
+    steps = gd_lib.step_budget(300, 3000, quick) if steps is None else steps
     data = load_digits()
     generator = torch.Generator().manual_seed(seed)
-    model = MLP(64, list(widths), 10, dropout=dropout, residual=residual, init=init, sigma=sigma,
-                generator=generator)
+    model = MLP(64, list(widths), 10, dropout=dropout, residual=residual, init=init, sigma=sigma, generator=generator)
     initial = landscape.get_weights(model)
-    history = train(model, Adam(model.parameters(), lr=lr), data, steps=steps, batch_size=batch_size,
-                    seed=seed, device="cpu", progress=False)
+    history = train(
+        model,
+        Adam(model.parameters(), lr=lr),
+        data,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        device="cpu",
+        progress=False,
+    )
     model.eval()
     return model, initial, data, history
 
@@ -111,8 +145,9 @@ def line_from_init(quick: bool | None = None, *, num: int | None = None, seed: i
     return {"alphas": alphas, "train_loss": train_line["losses"], "val_loss": val_line["losses"]}
 
 
-def plane_around_minimum(quick: bool | None = None, *, dropouts=(0.0, 0.5), extent: float = 1.0,
-                         num: int | None = None, seed: int = 0) -> dict:
+def plane_around_minimum(
+    quick: bool | None = None, *, dropouts=(0.0, 0.5), extent: float = 1.0, num: int | None = None, seed: int = 0
+) -> dict:
     """Loss planes around trained MLPs, with and without dropout, along two random directions.
 
     For each dropout rate: the plane with filter-normalized directions (Li et al.) and with
@@ -148,8 +183,15 @@ def plane_around_minimum(quick: bool | None = None, *, dropouts=(0.0, 0.5), exte
     return out
 
 
-def skip_connection_landscapes(quick: bool | None = None, *, depth: int | None = None, width: int = 32,
-                               extent: float = 1.0, num: int | None = None, seed: int = 0) -> dict:
+def skip_connection_landscapes(
+    quick: bool | None = None,
+    *,
+    depth: int | None = None,
+    width: int = 32,
+    extent: float = 1.0,
+    num: int | None = None,
+    seed: int = 0,
+) -> dict:
     """A deep plain MLP and its residual twin (same widths, skip connections added), trained alike,
     then sliced on a filter-normalized random plane around the trained weights.
 
@@ -168,72 +210,165 @@ def skip_connection_landscapes(quick: bool | None = None, *, depth: int | None =
     num = (11 if quick else 41) if num is None else num
     grid = landscape.symmetric_grid(extent, num)
     out = {"alphas": grid, "betas": grid, "depth": depth, "width": width}
-    for name, residual, sigma in (("plain", False, None), ("residual", True, depth ** -0.5)):
-        model, _, data, history = train_digits_mlp([width] * depth, quick=quick, residual=residual,
-                                                   sigma=sigma, seed=seed)
+    for name, residual, sigma in (("plain", False, None), ("residual", True, depth**-0.5)):
+        model, _, data, history = train_digits_mlp(
+            [width] * depth, quick=quick, residual=residual, sigma=sigma, seed=seed
+        )
         X, y = data.X_train[:512], data.y_train[:512]
         generator = torch.Generator().manual_seed(seed + 1)
-        directions = (landscape.random_filter_normalized_direction(model, generator),
-                      landscape.random_filter_normalized_direction(model, generator))
+        directions = (
+            landscape.random_filter_normalized_direction(model, generator),
+            landscape.random_filter_normalized_direction(model, generator),
+        )
         losses = landscape.loss_plane(model, _loss_on(X, y), directions, grid, grid)["losses"]
-        out[name] = {"losses": losses, "roughness": landscape.roughness(losses),
-                     "log_roughness": landscape.roughness(np.log10(losses)),
-                     "train_loss": _loss_on(X, y)(model).item(),
-                     "val_accuracy": history.final("val_accuracy")}
+        out[name] = {
+            "losses": losses,
+            "roughness": landscape.roughness(losses),
+            "log_roughness": landscape.roughness(np.log10(losses)),
+            "train_loss": _loss_on(X, y)(model).item(),
+            "val_accuracy": history.final("val_accuracy"),
+        }
     return out
 
 
 # --- sharp and flat minima -----------------------------------------------------------------------------------
 
-def sharp_vs_flat(quick: bool | None = None, *, batch_sizes=(16, 1024), steps: int | None = None,
-                  entropy_sgd: bool = True, seed: int = 0) -> dict:
-    """Small- vs large-batch SGD (same lr 0.1 and number of steps) and Entropy-SGD on a digits MLP.
 
-    Keskar et al. (2017): large batches find sharper minima that generalize worse.
-    For each run: ``sharpness`` (top Hessian eigenvalue of the training loss on 512
-    examples), ``train_loss``, ``val_loss``, ``gap`` (val − train), ``val_accuracy`` and
-    ``profile`` (loss along one filter-normalized random direction, ``alphas`` shared).
+def _minibatch_closure(model, optimizer, X, y, batch_size: int, generator: torch.Generator):
+    """A closure that draws a minibatch (the whole set when ``batch_size ≥ len(X)``), zeroes the
+    gradients, and back-propagates the cross-entropy on it; returns the loss."""
+    n = X.shape[0]
+
+    def closure():
+        index = torch.randint(0, n, (batch_size,), generator=generator) if batch_size < n else slice(None)
+        optimizer.zero_grad()
+        loss = cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def sharp_vs_flat(
+    quick: bool | None = None,
+    *,
+    batch_sizes=(16, None),
+    target_loss: float = 0.02,
+    milestones=(0.5, 0.2, 0.1, 0.05),
+    lr: float = 0.1,
+    max_steps: int | None = None,
+    check_every: int = 10,
+    entropy_sgd: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Small- vs large-batch SGD (same lr) and Entropy-SGD on a digits MLP, each trained to the same
+    training loss ``target_loss``, then compared.
+
+    Keskar et al. (2017) compare minima *at similar training loss*: large batches find sharper
+    minima that generalize worse. Sharpness is not a fixed property of an optimizer: with the
+    cross-entropy it falls as the training loss falls (the softmax saturates), so a run stopped
+    early looks sharper. Every run here therefore trains until the loss on the whole training set
+    (checked every ``check_every`` steps) is at most ``target_loss``, or ``max_steps`` steps.
+    ``batch_sizes``: ``None`` is the full training set (gradient descent).
+
+    For each run: ``sharpness`` (top Hessian eigenvalue of the training loss on the whole training
+    set), ``train_loss``, ``val_loss``, ``gap`` (val − train), ``val_accuracy``, ``steps``,
+    ``gradient_evaluations`` (examples whose gradient was computed), ``reached`` (the target was
+    reached), ``path`` (``{"train_loss", "sharpness"}`` measured when the training loss first fell
+    below each of ``milestones`` and at the end) and ``profile`` (loss along one filter-normalized
+    random direction; ``alphas`` shared). Also ``"target_loss"``.
     """
     quick = gd_lib.quick_mode(quick)
-    steps = (300 if quick else 5000) if steps is None else steps
+    max_steps = gd_lib.step_budget(5000, 20000, quick, minimum=check_every) if max_steps is None else max_steps
     data = load_digits()
-    X_eval, y_eval = data.X_train[:512], data.y_train[:512]
+    X, y = data.train
+    n = X.shape[0]
     alphas = np.linspace(-1.0, 1.0, 21 if quick else 61)
-    runs = {f"SGD, batch {b}": ("sgd", b) for b in batch_sizes}
+    runs = {}
+    for b in batch_sizes:
+        runs["GD (full batch)" if b is None or b >= n else f"SGD, batch {b}"] = ("sgd", n if b is None else min(b, n))
     if entropy_sgd:
         runs["Entropy-SGD, batch 64"] = ("entropy", 64)
-    out = {"alphas": alphas}
+    loss_fn = _loss_on(X, y)
+    out = {"alphas": alphas, "target_loss": target_loss}
     for label, (kind, batch_size) in runs.items():
         torch.manual_seed(seed)
         model = MLP(64, [64, 64], 10, init="kaiming", generator=torch.Generator().manual_seed(seed))
+        batches = torch.Generator().manual_seed(seed)
         if kind == "sgd":
-            optimizer = SGD(model.parameters(), lr=0.1)
-            run_steps = steps
+            optimizer = SGD(model.parameters(), lr=lr)
         else:
-            # L = 5 Langevin steps per outer step, so 1/5 as many outer steps for the same gradients;
-            # the outer step ηγ(x − μ) with ηγ = 0.6
-            optimizer = EntropySGD(model.parameters(), lr=20.0, langevin_steps=5, langevin_lr=0.1,
-                                   gamma=0.03, noise=1e-4, generator=torch.Generator().manual_seed(seed))
-            run_steps = max(1, steps // 5)
-        history = train(model, optimizer, data, steps=run_steps, batch_size=batch_size, seed=seed, device="cpu",
-                        progress=False)
+            # L = 5 Langevin steps (5 gradient evaluations) per outer step; the outer step ηγ(x − μ)
+            # with ηγ = 0.6
+            optimizer = EntropySGD(
+                model.parameters(),
+                lr=20.0,
+                langevin_steps=5,
+                langevin_lr=lr,
+                gamma=0.03,
+                noise=1e-4,
+                generator=torch.Generator().manual_seed(seed),
+            )
+
+        closure = _minibatch_closure(model, optimizer, X, y, batch_size, batches)
+        pending = sorted((m for m in milestones if m > target_loss), reverse=True)
+        path = {"train_loss": [], "sharpness": []}
+        steps = evaluations = 0
+        while True:
+            with torch.no_grad():
+                train_loss = loss_fn(model).item()
+            while pending and train_loss <= pending[0]:
+                pending.pop(0)
+                path["train_loss"].append(train_loss)
+                path["sharpness"].append(sharpness(model, nn.CrossEntropyLoss(), X, y))
+            if train_loss <= target_loss or steps >= max_steps or not np.isfinite(train_loss):
+                break
+            for _ in range(check_every):
+                if kind == "sgd":
+                    closure()
+                    optimizer.step()
+                    evaluations += batch_size
+                else:
+                    optimizer.step(closure)
+                    evaluations += 5 * batch_size
+                steps += 1
         model.eval()
         with torch.no_grad():
-            train_loss = float(cross_entropy(model(data.X_train), data.y_train))
             val_loss = float(cross_entropy(model(data.X_val), data.y_val))
+            val_accuracy = float((model(data.X_val).argmax(-1) == data.y_val).double().mean())
+        top = sharpness(model, nn.CrossEntropyLoss(), X, y)
+        path["train_loss"].append(train_loss)
+        path["sharpness"].append(top)
         direction = landscape.random_filter_normalized_direction(model, torch.Generator().manual_seed(seed + 1))
-        profile = landscape.loss_along_direction(model, _loss_on(X_eval, y_eval), direction, alphas)["losses"]
-        out[label] = {"sharpness": sharpness(model, nn.CrossEntropyLoss(), X_eval, y_eval),
-                      "train_loss": train_loss, "val_loss": val_loss, "gap": val_loss - train_loss,
-                      "val_accuracy": history.final("val_accuracy"), "profile": profile, "steps": run_steps}
+        profile = landscape.loss_along_direction(model, _loss_on(X[:512], y[:512]), direction, alphas)["losses"]
+        out[label] = {
+            "sharpness": top,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "gap": val_loss - train_loss,
+            "val_accuracy": val_accuracy,
+            "steps": steps,
+            "gradient_evaluations": evaluations,
+            "reached": train_loss <= target_loss,
+            "path": {k: np.asarray(v) for k, v in path.items()},
+            "profile": profile,
+        }
     return out
 
 
 # --- SGD noise and a narrow basin ------------------------------------------------------------------------------
 
-def noisy_escape(quick: bool | None = None, *, lr: float = 0.011, noise: float = 0.15,
-                 num_samples: int = 64, steps: int | None = None, seeds: int | None = None,
-                 record: int = 0) -> dict:
+
+def noisy_escape(
+    quick: bool | None = None,
+    *,
+    lr: float = 0.011,
+    noise: float = 0.15,
+    num_samples: int = 64,
+    steps: int | None = None,
+    seeds: int | None = None,
+    record: int = 0,
+) -> dict:
     r"""Gradient descent and SGD from the narrow minimum of a two-basin landscape.
 
     The data are shifts ``u_i ~ N(0, noise² I)``, ``i = 1..num_samples``, and the loss is
@@ -249,12 +384,16 @@ def noisy_escape(quick: bool | None = None, *, lr: float = 0.011, noise: float =
     ``"lr", "noise", "steps"}``.
     """
     quick = gd_lib.quick_mode(quick)
-    steps = (300 if quick else 2000) if steps is None else steps
+    steps = gd_lib.step_budget(300, 2000, quick) if steps is None else steps
     seeds = (20 if quick else 100) if seeds is None else seeds
     f = TWO_BASINS
     # one data set of shifts per seed: (seeds, N, 2); all seeds run side by side
-    shifts = torch.stack([noise * torch.randn(num_samples, 2, generator=torch.Generator().manual_seed(s),
-                                              dtype=torch.float64) for s in range(seeds)])
+    shifts = torch.stack(
+        [
+            noise * torch.randn(num_samples, 2, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+            for s in range(seeds)
+        ]
+    )
     picks = torch.randint(0, num_samples, (steps, seeds), generator=torch.Generator().manual_seed(1000))
     rows = torch.arange(seeds)
     out = {"lr": lr, "noise": noise, "steps": steps}
@@ -272,7 +411,7 @@ def noisy_escape(quick: bool | None = None, *, lr: float = 0.011, noise: float =
             (grad,) = torch.autograd.grad(loss, x)
             x = (x - lr * grad).detach()
             path.append(x.clone())
-        path = torch.stack(path)                                  # (steps+1, seeds, 2)
+        path = torch.stack(path)  # (steps+1, seeds, 2)
         finite = torch.isfinite(x).all(dim=1)
         out[f"{kind}_escaped"] = (finite & (torch.nan_to_num(x[:, 0], nan=1.0) < 0)).numpy()
         out[f"{kind}_paths"] = [path[:, s].numpy() for s in range(min(record, seeds))]
@@ -281,22 +420,35 @@ def noisy_escape(quick: bool | None = None, *, lr: float = 0.011, noise: float =
 
 # --- scale invariance and exponential learning rates ------------------------------------------------------------
 
+
 def scale_invariant_net(width: int = 64, seed: int = 0) -> nn.Sequential:
     """``x → BN(W_1 x) → ReLU → BN(W_2 ·) → ReLU → W_3 ·`` with BatchNorm without affine parameters
     and ``W_3`` frozen: the loss is invariant to scaling ``W_1`` and ``W_2``, the only trained weights.
     BatchNorm's ``ε`` is 10⁻³⁰ (its default ``10⁻⁵`` would break the invariance slightly)."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(64, width, bias=False), nn.BatchNorm1d(width, eps=1e-30, affine=False), nn.ReLU(),
-                        nn.Linear(width, width, bias=False), nn.BatchNorm1d(width, eps=1e-30, affine=False),
-                        nn.ReLU(),
-                        nn.Linear(width, 10))
+    net = nn.Sequential(
+        nn.Linear(64, width, bias=False),
+        nn.BatchNorm1d(width, eps=1e-30, affine=False),
+        nn.ReLU(),
+        nn.Linear(width, width, bias=False),
+        nn.BatchNorm1d(width, eps=1e-30, affine=False),
+        nn.ReLU(),
+        nn.Linear(width, 10),
+    )
     for p in net[-1].parameters():
         p.requires_grad_(False)
     return net.double()
 
 
-def exponential_lr_equivalence(quick: bool | None = None, *, lr: float = 0.2, weight_decay: float = 0.01,
-                               steps: int | None = None, batch_size: int = 128, seed: int = 0) -> dict:
+def exponential_lr_equivalence(
+    quick: bool | None = None,
+    *,
+    lr: float = 0.2,
+    weight_decay: float = 0.01,
+    steps: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> dict:
     r"""SGD with weight decay vs SGD with an exponentially growing step and no weight decay.
 
     For a scale-invariant loss (``L(cw) = L(w)``, so ``∇L(cw) = ∇L(w)/c``), the run
@@ -309,7 +461,7 @@ def exponential_lr_equivalence(quick: bool | None = None, *, lr: float = 0.2, we
     (``(1 − ηλ)^t``, predicted ``norm_wd / norm_exp``)``}``.
     """
     quick = gd_lib.quick_mode(quick)
-    steps = (300 if quick else 3000) if steps is None else steps
+    steps = gd_lib.step_budget(300, 3000, quick) if steps is None else steps
     data = load_digits(dtype=torch.float64)
     X, y = data.train
     order = torch.Generator().manual_seed(seed)
