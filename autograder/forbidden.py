@@ -5,7 +5,9 @@ the question asks for::
 
     "metadata": {"nbgrader": {...}, "gd_grader": {"forbids": ["gd_lib.optim.*", "torch.optim.sgd"]}}
 
-(``package.*``: every public submodule of the package). The notebook's own metadata may
+(``package.*``: every public submodule of the package; a package named without ``.*`` is
+forbidden whole, itself and every public submodule, because the stub of its ``__init__`` keeps
+its imports, which would otherwise bring the submodules' real code back). The notebook's own metadata may
 declare modules for the whole assignment the same way (``"gd_grader": {"forbids": [...]}`` at
 the notebook level); a question's declaration names that question in the message.
 
@@ -192,8 +194,17 @@ def declared(source_notebooks) -> list[tuple[str, str]]:
 
 
 def expand(module: str) -> list[str]:
-    """``package.*``: the package's public submodules (no leading underscore), found on disk."""
+    """The modules a declaration names.
+
+    ``package.*``: the package's public submodules (no leading underscore), found on disk, each
+    expanded in turn (a subpackage brings its own submodules). A package named without ``.*``
+    is forbidden whole: itself and ``package.*``. Its stub keeps the ``__init__``'s imports
+    (``from .shapes import mup_table``), so a real submodule would hand the code back.
+    """
     if not module.endswith(".*"):
+        path = locate(module)
+        if path is not None and os.path.basename(path) == "__init__.py":
+            return [module, *expand(f"{module}.*")]
         return [module]
     package = module[:-2]
     init = locate(package)
@@ -201,12 +212,9 @@ def expand(module: str) -> list[str]:
         raise ValueError(f"{module!r}: {package} is not a package with Python source here")
     folder = os.path.dirname(init)
     names = sorted(n[:-3] for n in os.listdir(folder) if n.endswith(".py") and not n.startswith("_"))
-    names += sorted(
-        n
-        for n in os.listdir(folder)
-        if not n.startswith("_") and os.path.isfile(os.path.join(folder, n, "__init__.py"))
-    )
-    return [f"{package}.{n}" for n in names]
+    packages = (n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, "__init__.py")))
+    names += sorted(n for n in packages if not n.startswith("_"))
+    return [m for n in names for m in expand(f"{package}.{n}")]
 
 
 def resolve(pairs) -> list[Forbidden]:
@@ -234,7 +242,11 @@ class StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in self.forbidden:
             return None
-        spec = importlib.machinery.ModuleSpec(fullname, self, origin=self.forbidden[fullname].path)
+        path = self.forbidden[fullname].path
+        package = os.path.basename(path) == "__init__.py"
+        spec = importlib.machinery.ModuleSpec(fullname, self, origin=path, is_package=package)
+        if package:  # its relative imports (``from .shapes import ...``) resolve inside the package
+            spec.submodule_search_locations = [os.path.dirname(path)]
         spec.has_location = True
         return spec
 
