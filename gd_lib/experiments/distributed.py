@@ -33,7 +33,8 @@ any precision). That is the optimizers' sensitivity to rounding, not the distrib
 with identical gradients on every rank (``shard=False``) the runs match bitwise.
 
 Quick mode: CPU processes with gloo, the 32-8-32-8-32 MLP, batch 64, 20 steps. Full mode: the
-same code on GPUs with nccl when there is one GPU per rank, 4 times wider, batch 512, 200 steps.
+same code on GPUs with nccl when there is one GPU per rank (else CPU processes with gloo), 4 times
+wider, batch 512, 200 steps (:func:`gd_lib.step_budget`: ``GD_STEP_SCALE`` shortens them).
 
 The module is also ``torchrun``'s entry point (:func:`main`): every rank trains the demo's model
 with each optimizer under DDP, and rank 0 prints each rank's share of the expensive work and the
@@ -104,11 +105,18 @@ def make_optimizer(name: str, model: torch.nn.Module, process_group=None) -> tor
 
 
 def demo_settings(quick: bool | None = None) -> dict:
-    """The demo's problem and run length: ``steps``, ``widths``, ``features``, ``batch``."""
+    """The demo's problem and run length: ``steps``, ``widths``, ``features``, ``batch``.
+
+    Quick: the 32-8-32-8-32 MLP, batch 64, 20 steps. Full: 4 times wider (128-32-128-32-128),
+    batch 512, 200 steps through :func:`gd_lib.step_budget` (``GD_STEP_SCALE`` shortens the
+    run, never the shapes; at least 4 steps, so that every optimizer refreshes its
+    preconditioner at least once after its first step).
+    """
     quick = gd_lib.quick_mode(quick)
     if quick:
         return dict(steps=20, widths=(8, 32, 8), features=32, batch=64)
-    return dict(steps=200, widths=(32, 128, 32), features=128, batch=512)
+    return dict(steps=gd_lib.step_budget(20, 200, quick=False, minimum=4), widths=(32, 128, 32), features=128,
+                batch=512)
 
 
 def weight_shapes(widths, features: int) -> list[tuple[int, int]]:
@@ -341,7 +349,8 @@ def work_scaling(quick: bool | None = None, names=OPTIMIZERS, world_sizes=(1, 2,
     work_seconds / the 1-process value.
     """
     quick = gd_lib.quick_mode(quick)
-    width, depth, steps = (128, 3, 5) if quick else (512, 3, 10)
+    width, depth = (128, 3) if quick else (512, 3)
+    steps = gd_lib.step_budget(5, 10, quick)
     gpus = gpu_per_rank(quick, world_sizes)
     out = {"settings": dict(width=width, depth=depth, steps=steps, backend="nccl" if gpus else "gloo"),
            "world_sizes": list(world_sizes),
