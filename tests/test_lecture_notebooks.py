@@ -42,10 +42,8 @@ STEP_SCALE = float(os.environ.get("GD_TEST_STEP_SCALE", "0.01"))
 #: lecture -> the checks not yet passing there (issue 21, lectures 07-12: issue-21b's part)
 _ALL = {"content", "figures", "html", "full_short"}
 PENDING: dict[str, set[str]] = {
-    "07_speedrun.ipynb": _ALL - {"html"},          # no tables; its widget is interactive_figure already
     "09_initialization.ipynb": _ALL,
     "10_loss_landscapes.ipynb": _ALL,
-    "12_distributed.ipynb": _ALL - {"html"},       # no tables, no widgets
 }
 # A pending full-mode run is not started: one not converted to gd_lib.step_budget runs its full
 # length, hours on a CPU, until the per-cell timeout.
