@@ -10,6 +10,7 @@ step's would vanish in bfloat16 weights; SGD (momentum 0.9) at lr 1: unclipped n
 clipped to norm 1 ends at 2.71 (lr 0.3 unclipped: 2.68); steps to target on the noisy quadratic, B = 1..1024:
 2724, 1563, 932, 535, 280, 136, 79, 43, 33, 27, 30; fit S_min 22, B_noise 149 (theory 101), max error 22%.
 """
+
 import math
 import re
 
@@ -20,9 +21,13 @@ from gd_lib.experiments import speedrun as exp
 
 
 def test_steps_to_target_takes_the_first_evaluation_at_or_below_the_target():
-    run = {"eval_step": np.array([10, 20, 30, 40]), "val_loss": np.array([3.0, 2.5, 2.6, 2.4]),
-           "train_time": np.array([1.0, 2.0, 3.0, 4.0]), "tokens_per_step": 100}
-    assert exp.steps_to_target(run, 2.5) == (20.0, 2000.0, 2.0)   # "<=": equal counts
+    run = {
+        "eval_step": np.array([10, 20, 30, 40]),
+        "val_loss": np.array([3.0, 2.5, 2.6, 2.4]),
+        "train_time": np.array([1.0, 2.0, 3.0, 4.0]),
+        "tokens_per_step": 100,
+    }
+    assert exp.steps_to_target(run, 2.5) == (20.0, 2000.0, 2.0)  # "<=": equal counts
     assert exp.steps_to_target(run, 2.45) == (40.0, 4000.0, 4.0)  # the later dip, not the bump
     assert exp.steps_to_target(run, 2.0) == (math.inf, math.inf, math.inf)
 
@@ -63,7 +68,7 @@ def test_full_mode_config_is_the_smaller_gpu_one_and_honours_the_step_scale(monk
     monkeypatch.setenv("GD_STEP_SCALE", "1")
     full = exp.speedrun_config(quick=False)
     assert (full.width, full.depth, full.context, full.batch_size, full.steps) == (256, 4, 128, 64, 1500)
-    assert len(full.adamw_lrs) + len(full.muon_lrs) + 1 == 7          # 7 runs
+    assert len(full.adamw_lrs) + len(full.muon_lrs) + 1 == 7  # 7 runs
     assert full.steps // full.eval_every == 30
     monkeypatch.setenv("GD_STEP_SCALE", "0.01")
     short = exp.speedrun_config(quick=False)
@@ -73,18 +78,18 @@ def test_full_mode_config_is_the_smaller_gpu_one_and_honours_the_step_scale(monk
 def test_bfloat16_rounding_matches_the_format():
     r = exp.bfloat16_rounding()
     # bfloat16: 8 significant bits -> spacing 2^-7 above 1; float16 2^-10; float32 2^-23
-    assert r["eps"] == {"bfloat16": 2.0 ** -7, "float16": 2.0 ** -10, "float32": 2.0 ** -23}
+    assert r["eps"] == {"bfloat16": 2.0**-7, "float16": 2.0**-10, "float32": 2.0**-23}
     assert r["one_plus_2^-8_is_one"] and not r["one_plus_2^-7_is_one"]
     # 1000 increments of 1e-3 (< 2^-8, half bfloat16's spacing at 1) all round away in bfloat16
     assert r["accumulated"]["bfloat16"] == 1.0
     # float32 gets 2 up to accumulated rounding (1000 additions of relative error <= 2^-24 each, at most 6e-5)
-    assert r["accumulated"]["float32"] == pytest.approx(2.0, abs=1000 * 2.0 * 2.0 ** -24)
+    assert r["accumulated"]["float32"] == pytest.approx(2.0, abs=1000 * 2.0 * 2.0**-24)
     assert r["exact"] == 2.0
 
 
 def test_fit_critical_batch_recovers_an_exact_curve():
     batches = np.array([1, 4, 16, 64, 256, 1024.0])
-    steps = 20.0 * (1 + 100.0 / batches)       # S_min 20, B_noise 100
+    steps = 20.0 * (1 + 100.0 / batches)  # S_min 20, B_noise 100
     fit = exp.fit_critical_batch(batches, steps)
     assert fit["s_min"] == pytest.approx(20.0, rel=1e-9)
     assert fit["b_noise"] == pytest.approx(100.0, rel=1e-9)
@@ -169,7 +174,7 @@ def test_clipping_rescues_the_run_that_diverges_without_it(clipping):
     assert not np.isfinite(runs[unclipped]["val_loss"][-1]) or runs[unclipped]["val_loss"][-1] > 10
     c = runs[clipped]
     assert len(c["val_loss"]) == 10 and np.isfinite(c["val_loss"]).all()
-    assert c["val_loss"][-1] <= c["train_loss"][0] - 1.0          # measured 4.58 -> 2.71
+    assert c["val_loss"][-1] <= c["train_loss"][0] - 1.0  # measured 4.58 -> 2.71
     # clipping acted: the raw gradient norm exceeded the threshold at some step, so it was rescaled there
     assert c["grad_norm"].max() > clipping["clip_norm"]
     # and it reaches the neighbourhood of the largest unclipped lr that trains: within 0.15 nats (measured -0.03)
@@ -187,9 +192,9 @@ def test_steps_to_target_fall_like_one_over_b_then_flatten(batch_scaling):
     # ~ S_min for B >> B_noise (no benefit from larger batches)
     B, S = batch_scaling["batch_sizes"], batch_scaling["steps"]
     assert np.isfinite(S).all()
-    ratio = S[1:] / S[:-1]                    # steps(2B) / steps(B)
+    ratio = S[1:] / S[:-1]  # steps(2B) / steps(B)
     small = B[:-1] < batch_scaling["fit"]["b_noise"] / 8
-    large = B[:-1] >= batch_scaling["fit"]["b_noise"]        # the model: ratio >= 0.75 there
+    large = B[:-1] >= batch_scaling["fit"]["b_noise"]  # the model: ratio >= 0.75 there
     assert small.sum() >= 4 and large.sum() >= 2
     # perfect scaling: doubling B about halves the steps (0.5; seed noise: within 0.4..0.7; measured 0.52-0.60)
     assert np.all((ratio[small] >= 0.4) & (ratio[small] <= 0.7)), ratio[small]

@@ -59,6 +59,7 @@ References:
     G. Zhang et al. Which algorithmic choices matter at which batch sizes? Insights from a noisy
     quadratic model. NeurIPS 2019.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -76,13 +77,26 @@ from gd_lib.data import stdlib_corpus
 from gd_lib.models import TinyTransformer
 from gd_lib.optim import SGD, AdamW, Muon, muon_param_groups
 
-__all__ = ["SPEEDRUN_FACTS", "RECORDS_SOURCE", "SpeedrunConfig", "speedrun_config", "train_run",
-           "steps_to_target", "adamw_vs_muon", "mixed_precision", "bfloat16_rounding", "gradient_clipping",
-           "batch_size_scaling", "fit_critical_batch"]
+__all__ = [
+    "SPEEDRUN_FACTS",
+    "RECORDS_SOURCE",
+    "SpeedrunConfig",
+    "speedrun_config",
+    "train_run",
+    "steps_to_target",
+    "adamw_vs_muon",
+    "mixed_precision",
+    "bfloat16_rounding",
+    "gradient_clipping",
+    "batch_size_scaling",
+    "fit_critical_batch",
+]
 
 #: Where the records come from: the "World record history" table of the speedrun's README.
-RECORDS_SOURCE = ("github.com/KellerJordan/modded-nanogpt, README.md, section 'World record history' "
-                  "(read at commit e7a55f17e08556c2ec6d1fbc4e16a54621893089, whose last record is #60 of 2026-01-16)")
+RECORDS_SOURCE = (
+    "github.com/KellerJordan/modded-nanogpt, README.md, section 'World record history' "
+    "(read at commit e7a55f17e08556c2ec6d1fbc4e16a54621893089, whose last record is #60 of 2026-01-16)"
+)
 
 # The NanoGPT speedrun as its README describes it. The records are a selection of rows of the README's table
 # (number, time on 8x H100, description, date), chosen for this course's topics: the Muon optimizer (#3, #4),
@@ -90,25 +104,46 @@ RECORDS_SOURCE = ("github.com/KellerJordan/modded-nanogpt, README.md, section 'W
 # #46). The token counts in the README's text: 10B for the llm.c baseline; 0.73B for record #18 (README at commit
 # 0006a9cde0c019d45fc052c0b73f81e2f7814114: "3.4 minutes ... 0.73B tokens", 1390 steps).
 SPEEDRUN_FACTS = {
-    "target_val_loss": 3.28, "dataset": "FineWeb", "hardware": "8x NVIDIA H100",
-    "baseline": "Karpathy's llm.c GPT-2 (124M) reproduction", "baseline_minutes": 45, "baseline_tokens": 10e9,
+    "target_val_loss": 3.28,
+    "dataset": "FineWeb",
+    "hardware": "8x NVIDIA H100",
+    "baseline": "Karpathy's llm.c GPT-2 (124M) reproduction",
+    "baseline_minutes": 45,
+    "baseline_tokens": 10e9,
     "records": [
         {"number": 1, "minutes": 45.0, "date": "2024-05-28", "description": "llm.c baseline (AdamW)"},
         {"number": 2, "minutes": 31.4, "date": "2024-06-06", "description": "tuned learning rate & rotary embeddings"},
         {"number": 3, "minutes": 24.9, "date": "2024-10-04", "description": "introduced the Muon optimizer"},
         {"number": 4, "minutes": 22.3, "date": "2024-10-11", "description": "Muon improvements"},
         {"number": 6, "minutes": 13.1, "date": "2024-10-18", "description": "distributed the overhead of Muon"},
-        {"number": 9, "minutes": 8.2, "date": "2024-11-06",
-         "description": "value and embedding skip connections, momentum warmup, logit softcap"},
+        {
+            "number": 9,
+            "minutes": 8.2,
+            "date": "2024-11-06",
+            "description": "value and embedding skip connections, momentum warmup, logit softcap",
+        },
         {"number": 10, "minutes": 7.8, "date": "2024-11-08", "description": "bfloat16 activations"},
-        {"number": 18, "minutes": 3.4, "date": "2025-01-04", "description": "lower logit softcap from 30 to 15",
-         "tokens": 0.73e9},
+        {
+            "number": 18,
+            "minutes": 3.4,
+            "date": "2025-01-04",
+            "description": "lower logit softcap from 30 to 15",
+            "tokens": 0.73e9,
+        },
         {"number": 21, "minutes": 2.933, "date": "2025-01-26", "description": "reduced batch size"},
         {"number": 46, "minutes": 2.203, "date": "2025-11-29", "description": "batch size schedule"},
-        {"number": 57, "minutes": 1.878, "date": "2026-01-04",
-         "description": "bfloat16 attn/mlp weights, mixed precision Muon, interweave Adam/Muon"},
-        {"number": 60, "minutes": 1.765, "date": "2026-01-16",
-         "description": "fused Triton kernel for softcapped multi-token prediction cross entropy"},
+        {
+            "number": 57,
+            "minutes": 1.878,
+            "date": "2026-01-04",
+            "description": "bfloat16 attn/mlp weights, mixed precision Muon, interweave Adam/Muon",
+        },
+        {
+            "number": 60,
+            "minutes": 1.765,
+            "date": "2026-01-16",
+            "description": "fused Triton kernel for softcapped multi-token prediction cross entropy",
+        },
     ],
     "source": RECORDS_SOURCE,
 }
@@ -136,13 +171,35 @@ def speedrun_config(quick: bool | None = None) -> SpeedrunConfig:
     """Quick: a CPU-sized model, 200 steps. Full: a GPU-sized one, 1500 steps through
     :func:`gd_lib.step_budget` (so ``GD_STEP_SCALE`` shortens it), evaluated 30 times per run."""
     if gd_lib.quick_mode(quick):
-        return SpeedrunConfig(max_files=40, width=32, depth=2, heads=4, context=32, batch_size=16, steps=200,
-                              eval_every=10, val_windows=64, adamw_lrs=(1e-3, 3e-3, 1e-2), muon_lrs=(0.03,),
-                              adam_lr_in_muon=3e-3)
+        return SpeedrunConfig(
+            max_files=40,
+            width=32,
+            depth=2,
+            heads=4,
+            context=32,
+            batch_size=16,
+            steps=200,
+            eval_every=10,
+            val_windows=64,
+            adamw_lrs=(1e-3, 3e-3, 1e-2),
+            muon_lrs=(0.03,),
+            adam_lr_in_muon=3e-3,
+        )
     steps = gd_lib.step_budget(200, 1500, quick=False)
-    return SpeedrunConfig(max_files=None, width=256, depth=4, heads=4, context=128, batch_size=64, steps=steps,
-                          eval_every=max(1, steps // 30), val_windows=512, adamw_lrs=(1e-3, 3e-3, 1e-2),
-                          muon_lrs=(0.01, 0.03, 0.1), adam_lr_in_muon=3e-3)
+    return SpeedrunConfig(
+        max_files=None,
+        width=256,
+        depth=4,
+        heads=4,
+        context=128,
+        batch_size=64,
+        steps=steps,
+        eval_every=max(1, steps // 30),
+        val_windows=512,
+        adamw_lrs=(1e-3, 3e-3, 1e-2),
+        muon_lrs=(0.01, 0.03, 0.1),
+        adam_lr_in_muon=3e-3,
+    )
 
 
 def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -154,9 +211,18 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_run(optimizer_name: str, lr: float, cfg: SpeedrunConfig, *, recipe: bool = False,
-              seed: int = 0, corpus=None, precision: str = "float32", clip_norm: float | None = None,
-              schedule: str | None = None) -> dict:
+def train_run(
+    optimizer_name: str,
+    lr: float,
+    cfg: SpeedrunConfig,
+    *,
+    recipe: bool = False,
+    seed: int = 0,
+    corpus=None,
+    precision: str = "float32",
+    clip_norm: float | None = None,
+    schedule: str | None = None,
+) -> dict:
     """Train one tiny GPT; returns ``{"eval_step", "val_loss", "train_time" (s, at each eval),
     "train_loss", "grad_norm" (every step; the global gradient norm before clipping),
     "tokens_per_step", "optimizer", "lr", "recipe", "precision", "clip_norm"}``.
@@ -188,8 +254,9 @@ def train_run(optimizer_name: str, lr: float, cfg: SpeedrunConfig, *, recipe: bo
     sampler = corpus.sampler(cfg.context, max_val_windows=cfg.val_windows)
     x_val, y_val = (t.to(device) for t in sampler.validation)
     torch.manual_seed(seed)
-    model = TinyTransformer(corpus.vocab_size, cfg.context, width=cfg.width, depth=cfg.depth,
-                            heads=cfg.heads).to(device)
+    model = TinyTransformer(corpus.vocab_size, cfg.context, width=cfg.width, depth=cfg.depth, heads=cfg.heads).to(
+        device
+    )
     if optimizer_name == "adamw":
         optimizer = AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     elif optimizer_name == "sgd":
@@ -249,12 +316,20 @@ def train_run(optimizer_name: str, lr: float, cfg: SpeedrunConfig, *, recipe: bo
             train_times.append(elapsed)
             if not math.isfinite(val):
                 break
-    return {"optimizer": optimizer_name, "lr": lr, "recipe": recipe, "precision": precision,
-            "clip_norm": clip_norm, "eval_step": np.array(eval_steps),
-            "val_loss": np.array(val_losses), "train_time": np.array(train_times),
-            "train_loss": torch.stack(train_losses).float().cpu().numpy(),
-            "grad_norm": torch.stack(grad_norms).float().cpu().numpy(),
-            "lost_update_fraction": lost_fraction if autocast else None, "tokens_per_step": cfg.batch_size * cfg.context}
+    return {
+        "optimizer": optimizer_name,
+        "lr": lr,
+        "recipe": recipe,
+        "precision": precision,
+        "clip_norm": clip_norm,
+        "eval_step": np.array(eval_steps),
+        "val_loss": np.array(val_losses),
+        "train_time": np.array(train_times),
+        "train_loss": torch.stack(train_losses).float().cpu().numpy(),
+        "grad_norm": torch.stack(grad_norms).float().cpu().numpy(),
+        "lost_update_fraction": lost_fraction if autocast else None,
+        "tokens_per_step": cfg.batch_size * cfg.context,
+    }
 
 
 def _lost_update_fraction(before, after) -> float:
@@ -305,11 +380,23 @@ def adamw_vs_muon(quick: bool | None = None) -> dict:
     summary = {}
     for name, run in best.items():
         steps, tokens, seconds = run["to_target"]
-        summary[name] = {"lr": run["lr"], "final_val_loss": float(run["val_loss"][-1]), "steps": steps,
-                         "tokens": tokens, "seconds": seconds,
-                         "seconds_per_step": float(run["train_time"][-1] / run["eval_step"][-1])}
-    return {"config": cfg, "target": target, "runs": runs, "best": best, "summary": summary,
-            "vocab_size": corpus.vocab_size, "num_characters": corpus.info["num_characters"]}
+        summary[name] = {
+            "lr": run["lr"],
+            "final_val_loss": float(run["val_loss"][-1]),
+            "steps": steps,
+            "tokens": tokens,
+            "seconds": seconds,
+            "seconds_per_step": float(run["train_time"][-1] / run["eval_step"][-1]),
+        }
+    return {
+        "config": cfg,
+        "target": target,
+        "runs": runs,
+        "best": best,
+        "summary": summary,
+        "vocab_size": corpus.vocab_size,
+        "num_characters": corpus.info["num_characters"],
+    }
 
 
 def mixed_precision(quick: bool | None = None, lr: float = 3e-3, corpus=None) -> dict:
@@ -329,9 +416,14 @@ def mixed_precision(quick: bool | None = None, lr: float = 3e-3, corpus=None) ->
     half = train_run("adamw", lr, cfg, corpus=corpus, precision="bfloat16")
     n = min(len(full["val_loss"]), len(half["val_loss"]))
     diff = np.abs(full["val_loss"][:n] - half["val_loss"][:n])
-    return {"config": cfg, "float32": full, "bfloat16": half, "max_abs_diff": float(diff.max()) if n else math.inf,
-            "final_diff": float(half["val_loss"][-1] - full["val_loss"][-1]),
-            "lost_update_fraction": half["lost_update_fraction"]}
+    return {
+        "config": cfg,
+        "float32": full,
+        "bfloat16": half,
+        "max_abs_diff": float(diff.max()) if n else math.inf,
+        "final_diff": float(half["val_loss"][-1] - full["val_loss"][-1]),
+        "lost_update_fraction": half["lost_update_fraction"],
+    }
 
 
 def bfloat16_rounding(additions: int = 1000, increment: float = 1e-3) -> dict:
@@ -350,15 +442,20 @@ def bfloat16_rounding(additions: int = 1000, increment: float = 1e-3) -> dict:
         for _ in range(additions):
             w = w + torch.tensor(increment, dtype=dtype)
         accumulated[str(dtype).removeprefix("torch.")] = float(w)
-    return {"eps": {str(d).removeprefix("torch."): torch.finfo(d).eps
-                    for d in (torch.bfloat16, torch.float16, torch.float32)},
-            "one_plus_2^-8_is_one": bool(one + 2.0 ** -8 == one),
-            "one_plus_2^-7_is_one": bool(one + 2.0 ** -7 == one),
-            "accumulated": accumulated, "exact": 1.0 + additions * increment}
+    return {
+        "eps": {
+            str(d).removeprefix("torch."): torch.finfo(d).eps for d in (torch.bfloat16, torch.float16, torch.float32)
+        },
+        "one_plus_2^-8_is_one": bool(one + 2.0**-8 == one),
+        "one_plus_2^-7_is_one": bool(one + 2.0**-7 == one),
+        "accumulated": accumulated,
+        "exact": 1.0 + additions * increment,
+    }
 
 
-def gradient_clipping(quick: bool | None = None, lr: float = 1.0, clip_norm: float = 1.0,
-                      stable_lr: float = 0.3, corpus=None) -> dict:
+def gradient_clipping(
+    quick: bool | None = None, lr: float = 1.0, clip_norm: float = 1.0, stable_lr: float = 0.3, corpus=None
+) -> dict:
     """SGD (momentum 0.9, constant lr) on the lecture's model: ``lr`` without and with clipping to
     global norm ``clip_norm``, and ``stable_lr`` without clipping (a learning rate that trains unclipped).
 
@@ -370,21 +467,37 @@ def gradient_clipping(quick: bool | None = None, lr: float = 1.0, clip_norm: flo
     steps = gd_lib.step_budget(100, 300, quick, minimum=2)
     cfg = dataclasses.replace(base, steps=steps, eval_every=max(1, steps // 10))
     corpus = corpus or stdlib_corpus("char", source="docstrings", max_files=cfg.max_files)
-    runs = {f"lr {lr:g}, unclipped": train_run("sgd", lr, cfg, corpus=corpus, schedule="constant"),
-            f"lr {lr:g}, clipped to norm {clip_norm:g}": train_run("sgd", lr, cfg, corpus=corpus, schedule="constant",
-                                                                clip_norm=clip_norm),
-            f"lr {stable_lr:g}, unclipped": train_run("sgd", stable_lr, cfg, corpus=corpus, schedule="constant")}
+    runs = {
+        f"lr {lr:g}, unclipped": train_run("sgd", lr, cfg, corpus=corpus, schedule="constant"),
+        f"lr {lr:g}, clipped to norm {clip_norm:g}": train_run(
+            "sgd", lr, cfg, corpus=corpus, schedule="constant", clip_norm=clip_norm
+        ),
+        f"lr {stable_lr:g}, unclipped": train_run("sgd", stable_lr, cfg, corpus=corpus, schedule="constant"),
+    }
 
     def diverged(run):
         loss = run["train_loss"]
         return bool(not np.isfinite(loss).all() or loss.max() > 3 * loss[0])
 
-    return {"config": cfg, "lr": lr, "clip_norm": clip_norm, "stable_lr": stable_lr, "runs": runs,
-            "diverged": {name: diverged(run) for name, run in runs.items()}}
+    return {
+        "config": cfg,
+        "lr": lr,
+        "clip_norm": clip_norm,
+        "stable_lr": stable_lr,
+        "runs": runs,
+        "diverged": {name: diverged(run) for name, run in runs.items()},
+    }
 
 
-def batch_size_scaling(quick: bool | None = None, *, dim: int = 32, noise: float = 1.0, target: float = 0.01,
-                       batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), seed: int = 0) -> dict:
+def batch_size_scaling(
+    quick: bool | None = None,
+    *,
+    dim: int = 32,
+    noise: float = 1.0,
+    target: float = 0.01,
+    batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    seed: int = 0,
+) -> dict:
     """Steps to a target loss against the batch size, each batch size with its best learning rate.
 
     The noisy quadratic: least squares ``L(w) = ½ E (xᵀw − y)²`` with ``x ~ N(0, H)``,
@@ -415,11 +528,11 @@ def batch_size_scaling(quick: bool | None = None, *, dim: int = 32, noise: float
         for t in range(1, max_steps + 1):
             x = torch.randn(seeds, batch, dim, generator=generator, dtype=torch.float64) * h.sqrt()
             y = x @ w_star + noise * torch.randn(seeds, batch, generator=generator, dtype=torch.float64)
-            residual = x @ w - y[..., None]                         # (seeds, B, lrs)
-            w = w - lrs * (x.transpose(1, 2) @ residual) / batch    # SGD on every (seed, lr) at once
+            residual = x @ w - y[..., None]  # (seeds, B, lrs)
+            w = w - lrs * (x.transpose(1, 2) @ residual) / batch  # SGD on every (seed, lr) at once
             excess = 0.5 * (h[None, :, None] * (w - w_star[None, :, None]) ** 2).sum(1)
             hit[(excess <= target) & torch.isinf(hit)] = t
-            median = hit.median(0).values   # odd number of seeds: finite once most seeds arrived
+            median = hit.median(0).values  # odd number of seeds: finite once most seeds arrived
             if torch.isfinite(median).any():
                 # medians only grow from here: the first learning rate to get one is the best (ties: smallest lr)
                 i = int(torch.argmin(median))
@@ -431,10 +544,18 @@ def batch_size_scaling(quick: bool | None = None, *, dim: int = 32, noise: float
     batches = np.array(batch_sizes, dtype=float)
     finite = np.isfinite(steps_arr)
     fit = fit_critical_batch(batches[finite], steps_arr[finite]) if finite.sum() >= 3 else None
-    return {"batch_sizes": batches, "steps": steps_arr, "best_lr": np.array(best_lr), "lrs": lrs.numpy(),
-            "examples": batches * steps_arr, "fit": fit, "seeds": seeds, "max_steps": max_steps,
-            "settings": dict(dim=dim, noise=noise, target=target),
-            "theory": noise ** 2 * float(h.sum()) / (4 * target * float(h.max()))}
+    return {
+        "batch_sizes": batches,
+        "steps": steps_arr,
+        "best_lr": np.array(best_lr),
+        "lrs": lrs.numpy(),
+        "examples": batches * steps_arr,
+        "fit": fit,
+        "seeds": seeds,
+        "max_steps": max_steps,
+        "settings": dict(dim=dim, noise=noise, target=target),
+        "theory": noise**2 * float(h.sum()) / (4 * target * float(h.max())),
+    }
 
 
 def fit_critical_batch(batch_sizes, steps) -> dict:
