@@ -67,12 +67,13 @@ def test_speedrun_records_are_dated_sourced_and_in_record_order():
 def test_full_mode_config_is_the_smaller_gpu_one_and_honours_the_step_scale(monkeypatch):
     monkeypatch.setenv("GD_STEP_SCALE", "1")
     full = exp.speedrun_config(quick=False)
-    assert (full.width, full.depth, full.context, full.batch_size, full.steps) == (256, 4, 128, 64, 1500)
+    assert (full.width, full.depth, full.context, full.batch_size, full.steps) == (128, 4, 64, 32, 1500)
     assert len(full.adamw_lrs) + len(full.muon_lrs) + 1 == 7  # 7 runs
     assert full.steps // full.eval_every == 30
     monkeypatch.setenv("GD_STEP_SCALE", "0.01")
     short = exp.speedrun_config(quick=False)
-    assert short.steps == 15 and short.width == 256 and short.eval_every == 1
+    # shapes kept, steps cut, evaluated 3 times (ceil(15 / 3) = 5)
+    assert short.steps == 15 and short.width == 128 and short.eval_every == 5
 
 
 def test_bfloat16_rounding_matches_the_format():
