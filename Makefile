@@ -150,8 +150,8 @@ SITE_ARGS ?=
 SITE_MATHJAX := $(SITE_WORK)/npm/node_modules/mathjax/es5/tex-chtml-full.js
 SITE_SETUP := $(if $(NO_SETUP),,$(VENV)/.site-installed) $(SITE_MATHJAX)
 
-$(VENV)/.site-installed: pyproject.toml constraints.txt | $(SETUP)
-	$(PIP) install -q -c constraints.txt -e ".[course,dev,site]"
+$(VENV)/.site-installed: pyproject.toml constraints.txt $(LOCK) | $(SETUP)
+	$(PIP_LOCKED) -e ".[course,dev,site]"
 	touch $@
 
 # MathJax from the npm registry, at the version site/package-lock.json pins, served by the site itself.

@@ -283,8 +283,8 @@ class Channel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            watched = [self.res_r] + ([self.out_r] if self.out_open else []) + \
-                      ([self.job.sock] if self.job is not None and self.job.status is None and not self.job.error else [])
+            job_alive = self.job is not None and self.job.status is None and not self.job.error
+            watched = [self.res_r] + ([self.out_r] if self.out_open else []) + ([self.job.sock] if job_alive else [])
             ready, _, _ = select.select(watched, [], [], min(remaining, 1.0))
             if self.out_r in ready:
                 self._read_output()
@@ -338,20 +338,9 @@ def _run_env(mode: str, extra: dict[str, str], home: str) -> dict[str, str]:
     return env
 
 
-def run_cells(cells: list[tuple[int, str]], *, mode: str, limits: Limits, workdir: Path | None = None,
-              data_dir: Path | None = None, env: dict[str, str] | None = None, isolation: str = "bwrap",
-              gpu: bool = False, zygote: Zygote | None = None) -> NotebookRun:
-    """Run ``cells`` (index, code) in order in a fresh process; see the module docstring.
-
-    ``isolation``: "bwrap" (the sandbox; ``data_dir``'s files are copied into its working
-    directory), "process" (the reduced mode: ``workdir`` on the host, resource limits only) or
-    "trusted" (the instructor's reference run: ``workdir``, time limits only). The process is
-    forked by ``zygote``; without one, a zygote that preloads nothing is started for this run.
-    """
-    if zygote is None:
-        with Zygote(preload=(), mode=mode, sandbox=isolation == "bwrap") as own:
-            return run_cells(cells, mode=mode, limits=limits, workdir=workdir, data_dir=data_dir, env=env,
-                             isolation=isolation, gpu=gpu, zygote=own)
+def _job_config(*, mode: str, limits: Limits, isolation: str, gpu: bool, workdir: Path | None,
+                data_dir: Path | None, env: dict[str, str] | None) -> tuple[dict, Cgroups | None]:
+    """What the zygote's supervisor needs to start one run, and the run's cgroups (bwrap only)."""
     job_config = {"mode": isolation, "gpu": gpu, "max_reply_bytes": limits.max_reply_bytes,
                   "limits": {"max_open_files": limits.max_open_files, "max_file_bytes": limits.max_file_bytes,
                              "address_space_bytes": None if gpu else limits.memory_bytes,
@@ -372,102 +361,152 @@ def run_cells(cells: list[tuple[int, str]], *, mode: str, limits: Limits, workdi
         job_config["workdir"] = str(workdir)
         home = str(workdir)
     job_config["env"] = _run_env(mode, dict(env or {}), home)
-    cmd_r, cmd_w = os.pipe()
-    res_r, res_w = os.pipe()
-    out_r, out_w = os.pipe()
-    job = None
-    try:
-        job = zygote.spawn(job_config, [cmd_r, res_w, out_w])  # waits for the zygote's imports, once
-        start = time.monotonic()
-    except ZygoteError as err:
-        spawn_error, start = str(err), time.monotonic()
-    finally:
-        for fd in (cmd_r, res_w, out_w):
-            os.close(fd)
+    return job_config, cgroups
 
-    results: dict[int, CellResult] = {}
-    fatal = None
-    uid = None
-    violation = False
-    channel = Channel(res_r, out_r, job, limits)
-    commands = os.fdopen(cmd_w, "w", encoding="utf-8")
-    notebook_deadline = start + limits.notebook_timeout_s
 
-    def died_message(when: str) -> str:
-        status = job.wait(timeout=5) if job is not None else None
-        if cgroups and cgroups.oom_killed():
-            return f"the notebook exceeded the memory limit ({limits.memory_bytes / GiB:.1f} GiB) {when} and was stopped"
+class _Run:
+    """One notebook's run in a forked process: start it, feed it cells one by one, read its replies.
+
+    Each step is a method; ``run_cells`` strings them together. Every method that meets the end
+    of the run sets ``fatal`` (the sentence the student reads) and returns False.
+    """
+
+    def __init__(self, zygote: Zygote, job_config: dict, cgroups: Cgroups | None, limits: Limits,
+                 isolation: str) -> None:
+        self.limits, self.cgroups, self.isolation = limits, cgroups, isolation
+        self.results: dict[int, CellResult] = {}
+        self.fatal: str | None = None
+        self.uid: int | None = None
+        self.violation = False
+        cmd_r, cmd_w = os.pipe()
+        self._res_r, res_w = os.pipe()
+        self._out_r, out_w = os.pipe()
+        self.job = None
+        try:
+            self.job = zygote.spawn(job_config, [cmd_r, res_w, out_w])  # waits for the zygote's imports, once
+        except ZygoteError as err:
+            self.fatal = f"the grading process did not start: {err}"
+        finally:
+            for fd in (cmd_r, res_w, out_w):
+                os.close(fd)
+        self.start = time.monotonic()
+        self.channel = Channel(self._res_r, self._out_r, self.job, limits)
+        self.commands = os.fdopen(cmd_w, "w", encoding="utf-8")
+        self.deadline = self.start + limits.notebook_timeout_s
+
+    def died_message(self, when: str) -> str:
+        """Why the process is gone: the memory limit, a signal, or its exit status."""
+        status = self.job.wait(timeout=5) if self.job is not None else None
+        if self.cgroups and self.cgroups.oom_killed():
+            return (f"the notebook exceeded the memory limit ({self.limits.memory_bytes / GiB:.1f} GiB) {when} "
+                    "and was stopped")
         if status is not None and os.WIFSIGNALED(status):
             return f"the notebook's process was killed by signal {signal.Signals(os.WTERMSIG(status)).name} {when}"
         code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
         return f"the notebook's process ended (exit status {code}) {when}"
 
-    try:
-        if job is None:
-            fatal = f"the grading process did not start: {spawn_error}"
-        else:
-            ready = channel.readline(min(notebook_deadline, time.monotonic() + limits.startup_timeout_s))
-            if not ready:
-                job.started(timeout=5)  # picks up the zygote's or the supervisor's error, if any
-                fatal = "the grading process did not start" if ready == b"" else "the grading process timed out starting"
-                if job.error:
-                    fatal += f": {job.error}"
-                elif channel.tail:
-                    fatal += f": {channel.finish_output()[-1500:]}"
-            else:
-                try:
-                    hello = json.loads(ready)
-                    uid = hello.get("uid") if isinstance(hello, dict) and type(hello.get("uid")) is int else None
-                except ValueError:
-                    uid = None
-                for index, code in cells:
-                    now = time.monotonic()
-                    if now >= notebook_deadline:
-                        fatal = f"the notebook exceeded its total time limit of {limits.notebook_timeout_s:g} s"
-                        break
-                    nonce = secrets.token_hex(16)
-                    try:
-                        channel.expect_nothing_more()
-                        commands.write(json.dumps({"index": index, "nonce": nonce, "code": code}) + "\n")
-                        commands.flush()
-                    except (BrokenPipeError, OSError):
-                        fatal = died_message(f"before cell {index}")
-                        break
-                    deadline = min(now + limits.cell_timeout_s, notebook_deadline)
-                    line = channel.readline(deadline)
-                    if line is None:
-                        limit = "its time limit" if deadline < notebook_deadline else "the notebook's total time limit"
-                        results[index] = CellResult(index, "timeout", f"the cell did not finish within {limit} "
-                                                    f"({min(limits.cell_timeout_s, limits.notebook_timeout_s):g} s)")
-                        fatal = f"cell {index} timed out; the cells after it did not run"
-                        break
-                    if line == b"":
-                        fatal = died_message(f"while running cell {index}")
-                        results[index] = CellResult(index, "died", fatal)
-                        break
-                    reply = parse_reply(line, index, nonce, trusted=isolation == "trusted")
-                    status = "ok" if reply["ok"] else "error"
-                    results[index] = CellResult(index, status, reply["error"], reply["captures"])
-    except ChannelViolation as err:
-        violation = True
-        fatal = (f"grading stopped: the notebook's process broke the grader's result channel ({err}); "
-                 "a notebook must not write to it")
-    finally:
+    def await_start(self) -> bool:
+        """Wait for the process's hello line (it carries the uid the run got)."""
+        if self.job is None:
+            return False  # ``fatal`` says why
+        ready = self.channel.readline(min(self.deadline, time.monotonic() + self.limits.startup_timeout_s))
+        if not ready:
+            self.job.started(timeout=5)  # picks up the zygote's or the supervisor's error, if any
+            self.fatal = ("the grading process did not start" if ready == b""
+                          else "the grading process timed out starting")
+            if self.job.error:
+                self.fatal += f": {self.job.error}"
+            elif self.channel.tail:
+                self.fatal += f": {self.channel.finish_output()[-1500:]}"
+            return False
         try:
-            commands.close()
+            hello = json.loads(ready)
+            self.uid = hello.get("uid") if isinstance(hello, dict) and type(hello.get("uid")) is int else None
+        except ValueError:
+            self.uid = None
+        return True
+
+    def run_cell(self, index: int, code: str) -> bool:
+        """Send one cell with a fresh nonce and record its reply; False ends the run."""
+        now = time.monotonic()
+        if now >= self.deadline:
+            self.fatal = f"the notebook exceeded its total time limit of {self.limits.notebook_timeout_s:g} s"
+            return False
+        nonce = secrets.token_hex(16)
+        try:
+            self.channel.expect_nothing_more()
+            self.commands.write(json.dumps({"index": index, "nonce": nonce, "code": code}) + "\n")
+            self.commands.flush()
+        except (BrokenPipeError, OSError):
+            self.fatal = self.died_message(f"before cell {index}")
+            return False
+        deadline = min(now + self.limits.cell_timeout_s, self.deadline)
+        line = self.channel.readline(deadline)
+        if line is None:
+            limit = "its time limit" if deadline < self.deadline else "the notebook's total time limit"
+            allowed = min(self.limits.cell_timeout_s, self.limits.notebook_timeout_s)
+            message = f"the cell did not finish within {limit} ({allowed:g} s)"
+            self.results[index] = CellResult(index, "timeout", message)
+            self.fatal = f"cell {index} timed out; the cells after it did not run"
+            return False
+        if line == b"":
+            self.fatal = self.died_message(f"while running cell {index}")
+            self.results[index] = CellResult(index, "died", self.fatal)
+            return False
+        reply = parse_reply(line, index, nonce, trusted=self.isolation == "trusted")
+        status = "ok" if reply["ok"] else "error"
+        self.results[index] = CellResult(index, status, reply["error"], reply["captures"])
+        return True
+
+    def close(self) -> str:
+        """End the process, free its cgroups and pipes; returns what it printed (the tail)."""
+        try:
+            self.commands.close()
         except OSError:
             pass
-        if job is not None and fatal is None:
-            job.wait(timeout=5)  # it ends on its own once the commands are closed
-        if job is not None:
-            job.kill()
-        if cgroups:
-            cgroups.close()
-        tail = channel.finish_output()
-        if job is not None:
-            job.close()
-        os.close(res_r)
-        os.close(out_r)
+        if self.job is not None and self.fatal is None:
+            self.job.wait(timeout=5)  # it ends on its own once the commands are closed
+        if self.job is not None:
+            self.job.kill()
+        if self.cgroups:
+            self.cgroups.close()
+        tail = self.channel.finish_output()
+        if self.job is not None:
+            self.job.close()
+        os.close(self._res_r)
+        os.close(self._out_r)
+        return tail
+
+
+def run_cells(cells: list[tuple[int, str]], *, mode: str, limits: Limits, workdir: Path | None = None,
+              data_dir: Path | None = None, env: dict[str, str] | None = None, isolation: str = "bwrap",
+              gpu: bool = False, zygote: Zygote | None = None) -> NotebookRun:
+    """Run ``cells`` (index, code) in order in a fresh process; see the module docstring.
+
+    ``isolation``: "bwrap" (the sandbox; ``data_dir``'s files are copied into its working
+    directory), "process" (the reduced mode: ``workdir`` on the host, resource limits only) or
+    "trusted" (the instructor's reference run: ``workdir``, time limits only). The process is
+    forked by ``zygote``; without one, a zygote that preloads nothing is started for this run.
+    """
+    if zygote is None:
+        with Zygote(preload=(), mode=mode, sandbox=isolation == "bwrap") as own:
+            return run_cells(cells, mode=mode, limits=limits, workdir=workdir, data_dir=data_dir, env=env,
+                             isolation=isolation, gpu=gpu, zygote=own)
+    job_config, cgroups = _job_config(mode=mode, limits=limits, isolation=isolation, gpu=gpu, workdir=workdir,
+                                      data_dir=data_dir, env=env)
+    run = _Run(zygote, job_config, cgroups, limits, isolation)
+    try:
+        if run.await_start():
+            for index, code in cells:
+                if not run.run_cell(index, code):
+                    break
+    except ChannelViolation as err:
+        run.violation = True
+        run.fatal = (f"grading stopped: the notebook's process broke the grader's result channel ({err}); "
+                     "a notebook must not write to it")
+    finally:
+        tail = run.close()
     for index, _ in cells:
-        results.setdefault(index, CellResult(index, "not_run", fatal or "not run"))
-    return NotebookRun(results, fatal, isolation, time.monotonic() - start, tail, uid, violation)
+        run.results.setdefault(index, CellResult(index, "not_run", run.fatal or "not run"))
+    return NotebookRun(run.results, run.fatal, isolation, time.monotonic() - run.start, tail, run.uid,
+                       run.violation)

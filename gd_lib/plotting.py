@@ -655,12 +655,17 @@ def interactive_figure(draw: Callable[..., "matplotlib.figure.Figure"], **contro
     Unlike ``ipywidgets.interact``, whose plot lives inside an ``Output``
     widget, the static figure needs no JavaScript. Returns the ``HBox`` of
     controls. Outside IPython ``display`` only prints reprs, and changes only call ``draw``.
+    A control without a ``description`` is labelled with its argument's name (a slider without
+    one shows as a bare bar in JupyterLab and on the course site).
     """
     import ipywidgets as widgets
     from IPython.display import display
 
     if not controls:
         raise ValueError("interactive_figure needs at least one control")
+    for name, control in controls.items():
+        if hasattr(control, "description") and not control.description:
+            control.description = name
 
     def current_figure():
         fig = draw(**{name: control.value for name, control in controls.items()})

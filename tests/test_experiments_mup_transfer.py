@@ -145,5 +145,10 @@ def test_interactive_figure_redraws_on_every_change():
     stat.value = "b"
     assert calls == [(2, "a"), (4, "a"), (4, "b")]
     assert list(box.children) == [t, stat]
+    # a control without a description is labelled with its argument's name; a given one is kept
+    assert (t.description, stat.description) == ("t", "stat")
+    labelled = widgets.IntSlider(value=2, min=1, max=5, description="steps")
+    interactive_figure(draw, t=labelled, stat=widgets.Dropdown(options=["a"], value="a"))
+    assert labelled.description == "steps"
     with pytest.raises(ValueError):
         interactive_figure(draw)

@@ -46,7 +46,7 @@ def read_lock(name: str) -> dict[str, str]:
 
 
 def locked_extras() -> list[str]:
-    """The extras the CPU lock was made for, from its first line (``.[course,dev,hub]``)."""
+    """The extras the CPU lock was made for, from its first line (``.[course,dev,hub,site]``)."""
     first = (ROOT / "requirements-lock.txt").read_text().splitlines()[0]
     match = re.search(r"\.\[([a-z,]+)\]", first)
     assert match, f"requirements-lock.txt does not say which extras it locks: {first!r}"

@@ -2,7 +2,7 @@
 
 - ``requirements-lock.txt``: the CPU set-up that ``make setup`` installs (``pip install -c
   requirements-lock.txt ...``): torch's CPU build, pinned by ``constraints.txt``, and ``gd_lib`` with
-  the extras ``course,dev,hub`` (and any other named with ``--extras``), every package at the newest
+  the extras ``course,dev,hub,site`` (or those named with ``--extras``), every package at the newest
   version that the ranges of ``pyproject.toml`` allow on the day of the refresh.
 - ``requirements-gpu-lock.txt``: the GPU set-up of ``environment.yml``: the same packages at the same
   versions, except torch's CUDA build from PyPI and what that build needs (NVIDIA's CUDA libraries,
@@ -150,7 +150,7 @@ def check_agree(cpu: dict[str, str], gpu: dict[str, str]) -> list[str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--extras", default="course,dev,hub", help="extras of the project to lock (default: %(default)s)"
+        "--extras", default="course,dev,hub,site", help="extras of the project to lock (default: %(default)s)"
     )
     parser.add_argument("--constraints", type=Path, default=ROOT / "constraints.txt")
     parser.add_argument("--torch", default="torch==2.13.0", help="torch's requirement (default: %(default)s)")
