@@ -413,14 +413,14 @@ def adamw_vs_muon(quick: bool | None = None) -> dict:
 def mixed_precision(quick: bool | None = None, lr: float = 3e-3, corpus=None) -> dict:
     """AdamW at ``lr`` in float32 and under bfloat16 autocast (float32 master weights), same data and init.
 
-    The lecture's model with warmup + cosine over 100 steps in quick mode (600 in full mode,
+    The lecture's model with warmup + cosine over 60 steps in quick mode (600 in full mode,
     through :func:`gd_lib.step_budget`), evaluated 10 times. Returns ``{"float32": run,
     "bfloat16": run, "max_abs_diff": largest |difference| of the two validation curves,
     "final_diff": bfloat16's final validation loss minus float32's, "lost_update_fraction":
     the bfloat16 run's (middle and last step)}``.
     """
     base = speedrun_config(quick)
-    steps = gd_lib.step_budget(100, 600, quick, minimum=2)
+    steps = gd_lib.step_budget(60, 600, quick, minimum=2)
     cfg = dataclasses.replace(base, steps=steps, eval_every=_eval_every(steps, 10))
     corpus = corpus or stdlib_corpus("char", source="docstrings", max_files=cfg.max_files)
     full = train_run("adamw", lr, cfg, corpus=corpus)
