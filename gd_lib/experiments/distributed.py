@@ -33,7 +33,8 @@ any precision). That is the optimizers' sensitivity to rounding, not the distrib
 with identical gradients on every rank (``shard=False``) the runs match bitwise.
 
 Quick mode: CPU processes with gloo, the 32-8-32-8-32 MLP, batch 64, 20 steps. Full mode: the
-same code on GPUs with nccl when there is one GPU per rank, 4 times wider, batch 512, 200 steps.
+same code on GPUs with nccl when there is one GPU per rank (else CPU processes with gloo), 4 times
+wider, batch 512, 200 steps (:func:`gd_lib.step_budget`: ``GD_STEP_SCALE`` shortens them).
 
 The module is also ``torchrun``'s entry point (:func:`main`): every rank trains the demo's model
 with each optimizer under DDP, and rank 0 prints each rank's share of the expensive work and the
@@ -41,6 +42,7 @@ final loss (docs/distributed.md)::
 
     torchrun --standalone --nproc_per_node=2 -m gd_lib.experiments.distributed --device cpu
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,16 +59,32 @@ from gd_lib.distributed import init_from_env, launch
 from gd_lib.models import MLP
 from gd_lib.optim import EKFAC, KFAC, SOAP, Muon, Shampoo
 
-__all__ = ["OPTIMIZERS", "WORK_KINDS", "make_optimizer", "train", "demo_worker", "run_demo", "work_scaling",
-           "work_scaling_worker", "weight_shapes", "demo_settings", "rounding_sensitivity",
-           "gpu_per_rank", "main"]
+__all__ = [
+    "OPTIMIZERS",
+    "WORK_KINDS",
+    "make_optimizer",
+    "train",
+    "demo_worker",
+    "run_demo",
+    "work_scaling",
+    "work_scaling_worker",
+    "weight_shapes",
+    "demo_settings",
+    "rounding_sensitivity",
+    "gpu_per_rank",
+    "main",
+]
 
 OPTIMIZERS = ("muon", "shampoo", "soap", "kfac")
 
 #: What each optimizer's expensive unit of work is (the WorkLog kinds it counts).
-WORK_KINDS = {"muon": "Newton–Schulz per weight", "shampoo": "inverse root per statistic",
-              "soap": "eigh / QR refresh per statistic", "kfac": "eigh per Kronecker factor",
-              "ekfac": "eigh per Kronecker factor"}
+WORK_KINDS = {
+    "muon": "Newton–Schulz per weight",
+    "shampoo": "inverse root per statistic",
+    "soap": "eigh / QR refresh per statistic",
+    "kfac": "eigh per Kronecker factor",
+    "ekfac": "eigh per Kronecker factor",
+}
 
 
 def make_optimizer(name: str, model: torch.nn.Module, process_group=None) -> torch.optim.Optimizer:
@@ -82,33 +100,51 @@ def make_optimizer(name: str, model: torch.nn.Module, process_group=None) -> tor
         # float32 Newton–Schulz: the lecture compares sharded and single-process runs at float32
         # rounding; bfloat16 (Muon's default since issue 17) would round their 1e-7 differences
         # to bfloat16 steps
-        return Muon(model.parameters(), lr=0.02, adam_lr=3e-3, ns_dtype=torch.float32,
-                    process_group=process_group)
+        return Muon(model.parameters(), lr=0.02, adam_lr=3e-3, ns_dtype=torch.float32, process_group=process_group)
     if name == "shampoo":
-        return Shampoo(model.parameters(), lr=3e-3, grafting="adam", betas=(0.9, 0.999), epsilon=1e-6,
-                       max_preconditioner_dim=1024, precondition_frequency=2, process_group=process_group)
+        return Shampoo(
+            model.parameters(),
+            lr=3e-3,
+            grafting="adam",
+            betas=(0.9, 0.999),
+            epsilon=1e-6,
+            max_preconditioner_dim=1024,
+            precondition_frequency=2,
+            process_group=process_group,
+        )
     if name == "soap":
         short_side = min(min(p.shape) for p in model.parameters() if p.ndim == 2)
-        return SOAP(model.parameters(), lr=3e-3, precondition_frequency=4, max_precond_dim=2 * short_side,
-                    process_group=process_group)
+        return SOAP(
+            model.parameters(),
+            lr=3e-3,
+            precondition_frequency=4,
+            max_precond_dim=2 * short_side,
+            process_group=process_group,
+        )
     if name == "kfac":
-        return KFAC(model, lr=0.03, damping=1e-2, cov_update_freq=1, inv_update_freq=4,
-                    process_group=process_group)
+        return KFAC(model, lr=0.03, damping=1e-2, cov_update_freq=1, inv_update_freq=4, process_group=process_group)
     if name == "ekfac":
         # EKFAC adds λ to s whole, where KFAC's split damping adds at least λ + √λ (d_A + d_G) to
         # the product of the factors: 3λ gives it comparable damping (and a rounding
         # sensitivity on this problem of 2e-7 instead of 6e-7)
-        return EKFAC(model, lr=0.03, damping=3e-2, cov_update_freq=1, inv_update_freq=4,
-                     process_group=process_group)
+        return EKFAC(model, lr=0.03, damping=3e-2, cov_update_freq=1, inv_update_freq=4, process_group=process_group)
     raise ValueError(f"Invalid optimizer name: {name!r}; expected one of {OPTIMIZERS + ('ekfac',)}")
 
 
 def demo_settings(quick: bool | None = None) -> dict:
-    """The demo's problem and run length: ``steps``, ``widths``, ``features``, ``batch``."""
+    """The demo's problem and run length: ``steps``, ``widths``, ``features``, ``batch``.
+
+    Quick: the 32-8-32-8-32 MLP, batch 64, 20 steps. Full: 4 times wider (128-32-128-32-128),
+    batch 512, 200 steps through :func:`gd_lib.step_budget` (``GD_STEP_SCALE`` shortens the
+    run, never the shapes; at least 4 steps, so that every optimizer refreshes its
+    preconditioner at least once after its first step).
+    """
     quick = gd_lib.quick_mode(quick)
     if quick:
         return dict(steps=20, widths=(8, 32, 8), features=32, batch=64)
-    return dict(steps=200, widths=(32, 128, 32), features=128, batch=512)
+    return dict(
+        steps=gd_lib.step_budget(20, 200, quick=False, minimum=4), widths=(32, 128, 32), features=128, batch=512
+    )
 
 
 def weight_shapes(widths, features: int) -> list[tuple[int, int]]:
@@ -121,16 +157,26 @@ def _problem(widths, features: int, batch: int, steps: int, seed: int = 0):
     """The student MLP (tanh, no biases) and ``steps`` batches of a linear teacher's data."""
     generator = torch.Generator().manual_seed(seed)
     X = torch.randn(steps, batch, features, generator=generator)
-    teacher = torch.randn(features, features, generator=generator) / features ** 0.5
+    teacher = torch.randn(features, features, generator=generator) / features**0.5
     Y = torch.tanh(X @ teacher)
     torch.manual_seed(seed + 1)  # torch's default init draws from the global generator
     model = MLP(features, list(widths), features, activation="tanh", bias=False)
     return model, X, Y
 
 
-def train(name: str, *, steps: int = 20, widths=(8, 32, 8), features: int = 32, batch: int = 64,
-          seed: int = 0, process_group=None, shard: bool = True, device: torch.device | str | None = None,
-          grad_noise: float = 0.0) -> dict:
+def train(
+    name: str,
+    *,
+    steps: int = 20,
+    widths=(8, 32, 8),
+    features: int = 32,
+    batch: int = 64,
+    seed: int = 0,
+    process_group=None,
+    shard: bool = True,
+    device: torch.device | str | None = None,
+    grad_noise: float = 0.0,
+) -> dict:
     """Train the problem with optimizer ``name``; with ``process_group``, as one DDP rank.
 
     Step t uses batch t. With a process group and ``shard=True`` this rank takes its
@@ -152,8 +198,9 @@ def train(name: str, *, steps: int = 20, widths=(8, 32, 8), features: int = 32, 
         if shard:
             if batch % world:
                 raise ValueError(f"Invalid batch: {batch}; expected a multiple of the world size {world}")
-            net = DistributedDataParallel(model, process_group=process_group,
-                                          device_ids=[device.index] if device.type == "cuda" else None)
+            net = DistributedDataParallel(
+                model, process_group=process_group, device_ids=[device.index] if device.type == "cuda" else None
+            )
     sharded = process_group is not None and shard
     optimizer = make_optimizer(name, model, process_group)
     noise = torch.Generator().manual_seed(seed + 2)
@@ -174,8 +221,12 @@ def train(name: str, *, steps: int = 20, widths=(8, 32, 8), features: int = 32, 
             torch.cuda.synchronize(device)
         step_seconds.append(time.perf_counter() - start)
     params = torch.cat([p.detach().reshape(-1).double().cpu() for p in model.parameters()]).numpy()
-    return {"params": params, "losses": np.array(losses), "work": optimizer.work_log.as_dict(),
-            "step_seconds": np.array(step_seconds)}
+    return {
+        "params": params,
+        "losses": np.array(losses),
+        "work": optimizer.work_log.as_dict(),
+        "step_seconds": np.array(step_seconds),
+    }
 
 
 def gpu_per_rank(quick: bool, world_sizes) -> bool:
@@ -184,8 +235,12 @@ def gpu_per_rank(quick: bool, world_sizes) -> bool:
     Otherwise every run, the 1-process one included, uses CPU processes with gloo, so that
     the 1-process and the multi-process runs are compared on the same kind of device.
     """
-    return (not quick and torch.cuda.is_available() and dist.is_nccl_available()
-            and torch.cuda.device_count() >= max(world_sizes, default=1))
+    return (
+        not quick
+        and torch.cuda.is_available()
+        and dist.is_nccl_available()
+        and torch.cuda.device_count() >= max(world_sizes, default=1)
+    )
 
 
 def demo_worker(names, world_sizes, settings: dict, shard: bool = True) -> dict:
@@ -203,13 +258,13 @@ def demo_worker(names, world_sizes, settings: dict, shard: bool = True) -> dict:
         # every rank takes part in creating a group, members or not
         group = dist.group.WORLD if w == world else dist.new_group(list(range(w)))
         if rank < w:
-            out[w] = {name: train(name, **settings, process_group=group, shard=shard, device=device)
-                      for name in names}
+            out[w] = {name: train(name, **settings, process_group=group, shard=shard, device=device) for name in names}
     return out
 
 
-def run_demo(quick: bool | None = None, world_sizes=(2, 4), names=OPTIMIZERS, shard: bool = True,
-             timeout_s: float = 600.0) -> dict:
+def run_demo(
+    quick: bool | None = None, world_sizes=(2, 4), names=OPTIMIZERS, shard: bool = True, timeout_s: float = 600.0
+) -> dict:
     """The same model trained on 1 process and on each of ``world_sizes`` processes, per optimizer.
 
     One :func:`gd_lib.distributed.launch` of ``max(world_sizes)`` processes runs every world
@@ -231,8 +286,15 @@ def run_demo(quick: bool | None = None, world_sizes=(2, 4), names=OPTIMIZERS, sh
     gpus = gpu_per_rank(quick, world_sizes)
     single = {name: train(name, **settings, device=None if gpus else "cpu") for name in names}
     worlds = [1] + list(world_sizes)
-    out = {"settings": dict(settings, shard=shard, backend="nccl" if gpus else "gloo"), "world_sizes": worlds, "max_abs_diff": {}, "rank_spread": {},
-           "losses": {}, "work_counts": {}, "work_seconds": {}}
+    out = {
+        "settings": dict(settings, shard=shard, backend="nccl" if gpus else "gloo"),
+        "world_sizes": worlds,
+        "max_abs_diff": {},
+        "rank_spread": {},
+        "losses": {},
+        "work_counts": {},
+        "work_seconds": {},
+    }
     for name in names:
         for key in ("max_abs_diff", "rank_spread", "losses", "work_counts", "work_seconds"):
             out[key][name] = {}
@@ -244,8 +306,16 @@ def run_demo(quick: bool | None = None, world_sizes=(2, 4), names=OPTIMIZERS, sh
     if not world_sizes:
         return out
     largest = max(world_sizes)
-    ranks = launch(demo_worker, largest, list(names), list(world_sizes), settings, shard, timeout_s=timeout_s,
-                   backend="nccl" if gpus else "gloo")
+    ranks = launch(
+        demo_worker,
+        largest,
+        list(names),
+        list(world_sizes),
+        settings,
+        shard,
+        timeout_s=timeout_s,
+        backend="nccl" if gpus else "gloo",
+    )
     for world in world_sizes:
         members = [r[world] for r in ranks[:world]]
         for name in names:
@@ -277,8 +347,9 @@ def rounding_sensitivity(quick: bool | None = None, names=OPTIMIZERS, widths_of=
     for problem, widths in widths_of.items():
         run = dict(settings, widths=widths, device=device)
         out["max_abs_diff"][problem] = {
-            name: float(np.abs(train(name, **run)["params"] - train(name, **run, grad_noise=2.0 ** -24)["params"]).max())
-            for name in names}
+            name: float(np.abs(train(name, **run)["params"] - train(name, **run, grad_noise=2.0**-24)["params"]).max())
+            for name in names
+        }
     return out
 
 
@@ -287,8 +358,9 @@ def work_scaling_worker(names, steps: int, width: int, depth: int) -> dict:
     from gd_lib.distributed import init_from_env
 
     _, world, device = init_from_env()
-    return {name: _scaling_run(name, steps, width, depth, dist.group.WORLD if world > 1 else None, device)
-            for name in names}
+    return {
+        name: _scaling_run(name, steps, width, depth, dist.group.WORLD if world > 1 else None, device) for name in names
+    }
 
 
 def _scaling_run(name, steps, width, depth, process_group, device) -> dict:
@@ -299,13 +371,13 @@ def _scaling_run(name, steps, width, depth, process_group, device) -> dict:
     if name == "muon":
         optimizer = Muon(model.parameters(), lr=0.01, ns_dtype=torch.float32, process_group=process_group)
     elif name == "shampoo":
-        optimizer = Shampoo(model.parameters(), lr=1e-3, grafting="adam", epsilon=1e-8,
-                            process_group=process_group)
+        optimizer = Shampoo(model.parameters(), lr=1e-3, grafting="adam", epsilon=1e-8, process_group=process_group)
     elif name == "soap":
         optimizer = SOAP(model.parameters(), lr=1e-3, precondition_frequency=1, process_group=process_group)
     else:
-        optimizer = KFAC(model, lr=1e-3, damping=1e-2, cov_update_freq=1, inv_update_freq=1,
-                         process_group=process_group)
+        optimizer = KFAC(
+            model, lr=1e-3, damping=1e-2, cov_update_freq=1, inv_update_freq=1, process_group=process_group
+        )
     step_seconds, work_seconds = [], []
     for i in range(steps + 2):
         optimizer.zero_grad(set_to_none=True)
@@ -321,8 +393,11 @@ def _scaling_run(name, steps, width, depth, process_group, device) -> dict:
         if i >= 2:
             step_seconds.append(time.perf_counter() - start)
             work_seconds.append(optimizer.work_log.total_seconds - work_before)
-    return {"work_seconds": float(np.min(work_seconds)), "work_count": optimizer.work_log.total,
-            "step_seconds": float(np.median(step_seconds))}
+    return {
+        "work_seconds": float(np.min(work_seconds)),
+        "work_count": optimizer.work_log.total,
+        "step_seconds": float(np.median(step_seconds)),
+    }
 
 
 def work_scaling(quick: bool | None = None, names=OPTIMIZERS, world_sizes=(1, 2, 4), timeout_s: float = 600.0) -> dict:
@@ -341,15 +416,28 @@ def work_scaling(quick: bool | None = None, names=OPTIMIZERS, world_sizes=(1, 2,
     work_seconds / the 1-process value.
     """
     quick = gd_lib.quick_mode(quick)
-    width, depth, steps = (128, 3, 5) if quick else (512, 3, 10)
+    width, depth = (128, 3) if quick else (512, 3)
+    steps = gd_lib.step_budget(5, 10, quick)
     gpus = gpu_per_rank(quick, world_sizes)
-    out = {"settings": dict(width=width, depth=depth, steps=steps, backend="nccl" if gpus else "gloo"),
-           "world_sizes": list(world_sizes),
-           "work_seconds": {n: {} for n in names}, "work_counts": {n: {} for n in names},
-           "step_seconds": {n: {} for n in names}, "ratio": {n: {} for n in names}}
+    out = {
+        "settings": dict(width=width, depth=depth, steps=steps, backend="nccl" if gpus else "gloo"),
+        "world_sizes": list(world_sizes),
+        "work_seconds": {n: {} for n in names},
+        "work_counts": {n: {} for n in names},
+        "step_seconds": {n: {} for n in names},
+        "ratio": {n: {} for n in names},
+    }
     for world in world_sizes:
-        ranks = launch(work_scaling_worker, world, list(names), steps, width, depth, timeout_s=timeout_s,
-                       backend="nccl" if gpus else "gloo")
+        ranks = launch(
+            work_scaling_worker,
+            world,
+            list(names),
+            steps,
+            width,
+            depth,
+            timeout_s=timeout_s,
+            backend="nccl" if gpus else "gloo",
+        )
         for name in names:
             ranks_of = [r[name] for r in ranks]
             out["work_seconds"][name][world] = [r["work_seconds"] for r in ranks_of]
@@ -367,10 +455,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="torchrun --standalone --nproc_per_node=N -m gd_lib.experiments.distributed",
         description="Every rank trains the lecture's model with Muon, Shampoo, SOAP and KFAC under DDP, each "
-                    "optimizer given the default process group; rank 0 prints each rank's share of the "
-                    "expensive work and the loss. See docs/distributed.md.")
-    parser.add_argument("--device", choices=["auto", "cpu"], default="auto",
-                        help="cpu: CPU processes with gloo even where there are GPUs")
+        "optimizer given the default process group; rank 0 prints each rank's share of the "
+        "expensive work and the loss. See docs/distributed.md.",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu"],
+        default="auto",
+        help="cpu: CPU processes with gloo even where there are GPUs",
+    )
     parser.add_argument("--quick", action="store_true", help="the small quick-mode model")
     args = parser.parse_args(argv)
     rank, world, device = init_from_env("gloo" if args.device == "cpu" else None)
@@ -380,8 +473,11 @@ def main(argv=None) -> None:
         counts = [None] * world
         dist.all_gather_object(counts, sum(result["work"]["counts"].values()))
         if rank == 0:
-            print(f"{name:8s} {world} ranks, work per rank {counts}, loss {result['losses'][0]:.4f} -> "
-                  f"{result['losses'][-1]:.4f}", flush=True)
+            print(
+                f"{name:8s} {world} ranks, work per rank {counts}, loss {result['losses'][0]:.4f} -> "
+                f"{result['losses'][-1]:.4f}",
+                flush=True,
+            )
     dist.destroy_process_group()
 
 
