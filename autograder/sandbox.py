@@ -21,6 +21,7 @@ nothing a submission prints reaches the host's disk.
 Time limits are enforced from outside: per cell and per notebook; a cell that
 overruns is killed with the whole sandbox.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,17 +54,24 @@ class Limits:
     max_processes: int = 256
     max_open_files: int = 1024
     max_file_bytes: int = 1 * GiB
-    work_bytes: int = 1 * GiB          # everything a run may write (its tmpfs: /tmp and /dev/shm)
-    max_output_bytes: int = 2 * MiB    # what is kept of the notebook's own stdout/stderr
-    max_reply_bytes: int = 96 * MiB    # one cell's reply on the result channel
-    cpus: float = 1.0                  # CPU cores a run may use at once (where cgroups allow)
+    work_bytes: int = 1 * GiB  # everything a run may write (its tmpfs: /tmp and /dev/shm)
+    max_output_bytes: int = 2 * MiB  # what is kept of the notebook's own stdout/stderr
+    max_reply_bytes: int = 96 * MiB  # one cell's reply on the result channel
+    cpus: float = 1.0  # CPU cores a run may use at once (where cgroups allow)
 
     def __post_init__(self):
         for name in ("cell_timeout_s", "notebook_timeout_s", "startup_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r}; expected a number > 0")
-        for name in ("memory_bytes", "max_processes", "max_open_files", "max_file_bytes", "work_bytes",
-                     "max_output_bytes", "max_reply_bytes"):
+        for name in (
+            "memory_bytes",
+            "max_processes",
+            "max_open_files",
+            "max_file_bytes",
+            "work_bytes",
+            "max_output_bytes",
+            "max_reply_bytes",
+        ):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r}; expected an integer >= 1")
         if not self.cpus >= 0.01:
@@ -73,7 +81,7 @@ class Limits:
 @dataclass
 class CellResult:
     index: int
-    status: str                     # "ok", "error", "timeout", "died", "not_run"
+    status: str  # "ok", "error", "timeout", "died", "not_run"
     error: str | None = None
     captures: list = field(default_factory=list)
 
@@ -81,12 +89,12 @@ class CellResult:
 @dataclass
 class NotebookRun:
     cells: dict[int, CellResult]
-    fatal: str | None               # why the run stopped early, if it did
-    isolation: str                  # "bwrap", "process" (reduced) or "trusted" (the reference run)
+    fatal: str | None  # why the run stopped early, if it did
+    isolation: str  # "bwrap", "process" (reduced) or "trusted" (the reference run)
     seconds: float
     output_tail: str = ""
-    uid: int | None = None          # the user the cells ran as (reported before any cell ran)
-    violation: bool = False         # the run broke the channel's rules (counted as a grading failure)
+    uid: int | None = None  # the user the cells ran as (reported before any cell ran)
+    violation: bool = False  # the run broke the channel's rules (counted as a grading failure)
 
 
 def isolation_mode() -> tuple[str, str]:
@@ -105,11 +113,13 @@ def require_isolation(allow_reduced: bool) -> str:
         raise IsolationUnavailable(
             f"the grading sandbox cannot be built here: {why}. Submissions would run with your own "
             "permissions (reading and writing everything you can). Install bubblewrap and allow user "
-            "namespaces, or pass --allow-reduced-isolation to grade in the reduced mode anyway.")
+            "namespaces, or pass --allow-reduced-isolation to grade in the reduced mode anyway."
+        )
     return mode
 
 
 # --- cgroups (v1 here; v2 where unified) ----------------------------------------------------
+
 
 def _cgroup_roots() -> dict[str, Path]:
     roots = {}
@@ -130,6 +140,7 @@ class Cgroups:
         if os.geteuid() != 0:
             return
         import uuid
+
         name = f"gd_autograder/{uuid.uuid4().hex[:12]}"
         for controller, root in _cgroup_roots().items():
             path = root / name
@@ -191,6 +202,7 @@ class Cgroups:
 
 # --- the result channel: untrusted input --------------------------------------------------------
 
+
 class ChannelViolation(ValueError):
     """The student's process broke the channel's rules."""
 
@@ -229,6 +241,7 @@ def parse_reply(line: bytes, index: int, nonce: str, trusted: bool = False) -> d
     (raises :class:`ChannelViolation`). Recorded values are checked later, one by one, where
     they are compared (:func:`autograder.checks.compare`): a bad one fails its own check only."""
     from .checks import MAX_DEPTH
+
     if not _depth_ok(line, MAX_DEPTH + 6):
         raise ChannelViolation("a reply nested deeper than the grader reads")
     try:
@@ -247,8 +260,13 @@ def parse_reply(line: bytes, index: int, nonce: str, trusted: bool = False) -> d
         raise ChannelViolation(f"more than {MAX_CAPTURES} recorded values in one cell")
     keys = {"name", "value", "rtol", "atol", "about"} if trusted else {"name", "value"}  # the reference's own
     for cap in captures:
-        if (not isinstance(cap, dict) or not {"name", "value"} <= set(cap) <= keys or type(cap["name"]) is not str
-                or len(cap["name"]) > MAX_NAME_CHARS or not isinstance(cap["value"], dict)):
+        if (
+            not isinstance(cap, dict)
+            or not {"name", "value"} <= set(cap) <= keys
+            or type(cap["name"]) is not str
+            or len(cap["name"]) > MAX_NAME_CHARS
+            or not isinstance(cap["value"], dict)
+        ):
             raise ChannelViolation("a recorded value of the wrong form")
     if reply["error"] is not None:
         reply["error"] = reply["error"][:MAX_ERROR_CHARS]
@@ -272,7 +290,7 @@ class Channel:
             return
         self.tail += chunk
         if len(self.tail) > 2 * self.limits.max_output_bytes:
-            del self.tail[:len(self.tail) - self.limits.max_output_bytes]
+            del self.tail[: len(self.tail) - self.limits.max_output_bytes]
 
     def readline(self, deadline: float) -> bytes | None:
         """The next line on the result pipe; b"" when the process ended (or closed the pipe),
@@ -324,35 +342,61 @@ class Channel:
     def finish_output(self) -> str:
         while self.out_open and select.select([self.out_r], [], [], 0)[0]:
             self._read_output()
-        return bytes(self.tail[-self.limits.max_output_bytes:]).decode("utf-8", "replace")
+        return bytes(self.tail[-self.limits.max_output_bytes :]).decode("utf-8", "replace")
 
 
 # --- running the cells --------------------------------------------------------------------
 
+
 def _run_env(mode: str, extra: dict[str, str], home: str) -> dict[str, str]:
     """A run's whole environment: the zygote's (threads, plotting, quick mode, the GPU slot)
     plus its home and ``extra``."""
-    env = {**zygote_env(mode), "HOME": home, "TMPDIR": home, "IPYTHONDIR": f"{home}/.ipython",
-           "MPLCONFIGDIR": f"{home}/.matplotlib", "USER": "student", "LOGNAME": "student"}
+    env = {
+        **zygote_env(mode),
+        "HOME": home,
+        "TMPDIR": home,
+        "IPYTHONDIR": f"{home}/.ipython",
+        "MPLCONFIGDIR": f"{home}/.matplotlib",
+        "USER": "student",
+        "LOGNAME": "student",
+    }
     env.update(extra)
     return env
 
 
-def _job_config(*, mode: str, limits: Limits, isolation: str, gpu: bool, workdir: Path | None,
-                data_dir: Path | None, env: dict[str, str] | None) -> tuple[dict, Cgroups | None]:
+def _job_config(
+    *,
+    mode: str,
+    limits: Limits,
+    isolation: str,
+    gpu: bool,
+    workdir: Path | None,
+    data_dir: Path | None,
+    env: dict[str, str] | None,
+) -> tuple[dict, Cgroups | None]:
     """What the zygote's supervisor needs to start one run, and the run's cgroups (bwrap only)."""
-    job_config = {"mode": isolation, "gpu": gpu, "max_reply_bytes": limits.max_reply_bytes,
-                  "limits": {"max_open_files": limits.max_open_files, "max_file_bytes": limits.max_file_bytes,
-                             "address_space_bytes": None if gpu else limits.memory_bytes,
-                             "max_processes": limits.max_processes}}
+    job_config = {
+        "mode": isolation,
+        "gpu": gpu,
+        "max_reply_bytes": limits.max_reply_bytes,
+        "limits": {
+            "max_open_files": limits.max_open_files,
+            "max_file_bytes": limits.max_file_bytes,
+            "address_space_bytes": None if gpu else limits.memory_bytes,
+            "max_processes": limits.max_processes,
+        },
+    }
     cgroups = None
     if isolation == "bwrap":
         cgroups = Cgroups(limits)
         if "memory" in cgroups.paths:
             job_config["limits"]["address_space_bytes"] = None  # the cgroup counts what matters
         job_config["limits"]["nproc"] = limits.max_processes
-        job_config.update(cgroups=[str(p) for p in cgroups.paths.values()], work_bytes=limits.work_bytes,
-                          data_dir=str(data_dir) if data_dir else None)
+        job_config.update(
+            cgroups=[str(p) for p in cgroups.paths.values()],
+            work_bytes=limits.work_bytes,
+            data_dir=str(data_dir) if data_dir else None,
+        )
         home = "/tmp/work"
     else:
         workdir = Path(workdir)
@@ -371,8 +415,9 @@ class _Run:
     of the run sets ``fatal`` (the sentence the student reads) and returns False.
     """
 
-    def __init__(self, zygote: Zygote, job_config: dict, cgroups: Cgroups | None, limits: Limits,
-                 isolation: str) -> None:
+    def __init__(
+        self, zygote: Zygote, job_config: dict, cgroups: Cgroups | None, limits: Limits, isolation: str
+    ) -> None:
         self.limits, self.cgroups, self.isolation = limits, cgroups, isolation
         self.results: dict[int, CellResult] = {}
         self.fatal: str | None = None
@@ -398,8 +443,10 @@ class _Run:
         """Why the process is gone: the memory limit, a signal, or its exit status."""
         status = self.job.wait(timeout=5) if self.job is not None else None
         if self.cgroups and self.cgroups.oom_killed():
-            return (f"the notebook exceeded the memory limit ({self.limits.memory_bytes / GiB:.1f} GiB) {when} "
-                    "and was stopped")
+            return (
+                f"the notebook exceeded the memory limit ({self.limits.memory_bytes / GiB:.1f} GiB) {when} "
+                "and was stopped"
+            )
         if status is not None and os.WIFSIGNALED(status):
             return f"the notebook's process was killed by signal {signal.Signals(os.WTERMSIG(status)).name} {when}"
         code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
@@ -412,8 +459,9 @@ class _Run:
         ready = self.channel.readline(min(self.deadline, time.monotonic() + self.limits.startup_timeout_s))
         if not ready:
             self.job.started(timeout=5)  # picks up the zygote's or the supervisor's error, if any
-            self.fatal = ("the grading process did not start" if ready == b""
-                          else "the grading process timed out starting")
+            self.fatal = (
+                "the grading process did not start" if ready == b"" else "the grading process timed out starting"
+            )
             if self.job.error:
                 self.fatal += f": {self.job.error}"
             elif self.channel.tail:
@@ -478,9 +526,18 @@ class _Run:
         return tail
 
 
-def run_cells(cells: list[tuple[int, str]], *, mode: str, limits: Limits, workdir: Path | None = None,
-              data_dir: Path | None = None, env: dict[str, str] | None = None, isolation: str = "bwrap",
-              gpu: bool = False, zygote: Zygote | None = None) -> NotebookRun:
+def run_cells(
+    cells: list[tuple[int, str]],
+    *,
+    mode: str,
+    limits: Limits,
+    workdir: Path | None = None,
+    data_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    isolation: str = "bwrap",
+    gpu: bool = False,
+    zygote: Zygote | None = None,
+) -> NotebookRun:
     """Run ``cells`` (index, code) in order in a fresh process; see the module docstring.
 
     ``isolation``: "bwrap" (the sandbox; ``data_dir``'s files are copied into its working
@@ -490,10 +547,20 @@ def run_cells(cells: list[tuple[int, str]], *, mode: str, limits: Limits, workdi
     """
     if zygote is None:
         with Zygote(preload=(), mode=mode, sandbox=isolation == "bwrap") as own:
-            return run_cells(cells, mode=mode, limits=limits, workdir=workdir, data_dir=data_dir, env=env,
-                             isolation=isolation, gpu=gpu, zygote=own)
-    job_config, cgroups = _job_config(mode=mode, limits=limits, isolation=isolation, gpu=gpu, workdir=workdir,
-                                      data_dir=data_dir, env=env)
+            return run_cells(
+                cells,
+                mode=mode,
+                limits=limits,
+                workdir=workdir,
+                data_dir=data_dir,
+                env=env,
+                isolation=isolation,
+                gpu=gpu,
+                zygote=own,
+            )
+    job_config, cgroups = _job_config(
+        mode=mode, limits=limits, isolation=isolation, gpu=gpu, workdir=workdir, data_dir=data_dir, env=env
+    )
     run = _Run(zygote, job_config, cgroups, limits, isolation)
     try:
         if run.await_start():
@@ -502,11 +569,12 @@ def run_cells(cells: list[tuple[int, str]], *, mode: str, limits: Limits, workdi
                     break
     except ChannelViolation as err:
         run.violation = True
-        run.fatal = (f"grading stopped: the notebook's process broke the grader's result channel ({err}); "
-                     "a notebook must not write to it")
+        run.fatal = (
+            f"grading stopped: the notebook's process broke the grader's result channel ({err}); "
+            "a notebook must not write to it"
+        )
     finally:
         tail = run.close()
     for index, _ in cells:
         run.results.setdefault(index, CellResult(index, "not_run", run.fatal or "not run"))
-    return NotebookRun(run.results, run.fatal, isolation, time.monotonic() - run.start, tail, run.uid,
-                       run.violation)
+    return NotebookRun(run.results, run.fatal, isolation, time.monotonic() - run.start, tail, run.uid, run.violation)

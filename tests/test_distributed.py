@@ -4,6 +4,7 @@ References: the plain optimizers (no process group) in this process, on the same
 data; assign_work against a brute-force optimum. Launching ranks costs seconds on the
 shared 2-core machine, so the multi-process tests are marked slow.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -13,7 +14,7 @@ import torch
 
 from gd_lib.distributed import WorkSharing, assign_work
 from gd_lib.experiments import distributed as exp
-from gd_lib.optim import KFAC, SOAP, Muon, Shampoo
+from gd_lib.optim import KFAC, Muon
 from gd_lib.optim.ekfac import EKFAC
 
 
@@ -23,8 +24,10 @@ def test_assign_work_is_balanced_and_deterministic():
     assert owners == assign_work(costs, 2)
     loads = [sum(c for c, o in zip(costs, owners) if o == r) for r in range(2)]
     # brute force: the best possible maximum load; LPT is within 4/3 of it (Graham 1969)
-    best = min(max(sum(c for c, o in zip(costs, assign) if o == r) for r in range(2))
-               for assign in itertools.product(range(2), repeat=len(costs)))
+    best = min(
+        max(sum(c for c, o in zip(costs, assign) if o == r) for r in range(2))
+        for assign in itertools.product(range(2), repeat=len(costs))
+    )
     assert max(loads) <= 4 / 3 * best
     assert assign_work([1.0] * 6, 3) == [0, 1, 2, 0, 1, 2]  # equal costs: round-robin
     with pytest.raises(ValueError, match="world_size"):
@@ -48,8 +51,10 @@ class _OwnRefreshKFAC(KFAC):
 
 def test_process_group_without_init_or_with_an_own_refresh_raises():
     model = torch.nn.Linear(3, 2)
-    for make in (lambda: Muon(model.parameters(), process_group=object()),
-                 lambda: EKFAC(model, process_group=object())):
+    for make in (
+        lambda: Muon(model.parameters(), process_group=object()),
+        lambda: EKFAC(model, process_group=object()),
+    ):
         with pytest.raises(RuntimeError, match="not initialized"):
             make()
     with pytest.raises(NotImplementedError, match="process_group"):
@@ -81,8 +86,13 @@ def test_work_log_counts_single_process(name):
     # SOAP: only the short (8) side of each weight is rotated (max_precond_dim=16): first-call
     # eigh of 4 statistics, then QR refreshes at steps 4, 8, 12, 16. KFAC: 4 layers x 2 factors x
     # refreshes at steps 0, 4, 8, 12, 16 (EKFAC: the same eigendecompositions).
-    expected = {"muon": {"newton_schulz": 80}, "shampoo": {"inverse_root": 80},
-                "soap": {"eigh": 4, "qr_refresh": 16}, "kfac": {"eigh": 40}, "ekfac": {"eigh": 40}}
+    expected = {
+        "muon": {"newton_schulz": 80},
+        "shampoo": {"inverse_root": 80},
+        "soap": {"eigh": 4, "qr_refresh": 16},
+        "kfac": {"eigh": 40},
+        "ekfac": {"eigh": 40},
+    }
     assert result["work"]["counts"] == expected[name]
     losses = result["losses"]
     assert losses[-1] < losses[0]  # it trains

@@ -9,8 +9,8 @@
   renders passes :func:`gd_lib.plotting.figure_problems`; its exported HTML renders its tables
   and shows a static figure in every widget cell (:func:`gd_lib.notebooks.html_problems`). The run of
   every lecture in full mode with its training loops cut short (``GD_STEP_SCALE``) is in
-  ``tests/test_lecture_full_mode.py`` (its own file, so that pytest-xdist's loadfile runs it on
-  another worker).
+  ``tests/test_lecture_full_mode.py`` and ``tests/test_lecture_full_mode_late.py`` (files of their
+  own, so that pytest-xdist's loadfile spreads them over the workers).
 
 The claims each lecture makes are asserted separately, by tests that call the same
 ``gd_lib.experiments`` functions.
