@@ -171,9 +171,11 @@ def find_leaks(site: Path, lines: set[str], allowed_text: str = "") -> list[tupl
 def legitimate_sources(root: Path = ROOT) -> str:
     """Text the site is meant to show that may repeat a line of a region (``w.grad = g.clone()`` in a
     public and a hidden test): the instructors' notebooks outside their regions, the lectures, the
-    README and the site's own pages. (Not the released assignments: a line of a region that only a
-    released notebook has is a leak.)"""
+    README, the site's own pages and gd_lib's source (every student has the library; a lecture shows
+    its code with ``inspect.getsource``, e.g. the Lanczos loop an assignment asks students to write).
+    (Not the released assignments: a line of a region that only a released notebook has is a leak.)"""
     parts = [solution_regions(root / "solutions")[1]]
+    parts += [p.read_text(encoding="utf-8") for p in sorted((root / "gd_lib").rglob("*.py"))]
     parts += [page_text(path) for path in sorted((root / "lectures").glob("*.ipynb"))]
     parts.append((root / "README.md").read_text(encoding="utf-8"))
     parts += [p.read_text(encoding="utf-8") for p in sorted((ROOT / "site" / "pages").rglob("*.md"))]
